@@ -1,0 +1,84 @@
+"""Every error programma_sa raises derives from :class:`ProgrammaError`.
+
+Two families matter to callers:
+
+* :class:`InvalidJobInput` (also a :class:`ValueError`) — a caller's argument was
+  refused *before* any statement was sent, so the caller's transaction is untouched
+  and nothing was written.
+* :class:`DatabaseError` — PostgreSQL refused a statement. The driver's exception
+  is kept as ``__cause__``. :func:`translated_errors` is the one place where driver
+  errors become ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import exc as sa_exc
+
+__all__ = [
+    "ConfigurationError",
+    "DatabaseError",
+    "InvalidJobInput",
+    "PayloadTooLarge",
+    "ProgrammaError",
+    "SchemaNotReady",
+    "translated_errors",
+]
+
+
+class ProgrammaError(Exception):
+    """Root of every error raised by programma_sa."""
+
+
+class InvalidJobInput(ProgrammaError, ValueError):
+    """An argument was refused before anything was written."""
+
+
+class PayloadTooLarge(InvalidJobInput):
+    """A job's data or attributes serialise to more bytes than the queue allows."""
+
+
+class ConfigurationError(ProgrammaError):
+    """The model, table name, schema or queue settings are not usable."""
+
+
+class DatabaseError(ProgrammaError):
+    """PostgreSQL refused a statement; the driver's error is the ``__cause__``."""
+
+
+class SchemaNotReady(DatabaseError):
+    """The jobs table does not exist: run the programma migrations (``alembic upgrade heads``)."""
+
+
+# SQLSTATE 42P01: undefined_table.
+_UNDEFINED_TABLE = "42P01"
+
+
+def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
+    original = error.orig
+    # psycopg 3 exposes ``sqlstate``; psycopg2 ``pgcode``; asyncpg ``sqlstate``.
+    for attribute in ("sqlstate", "pgcode"):
+        value = getattr(original, attribute, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise SQLAlchemy/driver errors as :class:`DatabaseError` subclasses.
+
+    A lost connection becomes a :class:`DatabaseError` too, so a worker catches one
+    type; the SQLAlchemy error (with ``connection_invalidated``) stays the ``__cause__``.
+    """
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        if _sqlstate(error) == _UNDEFINED_TABLE:
+            raise SchemaNotReady(
+                "the programma jobs table does not exist; run the programma migrations "
+                "(`alembic upgrade heads` or `programma-sa migrate`)"
+            ) from error
+        raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error

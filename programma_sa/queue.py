@@ -1,0 +1,197 @@
+"""The queue, on the caller's :class:`~sqlalchemy.orm.Session`.
+
+Every method takes the session first and runs its statement in that session's
+transaction. Nothing here commits, begins, rolls back or closes the session: the
+caller's transaction boundary decides what a claim means.
+
+*Enqueue beside business writes*::
+
+    with Session(engine) as session, session.begin():
+        session.add(Order(id=order_id))
+        queue.add_job(session, "send-receipt", {"order": order_id})
+    # both rows commit together, or neither does
+
+*Lease* (the npm package's way) — claim, commit at once, work outside a
+transaction; a job not moved out of ACTIVE comes back after ``retry_after_seconds``::
+
+    with Session(engine) as session, session.begin():
+        jobs = queue.claim_jobs(session, "send-receipt", max_jobs=10)
+    for job in jobs:
+        send(job.data)
+        with Session(engine) as session, session.begin():
+            queue.move_job_to_done(session, job.id)
+
+*Transactional* — the claim, the handler's writes and the completion commit together
+or not at all; a rollback (or a crash) makes the job claimable again at once::
+
+    with Session(engine) as session, session.begin():
+        for job in queue.claim_jobs(session, "send-receipt"):
+            session.add(Receipt(order_id=job.data["order"]))
+            queue.move_job_to_done(session, job.id)
+
+The queue issues Core statements; ORM instances of the job model already loaded in
+a session are not refreshed by them (call ``session.refresh`` or use :meth:`get_job`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+from ._operations import Operation, Operations
+from ._records import ClaimedJob, JobDetail, JobSpec
+from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
+from .exceptions import ConfigurationError, translated_errors
+from .models import JobMixin
+
+__all__ = ["JobQueue", "jobs_table"]
+
+T = TypeVar("T")
+
+
+def jobs_table(model: type[JobMixin] | Table) -> Table:
+    """The :class:`~sqlalchemy.Table` behind a ``JobMixin`` model (or the table itself)."""
+    if isinstance(model, Table):
+        return model
+    table = getattr(model, "__table__", None)
+    if not (isinstance(model, type) and issubclass(model, JobMixin) and isinstance(table, Table)):
+        raise ConfigurationError(
+            f"expected a mapped class using JobMixin (or its Table), got {model!r}"
+        )
+    return table
+
+
+class _QueueBase:
+    """Settings and operation builders shared by :class:`JobQueue` and ``AsyncJobQueue``."""
+
+    def __init__(
+        self,
+        model: type[JobMixin] | Table,
+        *,
+        notify: bool = True,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        """
+        :param model: the application's ``JobMixin`` model (or its ``Table``).
+        :param notify: announce each enqueue with ``pg_notify`` so idle workers wake
+            at once (delivered on commit, dropped on rollback).
+        :param max_payload_bytes: largest JSON size accepted for ``data`` and for
+            ``attributes``; larger ones raise :class:`PayloadTooLarge` before
+            anything is written.
+        """
+        self.table = jobs_table(model)
+        self._operations = Operations(
+            self.table, notify=notify, max_payload_bytes=max_payload_bytes
+        )
+
+    @property
+    def notify(self) -> bool:
+        return self._operations.notify
+
+
+class JobQueue(_QueueBase):
+    """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
+
+    def _run(self, session: Session, operation: Operation[T]) -> T:
+        with translated_errors():
+            return operation.read(session.execute(operation.statement, operation.params))
+
+    def add_job(
+        self,
+        session: Session,
+        topic: str,
+        data: Any,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        run_after_seconds: float | None = None,
+        run_after_date: datetime | str | None = None,
+        retry_after_seconds: int | None = 30,
+    ) -> uuid.UUID:
+        """Enqueue one job in the session's transaction and return its id.
+
+        :param data: any JSON-serialisable value (stored as ``jsonb``).
+        :param attributes: a JSON object of metadata (merged by :meth:`set_attributes`).
+        :param run_after_seconds: not claimable before this many seconds from now.
+        :param run_after_date: not claimable before this moment (an aware datetime or
+            an ISO-8601 string with an offset); wins over ``run_after_seconds``.
+        :param retry_after_seconds: the visibility timeout: a claimed job still ACTIVE
+            after this many seconds is delivered again. ``None``: never redelivered.
+        """
+        job_id, operation = self._operations.add_job(
+            topic,
+            data,
+            attributes=attributes,
+            run_after_seconds=run_after_seconds,
+            run_after_date=run_after_date,
+            retry_after_seconds=retry_after_seconds,
+        )
+        self._run(session, operation)
+        return job_id
+
+    def add_jobs(
+        self, session: Session, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> list[uuid.UUID]:
+        """Enqueue many jobs in one statement; ids in the order of ``specs``.
+
+        Each spec is a :class:`JobSpec` or a mapping with its field names. Every
+        spec is checked before the statement is sent: one bad spec adds nothing.
+        """
+        job_ids, operation = self._operations.add_jobs(topic, specs)
+        if operation is not None:
+            self._run(session, operation)
+        return job_ids
+
+    def claim_jobs(self, session: Session, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
+        """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.
+
+        The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
+        they stay locked until the session's transaction ends.
+        """
+        return self._run(session, self._operations.claim_jobs(topic, max_jobs))
+
+    def move_job_to_processing(self, session: Session, job_id: uuid.UUID | str) -> bool:
+        """PROCESSING: out of the visibility timeout, never redelivered."""
+        return self._run(session, self._operations.move_job_to_processing(job_id))
+
+    def move_job_to_done(
+        self, session: Session, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """COMPLETED (or deleted, with ``delete=True``)."""
+        return self._run(session, self._operations.move_job_to_done(job_id, delete))
+
+    def move_job_to_failed(
+        self, session: Session, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """FAILED (or deleted, with ``delete=True``)."""
+        return self._run(session, self._operations.move_job_to_failed(job_id, delete))
+
+    def delete_job(self, session: Session, job_id: uuid.UUID | str) -> bool:
+        """Delete the job, whatever its state."""
+        return self._run(session, self._operations.delete_job(job_id))
+
+    def set_attributes(
+        self, session: Session, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+    ) -> bool:
+        """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
+        return self._run(session, self._operations.set_attributes(job_id, attributes))
+
+    def set_retry_after_seconds(
+        self, session: Session, job_id: uuid.UUID | str, seconds: int | None
+    ) -> bool:
+        """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
+        return self._run(session, self._operations.set_retry_after_seconds(job_id, seconds))
+
+    def set_job_start_date(
+        self, session: Session, job_id: uuid.UUID | str, start_date: datetime | str
+    ) -> bool:
+        """Set when the job is next claimable (its state is unchanged)."""
+        return self._run(session, self._operations.set_job_start_date(job_id, start_date))
+
+    def get_job(self, session: Session, job_id: uuid.UUID | str) -> JobDetail | None:
+        """Every column of the job, or ``None`` when no job has that id."""
+        return self._run(session, self._operations.get_job(job_id))

@@ -1,0 +1,166 @@
+"""The shipped chain against the model, and inside an application's own Alembic setup."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData, create_engine, inspect
+from sqlalchemy.orm import DeclarativeBase
+
+from alembic import command
+from programma_sa import JobMixin, migrations
+from programma_sa.testing import fresh_database
+
+
+class _DefaultBase(DeclarativeBase):
+    pass
+
+
+class DefaultJob(JobMixin, _DefaultBase):
+    pass
+
+
+class _CustomBase(DeclarativeBase):
+    pass
+
+
+class CustomJob(JobMixin, _CustomBase):
+    __tablename__ = "audit_jobs"
+    programma_schema = "queue"
+
+
+@pytest.fixture
+def empty_url(admin_url: str) -> Iterator[str]:
+    with fresh_database(admin_url, prefix="programma_migration") as url:
+        yield url
+
+
+def _differences(url: str, metadata: MetaData) -> list[Any]:
+    def only_model_tables(name: str | None, type_: str, parent_names: Any) -> bool:
+        return type_ != "table" or name != migrations.STANDALONE_VERSION_TABLE
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_schemas": True,
+                    "include_name": only_model_tables,
+                },
+            )
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def test_default_table_matches_the_model(empty_url: str) -> None:
+    migrations.upgrade(empty_url)
+    assert _differences(empty_url, _DefaultBase.metadata) == []
+
+
+def test_custom_table_name_and_schema_match_the_model(empty_url: str) -> None:
+    migrations.upgrade(empty_url, table_name="audit_jobs", schema="queue")
+    assert _differences(empty_url, _CustomBase.metadata) == []
+    tables = inspect(create_engine(empty_url)).get_table_names(schema="queue")
+    assert tables == ["audit_jobs"]
+
+
+def test_the_model_differs_from_an_empty_database(empty_url: str) -> None:
+    # The comparison can fail: without the migration the table is reported missing.
+    differences = _differences(empty_url, _DefaultBase.metadata)
+    assert [difference[0] for difference in differences] == ["add_table", "add_index", "add_index"]
+
+
+def test_upgrade_downgrade_upgrade_round_trips(empty_url: str) -> None:
+    engine = create_engine(empty_url)
+    try:
+        migrations.upgrade(empty_url)
+        assert "programma_jobs" in inspect(engine).get_table_names()
+        migrations.downgrade(empty_url)
+        assert "programma_jobs" not in inspect(engine).get_table_names()
+        migrations.upgrade(empty_url)
+        assert "programma_jobs" in inspect(engine).get_table_names()
+        assert _differences(empty_url, _DefaultBase.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_chain_applies_inside_an_applications_own_alembic(empty_url: str, tmp_path: Path) -> None:
+    """The documented set-up: one version_locations line, then `alembic upgrade heads`."""
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (tmp_path / "env.py").write_text(
+        textwrap.dedent(
+            """
+            from alembic import context
+            from sqlalchemy import engine_from_config, pool
+            from programma_sa.migrations import include_object
+
+            config = context.config
+            engine = engine_from_config(
+                config.get_section(config.config_ini_section),
+                prefix="sqlalchemy.",
+                poolclass=pool.NullPool,
+            )
+            with engine.connect() as connection:
+                context.configure(
+                    connection=connection, target_metadata=None, include_object=include_object
+                )
+                with context.begin_transaction():
+                    context.run_migrations()
+            """
+        )
+    )
+    (versions / "app_0001.py").write_text(
+        textwrap.dedent(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "app_0001"
+            down_revision = None
+            branch_labels = ("app",)
+            depends_on = None
+
+            def upgrade():
+                op.create_table("customers", sa.Column("id", sa.Integer, primary_key=True))
+
+            def downgrade():
+                op.drop_table("customers")
+            """
+        )
+    )
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(
+        textwrap.dedent(
+            f"""
+            [alembic]
+            script_location = {tmp_path}
+            path_separator = space
+            version_locations = {versions} programma_sa:migrations/versions
+            sqlalchemy.url = {empty_url.replace("%", "%%")}
+            """
+        )
+    )
+    config = Config(str(ini))
+    command.upgrade(config, "heads")
+    engine = create_engine(empty_url)
+    try:
+        assert {"customers", "programma_jobs", "alembic_version"} <= set(
+            inspect(engine).get_table_names()
+        )
+        command.downgrade(config, "programma@base")
+        tables = set(inspect(engine).get_table_names())
+        assert "programma_jobs" not in tables and "customers" in tables
+    finally:
+        engine.dispose()
