@@ -111,28 +111,29 @@ def run_env(context: EnvironmentContext, target_metadata: MetaData | None = None
         "version_table": config.get_main_option("version_table") or "alembic_version",
         "compare_type": True,
     }
-    if context.is_offline_mode():
-        context.configure(
-            url=config.get_main_option("sqlalchemy.url"), literal_binds=True, **options
-        )
+
+    def migrate(**connect: Any) -> None:
+        context.configure(**connect, **options)
         with context.begin_transaction():
             context.run_migrations()
+
+    if context.is_offline_mode():
+        migrate(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
         return
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, **options)
-        with context.begin_transaction():
-            context.run_migrations()
+        migrate(connection=connection)
         return
     engine = engine_from_config(
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
     )
-    with engine.connect() as connection:
-        context.configure(connection=connection, **options)
-        with context.begin_transaction():
-            context.run_migrations()
+    try:
+        with engine.connect() as connection:
+            migrate(connection=connection)
+    finally:
+        engine.dispose()
 
 
 def standalone_config(
