@@ -9,6 +9,9 @@ claimed with ``FOR UPDATE SKIP LOCKED`` inside your transaction boundaries.
 from importlib.metadata import PackageNotFoundError, version
 
 from ._records import ClaimedJob, JobDetail, JobSpec
+from ._retention import TTL, Retention
+from ._stats import QueueStats, TopicStats
+from .aio import AsyncJobQueue
 from .exceptions import (
     ConfigurationError,
     DatabaseError,
@@ -17,8 +20,11 @@ from .exceptions import (
     ProgrammaError,
     SchemaNotReady,
 )
+from .maintenance import Pruner, PruneResult
 from .models import JobMixin, JobState
 from .queue import JobQueue, jobs_table
+from .retry import RetryPolicy
+from .worker import JobContext, PassResult, Worker
 
 try:
     __version__ = version("programma-sa")
@@ -26,18 +32,29 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "TTL",
+    "AsyncJobQueue",
     "ClaimedJob",
     "ConfigurationError",
     "DatabaseError",
     "InvalidJobInput",
+    "JobContext",
     "JobDetail",
     "JobMixin",
     "JobQueue",
     "JobSpec",
     "JobState",
+    "PassResult",
     "PayloadTooLarge",
     "ProgrammaError",
+    "PruneResult",
+    "Pruner",
+    "QueueStats",
+    "Retention",
+    "RetryPolicy",
     "SchemaNotReady",
+    "TopicStats",
+    "Worker",
     "__version__",
     "jobs_table",
 ]

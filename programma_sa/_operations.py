@@ -10,7 +10,7 @@ handling each exist once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -56,6 +56,15 @@ def _job_or_none(result: Result[Any]) -> JobDetail | None:
 
 def _discard(result: Result[Any]) -> None:
     result.close()
+
+
+def _ids(result: Result[Any]) -> list[uuid.UUID]:
+    return list(result.scalars())
+
+
+def _optional_float(result: Result[Any]) -> float | None:
+    value = result.scalar_one()
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -230,4 +239,47 @@ class Operations:
     def get_job(self, job_id: uuid.UUID | str) -> Operation[JobDetail | None]:
         return Operation(
             self.statements.get_by_id, {"p_job_id": check.job_id(job_id)}, _job_or_none
+        )
+
+    # -- the worker's outcome writes (guarded: only a job still as its claim left it) --
+
+    def complete_unchanged(self, jobs: Sequence[ClaimedJob]) -> Operation[list[uuid.UUID]]:
+        """COMPLETE every job of ``jobs`` that is unchanged since its claim; returns their ids."""
+        params = {
+            "p_ids": [job.id for job in jobs],
+            "p_attempts": [job.attempts for job in jobs],
+            "p_start_afters": [job.start_after for job in jobs],
+        }
+        return Operation(self.statements.complete_unchanged, params, _ids)
+
+    def _unchanged(
+        self, statement: Executable, job: ClaimedJob, error: Mapping[str, Any], **params: Any
+    ) -> Operation[bool]:
+        return self._by_id(
+            statement,
+            job.id,
+            p_attempts=job.attempts,
+            p_start_after=job.start_after,
+            p_attributes=check.attributes_text(error, self.max_payload_bytes),
+            **params,
+        )
+
+    def retry_unchanged(
+        self, job: ClaimedJob, delay: float | None, error: Mapping[str, Any]
+    ) -> Operation[bool]:
+        """Record ``error`` (merged into attributes) and make the job due in ``delay``
+        seconds (``None``: keep the claim's visibility timeout)."""
+        seconds = check.optional_seconds(delay, "delay")
+        return self._unchanged(self.statements.retry_unchanged, job, error, p_delay=seconds)
+
+    def fail_unchanged(self, job: ClaimedJob, error: Mapping[str, Any]) -> Operation[bool]:
+        """Record ``error`` (merged into attributes) and move the job to FAILED."""
+        return self._unchanged(self.statements.fail_unchanged, job, error)
+
+    def seconds_until_due(self, topic: str) -> Operation[float | None]:
+        """Seconds until ``topic``'s next claimable job is due (``None``: no such job)."""
+        return Operation(
+            self.statements.seconds_until_due,
+            {"p_topic": check.check_topic(topic)},
+            _optional_float,
         )

@@ -25,16 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     DateTime,
     Delete,
     Float,
+    FromClause,
     Integer,
     Interval,
     Select,
     Table,
     Text,
     Update,
+    and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -43,15 +47,24 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.sql.dml import Insert
 
-from .models import CLAIMABLE_STATES, JobState
+from .models import CLAIMABLE_STATES, FINISHED_STATES, JobState
 
-__all__ = ["Statements", "notify_channel"]
+__all__ = [
+    "STATS_COUNTS",
+    "STATS_TIMES",
+    "MaintenanceStatements",
+    "Statements",
+    "notify_channel",
+]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
 _ONE_SECOND = literal_column("INTERVAL '1 second'", Interval())
@@ -74,6 +87,31 @@ def _after_seconds(seconds: ColumnElement[Any]) -> ColumnElement[Any]:
 def _interval_seconds(seconds: ColumnElement[Any]) -> ColumnElement[Any]:
     """``INTERVAL '1 second' * seconds``."""
     return _ONE_SECOND.op("*", return_type=Interval())(seconds)
+
+
+def _merged_attributes(table: Table) -> ColumnElement[Any]:
+    """The job's attributes with the JSON object ``p_attributes`` merged in (top level)."""
+    return func.coalesce(table.c.attributes, cast("{}", JSONB)).op("||")(
+        cast(bindparam("p_attributes", type_=Text()), JSONB)
+    )
+
+
+def _unchanged_since_claim(
+    table: Table, attempts: ColumnElement[Any], start_after: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The job is still exactly as the claim that returned it left it.
+
+    A worker writes a job's outcome only under this guard, so it never overrides
+    what the handler did (moved, rescheduled or deleted the job), and never touches
+    a job whose lease ran out and that another worker has claimed since (its
+    ``attempts`` moved on).
+    """
+    t = table.c
+    return and_(
+        t.state == _state(JobState.ACTIVE),
+        t.attempts == attempts,
+        t.start_after.is_not_distinct_from(start_after),
+    )
 
 
 def notify_channel(table: Table) -> str:
@@ -102,6 +140,10 @@ class Statements:
     set_retry_after_seconds: Update
     set_start_after: Update
     get_by_id: Select[tuple[object, ...]]
+    complete_unchanged: Update
+    retry_unchanged: Update
+    fail_unchanged: Update
+    seconds_until_due: Select[tuple[object]]
 
     @classmethod
     @functools.cache
@@ -207,13 +249,7 @@ class Statements:
             move_to_completed=move_to(JobState.COMPLETED),
             move_to_failed=move_to(JobState.FAILED),
             delete_by_id=delete(table).where(by_id),
-            set_attributes=update(table)
-            .where(by_id)
-            .values(
-                attributes=func.coalesce(t.attributes, cast("{}", JSONB)).op("||")(
-                    cast(bindparam("p_attributes", type_=Text()), JSONB)
-                )
-            ),
+            set_attributes=update(table).where(by_id).values(attributes=_merged_attributes(table)),
             # A leased (ACTIVE) job's lease is re-measured from its claim with the
             # new timeout, so a handler can lengthen or shorten its own backoff.
             set_retry_after_seconds=update(table)
@@ -232,7 +268,80 @@ class Statements:
             .where(by_id)
             .values(start_after=bindparam("p_start_after", type_=_TIMESTAMPTZ)),
             get_by_id=select(*table.c).where(by_id),
+            **_worker_statements(table, by_id),
         )
+
+
+def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, Any]:
+    """The worker's outcome writes (each guarded by :func:`_unchanged_since_claim`)
+    and its idle-time look-ahead."""
+    t = table.c
+    # The jobs of one claim batch a handler returned for, completed in ONE statement
+    # (UPDATE … FROM unnest(ids, attempts, start_afters)): one round trip per batch.
+    claimed = (
+        func.unnest(
+            cast(bindparam("p_ids"), ARRAY(UUID(as_uuid=True))),
+            cast(bindparam("p_attempts"), ARRAY(Integer())),
+            cast(bindparam("p_start_afters"), ARRAY(_TIMESTAMPTZ)),
+        )
+        .table_valued(
+            column("id", UUID(as_uuid=True)),
+            column("attempts", Integer()),
+            column("start_after", _TIMESTAMPTZ),
+        )
+        .render_derived(name="claimed")
+    )
+    complete_unchanged = (
+        update(table)
+        .where(
+            t.id == claimed.c.id,
+            _unchanged_since_claim(table, claimed.c.attempts, claimed.c.start_after),
+        )
+        .values(state=_state(JobState.COMPLETED), finished_at=_db_now())
+        .returning(t.id)
+    )
+    one_unchanged = and_(
+        by_id,
+        _unchanged_since_claim(
+            table,
+            bindparam("p_attempts", type_=Integer()),
+            bindparam("p_start_after", type_=_TIMESTAMPTZ),
+        ),
+    )
+    # A failed attempt: the error goes into attributes; the job stays ACTIVE and is
+    # claimable again after p_delay seconds (NULL: its lease stands as the claim set it).
+    retry_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            attributes=_merged_attributes(table),
+            start_after=func.coalesce(
+                _after_seconds(bindparam("p_delay", type_=Float())), t.start_after
+            ),
+        )
+    )
+    fail_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            attributes=_merged_attributes(table),
+            state=_state(JobState.FAILED),
+            finished_at=_db_now(),
+        )
+    )
+    # Seconds until the topic's next claimable job is due (negative: due now but
+    # locked by another claim; NULL: none). min() over the claim index's prefix
+    # (topic, start_after) is answered from the index's first entry.
+    seconds_until_due = select(func.extract("epoch", func.min(t.start_after) - _db_now())).where(
+        t.topic == bindparam("p_topic", type_=Text()),
+        t.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES]),
+    )
+    return {
+        "complete_unchanged": complete_unchanged,
+        "retry_unchanged": retry_unchanged,
+        "fail_unchanged": fail_unchanged,
+        "seconds_until_due": seconds_until_due,
+    }
 
 
 def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:
@@ -245,3 +354,211 @@ def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:
     inserted = enqueue.returning(table.c.topic).cte("inserted")
     topics = select(inserted.c.topic).distinct().subquery("topics")
     return select(func.pg_notify(notify_channel(table), topics.c.topic))
+
+
+# -- maintenance: statistics and retention --------------------------------------------
+
+#: The counts and times each row of :attr:`MaintenanceStatements.stats_all` has
+#: (beside ``measured_at`` and ``topic``). Each branch of its UNION ALL fills the
+#: columns it measures and zero / NULL elsewhere; the reader adds a topic's rows up.
+STATS_COUNTS = (
+    "created",
+    "active",
+    "processing",
+    "finished",
+    "failed",
+    "due",
+    "expired_leases",
+    "finished_recently",
+    "failed_recently",
+)
+STATS_TIMES = ("oldest_due_at", "oldest_processing_at")
+
+
+def _stats_branch(topic: ColumnElement[Any], **measured: ColumnElement[Any]) -> list[Any]:
+    """One UNION ALL branch's select list: ``topic``, :data:`STATS_COUNTS`, :data:`STATS_TIMES`."""
+    columns: list[Any] = [topic.label("topic")]
+    for name in STATS_COUNTS:
+        columns.append(measured.get(name, literal_column("0", BigInteger())).label(name))
+    for name in STATS_TIMES:
+        columns.append(measured.get(name, cast(null(), _TIMESTAMPTZ)).label(name))
+    return columns
+
+
+def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
+    """Per-topic statistics in one statement (one snapshot, one round trip).
+
+    Each branch reads only the rows of the states it counts, through the partial
+    index whose predicate matches them, so finished rows never cost a table scan:
+
+    * CREATED/ACTIVE — ``ix_<table>_claim`` (the claim's own index);
+    * PROCESSING — ``ix_<table>_processing`` (index-only: topic, started_at);
+    * COMPLETED+FAILED — ``ix_<table>_finished`` (index-only: topic, finished_at);
+    * FAILED — ``ix_<table>_failed`` (index-only); COMPLETED = finished - failed.
+
+    The finished branches read their rows ``ORDER BY topic, finished_at``, the
+    order of those indexes: counting most of a table, PostgreSQL's cost model
+    (random_page_cost 4) would otherwise prefer reading the whole table over an
+    index-only scan of an index a fraction of its size; with the order asked for,
+    the table path needs a sort of every finished row and loses. The index-only scan
+    reads the index and the visibility map, and the heap only for pages changed
+    since the last VACUUM. (tests/operations/test_plans.py checks the plans.)
+    """
+    t = table.c
+    now = _db_now()
+    topic_filter = [t.topic == bindparam("p_topic", type_=Text())] if one_topic else []
+    due = t.start_after <= now
+    live = (
+        select(
+            *_stats_branch(
+                t.topic,
+                created=func.count().filter(t.state == _state(JobState.CREATED)),
+                active=func.count().filter(t.state == _state(JobState.ACTIVE)),
+                due=func.count().filter(due),
+                # ACTIVE and due again: its lease ran out before the handler moved it on.
+                expired_leases=func.count().filter(t.state == _state(JobState.ACTIVE), due),
+                oldest_due_at=func.min(t.start_after).filter(due),
+            )
+        )
+        .where(_claimable(table), *topic_filter)
+        .group_by(t.topic)
+    )
+    processing = (
+        select(
+            *_stats_branch(
+                t.topic,
+                processing=func.count(),
+                oldest_processing_at=func.min(t.started_at),
+            )
+        )
+        .where(t.state == _state(JobState.PROCESSING), *topic_filter)
+        .group_by(t.topic)
+    )
+    window_start = now - _interval_seconds(bindparam("p_window_seconds", type_=Float()))
+
+    def finished_branch(states: ColumnElement[bool], total: str, recent: str) -> Select[Any]:
+        rows = (
+            select(t.topic, t.finished_at)
+            .where(states, *topic_filter)
+            .order_by(t.topic, t.finished_at)  # the index's order, see the docstring
+            .subquery()
+        )
+        return select(
+            *_stats_branch(
+                rows.c.topic,
+                **{
+                    total: func.count(),
+                    recent: func.count().filter(rows.c.finished_at >= window_start),
+                },
+            )
+        ).group_by(rows.c.topic)
+
+    counts = union_all(
+        live,
+        processing,
+        finished_branch(_finished(table), "finished", "finished_recently"),
+        finished_branch(t.state == _state(JobState.FAILED), "failed", "failed_recently"),
+    ).subquery("counts")
+    # The clock row makes the statement return the database time even when no
+    # topic has a job (an unknown topic reads as zeros measured at that time).
+    clock = select(now.label("measured_at")).subquery("clock")
+    return select(clock.c.measured_at, *(c for c in counts.c)).select_from(
+        clock.outerjoin(counts, true())
+    )
+
+
+def _claimable(table: Table) -> ColumnElement[bool]:
+    """The claim index's predicate, as literals the planner can match to it."""
+    return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
+
+
+def _finished(source: FromClause) -> ColumnElement[bool]:
+    """The finished index's predicate, as literals the planner can match to it."""
+    return source.c.state.in_([_state(JobState(state)) for state in FINISHED_STATES])
+
+
+def _finished_topics(table: Table) -> Select[tuple[object]]:
+    """Every topic that has finished jobs, by a loose index scan of ``ix_<table>_finished``.
+
+    A recursive query jumps from one topic to the next greater one: one index
+    descent per topic, however many finished rows each has (``SELECT DISTINCT``
+    would read them all).
+    """
+    t = table.c
+    first = select(t.topic).where(_finished(table)).order_by(t.topic).limit(1)
+    topics = first.cte("finished_topics", recursive=True)
+    jobs = table.alias("later")
+    following = (
+        select(jobs.c.topic)
+        .where(_finished(jobs), jobs.c.topic > topics.c.topic)
+        .order_by(jobs.c.topic)
+        .limit(1)
+        .scalar_subquery()
+    )
+    topics = topics.union_all(select(following).where(topics.c.topic.is_not(None)))
+    return select(topics.c.topic).where(topics.c.topic.is_not(None))
+
+
+def _prune(table: Table, state: JobState) -> Delete:
+    """Delete one bounded batch of ``state`` jobs of one topic, finished before the TTL.
+
+    ``ix_<table>_finished`` (``ix_<table>_failed`` for FAILED) hands out the topic's
+    oldest finished rows in ``finished_at`` order, so a batch reads about as many
+    index entries as it deletes and never scans the table. ``FOR UPDATE SKIP
+    LOCKED``: a finished row some other transaction holds locked (a caller still
+    inspecting or changing it) is left for a later batch instead of making the prune
+    wait on it — and nothing a claim locks is a finished row, so pruning and claiming
+    never wait on each other.
+
+    The ids are collected into an array and deleted with ``id = ANY(ARRAY(…))``, a
+    primary-key lookup per id. (Joined to the table instead — ``USING`` a CTE, or
+    ``id IN (subquery)`` — the planner may hash-join a sequential scan of the whole
+    table when the batch is large next to the table.)
+    """
+    t = table.c
+    cutoff = _db_now() - _interval_seconds(bindparam("p_ttl_seconds", type_=Float()))
+    expired = (
+        select(t.id)
+        .where(
+            t.topic == bindparam("p_topic", type_=Text()),
+            t.state == _state(state),
+            t.finished_at < cutoff,
+        )
+        .order_by(t.finished_at)
+        .limit(bindparam("p_limit", type_=Integer()))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return delete(table).where(t.id == any_(func.array(expired, type_=ARRAY(UUID(as_uuid=True)))))
+
+
+@dataclass(frozen=True)
+class MaintenanceStatements:
+    """Statistics and retention statements for one jobs table (see :meth:`for_table`)."""
+
+    table: Table
+    stats_all: Select[tuple[object, ...]]
+    stats_topic: Select[tuple[object, ...]]
+    finished_topics: Select[tuple[object]]
+    prune_completed: Delete
+    prune_failed: Delete
+    try_prune_lock: Select[tuple[object]]
+
+    @classmethod
+    @functools.cache
+    def for_table(cls, table: Table) -> MaintenanceStatements:
+        """Build (once per table, then cached) the maintenance statements for ``table``."""
+        return cls(
+            table=table,
+            stats_all=_stats(table, one_topic=False),
+            stats_topic=_stats(table, one_topic=True),
+            finished_topics=_finished_topics(table),
+            prune_completed=_prune(table, JobState.COMPLETED),
+            prune_failed=_prune(table, JobState.FAILED),
+            # A transaction-level advisory lock: released by the batch's own commit or
+            # rollback, so no crash, pool or pgbouncer (transaction pooling) can leave
+            # it held. See programma_sa.maintenance.Pruner for why pruning takes it.
+            try_prune_lock=select(
+                func.pg_try_advisory_xact_lock(bindparam("p_key", type_=BigInteger()))
+            ),
+        )

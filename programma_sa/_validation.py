@@ -19,6 +19,18 @@ from .exceptions import ConfigurationError, InvalidJobInput, PayloadTooLarge
 #: Default ceiling on the serialised size of a job's data (and of its attributes).
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 
+#: Longest topic, in UTF-8 bytes. A topic is a key of the claim index (PostgreSQL
+#: refuses btree entries over 2704 bytes) and the payload of the enqueue NOTIFY
+#: (at most 7999 bytes); a longer one would fail inside the caller's transaction
+#: and abort it, so it is refused up front.
+MAX_TOPIC_BYTES = 1024
+
+#: Largest number of seconds accepted for a delay or a visibility timeout (about 68
+#: years). ``retry_after_seconds`` is an ``integer`` column; a larger
+#: ``run_after_seconds`` overflows PostgreSQL's interval ("interval out of range")
+#: inside the caller's transaction. Later dates: use ``run_after_date``.
+MAX_SECONDS = 2**31 - 1
+
 # PostgreSQL identifiers: a letter or underscore, then letters, digits, _ or $,
 # at most 63 bytes (NAMEDATALEN - 1). Anything else is refused rather than quoted,
 # so a table or schema name can never carry SQL.
@@ -39,6 +51,16 @@ def check_identifier(value: object, what: str) -> str:
     return value
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """``text`` as the UTF-8 the driver will send; a lone surrogate cannot be sent."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidJobInput(
+            f"{what} is not valid Unicode text (it contains a lone surrogate)"
+        ) from error
+
+
 def check_topic(topic: object) -> str:
     """A topic is a non-empty string without NUL characters (it is data, never SQL)."""
     if not isinstance(topic, str):
@@ -47,6 +69,11 @@ def check_topic(topic: object) -> str:
         raise InvalidJobInput("topic must not be empty")
     if "\x00" in topic:
         raise InvalidJobInput("topic must not contain NUL characters")
+    size = len(_utf8(topic, "topic"))
+    if size > MAX_TOPIC_BYTES:
+        raise InvalidJobInput(
+            f"topic is {size} bytes in UTF-8; the limit is {MAX_TOPIC_BYTES} bytes"
+        )
     return topic
 
 
@@ -56,11 +83,13 @@ def json_text(value: object, what: str, max_bytes: int) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as error:
         raise InvalidJobInput(f"{what} is not JSON-serialisable: {error}") from error
+    except RecursionError as error:  # the encoder recurses once per nesting level
+        raise InvalidJobInput(f"{what} is nested too deeply to serialise as JSON") from error
     if _ESCAPED_NUL.search(text):
         raise InvalidJobInput(
             f"{what} contains a NUL character, which PostgreSQL jsonb cannot store"
         )
-    size = len(text.encode("utf-8"))
+    size = len(_utf8(text, what))
     if size > max_bytes:
         raise PayloadTooLarge(f"{what} is {size} bytes as JSON; the limit is {max_bytes} bytes")
     return text
@@ -80,6 +109,8 @@ def _seconds(value: object, what: str) -> float:
         raise InvalidJobInput(f"{what} must be finite, got {value!r}")
     if value < 0:
         raise InvalidJobInput(f"{what} must not be negative, got {value!r}")
+    if value > MAX_SECONDS:
+        raise InvalidJobInput(f"{what} is too large (at most {MAX_SECONDS}), got {value!r}")
     return float(value)
 
 
@@ -95,8 +126,6 @@ def retry_seconds(value: object) -> int | None:
     seconds = _seconds(value, "retry_after_seconds")
     if not seconds.is_integer():
         raise InvalidJobInput(f"retry_after_seconds must be whole seconds, got {value!r}")
-    if seconds > 2**31 - 1:
-        raise InvalidJobInput(f"retry_after_seconds is too large, got {value!r}")
     return int(seconds)
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
@@ -48,6 +48,13 @@ from ._records import ClaimedJob, JobDetail, JobSpec
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
 from .exceptions import ConfigurationError, translated_errors
 from .models import JobMixin
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlalchemy import Engine
+
+    from .worker import Handler, Worker
 
 __all__ = ["JobQueue", "jobs_table"]
 
@@ -98,6 +105,11 @@ class JobQueue(_QueueBase):
     """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
 
     def _run(self, session: Session, operation: Operation[T]) -> T:
+        if session.autoflush:
+            # The caller's pending rows are flushed outside the translation, so an
+            # error in *their* rows (a duplicate order, say) stays their own
+            # IntegrityError instead of surfacing as our DatabaseError via autoflush.
+            session.flush()
         with translated_errors():
             return operation.read(session.execute(operation.statement, operation.params))
 
@@ -195,3 +207,32 @@ class JobQueue(_QueueBase):
     def get_job(self, session: Session, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return self._run(session, self._operations.get_job(job_id))
+
+    def process_jobs(
+        self,
+        bind: Engine | Callable[[], Session],
+        handler: Handler,
+        *,
+        topic_name: str | Sequence[str],
+        heart_beat: float = 5.0,
+        max_jobs: int = 10,
+        **options: Any,
+    ) -> Worker:
+        """The npm package's ``processJobs``: start a :class:`~programma_sa.Worker`
+        in a background thread and return it (``worker.stop()`` ends it).
+
+        As in the npm package the handler steers its own job (``ctx.move_to_done()``
+        …): by default nothing is written after it returns or raises, and a job it
+        leaves ACTIVE comes back after ``retry_after_seconds``. ``options`` are
+        further :class:`~programma_sa.Worker` settings (``auto_complete=True``,
+        ``retry=RetryPolicy(...)``, ``concurrency``, ``mode`` …).
+        """
+        from .worker import Worker  # the worker imports this module
+
+        options.setdefault("auto_complete", False)
+        options.setdefault("retry", None)
+        worker = Worker(
+            self, bind, topic_name, handler, heartbeat=heart_beat, max_jobs=max_jobs, **options
+        )
+        worker.start()
+        return worker

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from ._embedded import embedded_postgres
 from .exceptions import ConfigurationError
@@ -95,7 +96,9 @@ def postgres_server() -> Iterator[str]:
 def fresh_database(admin_url: str, prefix: str = "programma_test") -> Iterator[str]:
     """Create an empty database on the server of ``admin_url``; drop it on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # NullPool: a fresh connection for the DROP, so a server restarted during the
+    # test (fault-injection tests do that) does not leave a dead pooled one behind.
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))

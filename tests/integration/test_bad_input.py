@@ -7,6 +7,7 @@ caller's transaction is still usable and holds the business row and no job.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -83,14 +84,15 @@ def test_add_jobs_refuses_the_whole_batch_for_one_bad_spec(
     _assert_untouched(session_with_order)
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ({"data": 1, "colour": "red"}, r"job spec #0 has unknown keys \['colour'\]"),
-        ({"attributes": {}}, "job spec #0 has no 'data'"),
-        ("just a string", "job spec #0 must be a JobSpec or a mapping, got str"),
-    ],
-)
+#: Malformed ``add_jobs`` specs (a regular expression for the message).
+BAD_SPECS: list[tuple[object, str]] = [
+    ({"data": 1, "colour": "red"}, r"job spec #0 has unknown keys \['colour'\]"),
+    ({"attributes": {}}, "job spec #0 has no 'data'"),
+    ("just a string", "job spec #0 must be a JobSpec or a mapping, got str"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SPECS)
 def test_add_jobs_refuses_malformed_specs(
     queue: JobQueue, session_with_order: Session, spec: object, message: str
 ) -> None:
@@ -110,25 +112,24 @@ def test_payload_over_the_limit_is_refused(session_with_order: Session) -> None:
     _assert_untouched(session_with_order)
 
 
-@pytest.mark.parametrize(
-    ("job_id", "message"),
-    [
-        ("not-a-uuid", "job id is not a UUID: 'not-a-uuid'"),
-        ("", "job id is not a UUID: ''"),
-        (12345, "job id must be a UUID or a string, got int"),
-        (None, "job id must be a UUID or a string, got NoneType"),
-    ],
-)
-@pytest.mark.parametrize(
-    "call",
-    [
-        "move_job_to_processing",
-        "move_job_to_done",
-        "move_job_to_failed",
-        "delete_job",
-        "get_job",
-    ],
-)
+BAD_JOB_IDS: list[tuple[object, str]] = [
+    ("not-a-uuid", "job id is not a UUID: 'not-a-uuid'"),
+    ("", "job id is not a UUID: ''"),
+    (12345, "job id must be a UUID or a string, got int"),
+    (None, "job id must be a UUID or a string, got NoneType"),
+]
+#: The queue methods that take just ``(session, job_id)``.
+JOB_ID_CALLS = [
+    "move_job_to_processing",
+    "move_job_to_done",
+    "move_job_to_failed",
+    "delete_job",
+    "get_job",
+]
+
+
+@pytest.mark.parametrize(("job_id", "message"), BAD_JOB_IDS)
+@pytest.mark.parametrize("call", JOB_ID_CALLS)
 def test_malformed_job_id_is_refused(
     queue: JobQueue, session_with_order: Session, call: str, job_id: object, message: str
 ) -> None:
@@ -137,21 +138,23 @@ def test_malformed_job_id_is_refused(
     _assert_untouched(session_with_order)
 
 
-@pytest.mark.parametrize(
-    ("call", "message"),
-    [
-        (lambda q, s, i: q.set_attributes(s, i, ["x"]), "attributes must be a mapping, got list"),
-        (
-            lambda q, s, i: q.set_retry_after_seconds(s, i, -1),
-            "retry_after_seconds must not be negative",
-        ),
-        (lambda q, s, i: q.set_job_start_date(s, i, "soon"), "start_date is not an ISO-8601 date"),
-        (
-            lambda q, s, i: q.set_job_start_date(s, i, datetime(2030, 1, 1)),
-            "start_date must carry a time zone",
-        ),
-    ],
-)
+#: ``(queue, session, job_id) -> call`` with a bad value; the asyncio suite awaits
+#: the same calls on an ``AsyncJobQueue``.
+BAD_SETTER_CALLS: list[tuple[Callable[[Any, Any, Any], Any], str]] = [
+    (lambda q, s, i: q.set_attributes(s, i, ["x"]), "attributes must be a mapping, got list"),
+    (
+        lambda q, s, i: q.set_retry_after_seconds(s, i, -1),
+        "retry_after_seconds must not be negative",
+    ),
+    (lambda q, s, i: q.set_job_start_date(s, i, "soon"), "start_date is not an ISO-8601 date"),
+    (
+        lambda q, s, i: q.set_job_start_date(s, i, datetime(2030, 1, 1)),
+        "start_date must carry a time zone",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), BAD_SETTER_CALLS)
 def test_setters_refuse_bad_values(queue: JobQueue, session: Session, call, message: str) -> None:  # type: ignore[no-untyped-def]
     job_id = queue.add_job(session, "t", {"v": 1})
     before = queue.get_job(session, job_id)
@@ -160,14 +163,14 @@ def test_setters_refuse_bad_values(queue: JobQueue, session: Session, call, mess
     assert queue.get_job(session, job_id) == before
 
 
-@pytest.mark.parametrize(
-    ("max_jobs", "message"),
-    [
-        (0, "max_jobs must be at least 1, got 0"),
-        (-3, "max_jobs must be at least 1"),
-        (1.5, "max_jobs must be an int"),
-    ],
-)
+BAD_MAX_JOBS: list[tuple[object, str]] = [
+    (0, "max_jobs must be at least 1, got 0"),
+    (-3, "max_jobs must be at least 1"),
+    (1.5, "max_jobs must be an int"),
+]
+
+
+@pytest.mark.parametrize(("max_jobs", "message"), BAD_MAX_JOBS)
 def test_claim_refuses_bad_max_jobs(
     queue: JobQueue, session: Session, max_jobs: object, message: str
 ) -> None:

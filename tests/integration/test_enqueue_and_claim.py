@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from programma_sa import JobQueue, JobSpec, JobState
@@ -227,4 +229,18 @@ def test_enqueue_never_commits_the_callers_session(queue: JobQueue, engine: Engi
         session.rollback()
     with Session(engine) as session:
         assert session.execute(select(Order)).first() is None
+        assert job_count(session) == 0
+
+
+def test_the_callers_own_flush_errors_stay_theirs(
+    queue: JobQueue, session_factory: sessionmaker[Session]
+) -> None:
+    """A pending duplicate row fails as SQLAlchemy's IntegrityError, not as our error."""
+    with session_factory.begin() as session:
+        session.add(Order(id=3))
+    with session_factory() as session:
+        session.add(Order(id=3, note="duplicate"))
+        with pytest.raises(IntegrityError):
+            queue.add_job(session, "t", {})
+        session.rollback()
         assert job_count(session) == 0

@@ -18,6 +18,8 @@ def test_default_table_sits_in_the_applications_metadata() -> None:
     assert {index.name for index in Job.__table__.indexes} == {
         "ix_programma_jobs_claim",
         "ix_programma_jobs_finished",
+        "ix_programma_jobs_processing",
+        "ix_programma_jobs_failed",
     }
 
 

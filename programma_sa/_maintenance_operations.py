@@ -1,0 +1,189 @@
+"""Statistics and pruning as validated operations, shared by the sync and async APIs.
+
+Like :mod:`._operations`, this module checks arguments (raising before anything is
+sent), pairs each statement of :class:`~._statements.MaintenanceStatements` with its
+parameters and the function that reads its result, and leaves executing them to
+:mod:`programma_sa.maintenance`. A prune batch takes several statements (the topics
+first, then one bounded DELETE per topic and state), so it is written once as a
+generator of operations — :func:`prune_steps` — that a sync or an async driver
+runs by executing each operation it yields and sending the result back.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+from sqlalchemy import Result, Table
+
+from . import _validation as check
+from ._operations import Operation
+from ._retention import FINISHED, Retention
+from ._statements import MaintenanceStatements
+from ._stats import QueueStats, read_stats
+from .exceptions import InvalidJobInput
+from .models import JobState
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_WINDOW_SECONDS",
+    "MaintenanceOperations",
+    "PruneSteps",
+    "check_batch_size",
+    "prune_steps",
+    "run_steps",
+    "run_steps_async",
+]
+
+logger = logging.getLogger("programma_sa.maintenance")
+
+#: The default window of the "recently completed / failed" counts.
+DEFAULT_WINDOW_SECONDS = 300.0
+#: The default number of rows one prune batch deletes at most.
+DEFAULT_BATCH_SIZE = 1000
+
+#: A prune batch: yields operations, receives each one's result, returns the count.
+PruneSteps = Generator[Operation[Any], Any, int]
+
+
+def check_batch_size(value: object) -> int:
+    """How many rows one prune batch may delete: an ``int`` >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobInput(f"batch_size must be an int, got {value!r}")
+    if value < 1:
+        raise InvalidJobInput(f"batch_size must be at least 1, got {value}")
+    return value
+
+
+def _window(value: object) -> float:
+    seconds = check.optional_seconds(value, "window_seconds")
+    if seconds is None:
+        raise InvalidJobInput("window_seconds must be a number of seconds, got None")
+    return seconds
+
+
+def _prune_lock_key(table: Table) -> int:
+    """A stable 64-bit advisory-lock key for pruning ``table`` (same in every process)."""
+    name = f"programma_sa.prune:{table.fullname}".encode()
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
+def _deleted(result: Result[Any]) -> int:
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+
+
+def _topics(result: Result[Any]) -> list[str]:
+    return list(result.scalars())
+
+
+def _flag(result: Result[Any]) -> bool:
+    return bool(result.scalar_one())
+
+
+class MaintenanceOperations:
+    """Builds the maintenance :class:`Operation` objects of one jobs table."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.statements = MaintenanceStatements.for_table(table)
+        #: The key of the advisory lock that keeps prunes of this table one at a time.
+        self.prune_lock_key = _prune_lock_key(table)
+
+    @classmethod
+    @functools.cache
+    def for_table(cls, table: Table) -> MaintenanceOperations:
+        """The (cached) operations of ``table``."""
+        return cls(table)
+
+    def stats(self, topic: str | None, window_seconds: object) -> Operation[QueueStats]:
+        window = _window(window_seconds)
+        params: dict[str, Any] = {"p_window_seconds": window}
+        statement = self.statements.stats_all
+        if topic is not None:
+            params["p_topic"] = check.check_topic(topic)
+            statement = self.statements.stats_topic
+
+        def read(result: Result[Any]) -> QueueStats:
+            return read_stats(result.mappings(), self.table.fullname, window, topic)
+
+        return Operation(statement, params, read)
+
+    def finished_topics(self) -> Operation[list[str]]:
+        return Operation(self.statements.finished_topics, {}, _topics)
+
+    def prune_batch(
+        self, topic: str, state: JobState, ttl_seconds: float, limit: int
+    ) -> Operation[int]:
+        statement = (
+            self.statements.prune_completed
+            if state is JobState.COMPLETED
+            else self.statements.prune_failed
+        )
+        params = {"p_topic": topic, "p_ttl_seconds": ttl_seconds, "p_limit": limit}
+        return Operation(statement, params, _deleted)
+
+    def try_prune_lock(self) -> Operation[bool]:
+        return Operation(self.statements.try_prune_lock, {"p_key": self.prune_lock_key}, _flag)
+
+
+def prune_steps(
+    operations: MaintenanceOperations, retention: Retention, batch_size: object
+) -> PruneSteps:
+    """One prune batch: delete at most ``batch_size`` expired finished jobs.
+
+    Topics are visited in order, COMPLETED then FAILED, each oldest first, until
+    the batch is full. A batch that deletes fewer than ``batch_size`` rows has
+    found nothing more to delete (rows other transactions hold locked excepted).
+    """
+    limit = check_batch_size(batch_size)
+    if not isinstance(retention, Retention):
+        raise InvalidJobInput(f"retention must be a Retention, got {type(retention).__name__}")
+    if not retention.prunes_anything:
+        return 0
+    topics: list[str] = yield operations.finished_topics()
+    deleted = 0
+    for topic in topics:
+        ttl = retention.ttl(topic)
+        for state in FINISHED:
+            seconds = ttl.seconds(state)
+            if seconds is None:
+                continue
+            count: int = yield operations.prune_batch(topic, state, seconds, limit - deleted)
+            if count:
+                logger.info(
+                    "pruned %d %s jobs of topic %r finished more than %gs ago from %s",
+                    count,
+                    state.value,
+                    topic,
+                    seconds,
+                    operations.table.fullname,
+                )
+            deleted += count
+            if deleted >= limit:
+                return deleted
+    return deleted
+
+
+def run_steps(execute: Callable[[Operation[Any]], Any], steps: PruneSteps) -> int:
+    """Drive ``steps``, executing each operation it yields with ``execute``."""
+    try:
+        operation = next(steps)
+        while True:
+            operation = steps.send(execute(operation))
+    except StopIteration as done:
+        return int(done.value)
+
+
+async def run_steps_async(
+    execute: Callable[[Operation[Any]], Awaitable[Any]], steps: PruneSteps
+) -> int:
+    """:func:`run_steps` with an ``execute`` that is a coroutine function."""
+    try:
+        operation = next(steps)
+        while True:
+            operation = steps.send(await execute(operation))
+    except StopIteration as done:
+        return int(done.value)

@@ -1,0 +1,144 @@
+"""The queue on an :class:`~sqlalchemy.ext.asyncio.AsyncSession`, for asyncio applications.
+
+:class:`AsyncJobQueue` has the methods of :class:`~programma_sa.JobQueue`, each a
+coroutine taking the caller's ``AsyncSession`` first. It executes the very
+:class:`~programma_sa._operations.Operation` objects the sync queue executes: the
+validation, the SQL and the reading of results exist once, in
+:mod:`programma_sa._operations` and :mod:`programma_sa._statements`. As in the sync
+queue nothing here commits, begins, rolls back or closes the session.
+
+Both async drivers work: ``postgresql+psycopg://`` (psycopg 3, which
+``create_async_engine`` runs in its async mode) and ``postgresql+asyncpg://``.
+``AsyncSession`` needs the ``greenlet`` package, which SQLAlchemy 2.1 no longer
+installs by default: install ``programma-sa[asyncio]``. This module itself imports
+nothing from ``sqlalchemy.ext.asyncio`` at run time, so ``import programma_sa`` works
+without greenlet::
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+    from programma_sa import AsyncJobQueue
+
+    queue = AsyncJobQueue(Job)
+    sessions = async_sessionmaker(create_async_engine("postgresql+psycopg://..."))
+
+    async with sessions() as session, session.begin():
+        session.add(Order(id=order_id))
+        await queue.add_job(session, "send-receipt", {"order": order_id})
+    # both rows commit together, or neither does
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._operations import Operation
+from ._records import ClaimedJob, JobDetail, JobSpec
+from .exceptions import translated_errors
+from .queue import _QueueBase
+
+if TYPE_CHECKING:
+    # Only for annotations: importing sqlalchemy.ext.asyncio raises ImportError
+    # when greenlet is missing, and importing programma_sa must not.
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+__all__ = ["AsyncJobQueue"]
+
+T = TypeVar("T")
+
+
+class AsyncJobQueue(_QueueBase):
+    """:class:`~programma_sa.JobQueue` on the caller's ``AsyncSession``.
+
+    Every method means what the ``JobQueue`` method of the same name means, raises
+    the same errors for the same arguments, and returns the same values.
+    """
+
+    async def _run(self, session: AsyncSession, operation: Operation[T]) -> T:
+        if session.autoflush:
+            # As in JobQueue._run: the caller's flush errors stay theirs.
+            await session.flush()
+        with translated_errors():
+            # AsyncSession.execute returns a buffered Result, so the sync readers apply.
+            return operation.read(await session.execute(operation.statement, operation.params))
+
+    async def add_job(
+        self,
+        session: AsyncSession,
+        topic: str,
+        data: Any,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        run_after_seconds: float | None = None,
+        run_after_date: datetime | str | None = None,
+        retry_after_seconds: int | None = 30,
+    ) -> uuid.UUID:
+        """Enqueue one job in the session's transaction; see :meth:`JobQueue.add_job`."""
+        job_id, operation = self._operations.add_job(
+            topic,
+            data,
+            attributes=attributes,
+            run_after_seconds=run_after_seconds,
+            run_after_date=run_after_date,
+            retry_after_seconds=retry_after_seconds,
+        )
+        await self._run(session, operation)
+        return job_id
+
+    async def add_jobs(
+        self, session: AsyncSession, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> list[uuid.UUID]:
+        """Enqueue many jobs in one statement; see :meth:`JobQueue.add_jobs`."""
+        job_ids, operation = self._operations.add_jobs(topic, specs)
+        if operation is not None:
+            await self._run(session, operation)
+        return job_ids
+
+    async def claim_jobs(
+        self, session: AsyncSession, topic: str, max_jobs: int = 1
+    ) -> list[ClaimedJob]:
+        """Claim up to ``max_jobs`` due jobs; see :meth:`JobQueue.claim_jobs`."""
+        return await self._run(session, self._operations.claim_jobs(topic, max_jobs))
+
+    async def move_job_to_processing(self, session: AsyncSession, job_id: uuid.UUID | str) -> bool:
+        """PROCESSING: out of the visibility timeout, never redelivered."""
+        return await self._run(session, self._operations.move_job_to_processing(job_id))
+
+    async def move_job_to_done(
+        self, session: AsyncSession, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """COMPLETED (or deleted, with ``delete=True``)."""
+        return await self._run(session, self._operations.move_job_to_done(job_id, delete))
+
+    async def move_job_to_failed(
+        self, session: AsyncSession, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """FAILED (or deleted, with ``delete=True``)."""
+        return await self._run(session, self._operations.move_job_to_failed(job_id, delete))
+
+    async def delete_job(self, session: AsyncSession, job_id: uuid.UUID | str) -> bool:
+        """Delete the job, whatever its state."""
+        return await self._run(session, self._operations.delete_job(job_id))
+
+    async def set_attributes(
+        self, session: AsyncSession, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+    ) -> bool:
+        """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
+        return await self._run(session, self._operations.set_attributes(job_id, attributes))
+
+    async def set_retry_after_seconds(
+        self, session: AsyncSession, job_id: uuid.UUID | str, seconds: int | None
+    ) -> bool:
+        """Change the visibility timeout; see :meth:`JobQueue.set_retry_after_seconds`."""
+        return await self._run(session, self._operations.set_retry_after_seconds(job_id, seconds))
+
+    async def set_job_start_date(
+        self, session: AsyncSession, job_id: uuid.UUID | str, start_date: datetime | str
+    ) -> bool:
+        """Set when the job is next claimable (its state is unchanged)."""
+        return await self._run(session, self._operations.set_job_start_date(job_id, start_date))
+
+    async def get_job(self, session: AsyncSession, job_id: uuid.UUID | str) -> JobDetail | None:
+        """Every column of the job, or ``None`` when no job has that id."""
+        return await self._run(session, self._operations.get_job(job_id))

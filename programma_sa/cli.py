@@ -1,0 +1,514 @@
+"""``programma-sa``: run workers, enqueue and inspect jobs, migrate, and try the demo.
+
+::
+
+    programma-sa migrate  --database-url postgresql://app@db/app
+    programma-sa worker   myapp.jobs:send_receipt --topic send-receipt --concurrency 4
+    programma-sa enqueue  send-receipt --data '{"order": 42}' --run-after 60
+    programma-sa job      0192f7c4-...
+    programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
+
+Every command takes ``--database-url`` (default: the ``DATABASE_URL`` environment
+variable); a ``postgresql://`` URL uses psycopg 3. ``--table`` / ``--schema`` address a
+jobs table other than ``programma_jobs``. Bad arguments print a message and exit with
+status 2; a database or runtime error exits with status 1. URLs are only ever shown
+with their password hidden.
+
+Subcommands are registered by small functions (see :data:`COMMANDS` and
+:class:`Subcommands`), so further commands plug in without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from . import __version__, migrations
+from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
+from .models import DEFAULT_TABLE_NAME, JobMixin
+from .queue import JobQueue, jobs_table
+from .retry import RetryPolicy
+from .worker import Handler, Worker
+
+__all__ = [
+    "COMMANDS",
+    "DATABASE_URL_ENV",
+    "Subcommands",
+    "UsageError",
+    "build_parser",
+    "database_url",
+    "engine_for",
+    "job_table",
+    "main",
+    "queue_for",
+    "shown",
+]
+
+#: The environment variable read when ``--database-url`` is not given.
+DATABASE_URL_ENV = "DATABASE_URL"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(ProgrammaError):
+    """A command-line argument is unusable: reported like argparse's errors (exit 2)."""
+
+
+# -- shared option groups and helpers for commands --------------------------------------
+
+
+def _database_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help=f"SQLAlchemy database URL (default: ${DATABASE_URL_ENV}); "
+        "postgresql:// uses psycopg 3",
+    )
+    options.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="logging threshold (default: info for worker, warning otherwise)",
+    )
+    return options
+
+
+def _table_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--table",
+        metavar="NAME",
+        default=DEFAULT_TABLE_NAME,
+        help=f"jobs table name (default: {DEFAULT_TABLE_NAME})",
+    )
+    options.add_argument(
+        "--schema", metavar="NAME", default=None, help="jobs table schema (default: search path)"
+    )
+    return options
+
+
+class Subcommands:
+    """Adds subcommands with the shared options; what :data:`COMMANDS` entries receive."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+        self._database = _database_options()
+        self._table = _table_options()
+
+    def add(
+        self,
+        name: str,
+        run: Command,
+        *,
+        help: str,
+        description: str,
+        table_options: bool = True,
+        default_log_level: str = "warning",
+    ) -> argparse.ArgumentParser:
+        """A subcommand running ``run(args)``; it gets ``--database-url``/``--log-level``
+        and, with ``table_options``, ``--table``/``--schema``."""
+        parents = [self._database, self._table] if table_options else [self._database]
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(
+            name,
+            help=help,
+            description=description,
+            parents=parents,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(run=run, command_parser=parser, default_log_level=default_log_level)
+        return parser
+
+
+def database_url(args: argparse.Namespace, *, required: bool = True) -> URL | None:
+    """The URL from ``--database-url`` or ``$DATABASE_URL``; ``postgresql://`` → psycopg 3."""
+    text = args.database_url or os.environ.get(DATABASE_URL_ENV) or None
+    if text is None:
+        if required:
+            raise UsageError(f"no database URL: pass --database-url or set ${DATABASE_URL_ENV}")
+        return None
+    try:
+        url = make_url(text)
+    except (sa_exc.ArgumentError, ValueError):
+        # Not echoed: the text may hold a password.
+        raise UsageError("--database-url is not a valid database URL") from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise UsageError(f"--database-url must be a PostgreSQL URL, got {url.drivername}://…")
+    if "+" not in url.drivername:
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def shown(url: URL) -> str:
+    """``url`` for printing: never with its password."""
+    return url.render_as_string(hide_password=True)
+
+
+def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
+    """An engine on the command's database URL."""
+    url = database_url(args)
+    assert url is not None
+    return create_engine(url, **options)
+
+
+def job_table(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> Table:
+    """The jobs ``Table`` for a name and schema, built from :class:`JobMixin` (no reflection)."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    model = type(
+        "CliJob", (JobMixin, Base), {"__tablename__": table_name, "programma_schema": schema}
+    )
+    return jobs_table(cast("type[JobMixin]", model))
+
+
+def queue_for(args: argparse.Namespace) -> JobQueue:
+    """A :class:`JobQueue` on the table named by ``--table`` / ``--schema``."""
+    try:
+        return JobQueue(job_table(args.table, args.schema))
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from error
+
+
+def _json_argument(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{option} is not valid JSON: {error}") from None
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``module:attribute`` (the current directory is importable, as for uvicorn)."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise UsageError(f"handler must look like module:function, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UsageError(f"cannot import handler module {module_name!r}: {error}") from error
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise UsageError(f"handler {spec!r} is not callable")
+    return cast(Handler, target)
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
+    if args.no_retry:
+        return None
+    try:
+        return RetryPolicy(
+            max_attempts=args.max_attempts,
+            base_delay=args.retry_base_delay,
+            max_delay=args.retry_max_delay,
+        )
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from error
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    handler = load_handler(args.handler)
+    queue = queue_for(args)
+    # Room for every handler thread's own session, the claims and the look-ahead.
+    engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
+    try:
+        worker = Worker(
+            queue,
+            engine,
+            args.topic,
+            handler,
+            mode=args.mode,
+            heartbeat=args.heartbeat,
+            max_jobs=args.max_jobs,
+            concurrency=args.concurrency,
+            listen=args.listen,
+            retry=_retry_policy(args),
+            auto_complete=args.auto_complete,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from error
+    logging.getLogger("programma_sa.cli").info(
+        "worker on %s, table %s", shown(engine.url), queue.table.fullname
+    )
+    try:
+        worker.run()
+    finally:
+        engine.dispose()
+    return 0
+
+
+def register_worker(commands: Subcommands) -> None:
+    parser = commands.add(
+        "worker",
+        _run_worker,
+        help="run a worker: claim jobs and call a handler on each",
+        description="Claim jobs of the given topics and call HANDLER(ctx) on each, until "
+        "SIGTERM/SIGINT (graceful: running handlers may finish; a second signal stops "
+        "waiting).\n\nHANDLER is module:function; it receives a programma_sa.JobContext.",
+        default_log_level="info",
+    )
+    parser.add_argument("handler", metavar="HANDLER", help="module:function to call per job")
+    parser.add_argument(
+        "--topic",
+        action="append",
+        required=True,
+        metavar="TOPIC",
+        help="topic to process (repeat for several)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("lease", "transaction"),
+        default="lease",
+        help="lease: claim, commit, then handle (default); transaction: handle and "
+        "complete in the claim's transaction",
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="handler threads (default 1)")
+    parser.add_argument("--max-jobs", type=int, default=10, help="jobs per claim (default 10)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="poll interval when no notification arrives (default 5)",
+    )
+    parser.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_false",
+        help="poll only, no LISTEN/NOTIFY (PgBouncer in transaction mode)",
+    )
+    parser.add_argument(
+        "--no-auto-complete",
+        dest="auto_complete",
+        action="store_false",
+        help="do not complete jobs whose handler returned (the handler moves its jobs)",
+    )
+    parser.add_argument(
+        "--max-attempts", type=int, default=5, help="deliveries before FAILED (default 5)"
+    )
+    parser.add_argument(
+        "--retry-base-delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="backoff after the first failure, doubling each time (default 1)",
+    )
+    parser.add_argument(
+        "--retry-max-delay",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="cap on the backoff (default 300)",
+    )
+    parser.add_argument(
+        "--no-retry",
+        action="store_true",
+        help="after an exception, record it and leave the job to its visibility timeout",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for running handlers when stopping (default 30)",
+    )
+
+
+# -- enqueue -----------------------------------------------------------------------------
+
+
+def _run_enqueue(args: argparse.Namespace) -> int:
+    data = _json_argument(args.data, "--data")
+    attributes = (
+        None if args.attributes is None else _json_argument(args.attributes, "--attributes")
+    )
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        with Session(engine) as session, session.begin():
+            job_id = queue.add_job(
+                session,
+                args.topic,
+                data,
+                attributes=attributes,
+                run_after_seconds=args.run_after,
+                run_after_date=args.run_at,
+                retry_after_seconds=args.retry_after,
+            )
+    finally:
+        engine.dispose()
+    print(job_id)
+    return 0
+
+
+def register_enqueue(commands: Subcommands) -> None:
+    parser = commands.add(
+        "enqueue",
+        _run_enqueue,
+        help="add one job and print its id",
+        description="Add one job (committed at once) and print its id.",
+    )
+    parser.add_argument("topic", metavar="TOPIC")
+    parser.add_argument("--data", required=True, metavar="JSON", help="the job's data (JSON)")
+    parser.add_argument("--attributes", metavar="JSON", help="a JSON object of metadata")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--run-after", type=float, metavar="SECONDS", help="not claimable before this many seconds"
+    )
+    when.add_argument(
+        "--run-at", metavar="ISO", help="not claimable before this ISO-8601 time (with offset)"
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="visibility timeout: a claimed job still ACTIVE comes back after it (default 30)",
+    )
+
+
+# -- job ---------------------------------------------------------------------------------
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        with Session(engine) as session, session.begin():
+            job = queue.get_job(session, args.job_id)
+    finally:
+        engine.dispose()
+    if job is None:
+        print(f"programma-sa: no job with id {args.job_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(dataclasses.asdict(job), default=str, indent=2, ensure_ascii=False))
+    return 0
+
+
+def register_job(commands: Subcommands) -> None:
+    parser = commands.add(
+        "job",
+        _run_job,
+        help="show one job as JSON",
+        description="Print every column of one job as JSON (exit 1 when there is none).",
+    )
+    parser.add_argument("job_id", metavar="ID", help="the job's UUID")
+
+
+# -- migrate -----------------------------------------------------------------------------
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    table = queue_for(args).table  # checks the names before connecting
+    url = database_url(args)
+    assert url is not None
+    migrations.upgrade(
+        url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
+    )
+    print(f"programma migrations applied: table {table.fullname} on {shown(url)}")
+    return 0
+
+
+def register_migrate(commands: Subcommands) -> None:
+    commands.add(
+        "migrate",
+        _run_migrate,
+        help="create or upgrade the jobs table (the programma Alembic branch)",
+        description="Apply the programma migration chain to the database, keeping its own "
+        f"version table ({migrations.STANDALONE_VERSION_TABLE}). Applications with their own "
+        "Alembic setup run `alembic upgrade heads` instead.",
+        default_log_level="info",
+    )
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo  # imports the embedded server only when asked
+
+    return run_demo(database_url(args, required=False), sys.stdout)
+
+
+def register_demo(commands: Subcommands) -> None:
+    commands.add(
+        "demo",
+        _run_demo,
+        help="see the queue work end to end (embedded PostgreSQL without a URL)",
+        description="Enqueue jobs in a business transaction (and one in a rolled-back "
+        "one), run a worker, print what happened and when. Without a database URL it "
+        'starts an embedded PostgreSQL (pip install "programma-sa[embedded]"); as root the '
+        "wheel creates a system user `pgserver` to run it. With a URL it uses tables of "
+        "its own and drops them afterwards.",
+        table_options=False,
+        default_log_level="error",
+    )
+
+
+#: The subcommands, in ``--help`` order: each function registers one.
+COMMANDS: list[Callable[[Subcommands], None]] = [
+    register_worker,
+    register_enqueue,
+    register_job,
+    register_migrate,
+    register_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="programma-sa",
+        description="A PostgreSQL job queue inside your SQLAlchemy application.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = Subcommands(subparsers)
+    for register in COMMANDS:
+        register(commands)
+    return parser
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (args.log_level or args.default_log_level).upper()
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.run(args))
+    except (UsageError, InvalidJobInput) as error:
+        args.command_parser.error(str(error))  # exits with status 2
+    except (ProgrammaError, sa_exc.SQLAlchemyError) as error:
+        print(f"programma-sa: error: {_first_line(error)}", file=sys.stderr)
+    return 1
