@@ -1,0 +1,66 @@
+"""The benchmark harness, run end to end with tiny sizes so it cannot rot.
+
+Asserts only that every workload ran (or is reported pending/skipped, as it should
+be) and that every figure and ratio key is in the JSON — never a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run
+from benchmarks.workloads import all_workloads
+
+
+def _installed(modules: tuple[str, ...]) -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
+def test_quick_run_produces_every_figure_and_ratio(
+    admin_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+
+    assert run.main(["--quick", "--database-url", admin_url, "--json", str(out)]) == 0
+
+    figures = json.loads(out.read_text())["figures"]
+    table = capsys.readouterr().out
+    for workload in all_workloads():
+        for metric in workload.metrics:
+            figure = figures[f"{workload.key}.{metric.name}"]
+            if workload.pending is not None:
+                assert figure["status"] == "pending"
+                continue
+            if not _installed(workload.requires):
+                assert figure["status"] == "skipped"
+                assert "not installed" in figure["note"]
+                continue
+            assert figure["status"] == "ok", figure["note"]
+            assert len(figure["runs"]) == 1
+            assert figure["median"] > 0
+            if workload.baseline is None:
+                assert figure["ratio"] is None
+            else:
+                assert figure["baseline"] == f"{workload.baseline}.{metric.name}"
+                assert figure["ratio"] > 0
+        assert workload.title in table
+    for group in ("enqueue", "drain", "latency", "scale"):
+        assert f"### {group}" in table
+
+
+def test_only_adds_the_baselines_of_what_it_selects() -> None:
+    keys = [workload.key for workload in run.select(all_workloads(), ["drain.library"])]
+
+    assert "drain.raw.batch1" in keys
+    assert "drain.raw.batch100" in keys
+    assert "drain.library.lease.batch100" in keys
+    assert not [key for key in keys if key.startswith(("enqueue", "drain.worker"))]
+
+
+def test_only_refuses_a_name_that_matches_nothing() -> None:
+    with pytest.raises(SystemExit, match="no workload matches"):
+        run.select(all_workloads(), ["drain.nothing"])
