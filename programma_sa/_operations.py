@@ -45,7 +45,7 @@ def _changed_a_row(result: Result[Any]) -> bool:
 
 def _claimed_jobs(result: Result[Any]) -> list[ClaimedJob]:
     # RETURNING has no order of its own; restore the claim's FIFO order.
-    rows = sorted(result.mappings(), key=lambda row: (row["due_at"], row["id"]))
+    rows = sorted(result.mappings().all(), key=lambda row: (row["due_at"], row["id"]))
     return [JobDetail.from_row(row) for row in rows]
 
 

@@ -77,15 +77,22 @@ def check_topic(topic: object) -> str:
     return topic
 
 
+# One encoder for every payload: json.dumps with non-default options builds a new
+# JSONEncoder per call, a measurable share of a bulk enqueue's validation.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def json_text(value: object, what: str, max_bytes: int) -> str:
     """Serialise ``value`` to the JSON text that will be stored, or raise."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as error:
         raise InvalidJobInput(f"{what} is not JSON-serialisable: {error}") from error
     except RecursionError as error:  # the encoder recurses once per nesting level
         raise InvalidJobInput(f"{what} is nested too deeply to serialise as JSON") from error
-    if _ESCAPED_NUL.search(text):
+    # The substring test is the cheap common case; the regex rules out an escaped
+    # backslash followed by "u0000".
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise InvalidJobInput(
             f"{what} contains a NUL character, which PostgreSQL jsonb cannot store"
         )
