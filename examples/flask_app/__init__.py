@@ -1,0 +1,19 @@
+"""A Flask-SQLAlchemy + Flask-Migrate app that enqueues in its own ``db.session``.
+
+* :mod:`.models` — ``Signup`` and the programma ``Job`` model, both on ``db.Model``.
+* :mod:`.app` — the factory; ``POST /signups`` writes a signup and enqueues its
+  welcome job in one transaction.
+* :mod:`.jobs` — the worker's handler, which marks the signup as welcomed.
+* ``migrations/`` — the app's own Alembic directory (as ``flask db init`` makes
+  it), with programma's chain added in ``alembic.ini``.
+
+Run it::
+
+    export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/signups
+    flask --app examples.flask_app.app db upgrade heads
+    flask --app examples.flask_app.app run
+    curl -X POST localhost:5000/signups -H 'content-type: application/json' \\
+         -d '{"email": "ada@example.com"}'
+    programma-sa worker examples.flask_app.jobs:send_welcome \\
+        --topic send-welcome --mode transaction
+"""

@@ -1,0 +1,45 @@
+"""The app's models on Flask-SQLAlchemy's ``db.Model``: a business table and the jobs table.
+
+Both live in ``db.metadata``. The ``signups`` table is created by the app's own
+migration (``migrations/versions``); the jobs table by programma's shipped chain,
+which ``migrations/alembic.ini`` adds to ``version_locations``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime, String, Uuid, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from programma_sa import JobMixin, JobQueue
+
+#: The topic of the job each signup enqueues.
+SEND_WELCOME = "send-welcome"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class Job(JobMixin, db.Model):  # type: ignore[name-defined,misc]  # db.Model is dynamic
+    """The jobs table ("programma_jobs"), created by programma's migration chain."""
+
+
+class Signup(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "signups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # The welcome job's id, so the app can show how far the job got.
+    welcome_job_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    welcomed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+queue = JobQueue(Job)
