@@ -12,6 +12,7 @@ from ._records import ClaimedJob, JobDetail, JobSpec
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
 from .aio import AsyncJobQueue
+from .aio_worker import AsyncJobContext, AsyncWorker
 from .exceptions import (
     ConfigurationError,
     DatabaseError,
@@ -20,7 +21,7 @@ from .exceptions import (
     ProgrammaError,
     SchemaNotReady,
 )
-from .maintenance import Pruner, PruneResult
+from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState
 from .queue import JobQueue, jobs_table
 from .retry import RetryPolicy
@@ -33,7 +34,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "TTL",
+    "AsyncJobContext",
     "AsyncJobQueue",
+    "AsyncPruner",
+    "AsyncWorker",
     "ClaimedJob",
     "ConfigurationError",
     "DatabaseError",

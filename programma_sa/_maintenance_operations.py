@@ -15,7 +15,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Result, Table
 
@@ -44,6 +44,9 @@ logger = logging.getLogger("programma_sa.maintenance")
 DEFAULT_WINDOW_SECONDS = 300.0
 #: The default number of rows one prune batch deletes at most.
 DEFAULT_BATCH_SIZE = 1000
+
+T = TypeVar("T")
+S = TypeVar("S")
 
 #: A prune batch: yields operations, receives each one's result, returns the count.
 PruneSteps = Generator[Operation[Any], Any, int]
@@ -167,23 +170,27 @@ def prune_steps(
     return deleted
 
 
-def run_steps(execute: Callable[[Operation[Any]], Any], steps: PruneSteps) -> int:
-    """Drive ``steps``, executing each operation it yields with ``execute``."""
+def run_steps(execute: Callable[[S], Any], steps: Generator[S, Any, T]) -> T:
+    """Drive ``steps``, executing each operation it yields with ``execute``.
+
+    Any generator of operations runs this way (a prune batch, the worker's claim of
+    a pass over several topics): the logic is written once, the driver does the I/O.
+    """
     try:
         operation = next(steps)
         while True:
             operation = steps.send(execute(operation))
     except StopIteration as done:
-        return int(done.value)
+        result: T = done.value
+        return result
 
 
-async def run_steps_async(
-    execute: Callable[[Operation[Any]], Awaitable[Any]], steps: PruneSteps
-) -> int:
+async def run_steps_async(execute: Callable[[S], Awaitable[Any]], steps: Generator[S, Any, T]) -> T:
     """:func:`run_steps` with an ``execute`` that is a coroutine function."""
     try:
         operation = next(steps)
         while True:
             operation = steps.send(await execute(operation))
     except StopIteration as done:
-        return int(done.value)
+        result: T = done.value
+        return result

@@ -18,6 +18,10 @@ backoff; ``on_wake`` is called after every (re)connection because notifications
 sent while nobody listened are lost. TCP keepalives are switched on for the
 listener so that a silently dropped connection is noticed too.
 
+:class:`AsyncListener` does the same as an asyncio task on a
+``psycopg.AsyncConnection`` (for :class:`~programma_sa.AsyncWorker`); both share
+everything but the waiting.
+
 PgBouncer in transaction-pooling mode cannot carry LISTEN: run such workers with
 ``listen=False`` (polling only), or point ``database_url`` at a direct connection.
 
@@ -27,6 +31,8 @@ This module is the one place outside :mod:`._statements` that writes SQL: the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -36,7 +42,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
-__all__ = ["Listener", "conninfo_from_url"]
+__all__ = ["AsyncListener", "Listener", "conninfo_from_url"]
 
 log = logging.getLogger("programma_sa.listener")
 
@@ -71,10 +77,11 @@ def conninfo_from_url(url: URL) -> str:
     return make_conninfo(**params)
 
 
-class Listener:
-    """A background thread that LISTENs on one channel and wakes a worker."""
+class _ListenerBase:
+    """What both listeners share: the settings, the LISTEN command, what a
+    notification or a lost connection means."""
 
-    #: How often the thread looks up from waiting to check whether it should stop.
+    #: How often the listener looks up from waiting to check whether it should stop.
     poll_interval = 0.5
     #: Reconnection backoff: first wait, and the cap it doubles up to.
     reconnect_initial = 0.1
@@ -91,20 +98,66 @@ class Listener:
         self._channel = channel
         self._topics = frozenset(topics)
         self._on_wake = on_wake
-        self._stop = threading.Event()
-        self._listening = threading.Event()
         self._backend_pid: int | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"programma-listener:{channel}", daemon=True
-        )
 
     @property
     def backend_pid(self) -> int | None:
         """The server process id of the current listening connection (``None`` if down)."""
         return self._backend_pid
 
+    def _listen_command(self) -> sql.Composed:
+        return sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
+
+    def _listening_on(self, backend_pid: int) -> None:
+        self._backend_pid = backend_pid
+        self._mark_listening()
+        log.info("listening on %s (backend %s)", self._channel, backend_pid)
+        # Anything enqueued while nobody listened was announced to nobody.
+        self._on_wake()
+
+    def _mark_listening(self) -> None:
+        """Release whoever waits for the first LISTEN (a thread's or a task's event)."""
+        raise NotImplementedError
+
+    def _notified(self, notification: psycopg.Notify) -> None:
+        if notification.payload in self._topics:
+            self._on_wake()
+
+    def _lost(self, error: Exception, delay: float) -> float:
+        """Log a lost connection; return the backoff after ``delay``."""
+        # Never let the listener die: the worker keeps polling meanwhile.
+        log.warning(
+            "LISTEN connection on %s lost (%s); reconnecting in %.1f s",
+            self._channel,
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error),
+            delay,
+        )
+        self._backend_pid = None
+        return min(delay * 2, self.reconnect_max)
+
+
+class Listener(_ListenerBase):
+    """A background thread that LISTENs on one channel and wakes a worker."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        topics: Iterable[str],
+        on_wake: Callable[[], None],
+    ) -> None:
+        super().__init__(conninfo, channel, topics, on_wake)
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"programma-listener:{channel}", daemon=True
+        )
+
     def start(self) -> None:
         self._thread.start()
+
+    def _mark_listening(self) -> None:
+        self._listening.set()
 
     def wait_listening(self, timeout: float) -> bool:
         """Block until the first ``LISTEN`` is in place (or ``timeout`` seconds pass)."""
@@ -126,26 +179,81 @@ class Listener:
                 self._listen()
                 delay = self.reconnect_initial
             except Exception as error:
-                # Never let the listener die: the worker keeps polling meanwhile.
-                log.warning(
-                    "LISTEN connection on %s lost (%s); reconnecting in %.1f s",
-                    self._channel,
-                    str(error).strip().splitlines()[0] if str(error).strip() else type(error),
-                    delay,
-                )
-                self._backend_pid = None
+                next_delay = self._lost(error, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, self.reconnect_max)
+                delay = next_delay
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
-            connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            self._backend_pid = connection.info.backend_pid
-            self._listening.set()
-            log.info("listening on %s (backend %s)", self._channel, self._backend_pid)
-            # Anything enqueued while nobody listened was announced to nobody.
-            self._on_wake()
+            connection.execute(self._listen_command())
+            self._listening_on(connection.info.backend_pid)
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.poll_interval):
-                    if notification.payload in self._topics:
-                        self._on_wake()
+                    self._notified(notification)
+
+
+class AsyncListener(_ListenerBase):
+    """An asyncio task that LISTENs on one channel and wakes an async worker.
+
+    ``on_wake`` is called on the event loop (it must not block). Create, start and
+    stop it on the loop that runs the worker.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        topics: Iterable[str],
+        on_wake: Callable[[], None],
+    ) -> None:
+        super().__init__(conninfo, channel, topics, on_wake)
+        self._stopping = False
+        self._listening = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"programma-listener:{self._channel}"
+        )
+
+    def _mark_listening(self) -> None:
+        self._listening.set()
+
+    async def wait_listening(self, timeout: float) -> bool:
+        """Wait until the first ``LISTEN`` is in place (or ``timeout`` seconds pass)."""
+        try:
+            await asyncio.wait_for(self._listening.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Close the connection and end the task (at once: the task is cancelled)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._backend_pid = None
+
+    async def _run(self) -> None:
+        delay = self.reconnect_initial
+        while not self._stopping:
+            try:
+                await self._listen()
+                delay = self.reconnect_initial
+            except Exception as error:
+                next_delay = self._lost(error, delay)
+                await asyncio.sleep(delay)
+                delay = next_delay
+
+    async def _listen(self) -> None:
+        connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        async with connection:
+            await connection.execute(self._listen_command())
+            self._listening_on(connection.info.backend_pid)
+            while not self._stopping:
+                # The timeout bounds each wait, so a stop is seen even if the task
+                # is not cancelled; a dead connection raises here at once.
+                async for notification in connection.notifies(timeout=self.poll_interval):
+                    self._notified(notification)

@@ -7,6 +7,10 @@ validation, the SQL and the reading of results exist once, in
 :mod:`programma_sa._operations` and :mod:`programma_sa._statements`. As in the sync
 queue nothing here commits, begins, rolls back or closes the session.
 
+The operations functions are here too: ``await queue.stats(session)`` and
+``await queue.prune(session, retention)``. Jobs are processed by
+:class:`~programma_sa.AsyncWorker` (:mod:`programma_sa.aio_worker`).
+
 Both async drivers work: ``postgresql+psycopg://`` (psycopg 3, which
 ``create_async_engine`` runs in its async mode) and ``postgresql+asyncpg://``.
 ``AsyncSession`` needs the ``greenlet`` package, which SQLAlchemy 2.1 no longer
@@ -33,15 +37,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
 from ._operations import Operation
 from ._records import ClaimedJob, JobDetail, JobSpec
 from .exceptions import translated_errors
+from .maintenance import prune_async, stats_async
 from .queue import _QueueBase
 
 if TYPE_CHECKING:
     # Only for annotations: importing sqlalchemy.ext.asyncio raises ImportError
     # when greenlet is missing, and importing programma_sa must not.
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from ._retention import Retention
+    from ._stats import QueueStats
 
 __all__ = ["AsyncJobQueue"]
 
@@ -142,3 +151,23 @@ class AsyncJobQueue(_QueueBase):
     async def get_job(self, session: AsyncSession, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return await self._run(session, self._operations.get_job(job_id))
+
+    async def stats(
+        self,
+        session: AsyncSession,
+        topic: str | None = None,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    ) -> QueueStats:
+        """Per-topic statistics; see :meth:`JobQueue.stats`."""
+        return await stats_async(session, self, topic, window_seconds=window_seconds)
+
+    async def prune(
+        self,
+        session: AsyncSession,
+        retention: Retention,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> int:
+        """Delete at most ``batch_size`` expired finished jobs; see :meth:`JobQueue.prune`."""
+        return await prune_async(session, self, retention, batch_size=batch_size)

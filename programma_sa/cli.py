@@ -6,7 +6,13 @@
     programma-sa worker   myapp.jobs:send_receipt --topic send-receipt --concurrency 4
     programma-sa enqueue  send-receipt --data '{"order": 42}' --run-after 60
     programma-sa job      0192f7c4-...
+    programma-sa stats    --format prometheus
+    programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
     programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
+
+A ``worker`` whose handler is an ``async def`` function runs an
+:class:`~programma_sa.AsyncWorker` under ``asyncio.run``, on an async engine for the
+same URL (psycopg 3 in its async mode, or asyncpg if the URL names it).
 
 Every command takes ``--database-url`` (default: the ``DATABASE_URL`` environment
 variable); a ``postgresql://`` URL uses psycopg 3. ``--table`` / ``--schema`` address a
@@ -21,12 +27,14 @@ Subcommands are registered by small functions (see :data:`COMMANDS` and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import importlib
 import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -36,9 +44,17 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from . import __version__, migrations
+from . import _validation as check
+from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
+from ._render import FORMATS, render_stats
+from ._retention import TTL, Retention
+from ._worker_core import DEFAULT_PRUNE_INTERVAL, is_async_handler
+from .aio import AsyncJobQueue
+from .aio_worker import AsyncHandler, AsyncWorker
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
+from .maintenance import Pruner
 from .models import DEFAULT_TABLE_NAME, JobMixin
-from .queue import JobQueue, jobs_table
+from .queue import JobQueue, _QueueBase, jobs_table
 from .retry import RetryPolicy
 from .worker import Handler, Worker
 
@@ -53,6 +69,7 @@ __all__ = [
     "job_table",
     "main",
     "queue_for",
+    "retention_from",
     "shown",
 ]
 
@@ -125,7 +142,10 @@ class Subcommands:
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name,
             help=help,
-            description=description,
+            # Paragraphs kept (the formatter is "raw"), each wrapped for a terminal.
+            description="\n\n".join(
+                textwrap.fill(paragraph, 79) for paragraph in description.split("\n\n")
+            ),
             parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -184,6 +204,83 @@ def queue_for(args: argparse.Namespace) -> JobQueue:
         raise UsageError(str(error)) from error
 
 
+def seconds_type(what: str) -> Callable[[str], float]:
+    """An argparse ``type`` for a number of seconds, checked like the API checks it."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a number of seconds, got {text!r}"
+            ) from None
+        try:
+            seconds = check.optional_seconds(value, what)
+        except InvalidJobInput as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        assert seconds is not None
+        return seconds
+
+    return parse
+
+
+_ttl_seconds = seconds_type("a TTL")
+
+
+def _topic_ttl(text: str) -> tuple[str, TTL]:
+    """``TOPIC=COMPLETED[,FAILED]``: an empty or missing side keeps those jobs forever."""
+    topic, equals, ttls = text.rpartition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(
+            f"expected TOPIC=COMPLETED_SECONDS[,FAILED_SECONDS], got {text!r}"
+        )
+    try:
+        check.check_topic(topic)
+    except InvalidJobInput as error:
+        raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
+    completed, _, failed = ttls.partition(",")
+    return topic, TTL(
+        completed=_ttl_seconds(completed) if completed else None,
+        failed=_ttl_seconds(failed) if failed else None,
+    )
+
+
+def add_retention_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--completed-ttl``, ``--failed-ttl`` and ``--topic-ttl`` (see :func:`retention_from`)."""
+    parser.add_argument(
+        "--completed-ttl",
+        type=_ttl_seconds,
+        metavar="SECONDS",
+        help="delete COMPLETED jobs this long after they finished (default: keep them)",
+    )
+    parser.add_argument(
+        "--failed-ttl",
+        type=_ttl_seconds,
+        metavar="SECONDS",
+        help="delete FAILED jobs this long after they finished (default: keep them)",
+    )
+    parser.add_argument(
+        "--topic-ttl",
+        type=_topic_ttl,
+        action="append",
+        default=[],
+        metavar="TOPIC=COMPLETED[,FAILED]",
+        help="TTLs of one topic instead of the two above (repeat per topic); an empty or "
+        "missing value keeps those jobs forever: audit= keeps all of topic audit",
+    )
+
+
+def retention_from(args: argparse.Namespace) -> Retention | None:
+    """The :class:`Retention` the TTL options describe; ``None`` when they prune nothing."""
+    topics: dict[str, TTL] = {}
+    for topic, ttl in args.topic_ttl:
+        if topic in topics:
+            raise UsageError(f"--topic-ttl gives topic {topic!r} twice")
+        topics[topic] = ttl
+    retention = Retention(TTL(completed=args.completed_ttl, failed=args.failed_ttl), topics)
+    return retention if retention.prunes_anything else None
+
+
 def _json_argument(text: str, option: str) -> Any:
     try:
         return json.loads(text)
@@ -228,36 +325,78 @@ def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
         raise UsageError(str(error)) from error
 
 
+def _worker_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of a Worker or an AsyncWorker, from the command line."""
+    return {
+        "mode": args.mode,
+        "heartbeat": args.heartbeat,
+        "max_jobs": args.max_jobs,
+        "concurrency": args.concurrency,
+        "listen": args.listen,
+        "retry": _retry_policy(args),
+        "auto_complete": args.auto_complete,
+        "shutdown_timeout": args.shutdown_timeout,
+        "retention": retention_from(args),
+        "prune_interval": args.prune_interval,
+        "prune_batch_size": args.prune_batch_size,
+    }
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     handler = load_handler(args.handler)
+    settings = _worker_settings(args)
+    if is_async_handler(handler):
+        return asyncio.run(_run_async_worker(args, cast(AsyncHandler, handler), settings))
     queue = queue_for(args)
     # Room for every handler thread's own session, the claims and the look-ahead.
     engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
-        worker = Worker(
-            queue,
-            engine,
-            args.topic,
-            handler,
-            mode=args.mode,
-            heartbeat=args.heartbeat,
-            max_jobs=args.max_jobs,
-            concurrency=args.concurrency,
-            listen=args.listen,
-            retry=_retry_policy(args),
-            auto_complete=args.auto_complete,
-            shutdown_timeout=args.shutdown_timeout,
-        )
-    except ConfigurationError as error:
-        raise UsageError(str(error)) from error
-    logging.getLogger("programma_sa.cli").info(
-        "worker on %s, table %s", shown(engine.url), queue.table.fullname
-    )
-    try:
+        try:
+            worker = Worker(queue, engine, args.topic, handler, **settings)
+        except ConfigurationError as error:
+            raise UsageError(str(error)) from error
+        _log_worker(engine.url, queue)
         worker.run()
     finally:
         engine.dispose()
     return 0
+
+
+def async_database_url(args: argparse.Namespace) -> URL:
+    """The command's URL with an asyncio driver: asyncpg if named, else psycopg 3."""
+    url = database_url(args)
+    assert url is not None
+    if url.get_driver_name() == "asyncpg":
+        return url
+    return url.set(drivername="postgresql+psycopg")
+
+
+async def _run_async_worker(
+    args: argparse.Namespace, handler: AsyncHandler, settings: dict[str, Any]
+) -> int:
+    # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    queue = AsyncJobQueue(queue_for(args).table)
+    engine = create_async_engine(
+        async_database_url(args), pool_size=args.concurrency + 2, max_overflow=args.concurrency
+    )
+    try:
+        try:
+            worker = AsyncWorker(queue, engine, args.topic, handler, **settings)
+        except ConfigurationError as error:
+            raise UsageError(str(error)) from error
+        _log_worker(engine.url, queue)
+        await worker.run(install_signal_handlers=True)
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _log_worker(url: URL, queue: _QueueBase) -> None:
+    logging.getLogger("programma_sa.cli").info(
+        "worker on %s, table %s", shown(url), queue.table.fullname
+    )
 
 
 def register_worker(commands: Subcommands) -> None:
@@ -267,7 +406,11 @@ def register_worker(commands: Subcommands) -> None:
         help="run a worker: claim jobs and call a handler on each",
         description="Claim jobs of the given topics and call HANDLER(ctx) on each, until "
         "SIGTERM/SIGINT (graceful: running handlers may finish; a second signal stops "
-        "waiting).\n\nHANDLER is module:function; it receives a programma_sa.JobContext.",
+        "waiting).\n\nHANDLER is module:function; it receives a programma_sa.JobContext. "
+        "An async def HANDLER runs on asyncio (programma_sa.AsyncWorker) and receives a "
+        "programma_sa.AsyncJobContext; --concurrency then bounds its tasks.\n\n"
+        "With a TTL option the worker also prunes finished jobs every --prune-interval "
+        "seconds (one worker at a time across processes).",
         default_log_level="info",
     )
     parser.add_argument("handler", metavar="HANDLER", help="module:function to call per job")
@@ -285,7 +428,9 @@ def register_worker(commands: Subcommands) -> None:
         help="lease: claim, commit, then handle (default); transaction: handle and "
         "complete in the claim's transaction",
     )
-    parser.add_argument("--concurrency", type=int, default=1, help="handler threads (default 1)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="handler threads or tasks (default 1)"
+    )
     parser.add_argument("--max-jobs", type=int, default=10, help="jobs per claim (default 10)")
     parser.add_argument(
         "--heartbeat",
@@ -334,6 +479,21 @@ def register_worker(commands: Subcommands) -> None:
         default=30.0,
         metavar="SECONDS",
         help="how long to wait for running handlers when stopping (default 30)",
+    )
+    add_retention_arguments(parser)
+    parser.add_argument(
+        "--prune-interval",
+        type=float,
+        default=DEFAULT_PRUNE_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between two prune passes (default {DEFAULT_PRUNE_INTERVAL:g})",
+    )
+    parser.add_argument(
+        "--prune-batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows deleted per prune transaction (default {DEFAULT_BATCH_SIZE})",
     )
 
 
@@ -418,6 +578,94 @@ def register_job(commands: Subcommands) -> None:
     parser.add_argument("job_id", metavar="ID", help="the job's UUID")
 
 
+# -- stats -------------------------------------------------------------------------------
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        # Read-only: closing the session rolls its transaction back.
+        with Session(engine) as session:
+            snapshot = queue.stats(session, args.topic, window_seconds=args.window)
+    finally:
+        engine.dispose()
+    # No argparse default: with one, `--json --format table` would not count as a clash.
+    sys.stdout.write(render_stats(snapshot, args.format or "table"))
+    return 0
+
+
+def register_stats(commands: Subcommands) -> None:
+    parser = commands.add(
+        "stats",
+        _run_stats,
+        help="show per-topic queue statistics (table, JSON or Prometheus text)",
+        description="Per topic: jobs in each state, how many are due and the queue lag, "
+        "ACTIVE jobs past their lease, the oldest PROCESSING job, and completions and "
+        "failures in the last --window seconds. One statement, read-only. See "
+        "docs/operations.md for every field and metric.",
+    )
+    parser.add_argument(
+        "--topic", metavar="TOPIC", help="only this topic (zeros when it has no jobs)"
+    )
+    parser.add_argument(
+        "--window",
+        type=seconds_type("the window"),
+        default=DEFAULT_WINDOW_SECONDS,
+        metavar="SECONDS",
+        help=f"window of the recent completions/failures (default {DEFAULT_WINDOW_SECONDS:g})",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--format", choices=FORMATS, default=None, help="output format (default table)"
+    )
+    output.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="same as --format json"
+    )
+
+
+# -- prune -------------------------------------------------------------------------------
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    retention = retention_from(args)
+    if retention is None:
+        raise UsageError("nothing to prune: give --completed-ttl, --failed-ttl or --topic-ttl")
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        pruner = Pruner(engine, queue, retention, batch_size=args.batch_size, max_batches=None)
+        result = pruner.run_once()
+    finally:
+        engine.dispose()
+    table = queue.table.fullname
+    print(f"pruned {result.deleted} finished jobs from {table} in {result.batches} batches")
+    if result.skipped_because_locked:
+        print(f"stopped early: another process is pruning {table}")
+    return 0
+
+
+def register_prune(commands: Subcommands) -> None:
+    parser = commands.add(
+        "prune",
+        _run_prune,
+        help="delete COMPLETED/FAILED jobs older than their TTL",
+        description="Delete finished jobs whose TTL has passed (measured from finished_at on "
+        "the database clock), in batches of --batch-size rows, each its own short "
+        "transaction, until none is left. CREATED, ACTIVE and PROCESSING jobs are never "
+        "touched. One pruner at a time per table (an advisory lock): if another process "
+        "is pruning, this one stops and says so.",
+    )
+    add_retention_arguments(parser)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows deleted per transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+
+
 # -- migrate -----------------------------------------------------------------------------
 
 
@@ -473,6 +721,8 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
     register_worker,
     register_enqueue,
     register_job,
+    register_stats,
+    register_prune,
     register_migrate,
     register_demo,
 ]

@@ -21,6 +21,7 @@ bounded batches::
         removed = prune(session, queue, retention)       # one batch, <= 1000 rows
 
     Pruner(engine, queue, retention).run_once()          # all batches, own transactions
+    await AsyncPruner(async_engine, queue, retention).run_once()   # the same, on asyncio
 
 Every function takes the queue (a ``JobQueue`` / ``AsyncJobQueue``), the
 ``JobMixin`` model, or its ``Table``. The async functions run the very operations
@@ -31,9 +32,9 @@ cost of each call, are in ``docs/operations.md``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from sqlalchemy import Engine, Table
 from sqlalchemy.orm import Session, sessionmaker
@@ -57,12 +58,13 @@ from .queue import _QueueBase, jobs_table
 
 if TYPE_CHECKING:
     # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see programma_sa.aio).
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_WINDOW_SECONDS",
     "TTL",
+    "AsyncPruner",
     "PruneResult",
     "Pruner",
     "QueueStats",
@@ -183,7 +185,86 @@ class PruneResult:
     skipped_because_locked: bool
 
 
-class Pruner:
+class _PrunePass:
+    """One :meth:`Pruner.run_once`: whether another batch runs, and what they did.
+
+    The sync and the async pruner only open the transactions; every decision of a
+    pass is here.
+    """
+
+    def __init__(self, pruner: _PrunerBase) -> None:
+        self._pruner = pruner
+        self._deleted = 0
+        self._batches = 0
+        self._locked = False
+        self._finished = not pruner.retention.prunes_anything
+
+    def more(self) -> bool:
+        """Whether another batch should run."""
+        limit = self._pruner.max_batches
+        return not self._finished and (limit is None or self._batches < limit)
+
+    def batch(self) -> Generator[Operation[Any], Any, int | None]:
+        """One batch, in its own transaction: take the prune lock, then delete.
+
+        Returns the rows deleted, or ``None`` when another process holds the lock.
+        """
+        operations = self._pruner._operations
+        locked: bool = yield operations.try_prune_lock()
+        if not locked:
+            logger.debug(
+                "another process is pruning %s; this pass stops after %d batches",
+                operations.table.fullname,
+                self._batches,
+            )
+            return None
+        pruner = self._pruner
+        return (yield from prune_steps(operations, pruner.retention, pruner.batch_size))
+
+    def record(self, deleted: int | None) -> None:
+        """Note what a committed batch did (``None``: the lock was taken)."""
+        if deleted is None:
+            self._locked = self._finished = True
+            return
+        self._batches += 1
+        self._deleted += deleted
+        if deleted < self._pruner.batch_size:
+            self._finished = True
+
+    @property
+    def result(self) -> PruneResult:
+        return PruneResult(self._deleted, self._batches, skipped_because_locked=self._locked)
+
+
+class _PrunerBase:
+    """The settings of a pruner, checked once for the sync and the async one."""
+
+    def __init__(
+        self,
+        queue: QueueLike,
+        retention: Retention,
+        *,
+        batch_size: int,
+        max_batches: int | None,
+    ) -> None:
+        if not isinstance(retention, Retention):
+            raise InvalidJobInput(f"retention must be a Retention, got {type(retention).__name__}")
+        if max_batches is not None and (
+            isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+        ):
+            raise InvalidJobInput(f"max_batches must be None or an int >= 1, got {max_batches!r}")
+        self._operations = _operations(queue)
+        self.retention = retention
+        self.batch_size = check_batch_size(batch_size)
+        self.max_batches = max_batches
+
+    @property
+    def lock_key(self) -> int:
+        """The advisory-lock key every pruner of this table takes (``pg_locks.objid`` …)."""
+        return self._operations.prune_lock_key
+
+
+class Pruner(_PrunerBase):
     """Deletes expired finished jobs batch by batch, one process at a time.
 
     Each batch is its own short transaction on a session from ``sessions`` (an
@@ -205,6 +286,8 @@ class Pruner:
     leave it held (a session-level lock can outlive its pass on a pooled
     connection and silence every pruner until that connection closes). Between two
     batches another pruner may take over; at no moment do two batches run at once.
+    :class:`AsyncPruner` takes the same lock, so sync and async pruners exclude
+    each other too.
     """
 
     def __init__(
@@ -216,43 +299,48 @@ class Pruner:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_batches: int | None = 100,
     ) -> None:
-        if not isinstance(retention, Retention):
-            raise InvalidJobInput(f"retention must be a Retention, got {type(retention).__name__}")
-        if max_batches is not None and (
-            isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-        ):
-            raise InvalidJobInput(f"max_batches must be None or an int >= 1, got {max_batches!r}")
+        super().__init__(queue, retention, batch_size=batch_size, max_batches=max_batches)
         self._sessions = sessionmaker(sessions) if isinstance(sessions, Engine) else sessions
-        self._operations = _operations(queue)
-        self.retention = retention
-        self.batch_size = check_batch_size(batch_size)
-        self.max_batches = max_batches
-
-    @property
-    def lock_key(self) -> int:
-        """The advisory-lock key every pruner of this table takes (``pg_locks.objid`` …)."""
-        return self._operations.prune_lock_key
 
     def run_once(self) -> PruneResult:
         """Prune until nothing expired is left, ``max_batches`` ran, or another pruner runs."""
-        deleted = batches = 0
-        if not self.retention.prunes_anything:
-            return PruneResult(deleted, batches, skipped_because_locked=False)
-        while self.max_batches is None or batches < self.max_batches:
+        pass_ = _PrunePass(self)
+        while pass_.more():
             with self._sessions() as session, session.begin():
-                execute = _executor(session)
-                if not execute(self._operations.try_prune_lock()):
-                    logger.debug(
-                        "another process is pruning %s; this pass stops after %d batches",
-                        self._operations.table.fullname,
-                        batches,
-                    )
-                    return PruneResult(deleted, batches, skipped_because_locked=True)
-                count = run_steps(
-                    execute, prune_steps(self._operations, self.retention, self.batch_size)
-                )
-            batches += 1
-            deleted += count
-            if count < self.batch_size:
-                break
-        return PruneResult(deleted, batches, skipped_because_locked=False)
+                deleted = run_steps(_executor(session), pass_.batch())
+            pass_.record(deleted)
+        return pass_.result
+
+
+class AsyncPruner(_PrunerBase):
+    """:class:`Pruner` on asyncio: the same batches and the same lock, on async sessions.
+
+    :param sessions: an ``AsyncEngine`` or a factory of ``AsyncSession`` objects (an
+        ``async_sessionmaker``).
+    """
+
+    def __init__(
+        self,
+        sessions: AsyncEngine | Callable[[], AsyncSession],
+        queue: QueueLike,
+        retention: Retention,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batches: int | None = 100,
+    ) -> None:
+        # Imported here: sqlalchemy.ext.asyncio needs greenlet (see programma_sa.aio).
+        from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+        super().__init__(queue, retention, batch_size=batch_size, max_batches=max_batches)
+        self._sessions: Callable[[], AsyncSession] = (
+            async_sessionmaker(sessions) if isinstance(sessions, AsyncEngine) else sessions
+        )
+
+    async def run_once(self) -> PruneResult:
+        """:meth:`Pruner.run_once`, each batch in an ``AsyncSession`` transaction."""
+        pass_ = _PrunePass(self)
+        while pass_.more():
+            async with self._sessions() as session, session.begin():
+                deleted = await run_steps_async(_async_executor(session), pass_.batch())
+            pass_.record(deleted)
+        return pass_.result

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
 from ._operations import Operation, Operations
 from ._records import ClaimedJob, JobDetail, JobSpec
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Engine
 
+    from ._retention import Retention
+    from ._stats import QueueStats
     from .worker import Handler, Worker
 
 __all__ = ["JobQueue", "jobs_table"]
@@ -207,6 +210,28 @@ class JobQueue(_QueueBase):
     def get_job(self, session: Session, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return self._run(session, self._operations.get_job(job_id))
+
+    def stats(
+        self,
+        session: Session,
+        topic: str | None = None,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    ) -> QueueStats:
+        """Per-topic statistics of the jobs table, in one statement on ``session``:
+        :func:`programma_sa.maintenance.stats` (see ``docs/operations.md``)."""
+        from .maintenance import stats  # maintenance imports this module
+
+        return stats(session, self, topic, window_seconds=window_seconds)
+
+    def prune(
+        self, session: Session, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> int:
+        """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
+        transaction; return how many: :func:`programma_sa.maintenance.prune`."""
+        from .maintenance import prune
+
+        return prune(session, self, retention, batch_size=batch_size)
 
     def process_jobs(
         self,

@@ -41,86 +41,60 @@ What the worker writes after the handler (see ``docs/worker.md`` for the table):
 :meth:`Worker.run_once` is one claim-and-handle pass that returns a
 :class:`PassResult`; :meth:`Worker.run` is the loop around it: it wakes on
 LISTEN/NOTIFY (see :mod:`._notify`), on the heartbeat, and when a scheduled job falls
-due; it backs off and reconnects when the database is unreachable.
+due; it backs off and reconnects when the database is unreachable. With a
+``retention`` it also prunes expired finished jobs between passes, at most every
+``prune_interval`` seconds, one worker at a time across processes.
+
+Every decision here — settings checks, the claim over several topics, the verdict
+on a failed handler, a batch's completion and counts, backoff — lives in
+:mod:`._worker_core` and is shared with :class:`~programma_sa.AsyncWorker`; this
+module is the threaded driver: sessions, handler threads, a condition variable.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import queue as queue_module
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime
 from types import FrameType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import _validation as check
-from ._notify import Listener, conninfo_from_url
-from ._operations import Operation
+from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps
+from ._notify import Listener
 from ._records import ClaimedJob
+from ._retention import Retention
 from ._statements import notify_channel
-from .exceptions import (
-    ConfigurationError,
-    DatabaseError,
-    InvalidJobInput,
-    PayloadTooLarge,
-    ProgrammaError,
+from ._worker_core import (
+    DB_ERRORS,
+    DEFAULT_PRUNE_INTERVAL,
+    Batch,
+    PassResult,
+    RunHandler,
+    Step,
+    WorkerCore,
+    WorkerMode,
 )
+from .exceptions import ConfigurationError, ProgrammaError
+from .maintenance import Pruner
 from .queue import JobQueue
-from .retry import DEFAULT_RETRY, RetryPolicy, describe_error
+from .retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = ["Handler", "JobContext", "PassResult", "Worker", "WorkerMode"]
 
 log = logging.getLogger("programma_sa.worker")
 
 T = TypeVar("T")
-WorkerMode = Literal["lease", "transaction"]
-_MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
 #: What a handler is: it gets a :class:`JobContext`; its return value is ignored.
 Handler = Callable[["JobContext"], object]
-#: Errors of an unreachable or failing database, after which the loop backs off.
-_DB_ERRORS = (DatabaseError, sa_exc.DBAPIError)
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """What one pass (or, summed, a whole run) did with the jobs it claimed.
-
-    ``left_untouched`` counts claimed jobs the worker wrote no outcome for: the
-    handler changed the job itself, ``auto_complete`` was off, the worker stopped
-    before running it, or its outcome could not be written — such a job is in the
-    hands of the handler or of its visibility timeout.
-    """
-
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    left_untouched: int = 0
-
-    def __str__(self) -> str:
-        return ", ".join(
-            f"{field.name.replace('_', ' ')} {getattr(self, field.name)}" for field in fields(self)
-        )
-
-    def __add__(self, other: PassResult) -> PassResult:
-        return PassResult(
-            *(getattr(self, field.name) + getattr(other, field.name) for field in fields(self))
-        )
-
-
-def _job_log(job: ClaimedJob) -> dict[str, Any]:
-    return {"job_id": str(job.id), "topic": job.topic}
 
 
 class JobContext:
@@ -172,43 +146,6 @@ class JobContext:
         return self._apply(lambda s: self.queue.set_job_start_date(s, self.job.id, start_date))
 
 
-# -- settings checks (ConfigurationError naming the setting) ----------------------------
-
-
-def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(
-            f"{what} must be a finite number of seconds {bound}, got {value!r}"
-        )
-    return float(value)
-
-
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{what} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _topics(value: object) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Sequence) or not items:
-        raise ConfigurationError(
-            f"topics must be a topic or a non-empty list of topics, got {value!r}"
-        )
-    try:
-        checked = [check.check_topic(topic) for topic in items]
-    except InvalidJobInput as error:
-        raise ConfigurationError(f"topics: {error}") from error
-    return tuple(dict.fromkeys(checked))  # de-duplicated, order kept
-
-
 def _session_factory(bind: object) -> Callable[[], Session]:
     if isinstance(bind, Engine):
         return sessionmaker(bind)
@@ -225,23 +162,6 @@ def _bound_url(bind: object) -> URL | None:
         bind = bind.kw.get("bind")
     engine = getattr(bind, "engine", bind)  # a Connection has .engine
     return engine.url if isinstance(engine, Engine) else None
-
-
-class _Backoff:
-    """Bounded exponential backoff for reconnecting after database errors."""
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self._initial = initial
-        self._cap = cap
-        self._next = initial
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self._cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._initial
 
 
 class _ThreadPool:
@@ -282,7 +202,7 @@ class _ThreadPool:
 
 
 class _LeaseBatch:
-    """The jobs of one lease-mode claim: run each, then complete them in ONE statement.
+    """The jobs of one lease-mode claim, run on handler threads.
 
     Whichever thread finishes the batch's last job writes the completions of every
     job whose handler returned (one UPDATE per claim batch), then reports.
@@ -295,9 +215,7 @@ class _LeaseBatch:
         # Handler threads finish the batch's jobs concurrently: the lock makes the
         # count exact, so exactly one of them sees the last job and writes the batch.
         self._lock = threading.Lock()
-        self._remaining = len(jobs)
-        self._returned: list[ClaimedJob] = []
-        self._result = PassResult(claimed=len(jobs))
+        self._batch = Batch(jobs)
         self._done = done
 
     def run(self, job: ClaimedJob) -> None:
@@ -310,32 +228,12 @@ class _LeaseBatch:
             # Always counted, even if the handler raised a BaseException, so the
             # worker's count of jobs in flight cannot leak.
             with self._lock:
-                self._result += outcome
-                if returned:
-                    self._returned.append(job)
-                self._remaining -= 1
-                last = self._remaining == 0
+                last = self._batch.record(outcome, job if returned else None)
             if last:
-                self._finish()
-
-    def _finish(self) -> None:
-        result = self._result
-        untouched = len(self._returned)
-        if self._returned and self._worker.auto_complete:
-            try:
-                with self._worker.session_factory() as session, session.begin():
-                    completed = self._worker._complete(session, self._returned)
-                untouched -= completed
-                result += PassResult(completed=completed)
-            except _DB_ERRORS:
-                log.exception(
-                    "could not complete %d jobs; they come back after their visibility timeout",
-                    len(self._returned),
-                )
-        self._done(result + PassResult(left_untouched=untouched))
+                self._done(self._worker._finish_lease_batch(self._batch))
 
 
-class Worker:
+class Worker(WorkerCore):
     """Runs a handler on the jobs of one or more topics. See the module docs.
 
     :param queue: the :class:`JobQueue` of the jobs table.
@@ -360,14 +258,13 @@ class Worker:
         (default True). False is the npm package's way: the handler moves its job.
     :param shutdown_timeout: seconds :meth:`run` waits for running handlers once
         stopping (default 30.0).
+    :param retention: prune finished jobs by this :class:`~programma_sa.Retention`
+        from the loop of :meth:`run` (default ``None``: never prune).
+    :param prune_interval: seconds between two prune passes (default 60.0); each
+        pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
+        worker at a time prunes across processes.
+    :param prune_batch_size: rows deleted per prune transaction (default 1000).
     """
-
-    #: Backoff after a database error in the loop: first wait and its cap (seconds).
-    reconnect_initial = 0.1
-    reconnect_max = 10.0
-    #: Shortest idle wait when a due job exists that the claim could not take (it is
-    #: locked by another transaction): polling faster would only spin on it.
-    min_idle_wait = 0.25
 
     def __init__(
         self,
@@ -385,61 +282,50 @@ class Worker:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         auto_complete: bool = True,
         shutdown_timeout: float = 30.0,
+        retention: Retention | None = None,
+        prune_interval: float = DEFAULT_PRUNE_INTERVAL,
+        prune_batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        if not isinstance(queue, JobQueue):
-            raise ConfigurationError(f"queue must be a JobQueue, got {queue!r}")
-        if not callable(handler):
-            raise ConfigurationError(f"handler must be callable, got {handler!r}")
-        if mode not in _MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
-        for name, flag in (("listen", listen), ("auto_complete", auto_complete)):
-            if not isinstance(flag, bool):
-                raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
-        self.queue = queue
-        self.session_factory = _session_factory(bind)
-        self.topics = _topics(topics)
-        self.handler = handler
-        self.mode: WorkerMode = mode
-        self.heartbeat = _positive_seconds(heartbeat, "heartbeat")
-        self.max_jobs = _positive_int(max_jobs, "max_jobs")
-        self.concurrency = _positive_int(concurrency, "concurrency")
-        self.retry = retry
-        self.auto_complete = auto_complete
-        self.shutdown_timeout = _positive_seconds(
-            shutdown_timeout, "shutdown_timeout", allow_zero=True
+        super().__init__(
+            queue,
+            handler,
+            topics,
+            queue_type=JobQueue,
+            asynchronous=False,
+            bound_url=_bound_url(bind),
+            mode=mode,
+            heartbeat=heartbeat,
+            max_jobs=max_jobs,
+            concurrency=concurrency,
+            listen=listen,
+            database_url=database_url,
+            retry=retry,
+            auto_complete=auto_complete,
+            shutdown_timeout=shutdown_timeout,
+            retention=retention,
+            prune_interval=prune_interval,
+            prune_batch_size=prune_batch_size,
         )
-        self.listen = listen
-        self._conninfo: str | None = None
-        if listen:
-            url = _bound_url(bind) if database_url is None else _parse_url(database_url)
-            if url is None:
-                raise ConfigurationError(
-                    "listen=True needs the database to LISTEN on: pass database_url=..., "
-                    "bind an Engine (or a sessionmaker bound to one), or set listen=False"
-                )
-            self._conninfo = conninfo_from_url(url)
-        self._operations = queue._operations
+        self.queue = queue
+        self.handler = handler
+        self.session_factory = _session_factory(bind)
+        self._pruner = (
+            None
+            if retention is None
+            else Pruner(self.session_factory, queue, retention, batch_size=self.prune_batch_size)
+        )
         # One condition (on an RLock, so a signal handler running on the main thread
         # while it holds the lock cannot deadlock) guards every piece of loop state.
         self._cond = threading.Condition(threading.RLock())
-        self._stopping = False
         self._abandoned = False
         self._wakeups = 0  # bumped by every wake(): a waiter compares generations
         self._in_flight = 0  # lease: jobs; transaction: claim batches
         self._totals = PassResult()
-        self._topic_turn = 0
         self._running = False
         self._thread: threading.Thread | None = None
         self.listener: Listener | None = None
 
     # -- public state and control -----------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` was called (or a signal asked the loop to stop)."""
-        return self._stopping
 
     @property
     def totals(self) -> PassResult:
@@ -460,6 +346,11 @@ class Worker:
         """
         with self._cond:
             self._stopping = True
+            self._cond.notify_all()
+
+    def _abandon(self) -> None:
+        with self._cond:
+            self._abandoned = True
             self._cond.notify_all()
 
     def start(self) -> threading.Thread:
@@ -509,7 +400,7 @@ class Worker:
         results: list[PassResult] = []
         if not jobs:
             return PassResult()
-        batch = _LeaseBatch(self, jobs, lambda result: results.append(result))
+        batch = _LeaseBatch(self, jobs, results.append)
         if self.concurrency == 1 or len(jobs) == 1:
             for job in jobs:
                 batch.run(job)
@@ -521,134 +412,63 @@ class Worker:
         self._add_totals(results[0])
         return results[0]
 
-    def _claim(self, session: Session) -> list[ClaimedJob]:
-        """Claim up to ``max_jobs`` across the topics, starting at a rotating one (fairness)."""
-        jobs: list[ClaimedJob] = []
-        count = len(self.topics)
-        with self._cond:
-            first = self._topic_turn
-            self._topic_turn = (first + 1) % count
-        for index in range(count):
-            room = self.max_jobs - len(jobs)
-            if room == 0:
-                break
-            jobs.extend(self.queue.claim_jobs(session, self.topics[(first + index) % count], room))
-        return jobs
+    def _in_transaction(self, steps: Callable[[], Any]) -> Any:
+        """Run a generator of operations in a short transaction of its own."""
+        with self.session_factory() as session, session.begin():
+            return run_steps(functools.partial(self.queue._run, session), steps())
 
     def _claim_leases(self) -> list[ClaimedJob]:
         # Claim and commit at once: the lease is what makes the job ours.
-        with self.session_factory() as session, session.begin():
-            return self._claim(session)
+        jobs: list[ClaimedJob] = self._in_transaction(self._claim_steps)
+        return jobs
 
     def _run_handler(self, job: ClaimedJob, session: Session | None) -> None:
-        log.debug(
-            "job %s [%s] attempt %d started", job.id, job.topic, job.attempts, extra=_job_log(job)
-        )
+        self._log_job_started(job)
         self.handler(JobContext(self, job, session))
-
-    def _failure(self, job: ClaimedJob, error: Exception) -> tuple[Operation[bool], PassResult]:
-        """The retry policy's verdict on a failed attempt, as an operation to run."""
-        policy = self.retry
-        level = logging.WARNING
-        build: Callable[[Mapping[str, Any]], Operation[bool]]
-        if policy is not None and policy.exhausted(job.attempts):
-            level = logging.ERROR
-            verdict = "moving it to FAILED (attempts exhausted)"
-            build = functools.partial(self._operations.fail_unchanged, job)
-            outcome = PassResult(failed=1)
-        else:
-            delay = None if policy is None else policy.delay(job.attempts)
-            verdict = (
-                "leaving it to its visibility timeout"
-                if delay is None
-                else f"retrying in {delay:.2f} s"
-            )
-            build = functools.partial(self._operations.retry_unchanged, job, delay)
-            outcome = PassResult(retried=1)
-        operation = _with_error_record(build, error, job.attempts)
-        log.log(
-            level,
-            "job %s [%s] attempt %d failed: %s: %s; %s",
-            job.id,
-            job.topic,
-            job.attempts,
-            type(error).__name__,
-            error,
-            verdict,
-            exc_info=error,
-            extra=_job_log(job),
-        )
-        return operation, outcome
-
-    def _record_failure(self, session: Session, job: ClaimedJob, error: Exception) -> PassResult:
-        operation, outcome = self._failure(job, error)
-        if self.queue._run(session, operation):
-            return outcome
-        log.info(
-            "job %s [%s] changed by its handler before failing; its state stands",
-            job.id,
-            job.topic,
-            extra=_job_log(job),
-        )
-        return PassResult(left_untouched=1)
-
-    def _complete(self, session: Session, jobs: list[ClaimedJob]) -> int:
-        completed_ids = self.queue._run(session, self._operations.complete_unchanged(jobs))
-        completed = set(completed_ids)
-        if log.isEnabledFor(logging.DEBUG):
-            for job in jobs:
-                log.debug(
-                    "job %s [%s] %s",
-                    job.id,
-                    job.topic,
-                    "completed" if job.id in completed else "changed by its handler: left as is",
-                    extra=_job_log(job),
-                )
-        return len(completed)
 
     def _run_leased(self, job: ClaimedJob) -> tuple[PassResult, bool]:
         """Run one leased job's handler; ``(outcome, handler returned)``."""
         try:
             self._run_handler(job, None)
         except Exception as error:
+            operation, outcome = self._failure(job, error)
             try:
                 with self.session_factory() as session, session.begin():
-                    return self._record_failure(session, job, error), False
-            except _DB_ERRORS:
-                log.exception(
-                    "job %s [%s]: could not record the failure; the job comes back after "
-                    "its visibility timeout",
-                    job.id,
-                    job.topic,
-                    extra=_job_log(job),
-                )
-                return PassResult(left_untouched=1), False
+                    changed = self.queue._run(session, operation)
+            except DB_ERRORS:
+                return self._failure_lost(job), False
+            return self._failure_written(job, outcome, changed), False
         return PassResult(), True
+
+    def _finish_lease_batch(self, batch: Batch) -> PassResult:
+        """Complete the batch's returned jobs in one statement of its own transaction."""
+        operation = batch.completion(self._operations, self.auto_complete)
+        if operation is None:
+            return batch.result()
+        try:
+            with self.session_factory() as session, session.begin():
+                completed = self.queue._run(session, operation)
+        except DB_ERRORS:
+            return batch.completion_lost()
+        return batch.result(completed)
 
     def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle and complete in ONE transaction of a session of our own."""
-        result = PassResult()
         with self.session_factory() as session, session.begin():
-            jobs = self._claim(session)
-            if on_claimed is not None:
-                on_claimed(len(jobs))
-            returned: list[ClaimedJob] = []
-            for job in jobs:
+
+            def execute(step: Step) -> Any:
+                if not isinstance(step, RunHandler):
+                    return self.queue._run(session, step)
                 try:
-                    # The SAVEPOINT confines a failing handler's writes: they roll
-                    # back, the claim and the recorded failure still commit, so a
-                    # poison job waits for its backoff instead of looping hot.
+                    # The SAVEPOINT confines a failing handler's writes (see
+                    # WorkerCore._transaction_steps).
                     with session.begin_nested():
-                        self._run_handler(job, session)
+                        self._run_handler(step.job, session)
                 except Exception as error:
-                    result += self._record_failure(session, job, error)
-                else:
-                    returned.append(job)
-            completed = self._complete(session, returned) if returned and self.auto_complete else 0
-            result += PassResult(
-                claimed=len(jobs), completed=completed, left_untouched=len(returned) - completed
-            )
-        return result
+                    return error
+                return None
+
+            return run_steps(execute, self._transaction_steps(on_claimed))
 
     def _add_totals(self, result: PassResult) -> None:
         with self._cond:
@@ -677,15 +497,7 @@ class Worker:
                 self._conninfo, notify_channel(self.queue.table), self.topics, self.wake
             )
             self.listener.start()
-        log.info(
-            "worker started: topics %s, mode %s, concurrency %d, max_jobs %d, heartbeat %.1f s, %s",
-            ", ".join(self.topics),
-            self.mode,
-            self.concurrency,
-            self.max_jobs,
-            self.heartbeat,
-            "listening" if self.listener is not None else "polling only",
-        )
+        self._log_started(listening=self.listener is not None)
         try:
             self._loop(pool)
         finally:
@@ -700,42 +512,38 @@ class Worker:
         return self.totals
 
     def _loop(self, pool: _ThreadPool) -> None:
-        backoff = _Backoff(self.reconnect_initial, self.reconnect_max)
+        backoff = self._new_backoff()
         dispatch = self._dispatch_leases if self.mode == "lease" else self._dispatch_pass
         while self._wait_for_room():
+            self._prune_if_due()
             with self._cond:
                 generation = self._wakeups
             try:
                 claimed = dispatch(pool)
-                idle_for = None if claimed >= self.max_jobs else self._idle_wait()
-            except _DB_ERRORS as error:
-                delay = backoff.next()
-                log.error(
-                    "claiming from %s failed (%s); retrying in %.1f s",
-                    ", ".join(self.topics),
-                    _first_line(error),
-                    delay,
+                idle_for = (
+                    None
+                    if self._full_batch(claimed)
+                    else self._in_transaction(self._idle_wait_steps)
                 )
+            except DB_ERRORS as error:
+                delay = backoff.next()
+                self._log_claim_error(error, delay)
                 self._sleep(delay)
                 continue
             backoff.reset()
             if idle_for is not None:
                 self._wait_for_wake(generation, idle_for)
 
-    def _idle_wait(self) -> float:
-        """How long to sleep when drained: until the next scheduled job, at most a heartbeat."""
-        due = [
-            seconds
-            for topic in self.topics
-            if (seconds := self._seconds_until_due(topic)) is not None
-        ]
-        if not due:
-            return self.heartbeat
-        return min(self.heartbeat, max(min(due), self.min_idle_wait))
-
-    def _seconds_until_due(self, topic: str) -> float | None:
-        with self.session_factory() as session, session.begin():
-            return self.queue._run(session, self._operations.seconds_until_due(topic))
+    def _prune_if_due(self) -> None:
+        """A prune pass between claims, at most every ``prune_interval`` seconds."""
+        if self._pruner is None or not self._prune_due():
+            return
+        try:
+            result = self._pruner.run_once()
+        except DB_ERRORS as error:
+            self._prune_done(None, error)
+        else:
+            self._prune_done(result)
 
     def _dispatch_leases(self, pool: _ThreadPool) -> int:
         jobs = self._claim_leases()
@@ -795,13 +603,7 @@ class Worker:
             while self._in_flight and not self._abandoned:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    log.warning(
-                        "shutdown_timeout (%.1f s) passed with %d %s still running; "
-                        "leaving them to their visibility timeout",
-                        self.shutdown_timeout,
-                        self._in_flight,
-                        "jobs" if self.mode == "lease" else "transactions",
-                    )
+                    self._log_shutdown_timeout(self._in_flight)
                     return
                 self._cond.wait(remaining)
 
@@ -812,15 +614,7 @@ class Worker:
         previous = {signum: signal.getsignal(signum) for signum in signals}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self._stopping:
-                log.warning("%s again: not waiting for running handlers", name)
-                with self._cond:
-                    self._abandoned = True
-                    self._cond.notify_all()
-            else:
-                log.info("%s: stopping (running handlers may finish)", name)
-                self.stop()
+            self._on_signal(signum)
 
         for signum in signals:
             signal.signal(signum, on_signal)
@@ -857,33 +651,3 @@ class _Handoff:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-def _with_error_record(
-    build: Callable[[Mapping[str, Any]], Operation[bool]], error: Exception, attempt: int
-) -> Operation[bool]:
-    """``build(attributes)`` with the fullest ``last_error`` the queue's payload limit takes.
-
-    Recording the failure must not fail: a failure that cannot be written would, in
-    transaction mode, roll the claim back and make a poison job loop hot.
-    """
-    full = describe_error(error, attempt)
-    short = {"type": full["type"], "message": full["message"][-200:], "attempt": attempt}
-    for attributes in ({"last_error": full}, {"last_error": short}):
-        try:
-            return build(attributes)
-        except PayloadTooLarge:
-            continue
-    return build({})
-
-
-def _parse_url(value: str | URL) -> URL:
-    try:
-        return make_url(value)
-    except sa_exc.ArgumentError as error:
-        raise ConfigurationError("database_url is not a valid database URL") from error
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

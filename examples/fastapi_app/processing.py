@@ -1,9 +1,18 @@
-"""The worker side, as a plain coroutine: claim confirmations and confirm the orders.
+"""The worker side: an ``AsyncWorker`` confirms the orders.
 
 Transactional mode: the claim, the order's update and the job's completion commit
-together; if confirming fails the transaction rolls back and the job is claimable
-again at once. (programma_sa's ``AsyncWorker`` runs such a handler in a loop, woken by
-LISTEN/NOTIFY; this function is the single pass.)
+together. If confirming raises, the handler's writes roll back to its savepoint,
+the error is recorded on the job and it is retried after a backoff; if the process
+dies, the whole transaction rolls back and the job is claimable again at once.
+
+Run it (after ``--setup``) until Ctrl-C / SIGTERM::
+
+    python -m examples.fastapi_app.processing
+
+or through the command line, which runs an ``async def`` handler on an AsyncWorker::
+
+    programma-sa worker examples.fastapi_app.processing:confirm_order \\
+        --topic confirm-order --mode transaction
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from typing import Any
 
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,27 +29,24 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from programma_sa import migrations
+from programma_sa import AsyncJobContext, AsyncWorker, migrations
 
 from .models import CONFIRM_ORDER, Base, Item, Order, queue
 
 
-async def confirm_pending_orders(
-    sessions: async_sessionmaker[AsyncSession], batch_size: int = 10
-) -> int:
-    """Confirm orders until no confirmation job is due; return how many were done."""
-    done = 0
-    while True:
-        async with sessions.begin() as session:
-            jobs = await queue.claim_jobs(session, CONFIRM_ORDER, max_jobs=batch_size)
-            for job in jobs:
-                order = await session.get(Order, job.data["order_id"])
-                if order is not None:
-                    order.status = "confirmed"
-                await queue.move_job_to_done(session, job.id)
-        if not jobs:
-            return done
-        done += len(jobs)
+async def confirm_order(ctx: AsyncJobContext) -> None:
+    """Confirm the job's order, in the claim's transaction (the worker completes the job)."""
+    assert ctx.session is not None, "run in transaction mode"
+    order = await ctx.session.get(Order, ctx.job.data["order_id"])
+    if order is not None:
+        order.status = "confirmed"
+
+
+def confirmation_worker(sessions: async_sessionmaker[AsyncSession], **settings: Any) -> AsyncWorker:
+    """The worker of ``confirm-order`` jobs; ``settings`` are further AsyncWorker settings."""
+    return AsyncWorker(
+        queue, sessions, CONFIRM_ORDER, confirm_order, mode="transaction", **settings
+    )
 
 
 async def setup_database(engine: AsyncEngine) -> None:
@@ -68,8 +75,8 @@ async def _main(setup: bool) -> None:
             await setup_database(engine)
             await stock_items(async_sessionmaker(engine), book=10, pen=10, mug=10)
         else:
-            count = await confirm_pending_orders(async_sessionmaker(engine))
-            print(f"confirmed {count} order(s)")
+            worker = confirmation_worker(async_sessionmaker(engine))
+            print(f"stopped: {await worker.run(install_signal_handlers=True)}")
     finally:
         await engine.dispose()
 

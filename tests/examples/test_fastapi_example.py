@@ -2,8 +2,9 @@
 
 A POST writes the order, enqueues its confirmation and reserves stock in one
 transaction; a refused POST leaves no job — a duplicate order fails before the
-enqueue, an out-of-stock one after the job's INSERT had run; the processing
-coroutine confirms the order and completes the job. Once per async driver.
+enqueue, an out-of-stock one after the job's INSERT had run; the example's
+``AsyncWorker`` (one ``run_once`` pass at a time) confirms the order and completes
+the job. Once per async driver.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from examples.fastapi_app.app import create_app
 from examples.fastapi_app.models import CONFIRM_ORDER, Item, Job, Order, queue
-from examples.fastapi_app.processing import confirm_pending_orders, setup_database, stock_items
-from programma_sa import JobState
+from examples.fastapi_app.processing import confirmation_worker, setup_database, stock_items
+from programma_sa import JobState, PassResult
 
 from ..asyncio.urls import DRIVERS, async_url
 
@@ -133,8 +134,10 @@ async def test_processing_confirms_the_order_and_completes_the_job(shop: Shop) -
         response = await shop.client.post("/orders", json={"id": order_id, "item": "mug"})
         assert response.status_code == 201
 
-    assert await confirm_pending_orders(shop.sessions, batch_size=1) == 2
-    assert await confirm_pending_orders(shop.sessions) == 0  # nothing left to do
+    worker = confirmation_worker(shop.sessions, max_jobs=1)
+    assert await worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await worker.run_once() == PassResult()  # nothing left to do
 
     for order_id in (3, 4):
         response = await shop.client.get(f"/orders/{order_id}")

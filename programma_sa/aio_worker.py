@@ -1,0 +1,560 @@
+"""The worker on asyncio: ``async def`` handlers, ``AsyncSession``, tasks instead of threads.
+
+::
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from programma_sa import AsyncJobContext, AsyncJobQueue, AsyncWorker
+
+    async def send_receipt(ctx: AsyncJobContext) -> None:
+        await mailer.send(ctx.job.data["order"])
+
+    worker = AsyncWorker(
+        AsyncJobQueue(Job), create_async_engine(url), "send-receipt", send_receipt,
+        concurrency=8,
+    )
+    await worker.run()            # until worker.stop(); or: async with worker: ...
+
+:class:`AsyncWorker` is :class:`~programma_sa.Worker` on asyncio: the same settings
+(checked by the same code, so a bad one raises the same error), the same two modes,
+the same outcome rules, retries, conditional batch completion and periodic pruning —
+every decision comes from :mod:`._worker_core`, and every statement is one of the
+:class:`~programma_sa._operations.Operation` objects the sync worker executes. What
+differs is only the driver:
+
+* handlers are coroutines, run as tasks; at most ``concurrency`` run at once (a
+  semaphore) — in lease mode the jobs of a claim, in transaction mode the claim
+  transactions;
+* sessions are ``AsyncSession`` objects from ``bind`` (an ``AsyncEngine`` or an
+  ``async_sessionmaker``): ``postgresql+psycopg://`` or ``postgresql+asyncpg://``;
+* LISTEN/NOTIFY runs on a ``psycopg.AsyncConnection`` of its own
+  (:class:`~programma_sa._notify.AsyncListener`), whatever the engine's driver, and
+  wakes the loop through an :class:`asyncio.Event`;
+* :meth:`AsyncWorker.stop` is called on the loop; :meth:`AsyncWorker.run` installs
+  SIGTERM/SIGINT handlers with ``loop.add_signal_handler`` only when asked
+  (``install_signal_handlers=True``, as the CLI does): inside an application server
+  the server owns the signals.
+
+A handler must not block the event loop: run blocking code with
+``await asyncio.to_thread(...)``, or use the sync :class:`~programma_sa.Worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.engine import URL
+
+from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps_async
+from ._notify import AsyncListener
+from ._records import ClaimedJob
+from ._retention import Retention
+from ._statements import notify_channel
+from ._worker_core import (
+    DB_ERRORS,
+    DEFAULT_PRUNE_INTERVAL,
+    Batch,
+    PassResult,
+    RunHandler,
+    Step,
+    WorkerCore,
+    WorkerMode,
+)
+from .aio import AsyncJobQueue
+from .exceptions import ConfigurationError, ProgrammaError
+from .maintenance import AsyncPruner
+from .retry import DEFAULT_RETRY, RetryPolicy
+
+if TYPE_CHECKING:
+    # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see programma_sa.aio).
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+__all__ = ["AsyncHandler", "AsyncJobContext", "AsyncWorker"]
+
+log = logging.getLogger("programma_sa.worker")
+
+T = TypeVar("T")
+#: What an async handler is: a coroutine function taking an :class:`AsyncJobContext`.
+AsyncHandler = Callable[["AsyncJobContext"], Awaitable[object]]
+
+
+class AsyncJobContext:
+    """What an async handler receives: :class:`~programma_sa.JobContext`, awaited.
+
+    :ivar job: the claimed job (ACTIVE; ``attempts`` counts this delivery).
+    :ivar session: in ``transaction`` mode the claim's ``AsyncSession`` — write
+        business rows with it and they commit with the job's completion; never
+        commit, roll back or close it. ``None`` in ``lease`` mode.
+    :ivar queue: the worker's :class:`~programma_sa.AsyncJobQueue`.
+
+    The ``move_*``/``set_*`` coroutines act on this job: in the claim's transaction
+    in transaction mode, in a short transaction of their own (committed) in lease
+    mode.
+    """
+
+    def __init__(self, worker: AsyncWorker, job: ClaimedJob, session: AsyncSession | None) -> None:
+        self._worker = worker
+        self.job = job
+        self.session = session
+        self.queue = worker.queue
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker is shutting down: a long handler may wrap up early."""
+        return self._worker.stopping
+
+    async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        if self.session is not None:
+            return await action(self.session)
+        async with self._worker.session_factory() as session, session.begin():
+            return await action(session)
+
+    async def move_to_processing(self) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_processing(s, self.job.id))
+
+    async def move_to_done(self, delete: bool = False) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_done(s, self.job.id, delete))
+
+    async def move_to_failed(self, delete: bool = False) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_failed(s, self.job.id, delete))
+
+    async def set_attributes(self, attributes: Mapping[str, Any]) -> bool:
+        return await self._apply(lambda s: self.queue.set_attributes(s, self.job.id, attributes))
+
+    async def set_retry_after_seconds(self, seconds: int | None) -> bool:
+        return await self._apply(
+            lambda s: self.queue.set_retry_after_seconds(s, self.job.id, seconds)
+        )
+
+    async def set_job_start_date(self, start_date: datetime | str) -> bool:
+        return await self._apply(
+            lambda s: self.queue.set_job_start_date(s, self.job.id, start_date)
+        )
+
+
+def _session_factory(bind: object) -> Callable[[], AsyncSession]:
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    if isinstance(bind, AsyncEngine):
+        return async_sessionmaker(bind)
+    if callable(bind):
+        return bind
+    raise ConfigurationError(
+        "expected an AsyncEngine or an async session factory (e.g. an async_sessionmaker), "
+        f"got {bind!r}"
+    )
+
+
+def _bound_url(bind: object) -> URL | None:
+    """The URL behind an AsyncEngine or an ``async_sessionmaker(engine)``, when there is one."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+    if isinstance(bind, async_sessionmaker):
+        bind = bind.kw.get("bind")
+    if isinstance(bind, AsyncConnection):
+        bind = bind.engine
+    return bind.url if isinstance(bind, AsyncEngine) else None
+
+
+class AsyncWorker(WorkerCore):
+    """Runs an ``async def`` handler on the jobs of one or more topics. See the module docs.
+
+    The parameters are those of :class:`~programma_sa.Worker`, with an
+    :class:`~programma_sa.AsyncJobQueue`, an ``AsyncEngine`` (or a factory of
+    ``AsyncSession`` objects, such as an ``async_sessionmaker``) and a coroutine
+    function as the handler; ``concurrency`` bounds the handler tasks running at once.
+    """
+
+    #: After ``shutdown_timeout`` the handlers still running are cancelled; this is
+    #: how long their clean-up (a rollback, a batch's completion) may take.
+    cancel_timeout = 5.0
+
+    def __init__(
+        self,
+        queue: AsyncJobQueue,
+        bind: AsyncEngine | Callable[[], AsyncSession],
+        topics: str | Sequence[str],
+        handler: AsyncHandler,
+        *,
+        mode: WorkerMode = "lease",
+        heartbeat: float = 5.0,
+        max_jobs: int = 10,
+        concurrency: int = 1,
+        listen: bool = True,
+        database_url: str | URL | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        auto_complete: bool = True,
+        shutdown_timeout: float = 30.0,
+        retention: Retention | None = None,
+        prune_interval: float = DEFAULT_PRUNE_INTERVAL,
+        prune_batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        super().__init__(
+            queue,
+            handler,
+            topics,
+            queue_type=AsyncJobQueue,
+            asynchronous=True,
+            bound_url=_bound_url(bind),
+            mode=mode,
+            heartbeat=heartbeat,
+            max_jobs=max_jobs,
+            concurrency=concurrency,
+            listen=listen,
+            database_url=database_url,
+            retry=retry,
+            auto_complete=auto_complete,
+            shutdown_timeout=shutdown_timeout,
+            retention=retention,
+            prune_interval=prune_interval,
+            prune_batch_size=prune_batch_size,
+        )
+        self.queue = queue
+        self.handler = handler
+        self.session_factory = _session_factory(bind)
+        self._pruner = (
+            None
+            if retention is None
+            else AsyncPruner(
+                self.session_factory, queue, retention, batch_size=self.prune_batch_size
+            )
+        )
+        # The loop's state is touched only on the event loop, so no lock guards it.
+        # Asyncio primitives bind to a loop at their first wait (Python >= 3.10), so
+        # creating them here, maybe outside any loop, is safe.
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._woken = asyncio.Event()  # set by wake() and stop(); cleared before a claim
+        self._changed = asyncio.Event()  # set when in-flight work ends, and on stop/abandon
+        self._stopped = asyncio.Event()  # set by stop()
+        self._abandoned = False
+        self._in_flight = 0  # lease: jobs; transaction: claim batches
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._totals = PassResult()
+        self._running = False
+        self._task: asyncio.Task[PassResult] | None = None
+        self.listener: AsyncListener | None = None
+
+    # -- public state and control -----------------------------------------------------
+
+    @property
+    def totals(self) -> PassResult:
+        """Everything done so far by this worker (loop passes and ``run_once`` calls)."""
+        return self._totals
+
+    def wake(self) -> None:
+        """Make an idle loop claim now (what a notification for our topics does).
+
+        Call it on the worker's event loop (from another thread:
+        ``loop.call_soon_threadsafe(worker.wake)``).
+        """
+        self._woken.set()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` returns once running handlers finish.
+
+        Idempotent. Call it on the worker's event loop (from another thread:
+        ``loop.call_soon_threadsafe(worker.stop)``).
+        """
+        self._stopping = True
+        self._stopped.set()
+        self._woken.set()
+        self._changed.set()
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        self._changed.set()
+
+    def start(self) -> asyncio.Task[PassResult]:
+        """Run :meth:`run` as a task of the running loop (no signal handlers); returns it."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="programma-worker")
+        return self._task
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait for a :meth:`start`-ed loop to end; True if it has."""
+        if self._task is None:
+            return True
+        await asyncio.wait({self._task}, timeout=timeout)
+        return self._task.done()
+
+    async def __aenter__(self) -> AsyncWorker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        await self.join(self.shutdown_timeout + self.cancel_timeout + 1)
+        task = self._task
+        if exc_info[0] is None and task is not None and task.done() and not task.cancelled():
+            task.result()  # the loop's own error, if it had one
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def run_once(self) -> PassResult:
+        """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
+
+        Returns once every handler of the pass has returned. Database errors
+        propagate (the loop of :meth:`run` catches them and backs off).
+        """
+        if self.mode == "transaction":
+            result = await self._transaction_pass(on_claimed=None)
+        else:
+            jobs = await self._claim_leases()
+            if not jobs:
+                return PassResult()
+            results: list[PassResult] = []
+            batch = Batch(jobs)
+            await asyncio.gather(*(self._lease_job(batch, job, results.append) for job in jobs))
+            (result,) = results
+        self._totals += result
+        return result
+
+    async def _in_transaction(self, steps: Callable[[], Any]) -> Any:
+        """Run a generator of operations in a short transaction of its own."""
+        async with self.session_factory() as session, session.begin():
+            return await run_steps_async(functools.partial(self.queue._run, session), steps())
+
+    async def _claim_leases(self) -> list[ClaimedJob]:
+        # Claim and commit at once: the lease is what makes the job ours.
+        jobs: list[ClaimedJob] = await self._in_transaction(self._claim_steps)
+        return jobs
+
+    async def _run_handler(self, job: ClaimedJob, session: AsyncSession | None) -> None:
+        self._log_job_started(job)
+        await self.handler(AsyncJobContext(self, job, session))
+
+    async def _lease_job(
+        self, batch: Batch, job: ClaimedJob, done: Callable[[PassResult], None]
+    ) -> None:
+        """Run one leased job when a slot is free; the batch's last job completes it."""
+        outcome = PassResult(left_untouched=1)
+        returned = False
+        try:
+            async with self._semaphore:
+                if not self._stopping:
+                    outcome, returned = await self._run_leased(job)
+        finally:
+            # Always counted, even when the task is cancelled (shutdown_timeout
+            # passed), so the count of jobs in flight cannot leak; the handlers that
+            # did return are still completed.
+            if batch.record(outcome, job if returned else None):
+                done(await self._finish_lease_batch(batch))
+
+    async def _run_leased(self, job: ClaimedJob) -> tuple[PassResult, bool]:
+        """Run one leased job's handler; ``(outcome, handler returned)``."""
+        try:
+            await self._run_handler(job, None)
+        except Exception as error:
+            operation, outcome = self._failure(job, error)
+            try:
+                async with self.session_factory() as session, session.begin():
+                    changed = await self.queue._run(session, operation)
+            except DB_ERRORS:
+                return self._failure_lost(job), False
+            return self._failure_written(job, outcome, changed), False
+        return PassResult(), True
+
+    async def _finish_lease_batch(self, batch: Batch) -> PassResult:
+        """Complete the batch's returned jobs in one statement of its own transaction."""
+        operation = batch.completion(self._operations, self.auto_complete)
+        if operation is None:
+            return batch.result()
+        try:
+            async with self.session_factory() as session, session.begin():
+                completed = await self.queue._run(session, operation)
+        except DB_ERRORS:
+            return batch.completion_lost()
+        return batch.result(completed)
+
+    async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
+        """Claim, handle and complete in ONE transaction of a session of our own."""
+        async with self.session_factory() as session, session.begin():
+
+            async def execute(step: Step) -> Any:
+                if not isinstance(step, RunHandler):
+                    return await self.queue._run(session, step)
+                try:
+                    # The SAVEPOINT confines a failing handler's writes (see
+                    # WorkerCore._transaction_steps).
+                    async with session.begin_nested():
+                        await self._run_handler(step.job, session)
+                except Exception as error:
+                    return error
+                return None
+
+            result: PassResult = await run_steps_async(execute, self._transaction_steps(on_claimed))
+            return result
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = False) -> PassResult:
+        """Process jobs until :meth:`stop`; return the totals.
+
+        On stop: no new claims; running handlers get up to ``shutdown_timeout``
+        seconds to finish, then they are cancelled (a lease-mode job is left to its
+        visibility timeout, a transaction-mode batch rolls back). Jobs claimed but
+        not started are left to their visibility timeout (lease mode).
+
+        :param install_signal_handlers: stop on SIGTERM/SIGINT (a second signal
+            stops waiting for running handlers), through ``loop.add_signal_handler``;
+            only on the main thread. Off by default: inside an application server
+            the server owns the signals.
+        """
+        if self._running:
+            raise ProgrammaError("this AsyncWorker is already running")
+        self._running = True
+        loop = asyncio.get_running_loop()
+        restore_signals = (
+            self._install_signal_handlers(loop) if install_signal_handlers else (lambda: None)
+        )
+        if self._conninfo is not None:
+            self.listener = AsyncListener(
+                self._conninfo, notify_channel(self.queue.table), self.topics, self.wake
+            )
+            self.listener.start()
+        self._log_started(listening=self.listener is not None)
+        try:
+            await self._loop()
+        finally:
+            # Also when run() itself is cancelled: no job not yet started starts now.
+            self.stop()
+            if self.listener is not None:
+                await self.listener.stop()
+            await self._drain()
+            restore_signals()
+            self._running = False
+            log.info("worker stopped: %s", self.totals)
+        return self.totals
+
+    async def _loop(self) -> None:
+        backoff = self._new_backoff()
+        dispatch = self._dispatch_leases if self.mode == "lease" else self._dispatch_pass
+        while await self._wait_for_room():
+            await self._prune_if_due()
+            # Cleared before the claim: a notification during it makes the idle
+            # wait below return at once (it may announce a job the claim missed).
+            self._woken.clear()
+            try:
+                claimed = await dispatch()
+                idle_for = (
+                    None
+                    if self._full_batch(claimed)
+                    else await self._in_transaction(self._idle_wait_steps)
+                )
+            except DB_ERRORS as error:
+                delay = backoff.next()
+                self._log_claim_error(error, delay)
+                await self._wait(self._stopped, delay)
+                continue
+            backoff.reset()
+            if idle_for is not None:
+                await self._wait(self._woken, idle_for)
+
+    async def _prune_if_due(self) -> None:
+        """A prune pass between claims, at most every ``prune_interval`` seconds."""
+        if self._pruner is None or not self._prune_due():
+            return
+        try:
+            result = await self._pruner.run_once()
+        except DB_ERRORS as error:
+            self._prune_done(None, error)
+        else:
+            self._prune_done(result)
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task that :meth:`_drain` waits for (or cancels)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+
+        def ended(task: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("unexpected error in a worker task", exc_info=task.exception())
+
+        task.add_done_callback(ended)
+
+    def _work_done(self, in_flight: int, result: PassResult) -> None:
+        self._totals += result
+        self._in_flight -= in_flight
+        self._changed.set()
+
+    async def _dispatch_leases(self) -> int:
+        jobs = await self._claim_leases()
+        if jobs:
+            self._in_flight += len(jobs)
+            batch = Batch(jobs)
+            done = functools.partial(self._work_done, len(jobs))
+            for job in jobs:
+                self._track(self._lease_job(batch, job, done))
+        return len(jobs)
+
+    async def _dispatch_pass(self) -> int:
+        """Start a transaction-mode pass as a task; return once it has claimed."""
+        claimed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def pass_() -> None:
+            result = PassResult()
+            try:
+                result = await self._transaction_pass(on_claimed=claimed.set_result)
+            except Exception as error:
+                if not claimed.done():
+                    claimed.set_exception(error)  # the loop backs off
+                else:
+                    log.exception("a transaction-mode pass failed; its jobs were rolled back")
+            finally:
+                if not claimed.done():
+                    claimed.cancel()  # cancelled before it could claim
+                self._work_done(1, result)
+
+        self._in_flight += 1
+        self._track(pass_())
+        return await claimed
+
+    async def _wait_for_room(self) -> bool:
+        """Wait until another claim may start; False once stopping."""
+        while not self._stopping and self._in_flight >= self.concurrency:
+            self._changed.clear()
+            await self._changed.wait()
+        return not self._stopping
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self._in_flight and not self._abandoned:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._log_shutdown_timeout(self._in_flight)
+                break
+            self._changed.clear()
+            await self._wait(self._changed, remaining)
+        if self._tasks:
+            # Unlike a thread, a task can be stopped: cancel what is still running
+            # (a transaction rolls back, a lease is left to run out) and give the
+            # clean-up a moment.
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=self.cancel_timeout)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+        def restore() -> None:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+        return restore
