@@ -52,6 +52,7 @@ from ._operations import Operation
 from ._render import render_stats
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
+from ._types import SessionLike
 from .exceptions import InvalidJobInput, translated_errors
 from .models import JobMixin
 from .queue import _QueueBase, jobs_table
@@ -98,7 +99,7 @@ class _ExecuteAsync(Protocol):
     def __call__(self, operation: Operation[T]) -> Awaitable[T]: ...
 
 
-def _executor(session: Session) -> _Execute:
+def _executor(session: SessionLike) -> _Execute:
     def execute(operation: Operation[T]) -> T:
         with translated_errors():
             return operation.read(session.execute(operation.statement, operation.params))
@@ -116,7 +117,7 @@ def _async_executor(session: AsyncSession) -> _ExecuteAsync:
 
 
 def stats(
-    session: Session,
+    session: SessionLike,
     queue: QueueLike,
     topic: str | None = None,
     *,
@@ -143,7 +144,7 @@ async def stats_async(
 
 
 def prune(
-    session: Session,
+    session: SessionLike,
     queue: QueueLike,
     retention: Retention,
     *,

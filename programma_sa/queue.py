@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
 from ._operations import Operation, Operations
 from ._records import ClaimedJob, JobDetail, JobSpec
+from ._types import SessionLike
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
 from .exceptions import ConfigurationError, translated_errors
 from .models import JobMixin
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from .worker import Handler, Worker
 
 __all__ = ["JobQueue", "jobs_table"]
+
 
 T = TypeVar("T")
 
@@ -107,7 +109,7 @@ class _QueueBase:
 class JobQueue(_QueueBase):
     """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
 
-    def _run(self, session: Session, operation: Operation[T]) -> T:
+    def _run(self, session: SessionLike, operation: Operation[T]) -> T:
         if session.autoflush:
             # The caller's pending rows are flushed outside the translation, so an
             # error in *their* rows (a duplicate order, say) stays their own
@@ -118,7 +120,7 @@ class JobQueue(_QueueBase):
 
     def add_job(
         self,
-        session: Session,
+        session: SessionLike,
         topic: str,
         data: Any,
         *,
@@ -149,7 +151,7 @@ class JobQueue(_QueueBase):
         return job_id
 
     def add_jobs(
-        self, session: Session, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+        self, session: SessionLike, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
     ) -> list[uuid.UUID]:
         """Enqueue many jobs in one statement; ids in the order of ``specs``.
 
@@ -161,7 +163,7 @@ class JobQueue(_QueueBase):
             self._run(session, operation)
         return job_ids
 
-    def claim_jobs(self, session: Session, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
+    def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.
 
         The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
@@ -169,51 +171,51 @@ class JobQueue(_QueueBase):
         """
         return self._run(session, self._operations.claim_jobs(topic, max_jobs))
 
-    def move_job_to_processing(self, session: Session, job_id: uuid.UUID | str) -> bool:
+    def move_job_to_processing(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return self._run(session, self._operations.move_job_to_processing(job_id))
 
     def move_job_to_done(
-        self, session: Session, job_id: uuid.UUID | str, delete: bool = False
+        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return self._run(session, self._operations.move_job_to_done(job_id, delete))
 
     def move_job_to_failed(
-        self, session: Session, job_id: uuid.UUID | str, delete: bool = False
+        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return self._run(session, self._operations.move_job_to_failed(job_id, delete))
 
-    def delete_job(self, session: Session, job_id: uuid.UUID | str) -> bool:
+    def delete_job(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return self._run(session, self._operations.delete_job(job_id))
 
     def set_attributes(
-        self, session: Session, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: SessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return self._run(session, self._operations.set_attributes(job_id, attributes))
 
     def set_retry_after_seconds(
-        self, session: Session, job_id: uuid.UUID | str, seconds: int | None
+        self, session: SessionLike, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
         return self._run(session, self._operations.set_retry_after_seconds(job_id, seconds))
 
     def set_job_start_date(
-        self, session: Session, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: SessionLike, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return self._run(session, self._operations.set_job_start_date(job_id, start_date))
 
-    def get_job(self, session: Session, job_id: uuid.UUID | str) -> JobDetail | None:
+    def get_job(self, session: SessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return self._run(session, self._operations.get_job(job_id))
 
     def stats(
         self,
-        session: Session,
+        session: SessionLike,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -225,7 +227,7 @@ class JobQueue(_QueueBase):
         return stats(session, self, topic, window_seconds=window_seconds)
 
     def prune(
-        self, session: Session, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
+        self, session: SessionLike, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> int:
         """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
         transaction; return how many: :func:`programma_sa.maintenance.prune`."""
