@@ -1,8 +1,8 @@
 """Fault injection for the process-level reliability tests.
 
-* :class:`WorkerPool` — runs N claiming processes from one argv (the simple
-  :mod:`claim loop <tests.reliability.claim_loop>` today, the real Worker later),
-  SIGKILLs a random one, replaces it, and waits for the drain to finish.
+* :class:`WorkerPool` — runs N :mod:`worker processes <tests.reliability.worker_process>`
+  from one argv, SIGKILLs a random one, replaces it, and finally SIGTERMs them all,
+  checking that each stops gracefully.
 * :func:`terminate_backends` — ``pg_terminate_backend`` of every other client
   backend of a database, as a failover or an admin's kill would.
 * :func:`restart` — stop and start an embedded PostgreSQL server the test owns.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -37,14 +38,32 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    def rss_bytes(self) -> int:
+        """The process's resident set size (``VmRSS`` from ``/proc``; Linux)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        (line,) = (line for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float) -> bool:
+        """Wait until ``needle`` appears in the log; False if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def log_tail(self, lines: int = 20) -> str:
-        text_lines = self.log_path.read_text(errors="replace").splitlines()
+        text_lines = self.log_text().splitlines()
         return "\n".join(text_lines[-lines:])
 
 
 @dataclass
 class WorkerPool:
-    """Claiming processes started from ``argv`` in ``cwd``; a context manager that
+    """Worker processes started from ``argv`` in ``cwd``; a context manager that
     stops whatever is still running on exit."""
 
     argv: Sequence[str]
@@ -80,23 +99,39 @@ class WorkerPool:
             raise RuntimeError("no worker process is alive")
         return rng.choice(alive)
 
-    def wait(self, timeout: float) -> None:
-        """Wait for every live process to exit; raise with their logs if one fails or hangs."""
+    def pids(self) -> list[int]:
+        """The pids of the live processes, in start order."""
+        return [worker.pid for worker in self.alive()]
+
+    def shutdown(self, timeout: float, started: str) -> None:
+        """SIGTERM every live process and wait for each to exit 0 (a graceful stop).
+
+        A process is signalled only once its log shows ``started`` (its SIGTERM
+        handler is in place: before that, the signal's default action would kill
+        a replacement still importing). Raises (with their logs) if one exits
+        otherwise or is still running after ``timeout`` seconds; whatever is left
+        is then killed.
+        """
         deadline = time.monotonic() + timeout
-        for worker in self.processes:
-            if worker.killed:
-                continue
+        running = self.alive()
+        for worker in running:
+            worker.wait_for_log(started, max(0.0, deadline - time.monotonic()))
+            worker.process.terminate()
+        failures = []
+        for worker in running:
             try:
                 code = worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.stop()
-                raise AssertionError(
-                    f"worker {worker.pid} did not finish within {timeout} s:\n{self.logs()}"
-                ) from None
+                failures.append(f"worker {worker.pid} ignored SIGTERM for {timeout} s")
+                continue
             if code != 0:
-                raise AssertionError(f"worker {worker.pid} exited with {code}:\n{self.logs()}")
+                failures.append(f"worker {worker.pid} exited with {code} on SIGTERM")
+        if failures:
+            self.stop()
+            raise AssertionError("; ".join(failures) + f":\n{self.logs()}")
 
     def stop(self) -> None:
+        """Stop whatever is still running, without judging how (cleanup after a failure)."""
         for worker in self.alive():
             worker.process.terminate()
         for worker in self.processes:
@@ -108,9 +143,7 @@ class WorkerPool:
 
     def count_in_logs(self, needle: str) -> int:
         """How many times ``needle`` appears in the logs of every process so far."""
-        return sum(
-            worker.log_path.read_text(errors="replace").count(needle) for worker in self.processes
-        )
+        return sum(worker.log_text().count(needle) for worker in self.processes)
 
     def logs(self) -> str:
         return "\n".join(
@@ -128,6 +161,8 @@ class WorkerPool:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc_type is None:  # the logs are kept only when they explain a failure
+            shutil.rmtree(self._log_dir, ignore_errors=True)
 
 
 def terminate_backends(url: str, timeout_ms: int = 5_000) -> int:

@@ -1,12 +1,12 @@
-"""The fault-injection helpers do what they claim, and clients recover from them.
+"""The fault-injection helpers do what they claim (the Worker runs through them
+are in ``test_database_faults.py``).
 
 * :func:`terminate_backends` really disconnects every other session of the
-  database; a pool with ``pre_ping`` reconnects, a dead session's queue call
-  raises :class:`programma_sa.DatabaseError`, and claiming processes finish their
-  drain through it.
+  database; a pool with ``pre_ping`` reconnects, and a dead session's queue call
+  raises :class:`programma_sa.DatabaseError`.
 * :func:`restart` really takes the owned embedded server down and back up; data
   survives, old connections are dead, new psycopg connections (raw and pooled)
-  work, and claiming processes finish their drain through it.
+  work.
 * :func:`deliveries.analyse` catches the failures the process tests rely on it
   to catch.
 """
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -23,15 +22,13 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from programma_sa import DatabaseError, JobQueue, JobState
+from programma_sa import DatabaseError, JobQueue
 from programma_sa._embedded import EmbeddedPostgres
 
 from ..app import Job
-from . import claim_loop, deliveries
-from .conftest import Figures
+from . import deliveries
 from .connections import libpq_url
-from .drain import run_drain
-from .faults import WorkerPool, restart, terminate_backends
+from .faults import terminate_backends
 
 pytestmark = pytest.mark.reliability
 
@@ -109,82 +106,6 @@ def test_restart_takes_the_owned_server_down_and_back(
         engine.dispose()
 
 
-@pytest.mark.parametrize("mode", ["lease", "transaction"])
-def test_claiming_processes_finish_a_drain_through_terminated_backends(
-    private_engine: Engine, private_database_url: str, mode: str, figures: Figures
-) -> None:
-    def terminate(pool: WorkerPool, engine: Engine) -> Counter[str]:
-        return Counter(terminations=1, backends=terminate_backends(private_database_url))
-
-    topic = f"terminate-{mode}"
-    report = run_drain(
-        private_engine,
-        topic=topic,
-        jobs=300,
-        argv=claim_loop.command(private_database_url, topic, mode=mode, concurrency=2),
-        workers=2,
-        faults=[terminate, terminate],
-        retry_after_seconds=2,
-    )
-    assert report.counters["backends"] >= 2
-    assert not report.verdict.lost
-    assert not report.verdict.early_redeliveries
-    assert report.states == {JobState.COMPLETED.value: 300}
-    if mode == "transaction":
-        # Its threads are inside a transaction nearly all the time, so the fault
-        # hits them mid-transaction (in lease mode an idle pooled connection is
-        # often replaced silently by pre-ping instead).
-        assert report.counters["worker_db_errors"] >= 1
-        assert not report.verdict.redelivered
-    figures.add(
-        f"pg_terminate_backend x2, {mode} mode (claim loop)",
-        jobs=300,
-        backends_terminated=report.counters["backends"],
-        worker_db_errors=report.counters["worker_db_errors"],
-        redelivered=len(report.verdict.redelivered),
-        lost=len(report.verdict.lost),
-        seconds=round(report.seconds, 1),
-    )
-
-
-def test_claiming_processes_finish_a_drain_through_a_server_restart(
-    owned_postgres: EmbeddedPostgres, owned_database_url: str, figures: Figures
-) -> None:
-    def bounce(pool: WorkerPool, engine: Engine) -> Counter[str]:
-        restart(owned_postgres, downtime=0.5)
-        return Counter(restarts=1)
-
-    engine = create_engine(owned_database_url, pool_pre_ping=True)
-    try:
-        report = run_drain(
-            engine,
-            topic="restart",
-            jobs=300,
-            argv=claim_loop.command(
-                owned_database_url, "restart", mode="transaction", concurrency=2
-            ),
-            workers=2,
-            faults=[bounce],
-            retry_after_seconds=2,
-        )
-    finally:
-        engine.dispose()
-    assert report.counters["restarts"] == 1
-    assert report.counters["worker_db_errors"] >= 1  # the fault hit the workers
-    assert not report.verdict.lost
-    assert not report.verdict.redelivered  # transaction mode: exactly once
-    assert report.states == {JobState.COMPLETED.value: 300}
-    figures.add(
-        "embedded server restart, transaction mode (claim loop)",
-        jobs=300,
-        restarts=1,
-        worker_db_errors=report.counters["worker_db_errors"],
-        duplicates=len(report.verdict.redelivered),
-        lost=len(report.verdict.lost),
-        seconds=round(report.seconds, 1),
-    )
-
-
 # -- the ledger's judge ----------------------------------------------------------------
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -196,6 +117,7 @@ def _delivery(
     claimed = T0 + timedelta(seconds=at)
     return deliveries.Delivery(
         job_id=job_id,
+        attempt=pid,
         worker_pid=pid,
         claimed_at=claimed,
         lease_until=None if lease is None else claimed + timedelta(seconds=lease),
@@ -226,3 +148,4 @@ def test_analyse_flags_lost_early_and_double_completions() -> None:
     assert verdict.completed_twice == {twice}
     assert verdict.strangers == {stranger}
     assert verdict.deliveries == len(ledger)
+    assert verdict.per_worker == {1: 7, 2: 4}
