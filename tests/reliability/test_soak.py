@@ -97,7 +97,9 @@ class Sampler:
         return next(s for s in self.samples if s.completed >= jobs * WARM_UP_SHARE)
 
 
-def _soak(engine: Engine, url: str, mode: str, jobs: int) -> tuple[DrainReport, Sampler]:
+def _soak(
+    engine: Engine, url: str, mode: str, jobs: int, *, check_flat: bool
+) -> tuple[DrainReport, Sampler]:
     topic = f"soak-{mode}"
     sampler = Sampler()
     report = run_drain(
@@ -131,8 +133,10 @@ def _soak(engine: Engine, url: str, mode: str, jobs: int) -> tuple[DrainReport, 
         assert growth < RSS_GROWTH_LIMIT, f"worker {pid}: RSS grew by {growth / MB:.1f} MB"
     for sample in sampler.samples:
         assert max(sample.connections.values()) <= CONNECTIONS_LIMIT, sample
-    # Flat after warm-up: a leak would climb towards the limit.
-    for pid in report.started_pids:
+    # Flat after warm-up: a leak would climb towards the limit. Only a long run has a
+    # warm-up to speak of: in a few seconds a transaction-mode pool is still growing
+    # to its working size (2 -> 5 seen in CI), which the limit above already bounds.
+    for pid in report.started_pids if check_flat else ():
         held = [s.connections[pid] for s in sampler.samples if s.seconds >= warm.seconds]
         assert max(held) - min(held) <= CONNECTIONS_SPREAD, f"worker {pid}: {held}"
     assert set(end.connections) == set(report.started_pids)
@@ -172,7 +176,9 @@ def _add_figures(
 def test_soak(
     private_engine: Engine, private_database_url: str, scale: Scale, mode: str, figures: Figures
 ) -> None:
-    report, sampler = _soak(private_engine, private_database_url, mode, scale.soak_jobs)
+    report, sampler = _soak(
+        private_engine, private_database_url, mode, scale.soak_jobs, check_flat=True
+    )
     _add_figures(figures, "soak", mode, report, sampler)
 
 
@@ -180,5 +186,7 @@ def test_soak(
 def test_soak_bounded(
     private_engine: Engine, private_database_url: str, mode: str, figures: Figures
 ) -> None:
-    report, sampler = _soak(private_engine, private_database_url, mode, BOUNDED_JOBS)
+    report, sampler = _soak(
+        private_engine, private_database_url, mode, BOUNDED_JOBS, check_flat=False
+    )
     _add_figures(figures, "soak (bounded)", mode, report, sampler)
