@@ -79,6 +79,8 @@ class Sizes:
     drain: int = 20_000
     #: Batch-1 drains do two commits per job; they get fewer jobs so a round stays short.
     drain_batch1: int = 5_000
+    #: Jobs each Worker process drains off the clock first, on a topic of its own.
+    drain_warmup: int = 250
     latency_jobs: int = 200
     latency_interval_s: float = 0.020
     scale_finished: tuple[int, int] = (100_000, 1_000_000)
@@ -96,6 +98,7 @@ class Sizes:
             bulk_enqueue=200,
             drain=200,
             drain_batch1=40,
+            drain_warmup=20,
             latency_jobs=8,
             latency_interval_s=0.005,
             scale_finished=(500, 2_000),

@@ -9,25 +9,29 @@ handling each exist once.
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import Executable, Result, Table
 
 from . import _validation as check
-from ._ids import uuid7
+from ._ids import uuid7, uuid7_many
 from ._records import ClaimedJob, JobDetail, JobSpec
 from ._statements import Statements
-from .exceptions import InvalidJobInput
+from .exceptions import InvalidJobInput, translated_errors
 
-__all__ = ["Operation", "Operations"]
+__all__ = ["AsyncExecutor", "Executor", "Operation", "Operations", "execute", "execute_async"]
 
 T = TypeVar("T")
 
 _SPEC_FIELDS = frozenset(field.name for field in fields(JobSpec))
+#: Encodes the worker's own batch parameters (ids, counts, timestamps: plain JSON).
+_BATCH_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,32 @@ class Operation(Generic[T]):
     statement: Executable
     params: dict[str, Any]
     read: Callable[[Result[Any]], T]
+
+
+class Executor(Protocol):
+    """What executes an operation: a ``Connection`` or a ``Session`` (after its flush)."""
+
+    def execute(self, statement: Executable, parameters: dict[str, Any], /) -> Result[Any]: ...
+
+
+class AsyncExecutor(Protocol):
+    """What executes an operation on asyncio: an ``AsyncConnection`` or an ``AsyncSession``."""
+
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any], /
+    ) -> Result[Any]: ...
+
+
+def execute(executor: Executor, operation: Operation[T]) -> T:
+    """Execute ``operation`` and read its result; a driver error becomes ours."""
+    with translated_errors():
+        return operation.read(executor.execute(operation.statement, operation.params))
+
+
+async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
+    """:func:`execute` on asyncio (the async results are buffered: the same readers apply)."""
+    with translated_errors():
+        return operation.read(await executor.execute(operation.statement, operation.params))
 
 
 def _changed_a_row(result: Result[Any]) -> bool:
@@ -59,7 +89,7 @@ def _discard(result: Result[Any]) -> None:
 
 
 def _ids(result: Result[Any]) -> list[uuid.UUID]:
-    return list(result.scalars())
+    return list(result.scalars().all())  # one fetchall, not a fetch per row
 
 
 def _optional_float(result: Result[Any]) -> float | None:
@@ -68,13 +98,56 @@ def _optional_float(result: Result[Any]) -> float | None:
 
 
 @dataclass(frozen=True)
-class _JobRow:
-    id: uuid.UUID
-    data: str
-    attributes: str
+class _Settings:
+    """A job's settings besides its data, checked and ready to bind."""
+
+    attributes: str  # JSON text
     run_after_date: datetime | None
     run_after_seconds: float
     retry_after_seconds: int | None
+
+    @functools.cached_property
+    def json_fields(self) -> str:
+        """The settings as the tail of a bulk row: ``attributes,date,seconds,retry``."""
+        date = None if self.run_after_date is None else self.run_after_date.isoformat()
+        rest = _BATCH_ENCODER.encode([date, self.run_after_seconds, self.retry_after_seconds])
+        return f"{self.attributes},{rest[1:-1]}"
+
+
+#: The types of setting values whose check a bulk enqueue may reuse from the spec
+#: before when they are equal (immutable values, checked by value alone).
+_PLAIN_TYPES = (type(None), int, float, str)
+
+
+def _settings_key(spec: JobSpec) -> tuple[object, ...] | None:
+    """The spec's settings as a key under which their check can be reused, or None.
+
+    Attributes must be None (the default): a mapping may change between one spec and
+    the next (a generator yielding specs that share a dict it updates), so a given
+    one is serialised for every spec. A datetime's tzinfo is not a plain value.
+    """
+    key = (spec.run_after_seconds, spec.run_after_date, spec.retry_after_seconds)
+    if spec.attributes is None and all(type(value) in _PLAIN_TYPES for value in key):
+        return key
+    return None
+
+
+def _as_spec(index: int, spec: object) -> JobSpec:
+    if isinstance(spec, JobSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - _SPEC_FIELDS
+        if unknown:
+            raise InvalidJobInput(
+                f"job spec #{index} has unknown keys {sorted(unknown)}; "
+                f"allowed: {sorted(_SPEC_FIELDS)}"
+            )
+        if "data" not in spec:
+            raise InvalidJobInput(f"job spec #{index} has no 'data'")
+        return JobSpec(**spec)
+    raise InvalidJobInput(
+        f"job spec #{index} must be a JobSpec or a mapping, got {type(spec).__name__}"
+    )
 
 
 class Operations:
@@ -87,18 +160,19 @@ class Operations:
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _job_row(
+    def _checked(
         self,
         data: Any,
         attributes: Mapping[str, Any] | None,
         run_after_seconds: float | None,
         run_after_date: datetime | str | None,
         retry_after_seconds: int | None,
-    ) -> _JobRow:
+    ) -> tuple[str, _Settings]:
+        """``data`` as JSON text and the checked settings; the arguments are checked in
+        this order, so the first bad one is the one reported."""
         seconds = check.optional_seconds(run_after_seconds, "run_after_seconds")
-        return _JobRow(
-            id=uuid7(),
-            data=check.json_text(data, "data", self.max_payload_bytes),
+        text = check.json_text(data, "data", self.max_payload_bytes)
+        settings = _Settings(
             attributes=check.attributes_text(
                 {} if attributes is None else attributes, self.max_payload_bytes
             ),
@@ -110,6 +184,7 @@ class Operations:
             run_after_seconds=0.0 if seconds is None else seconds,
             retry_after_seconds=check.retry_seconds(retry_after_seconds),
         )
+        return text, settings
 
     def add_job(
         self,
@@ -122,68 +197,88 @@ class Operations:
         retry_after_seconds: int | None,
     ) -> tuple[uuid.UUID, Operation[None]]:
         topic = check.check_topic(topic)
-        row = self._job_row(
+        text, settings = self._checked(
             data, attributes, run_after_seconds, run_after_date, retry_after_seconds
         )
+        job_id = uuid7()
         statement = self.statements.insert_one_notify if self.notify else self.statements.insert_one
         params = {
-            "p_id": row.id,
+            "p_id": job_id,
             "p_topic": topic,
-            "p_data": row.data,
-            "p_attributes": row.attributes,
-            "p_run_after_date": row.run_after_date,
-            "p_run_after_seconds": row.run_after_seconds,
-            "p_retry_after_seconds": row.retry_after_seconds,
+            "p_data": text,
+            "p_attributes": settings.attributes,
+            "p_run_after_date": settings.run_after_date,
+            "p_run_after_seconds": settings.run_after_seconds,
+            "p_retry_after_seconds": settings.retry_after_seconds,
         }
-        return row.id, Operation(statement, params, _discard)
+        return job_id, Operation(statement, params, _discard)
 
     def add_jobs(
         self, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
     ) -> tuple[list[uuid.UUID], Operation[None] | None]:
-        """Validate every spec first; ``None`` operation when there is nothing to add."""
-        topic = check.check_topic(topic)
-        rows = [self._spec_row(index, spec) for index, spec in enumerate(specs)]
-        if not rows:
-            return [], None
-        statement = (
-            self.statements.insert_many_notify if self.notify else self.statements.insert_many
-        )
-        params = {
-            "p_topic": topic,
-            "p_ids": [row.id for row in rows],
-            "p_datas": [row.data for row in rows],
-            "p_attributes": [row.attributes for row in rows],
-            "p_run_after_dates": [row.run_after_date for row in rows],
-            "p_run_after_seconds": [row.run_after_seconds for row in rows],
-            "p_retry_after_seconds": [row.retry_after_seconds for row in rows],
-        }
-        return [row.id for row in rows], Operation(statement, params, _discard)
+        """Validate every spec first; ``None`` operation when there is nothing to add.
 
-    def _spec_row(self, index: int, spec: JobSpec | Mapping[str, Any]) -> _JobRow:
-        if isinstance(spec, Mapping):
-            unknown = set(spec) - _SPEC_FIELDS
-            if unknown:
-                raise InvalidJobInput(
-                    f"job spec #{index} has unknown keys {sorted(unknown)}; "
-                    f"allowed: {sorted(_SPEC_FIELDS)}"
-                )
-            if "data" not in spec:
-                raise InvalidJobInput(f"job spec #{index} has no 'data'")
-            spec = JobSpec(**spec)
-        elif not isinstance(spec, JobSpec):
-            raise InvalidJobInput(
-                f"job spec #{index} must be a JobSpec or a mapping, got {type(spec).__name__}"
+        The jobs travel as ONE JSON document (see ``Statements.insert_many``): each
+        job's data is already JSON text, so the document is joined, never escaped.
+        When every job has the same settings (the usual bulk: all defaults) they are
+        sent once, as scalars, and each row is just ``["<id>",<data>]``.
+        """
+        topic = check.check_topic(topic)
+        datas: list[str] = []
+        settings: list[_Settings] = []
+        last_key: tuple[object, ...] | None = None
+        last: _Settings | None = None
+        for index, item in enumerate(specs):
+            spec = _as_spec(index, item)
+            key = _settings_key(spec)
+            try:
+                if last is not None and key is not None and key == last_key:
+                    # Same plain settings as the spec before: only the data is new.
+                    datas.append(check.json_text(spec.data, "data", self.max_payload_bytes))
+                else:
+                    text, last = self._checked(
+                        spec.data,
+                        spec.attributes,
+                        spec.run_after_seconds,
+                        spec.run_after_date,
+                        spec.retry_after_seconds,
+                    )
+                    last_key = key
+                    datas.append(text)
+            except InvalidJobInput as error:
+                raise type(error)(f"job spec #{index}: {error}") from error
+            settings.append(last)
+        if not datas:
+            return [], None
+        job_ids = uuid7_many(len(datas))
+        first = settings[0]
+        if all(each is first or each == first for each in settings):
+            rows = ",".join(
+                [f'["{job_id}",{data}]' for job_id, data in zip(job_ids, datas, strict=True)]
             )
-        try:
-            return self._job_row(
-                spec.data,
-                spec.attributes,
-                spec.run_after_seconds,
-                spec.run_after_date,
-                spec.retry_after_seconds,
+            params: dict[str, Any] = {
+                "p_topic": topic,
+                "p_jobs": f"[{rows}]",
+                "p_attributes": first.attributes,
+                "p_run_after_date": first.run_after_date,
+                "p_run_after_seconds": first.run_after_seconds,
+                "p_retry_after_seconds": first.retry_after_seconds,
+            }
+            statements = self.statements
+            uniform = statements.insert_many_uniform_notify, statements.insert_many_uniform
+            statement = uniform[0] if self.notify else uniform[1]
+        else:
+            rows = ",".join(
+                [
+                    f'["{job_id}",{data},{each.json_fields}]'
+                    for job_id, data, each in zip(job_ids, datas, settings, strict=True)
+                ]
             )
-        except InvalidJobInput as error:
-            raise type(error)(f"job spec #{index}: {error}") from error
+            params = {"p_topic": topic, "p_jobs": f"[{rows}]"}
+            statement = (
+                self.statements.insert_many_notify if self.notify else self.statements.insert_many
+            )
+        return job_ids, Operation(statement, params, _discard)
 
     # -- claim -----------------------------------------------------------------------
 
@@ -245,11 +340,17 @@ class Operations:
 
     def complete_unchanged(self, jobs: Sequence[ClaimedJob]) -> Operation[list[uuid.UUID]]:
         """COMPLETE every job of ``jobs`` that is unchanged since its claim; returns their ids."""
-        params = {
-            "p_ids": [job.id for job in jobs],
-            "p_attempts": [job.attempts for job in jobs],
-            "p_start_afters": [job.start_after for job in jobs],
-        }
+        claimed = [
+            {
+                "id": str(job.id),
+                "attempts": job.attempts,
+                # ISO 8601 with its UTC offset and microseconds: the very instant,
+                # compared for equality with the stored timestamptz.
+                "start_after": None if job.start_after is None else job.start_after.isoformat(),
+            }
+            for job in jobs
+        ]
+        params = {"p_claimed": _BATCH_ENCODER.encode(claimed)}
         return Operation(self.statements.complete_unchanged, params, _ids)
 
     def _unchanged(

@@ -96,7 +96,9 @@ def json_text(value: object, what: str, max_bytes: int) -> str:
         raise InvalidJobInput(
             f"{what} contains a NUL character, which PostgreSQL jsonb cannot store"
         )
-    size = len(_utf8(text, what))
+    # An ASCII text is as many bytes as characters (isascii() is O(1) for str):
+    # only other texts are encoded to be measured (and checked for lone surrogates).
+    size = len(text) if text.isascii() else len(_utf8(text, what))
     if size > max_bytes:
         raise PayloadTooLarge(f"{what} is {size} bytes as JSON; the limit is {max_bytes} bytes")
     return text

@@ -35,8 +35,9 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DB_ERRORS",
     "DEFAULT_PRUNE_INTERVAL",
+    "NOTHING_WRITTEN",
+    "UNTOUCHED",
     "Backoff",
     "Batch",
     "PassResult",
@@ -63,10 +66,14 @@ __all__ = [
     "Step",
     "WorkerCore",
     "WorkerMode",
+    "autocommit_allowed",
     "is_async_handler",
+    "single",
 ]
 
 log = logging.getLogger("programma_sa.worker")
+
+T = TypeVar("T")
 
 WorkerMode = Literal["lease", "transaction"]
 _MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
@@ -111,9 +118,20 @@ class PassResult:
         )
 
     def __add__(self, other: PassResult) -> PassResult:
+        # Spelled out rather than looped over fields(): a batch adds one per job.
         return PassResult(
-            *(getattr(self, field.name) + getattr(other, field.name) for field in fields(self))
+            self.claimed + other.claimed,
+            self.completed + other.completed,
+            self.retried + other.retried,
+            self.failed + other.failed,
+            self.left_untouched + other.left_untouched,
         )
+
+
+#: The outcome of a job whose handler returned (its completion is counted per batch).
+NOTHING_WRITTEN = PassResult()
+#: The outcome of a claimed job the worker wrote nothing for.
+UNTOUCHED = PassResult(left_untouched=1)
 
 
 def job_log(job: ClaimedJob) -> dict[str, Any]:
@@ -127,6 +145,27 @@ def is_async_handler(handler: object) -> bool:
     if inspect.iscoroutinefunction(handler):
         return True
     return callable(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+
+
+def autocommit_allowed(engine: Engine) -> bool:
+    """Whether a worker may run its one-statement units of work on ``engine`` in autocommit.
+
+    A worker that owns its connections (it was given an engine) runs the statements
+    that make a whole transaction on their own — a one-topic lease claim, a batch's
+    completion, a failure record, the idle look-ahead — in autocommit: one round trip
+    instead of three (psycopg sends ``BEGIN`` and ``COMMIT`` as round trips of their
+    own). A single statement is atomic either way and commits as it returns, which
+    is what those transactions did. Not when the application set an isolation level
+    on the engine: in autocommit the statement would run at the server's default.
+    """
+    options_level = engine.get_execution_options().get("isolation_level")
+    connect_level = getattr(engine.dialect, "_on_connect_isolation_level", None)
+    return options_level is None and connect_level is None
+
+
+def single(operation: Operation[T]) -> Generator[Operation[T], T, T]:
+    """One operation as a generator of steps, for the drivers' step runners."""
+    return (yield operation)
 
 
 def _first_line(error: BaseException) -> str:
@@ -190,7 +229,8 @@ class Batch:
     def record(self, outcome: PassResult, returned: ClaimedJob | None = None) -> bool:
         """Count one job's outcome (``returned``: the job whose handler returned);
         True when it was the batch's last job."""
-        self._result += outcome
+        if outcome is not NOTHING_WRITTEN:
+            self._result += outcome
         if returned is not None:
             self._returned.append(returned)
         self._remaining -= 1
@@ -465,9 +505,14 @@ class WorkerCore(ABC):
         return batch.result(completed)
 
     def _log_job_started(self, job: ClaimedJob) -> None:
-        log.debug(
-            "job %s [%s] attempt %d started", job.id, job.topic, job.attempts, extra=job_log(job)
-        )
+        if log.isEnabledFor(logging.DEBUG):  # job_log() formats the id: not for nothing
+            log.debug(
+                "job %s [%s] attempt %d started",
+                job.id,
+                job.topic,
+                job.attempts,
+                extra=job_log(job),
+            )
 
     def _failure(self, job: ClaimedJob, error: Exception) -> tuple[Operation[bool], PassResult]:
         """The retry policy's verdict on a failed attempt: the write, and its outcome."""

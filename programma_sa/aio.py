@@ -38,9 +38,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
-from ._operations import Operation
+from ._operations import Operation, execute_async
 from ._records import ClaimedJob, JobDetail, JobSpec
-from .exceptions import translated_errors
 from .maintenance import prune_async, stats_async
 from .queue import _QueueBase
 
@@ -68,9 +67,7 @@ class AsyncJobQueue(_QueueBase):
         if session.autoflush:
             # As in JobQueue._run: the caller's flush errors stay theirs.
             await session.flush()
-        with translated_errors():
-            # AsyncSession.execute returns a buffered Result, so the sync readers apply.
-            return operation.read(await session.execute(operation.statement, operation.params))
+        return await execute_async(session, operation)
 
     async def add_job(
         self,

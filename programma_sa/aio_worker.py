@@ -47,7 +47,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,18 +55,23 @@ from sqlalchemy.engine import URL
 
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps_async
 from ._notify import AsyncListener
+from ._operations import Operation, execute_async
 from ._records import ClaimedJob
 from ._retention import Retention
 from ._statements import notify_channel
 from ._worker_core import (
     DB_ERRORS,
     DEFAULT_PRUNE_INTERVAL,
+    NOTHING_WRITTEN,
+    UNTOUCHED,
     Batch,
     PassResult,
     RunHandler,
     Step,
     WorkerCore,
     WorkerMode,
+    autocommit_allowed,
+    single,
 )
 from .aio import AsyncJobQueue
 from .exceptions import ConfigurationError, ProgrammaError
@@ -153,6 +158,21 @@ def _session_factory(bind: object) -> Callable[[], AsyncSession]:
     )
 
 
+def _autocommit_engine(bind: object) -> AsyncEngine | None:
+    """Where the worker runs its one-statement units of work in autocommit
+    (:func:`~._worker_core.autocommit_allowed`); ``None``: in transactions of the
+    session factory.
+
+    Only when the worker was given an AsyncEngine: a session factory of the
+    application's may carry settings (binds, events) the worker must not bypass.
+    """
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    if isinstance(bind, AsyncEngine) and autocommit_allowed(bind.sync_engine):
+        return bind.execution_options(isolation_level="AUTOCOMMIT")
+    return None
+
+
 def _bound_url(bind: object) -> URL | None:
     """The URL behind an AsyncEngine or an ``async_sessionmaker(engine)``, when there is one."""
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -220,6 +240,9 @@ class AsyncWorker(WorkerCore):
         self.queue = queue
         self.handler = handler
         self.session_factory = _session_factory(bind)
+        # As in the sync Worker: one-statement units of work in autocommit when the
+        # worker owns the engine.
+        self._autocommit = _autocommit_engine(bind)
         self._pruner = (
             None
             if retention is None
@@ -316,15 +339,26 @@ class AsyncWorker(WorkerCore):
         self._totals += result
         return result
 
-    async def _in_transaction(self, steps: Callable[[], Any]) -> Any:
-        """Run a generator of operations in a short transaction of its own."""
+    async def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run a generator of operations in a short transaction of a session of our own."""
         async with self.session_factory() as session, session.begin():
-            return await run_steps_async(functools.partial(self.queue._run, session), steps())
+            return await run_steps_async(functools.partial(self.queue._run, session), steps)
+
+    async def _each_committed(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run operations each of which is a whole unit of work (see
+        :meth:`Worker._each_committed <programma_sa.Worker._each_committed>`)."""
+        if self._autocommit is None:
+            return await self._in_transaction(steps)
+        async with self._autocommit.connect() as connection:
+            return await run_steps_async(functools.partial(execute_async, connection), steps)
 
     async def _claim_leases(self) -> list[ClaimedJob]:
-        # Claim and commit at once: the lease is what makes the job ours.
-        jobs: list[ClaimedJob] = await self._in_transaction(self._claim_steps)
-        return jobs
+        # Claim and commit at once: the lease is what makes the job ours. Over
+        # several topics: one transaction, as in the sync Worker.
+        steps = self._claim_steps()
+        if len(self.topics) == 1:
+            return await self._each_committed(steps)
+        return await self._in_transaction(steps)
 
     async def _run_handler(self, job: ClaimedJob, session: AsyncSession | None) -> None:
         self._log_job_started(job)
@@ -334,7 +368,7 @@ class AsyncWorker(WorkerCore):
         self, batch: Batch, job: ClaimedJob, done: Callable[[PassResult], None]
     ) -> None:
         """Run one leased job when a slot is free; the batch's last job completes it."""
-        outcome = PassResult(left_untouched=1)
+        outcome = UNTOUCHED
         returned = False
         try:
             async with self._semaphore:
@@ -354,12 +388,11 @@ class AsyncWorker(WorkerCore):
         except Exception as error:
             operation, outcome = self._failure(job, error)
             try:
-                async with self.session_factory() as session, session.begin():
-                    changed = await self.queue._run(session, operation)
+                changed = await self._each_committed(single(operation))
             except DB_ERRORS:
                 return self._failure_lost(job), False
             return self._failure_written(job, outcome, changed), False
-        return PassResult(), True
+        return NOTHING_WRITTEN, True
 
     async def _finish_lease_batch(self, batch: Batch) -> PassResult:
         """Complete the batch's returned jobs in one statement of its own transaction."""
@@ -367,8 +400,7 @@ class AsyncWorker(WorkerCore):
         if operation is None:
             return batch.result()
         try:
-            async with self.session_factory() as session, session.begin():
-                completed = await self.queue._run(session, operation)
+            completed = await self._each_committed(single(operation))
         except DB_ERRORS:
             return batch.completion_lost()
         return batch.result(completed)
@@ -446,7 +478,7 @@ class AsyncWorker(WorkerCore):
                 idle_for = (
                     None
                     if self._full_batch(claimed)
-                    else await self._in_transaction(self._idle_wait_steps)
+                    else await self._each_committed(self._idle_wait_steps())
                 )
             except DB_ERRORS as error:
                 delay = backoff.next()

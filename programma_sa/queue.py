@@ -44,11 +44,11 @@ from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
-from ._operations import Operation, Operations
+from ._operations import Operation, Operations, execute
 from ._records import ClaimedJob, JobDetail, JobSpec
 from ._types import SessionLike
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
-from .exceptions import ConfigurationError, translated_errors
+from .exceptions import ConfigurationError
 from .models import JobMixin
 
 if TYPE_CHECKING:
@@ -115,8 +115,7 @@ class JobQueue(_QueueBase):
             # error in *their* rows (a duplicate order, say) stays their own
             # IntegrityError instead of surfacing as our DatabaseError via autoflush.
             session.flush()
-        with translated_errors():
-            return operation.read(session.execute(operation.statement, operation.params))
+        return execute(session, operation)
 
     def add_job(
         self,

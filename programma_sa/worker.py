@@ -59,7 +59,7 @@ import queue as queue_module
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from types import FrameType
 from typing import Any, TypeVar
@@ -70,18 +70,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps
 from ._notify import Listener
+from ._operations import Operation, execute
 from ._records import ClaimedJob
 from ._retention import Retention
 from ._statements import notify_channel
 from ._worker_core import (
     DB_ERRORS,
     DEFAULT_PRUNE_INTERVAL,
+    NOTHING_WRITTEN,
+    UNTOUCHED,
     Batch,
     PassResult,
     RunHandler,
     Step,
     WorkerCore,
     WorkerMode,
+    autocommit_allowed,
+    single,
 )
 from .exceptions import ConfigurationError, ProgrammaError
 from .maintenance import Pruner
@@ -156,6 +161,19 @@ def _session_factory(bind: object) -> Callable[[], Session]:
     )
 
 
+def _autocommit_engine(bind: object) -> Engine | None:
+    """Where the worker runs its one-statement units of work in autocommit
+    (:func:`~._worker_core.autocommit_allowed`); ``None``: in transactions of the
+    session factory.
+
+    Only when the worker was given an Engine: a session factory of the
+    application's may carry settings (binds, events) the worker must not bypass.
+    """
+    if isinstance(bind, Engine) and autocommit_allowed(bind):
+        return bind.execution_options(isolation_level="AUTOCOMMIT")
+    return None
+
+
 def _bound_url(bind: object) -> URL | None:
     """The URL behind an Engine or a ``sessionmaker(bind=engine)``, when there is one."""
     if isinstance(bind, sessionmaker):
@@ -195,10 +213,15 @@ class _ThreadPool:
 
     def _work(self) -> None:
         while (task := self._tasks.get()) is not None:
-            try:
-                task()
-            except BaseException:  # a thread must survive whatever a task does
-                log.exception("unexpected error in a worker thread")
+            _run_task(task)
+
+
+def _run_task(task: Callable[[], None]) -> None:
+    """Run ``task`` on a thread that must survive whatever it does."""
+    try:
+        task()
+    except BaseException:
+        log.exception("unexpected error in a worker thread")
 
 
 class _LeaseBatch:
@@ -217,9 +240,13 @@ class _LeaseBatch:
         self._lock = threading.Lock()
         self._batch = Batch(jobs)
         self._done = done
+        #: Set when a handler thread has taken up the batch's first job.
+        self.started = threading.Event()
 
     def run(self, job: ClaimedJob) -> None:
-        outcome = PassResult(left_untouched=1)
+        if not self.started.is_set():
+            self.started.set()
+        outcome = UNTOUCHED
         returned = False
         try:
             if not self._worker.stopping:
@@ -247,7 +274,8 @@ class Worker(WorkerCore):
     :param max_jobs: jobs claimed per claim statement (default 10).
     :param concurrency: handler threads (default 1). In lease mode the jobs of a
         claim are spread over them; in transaction mode each thread runs its own
-        claim batches, each in its own transaction.
+        claim batches, each in its own transaction. With 1, the loop's own thread
+        runs the handlers (:meth:`run` still returns after ``shutdown_timeout``).
     :param listen: wake on LISTEN/NOTIFY (default True). False for PgBouncer in
         transaction-pooling mode.
     :param database_url: where to LISTEN; by default the URL of ``bind``.
@@ -265,6 +293,10 @@ class Worker(WorkerCore):
         worker at a time prunes across processes.
     :param prune_batch_size: rows deleted per prune transaction (default 1000).
     """
+
+    #: Longest the loop waits, after handing a partial batch to the handler
+    #: threads, for one of them to take it up before it looks ahead (seconds).
+    handoff_wait = 0.05
 
     def __init__(
         self,
@@ -309,6 +341,10 @@ class Worker(WorkerCore):
         self.queue = queue
         self.handler = handler
         self.session_factory = _session_factory(bind)
+        # The worker's own one-statement units of work (a one-topic lease claim, a
+        # batch's completion, a failure record, the idle look-ahead) run in
+        # autocommit when it owns the engine: one round trip instead of three.
+        self._autocommit = _autocommit_engine(bind)
         self._pruner = (
             None
             if retention is None
@@ -320,6 +356,7 @@ class Worker(WorkerCore):
         self._abandoned = False
         self._wakeups = 0  # bumped by every wake(): a waiter compares generations
         self._in_flight = 0  # lease: jobs; transaction: claim batches
+        self._loop_running = False  # concurrency 1: the loop's own thread is alive
         self._totals = PassResult()
         self._running = False
         self._thread: threading.Thread | None = None
@@ -412,15 +449,28 @@ class Worker(WorkerCore):
         self._add_totals(results[0])
         return results[0]
 
-    def _in_transaction(self, steps: Callable[[], Any]) -> Any:
-        """Run a generator of operations in a short transaction of its own."""
+    def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run a generator of operations in a short transaction of a session of our own."""
         with self.session_factory() as session, session.begin():
-            return run_steps(functools.partial(self.queue._run, session), steps())
+            return run_steps(functools.partial(self.queue._run, session), steps)
+
+    def _each_committed(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run operations each of which is a whole unit of work: in autocommit on a
+        pooled connection when the worker owns the engine (no Session either: these
+        statements touch no ORM state), else in a short transaction."""
+        if self._autocommit is None:
+            return self._in_transaction(steps)
+        with self._autocommit.connect() as connection:
+            return run_steps(functools.partial(execute, connection), steps)
 
     def _claim_leases(self) -> list[ClaimedJob]:
-        # Claim and commit at once: the lease is what makes the job ours.
-        jobs: list[ClaimedJob] = self._in_transaction(self._claim_steps)
-        return jobs
+        # Claim and commit at once: the lease is what makes the job ours. Over
+        # several topics the claim is several statements: one transaction, so they
+        # commit (or fail) together.
+        steps = self._claim_steps()
+        if len(self.topics) == 1:
+            return self._each_committed(steps)
+        return self._in_transaction(steps)
 
     def _run_handler(self, job: ClaimedJob, session: Session | None) -> None:
         self._log_job_started(job)
@@ -433,12 +483,11 @@ class Worker(WorkerCore):
         except Exception as error:
             operation, outcome = self._failure(job, error)
             try:
-                with self.session_factory() as session, session.begin():
-                    changed = self.queue._run(session, operation)
+                changed = self._each_committed(single(operation))
             except DB_ERRORS:
                 return self._failure_lost(job), False
             return self._failure_written(job, outcome, changed), False
-        return PassResult(), True
+        return NOTHING_WRITTEN, True
 
     def _finish_lease_batch(self, batch: Batch) -> PassResult:
         """Complete the batch's returned jobs in one statement of its own transaction."""
@@ -446,8 +495,7 @@ class Worker(WorkerCore):
         if operation is None:
             return batch.result()
         try:
-            with self.session_factory() as session, session.begin():
-                completed = self.queue._run(session, operation)
+            completed = self._each_committed(single(operation))
         except DB_ERRORS:
             return batch.completion_lost()
         return batch.result(completed)
@@ -491,7 +539,8 @@ class Worker(WorkerCore):
         restore_signals = (
             self._install_signal_handlers() if install_signal_handlers else (lambda: None)
         )
-        pool = _ThreadPool(self.concurrency, "programma-handler")
+        pool = None if self.concurrency == 1 else _ThreadPool(self.concurrency, "programma-handler")
+        failure: list[BaseException] = []
         if self._conninfo is not None:
             self.listener = Listener(
                 self._conninfo, notify_channel(self.queue.table), self.topics, self.wake
@@ -499,19 +548,51 @@ class Worker(WorkerCore):
             self.listener.start()
         self._log_started(listening=self.listener is not None)
         try:
-            self._loop(pool)
+            if pool is None:
+                self._loop_on_own_thread(failure)
+            else:
+                self._loop(pool)
         finally:
             if self.listener is not None:
                 self.listener.stop()
             self._drain()
-            pool.shutdown()
+            if pool is not None:
+                pool.shutdown()
             restore_signals()
             with self._cond:
                 self._running = False
             log.info("worker stopped: %s", self.totals)
+        if failure:
+            raise failure[0]
         return self.totals
 
-    def _loop(self, pool: _ThreadPool) -> None:
+    def _loop_on_own_thread(self, failure: list[BaseException]) -> None:
+        """Concurrency 1: run the loop on a daemon thread that also runs the handlers.
+
+        No hand-off between a claim and its handlers, nor between a batch's end and
+        the next claim (each costs a thread wake-up). This thread — the caller of
+        :meth:`run`, where the signals arrive — only waits for the stop: a handler
+        still running after ``shutdown_timeout`` cannot keep :meth:`run` from
+        returning. The loop's own error, if any, goes to ``failure``.
+        """
+
+        def loop() -> None:
+            try:
+                self._loop(None)
+            except BaseException as error:
+                failure.append(error)
+            finally:
+                with self._cond:
+                    self._loop_running = False
+                    self._cond.notify_all()
+
+        with self._cond:
+            self._loop_running = True
+        threading.Thread(target=loop, name="programma-loop", daemon=True).start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping or not self._loop_running)
+
+    def _loop(self, pool: _ThreadPool | None) -> None:
         backoff = self._new_backoff()
         dispatch = self._dispatch_leases if self.mode == "lease" else self._dispatch_pass
         while self._wait_for_room():
@@ -523,7 +604,7 @@ class Worker(WorkerCore):
                 idle_for = (
                     None
                     if self._full_batch(claimed)
-                    else self._in_transaction(self._idle_wait_steps)
+                    else self._each_committed(self._idle_wait_steps())
                 )
             except DB_ERRORS as error:
                 delay = backoff.next()
@@ -545,14 +626,23 @@ class Worker(WorkerCore):
         else:
             self._prune_done(result)
 
-    def _dispatch_leases(self, pool: _ThreadPool) -> int:
+    def _dispatch_leases(self, pool: _ThreadPool | None) -> int:
         jobs = self._claim_leases()
         if jobs:
             with self._cond:
                 self._in_flight += len(jobs)
             batch = _LeaseBatch(self, jobs, self._lease_batch_done)
+            if pool is None:  # concurrency 1: the loop's own thread runs them
+                for job in jobs:  # each guarded, as a pool thread runs its tasks
+                    _run_task(functools.partial(batch.run, job))
+                return len(jobs)
             for job in jobs:
                 pool.submit(functools.partial(batch.run, job))
+            if not self._full_batch(len(jobs)):
+                # The loop looks ahead next (a query): let a handler thread take up
+                # the batch first, or the two compete for the GIL and the job waits
+                # for the look-ahead. Bounded: the loop never stalls on it.
+                batch.started.wait(self.handoff_wait)
         return len(jobs)
 
     def _lease_batch_done(self, result: PassResult) -> None:
@@ -561,8 +651,9 @@ class Worker(WorkerCore):
             self._in_flight -= result.claimed
             self._cond.notify_all()
 
-    def _dispatch_pass(self, pool: _ThreadPool) -> int:
-        """Start a transaction-mode pass on a pool thread; return once it has claimed."""
+    def _dispatch_pass(self, pool: _ThreadPool | None) -> int:
+        """Start a transaction-mode pass on a pool thread (concurrency 1: run it on
+        this one); return once it has claimed."""
         claimed = _Handoff()
         with self._cond:
             self._in_flight += 1
@@ -578,7 +669,10 @@ class Worker(WorkerCore):
                     self._in_flight -= 1
                     self._cond.notify_all()
 
-        pool.submit(pass_)
+        if pool is None:
+            pass_()
+        else:
+            pool.submit(pass_)
         return claimed.get()
 
     def _wait_for_room(self) -> bool:
@@ -600,7 +694,7 @@ class Worker(WorkerCore):
     def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
         with self._cond:
-            while self._in_flight and not self._abandoned:
+            while (self._in_flight or self._loop_running) and not self._abandoned:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._log_shutdown_timeout(self._in_flight)

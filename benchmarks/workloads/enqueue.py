@@ -9,7 +9,9 @@ psycopg loop (job only, autocommit) is a second reference, and the baseline of t
 job-only library figure and of the peers.
 
 *Bulk*: 20,000 jobs in one ``add_jobs`` call and one transaction, against one
-hand-written ``INSERT … SELECT FROM unnest(%s::text[])`` of the same payloads.
+hand-written ``INSERT … SELECT FROM unnest(%s::text[])`` of the same payloads; a
+second hand-written reference sends them as one JSON array
+(``jsonb_array_elements``), the way ``add_jobs`` does.
 
 A few untimed transactions warm the connection pool and SQLAlchemy's compiled
 cache first, so every loop is measured in its steady state.
@@ -104,6 +106,12 @@ def bulk_raw_unnest(ctx: RunContext) -> dict[str, float]:
         return jobs_per_second(jobs, baseline.bulk_insert_unnest(db.conninfo, TOPIC, jobs))
 
 
+def bulk_raw_jsonb(ctx: RunContext) -> dict[str, float]:
+    jobs = ctx.sizes.bulk_enqueue
+    with ctx.database() as db:
+        return jobs_per_second(jobs, baseline.bulk_insert_jsonb(db.conninfo, TOPIC, jobs))
+
+
 def _bulk_library(ctx: RunContext, queue: JobQueue) -> dict[str, float]:
     jobs = ctx.sizes.bulk_enqueue
     with ctx.database() as db:
@@ -184,6 +192,14 @@ WORKLOADS = [
         "bulk, raw INSERT … SELECT unnest (baseline)",
         JOBS_PER_S,
         bulk_raw_unnest,
+        params=_bulk,
+    ),
+    Workload(
+        "enqueue.bulk.raw_jsonb",
+        "bulk, raw INSERT … SELECT jsonb_array_elements (reference)",
+        JOBS_PER_S,
+        bulk_raw_jsonb,
+        baseline=BULK_RAW,
         params=_bulk,
     ),
     Workload(

@@ -52,6 +52,19 @@ def test_quick_run_produces_every_figure_and_ratio(
         assert f"### {group}" in table
 
 
+def test_every_worker_workload_is_measured_not_pending() -> None:
+    worker_keys = [
+        workload.key
+        for workload in all_workloads()
+        if workload.key.startswith(("drain.worker.", "drain.async_worker.", "latency.worker."))
+    ]
+
+    # Lease and transaction mode, concurrency 1/4/16, one and two processes; the
+    # like-for-like row; the AsyncWorker; pickup with NOTIFY and polling only.
+    assert len(worker_keys) == 12 + 1 + 1 + 2
+    assert not [w.key for w in all_workloads() if w.key in worker_keys and w.pending]
+
+
 def test_only_adds_the_baselines_of_what_it_selects() -> None:
     keys = [workload.key for workload in run.select(all_workloads(), ["drain.library"])]
 
