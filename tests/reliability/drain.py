@@ -14,7 +14,9 @@ counters it returns (``kills``, ``stranded``, ``backends``, ``restarts`` …).
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 import uuid
 from collections import Counter
@@ -289,13 +291,23 @@ def sigkill_a_worker(rng: random.Random, *, wait_for_delivery: bool, replace: bo
 
 
 def _choose_busy(pool: WorkerPool, engine: Engine, rng: random.Random) -> WorkerProcess:
-    """A random live worker holding an unfinished delivery (any live one after 10 s)."""
+    """A random live worker, frozen (SIGSTOP) while it holds an unfinished delivery.
+
+    Freezing before looking closes the race in which the chosen worker finishes its
+    deliveries between the look and the kill (jobs take milliseconds); SIGKILL ends
+    a stopped process all the same. Any live worker after 10 s.
+    """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         busy = deliveries.in_flight(engine)
         candidates = [worker for worker in pool.alive() if busy.get(worker.pid)]
         if candidates:
-            return rng.choice(candidates)
+            victim = rng.choice(candidates)
+            os.kill(victim.pid, signal.SIGSTOP)
+            time.sleep(0.01)  # let a commit already sent to the server land
+            if deliveries.in_flight(engine).get(victim.pid):
+                return victim
+            os.kill(victim.pid, signal.SIGCONT)
         time.sleep(0.002)
     return pool.choose(rng)
 
