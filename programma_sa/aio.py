@@ -1,7 +1,8 @@
 """The queue on an :class:`~sqlalchemy.ext.asyncio.AsyncSession`, for asyncio applications.
 
 :class:`AsyncJobQueue` has the methods of :class:`~programma_sa.JobQueue`, each a
-coroutine taking the caller's ``AsyncSession`` first. It executes the very
+coroutine taking the caller's ``AsyncSession`` (or an ``async_scoped_session``
+proxying one) first. It executes the very
 :class:`~programma_sa._operations.Operation` objects the sync queue executes: the
 validation, the SQL and the reading of results exist once, in
 :mod:`programma_sa._operations` and :mod:`programma_sa._statements`. As in the sync
@@ -40,14 +41,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
 from ._operations import Operation, execute_async
 from ._records import ClaimedJob, JobDetail, JobSpec
+from ._types import AsyncSessionLike
 from .maintenance import prune_async, stats_async
 from .queue import _QueueBase
 
 if TYPE_CHECKING:
-    # Only for annotations: importing sqlalchemy.ext.asyncio raises ImportError
-    # when greenlet is missing, and importing programma_sa must not.
-    from sqlalchemy.ext.asyncio import AsyncSession
-
     from ._retention import Retention
     from ._stats import QueueStats
 
@@ -60,10 +58,13 @@ class AsyncJobQueue(_QueueBase):
     """:class:`~programma_sa.JobQueue` on the caller's ``AsyncSession``.
 
     Every method means what the ``JobQueue`` method of the same name means, raises
-    the same errors for the same arguments, and returns the same values.
+    the same errors for the same arguments, and returns the same values. Where a
+    method takes an ``AsyncSession`` it takes an ``async_scoped_session`` too (it
+    proxies ``execute``/``flush`` to the current scope's session), as ``JobQueue``
+    takes a ``scoped_session``.
     """
 
-    async def _run(self, session: AsyncSession, operation: Operation[T]) -> T:
+    async def _run(self, session: AsyncSessionLike, operation: Operation[T]) -> T:
         if session.autoflush:
             # As in JobQueue._run: the caller's flush errors stay theirs.
             await session.flush()
@@ -71,7 +72,7 @@ class AsyncJobQueue(_QueueBase):
 
     async def add_job(
         self,
-        session: AsyncSession,
+        session: AsyncSessionLike,
         topic: str,
         data: Any,
         *,
@@ -93,7 +94,7 @@ class AsyncJobQueue(_QueueBase):
         return job_id
 
     async def add_jobs(
-        self, session: AsyncSession, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+        self, session: AsyncSessionLike, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
     ) -> list[uuid.UUID]:
         """Enqueue many jobs in one statement; see :meth:`JobQueue.add_jobs`."""
         job_ids, operation = self._operations.add_jobs(topic, specs)
@@ -102,56 +103,58 @@ class AsyncJobQueue(_QueueBase):
         return job_ids
 
     async def claim_jobs(
-        self, session: AsyncSession, topic: str, max_jobs: int = 1
+        self, session: AsyncSessionLike, topic: str, max_jobs: int = 1
     ) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs; see :meth:`JobQueue.claim_jobs`."""
         return await self._run(session, self._operations.claim_jobs(topic, max_jobs))
 
-    async def move_job_to_processing(self, session: AsyncSession, job_id: uuid.UUID | str) -> bool:
+    async def move_job_to_processing(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str
+    ) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return await self._run(session, self._operations.move_job_to_processing(job_id))
 
     async def move_job_to_done(
-        self, session: AsyncSession, job_id: uuid.UUID | str, delete: bool = False
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return await self._run(session, self._operations.move_job_to_done(job_id, delete))
 
     async def move_job_to_failed(
-        self, session: AsyncSession, job_id: uuid.UUID | str, delete: bool = False
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return await self._run(session, self._operations.move_job_to_failed(job_id, delete))
 
-    async def delete_job(self, session: AsyncSession, job_id: uuid.UUID | str) -> bool:
+    async def delete_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return await self._run(session, self._operations.delete_job(job_id))
 
     async def set_attributes(
-        self, session: AsyncSession, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return await self._run(session, self._operations.set_attributes(job_id, attributes))
 
     async def set_retry_after_seconds(
-        self, session: AsyncSession, job_id: uuid.UUID | str, seconds: int | None
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; see :meth:`JobQueue.set_retry_after_seconds`."""
         return await self._run(session, self._operations.set_retry_after_seconds(job_id, seconds))
 
     async def set_job_start_date(
-        self, session: AsyncSession, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return await self._run(session, self._operations.set_job_start_date(job_id, start_date))
 
-    async def get_job(self, session: AsyncSession, job_id: uuid.UUID | str) -> JobDetail | None:
+    async def get_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return await self._run(session, self._operations.get_job(job_id))
 
     async def stats(
         self,
-        session: AsyncSession,
+        session: AsyncSessionLike,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -161,7 +164,7 @@ class AsyncJobQueue(_QueueBase):
 
     async def prune(
         self,
-        session: AsyncSession,
+        session: AsyncSessionLike,
         retention: Retention,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,

@@ -52,7 +52,7 @@ from ._operations import Operation
 from ._render import render_stats
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
-from ._types import SessionLike
+from ._types import AsyncSessionLike, SessionLike
 from .exceptions import InvalidJobInput, translated_errors
 from .models import JobMixin
 from .queue import _QueueBase, jobs_table
@@ -107,7 +107,7 @@ def _executor(session: SessionLike) -> _Execute:
     return execute
 
 
-def _async_executor(session: AsyncSession) -> _ExecuteAsync:
+def _async_executor(session: AsyncSessionLike) -> _ExecuteAsync:
     async def execute(operation: Operation[T]) -> T:
         with translated_errors():
             # AsyncSession.execute returns a buffered Result, so the sync readers apply.
@@ -133,7 +133,7 @@ def stats(
 
 
 async def stats_async(
-    session: AsyncSession,
+    session: AsyncSessionLike,
     queue: QueueLike,
     topic: str | None = None,
     *,
@@ -162,7 +162,7 @@ def prune(
 
 
 async def prune_async(
-    session: AsyncSession,
+    session: AsyncSessionLike,
     queue: QueueLike,
     retention: Retention,
     *,
