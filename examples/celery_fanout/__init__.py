@@ -12,7 +12,7 @@ programma_sa schedules and tracks jobs in PostgreSQL; Celery does the work.
 Run it (three shells, the same environment)::
 
     export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-    export CELERY_BROKER_URL=redis://127.0.0.1:6379/0
+    export CELERY_BROKER_URL=redis://127.0.0.1:6379/0  # or amqp://guest:guest@127.0.0.1:5672//
     programma-sa migrate
     celery -A examples.celery_fanout.celery_app worker --pool=solo --concurrency=1
     programma-sa worker examples.celery_fanout.handoff:hand_off \\

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,15 @@ def run_argv(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedPro
         timeout=COMMAND_TIMEOUT,
         check=False,
     )
+
+
+def listening(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` (a quick probe)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def eventually(condition: Callable[[], bool], timeout: float) -> bool:

@@ -1,4 +1,8 @@
-"""Fan-out to Celery, end to end: a real Redis broker and a real Celery worker process.
+"""Fan-out to Celery, end to end: a real broker and a real Celery worker process.
+
+Every scenario runs over each broker the guide names — the machine's Redis and its
+RabbitMQ — and is skipped, saying which, when that broker is not listening (under
+``CI`` it fails instead: the CI machine runs both).
 
 * The guide's commands — ``programma-sa migrate``, a ``celery ... worker``, a
   ``programma-sa worker`` running the hand-off, ``programma-sa enqueue`` — on a fresh
@@ -11,35 +15,55 @@
   and the job retried.
 
 Each run uses a Celery queue of its own (``FANOUT_QUEUE``), so parallel runs on one
-Redis do not take each other's messages; its keys are deleted afterwards.
+broker do not take each other's messages, and a queue left behind by an aborted run
+is never consumed by a later one; the queue is deleted from the broker afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import redis
 from celery import Celery
+from kombu.connection import Connection
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.orm import Session
 
 from examples.celery_fanout import models
-from examples.celery_fanout.celery_app import app as celery_app
-from examples.celery_fanout.handoff import HandOff, hand_off
+from examples.celery_fanout.handoff import HandOff
 from examples.celery_fanout.models import SEND_EMAIL, Job, queue
 from examples.celery_fanout.tasks import send_email
 from programma_sa import JobContext, JobState, PassResult, Worker
 from programma_sa.testing import fresh_database
 
-from .support import background, documented, environment, eventually, run, wait_until
+from .support import (
+    background,
+    documented,
+    environment,
+    eventually,
+    listening,
+    run,
+    wait_until,
+)
 
-BROKER_URL = "redis://127.0.0.1:6379/0"
+#: The brokers every scenario runs over. Neither needs a result backend: the task
+#: records its outcome on the job, and nothing waits on a Celery result.
+BROKERS = [
+    pytest.param("redis://127.0.0.1:6379/0", id="redis"),
+    pytest.param("amqp://guest:guest@127.0.0.1:5672//", id="rabbitmq"),
+]
+#: The same brokers' transports, on a port where nothing listens.
+UNREACHABLE_BROKERS = [
+    pytest.param("redis://127.0.0.1:1/0", id="redis"),
+    pytest.param("amqp://guest:guest@127.0.0.1:1//", id="rabbitmq"),
+]
 MIGRATE = "programma-sa migrate"
 CELERY_WORKER = (
     "celery -A examples.celery_fanout.celery_app worker --pool=solo --concurrency=1 --loglevel=INFO"
@@ -55,22 +79,63 @@ SETTLE_TIMEOUT = 40.0
 FINISHED = {JobState.COMPLETED.value, JobState.FAILED.value}
 
 
+@pytest.fixture(scope="module", params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """One of :data:`BROKERS`; the test is skipped if nothing listens at its address."""
+    url: str = request.param
+    address = urlsplit(url)
+    assert address.hostname is not None and address.port is not None, url
+    if not listening(address.hostname, address.port):
+        reason = (
+            f"broker {connection(url).as_uri()} not reachable:"
+            f" nothing listens on {address.hostname}:{address.port}"
+        )
+        if os.environ.get("CI"):  # CI's machine runs both brokers: a missing one is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url
+
+
 @pytest.fixture(scope="module")
-def celery_queue() -> Iterator[str]:
-    """A Celery queue of this run's own on the machine's Redis; its keys removed after."""
-    client = redis.Redis.from_url(BROKER_URL)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        pytest.fail(f"these tests need the Redis broker at {BROKER_URL}: {error}")
+def celery_queue(broker_url: str) -> Iterator[str]:
+    """A Celery queue of this run's own on the broker; deleted from it afterwards."""
     name = f"programma-test-{uuid.uuid4().hex[:12]}"
-    # The in-process publishers (the hand-off under test) use the same queue.
-    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_default_queue")}
-    celery_app.conf.update(broker_url=BROKER_URL, task_default_queue=name)
     yield name
-    celery_app.conf.update(saved)
-    client.delete(name, f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
-    client.close()
+    delete_queue(broker_url, name)
+
+
+def connection(broker_url: str) -> Connection:
+    """A kombu connection (not yet connected) to the broker, as Celery makes one."""
+    return Connection(broker_url)  # type: ignore[no-untyped-call]  # kombu's is unannotated
+
+
+def delete_queue(broker_url: str, name: str) -> None:
+    """Remove a queue, and what Celery declared for it, from the broker."""
+    with connection(broker_url) as broker:
+        channel = broker.default_channel
+        if broker.transport.driver_type == "redis":
+            # Kombu keeps the queue as a list and its bindings in two sets.
+            channel.client.delete(
+                name,
+                channel.keyprefix_queue % name,
+                channel.keyprefix_binding_permanent % name,
+            )
+        else:
+            # Celery declared a durable queue and a direct exchange of the same name.
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+
+
+@pytest.fixture
+def publisher(broker_url: str, celery_queue: str) -> Iterator[Celery]:
+    """A Celery app publishing to this run's queue, for a hand-off run in the test process.
+
+    (Not the example's own app: Celery caches its connection pool and queues on first
+    use, so one app cannot be repointed from one broker to the next.)
+    """
+    with Celery("publisher", broker=broker_url, set_as_current=False) as app:
+        app.conf.task_default_queue = celery_queue
+        yield app
 
 
 @pytest.fixture
@@ -92,10 +157,10 @@ def jobs(engine: Engine) -> dict[str, Any]:
 
 
 def test_jobs_are_handed_to_celery_and_finished_by_it(
-    admin_url: str, celery_queue: str, tmp_path: Path
+    admin_url: str, broker_url: str, celery_queue: str, tmp_path: Path
 ) -> None:
     with fresh_database(admin_url, prefix="programma_celery") as url:
-        env = environment(DATABASE_URL=url, CELERY_BROKER_URL=BROKER_URL, FANOUT_QUEUE=celery_queue)
+        env = environment(DATABASE_URL=url, CELERY_BROKER_URL=broker_url, FANOUT_QUEUE=celery_queue)
         migrated = run(documented(MIGRATE), env)
         assert migrated.returncode == 0, migrated.stderr
         enqueued = run(documented(ENQUEUE), env)
@@ -130,6 +195,8 @@ def test_jobs_are_handed_to_celery_and_finished_by_it(
                 finished = jobs(engine)
             # Both stop cleanly on SIGTERM.
             assert (celery.returncode, programma.returncode) == (0, 0), progress()
+            # The work went through the broker under test, taken from CELERY_BROKER_URL.
+            assert f"Connected to {connection(broker_url).as_uri()}" in celery_log.read_text()
             shown = run(f"programma-sa job {ada}", env)
             assert shown.returncode == 0, shown.stderr
         finally:
@@ -159,10 +226,11 @@ def test_jobs_are_handed_to_celery_and_finished_by_it(
 
 
 def test_a_task_finishing_before_the_hand_off_commits_still_completes_the_job(
-    engine: Engine, celery_queue: str, task_database: None
+    engine: Engine, publisher: Celery, task_database: None
 ) -> None:
     with Session(engine) as session, session.begin():
         job_id = queue.add_job(session, SEND_EMAIL, {"email": "quick@example.com"})
+    hand_off = HandOff(publisher)
     racers: list[threading.Thread] = []
     task_waited_for_the_lock: list[bool] = []
 
@@ -202,15 +270,18 @@ def lock_waits(engine: Engine) -> int:
     return int(count or 0)
 
 
-def test_a_broker_that_is_down_leaves_the_job_to_be_retried(engine: Engine) -> None:
+@pytest.mark.parametrize("unreachable_url", UNREACHABLE_BROKERS)
+def test_a_broker_that_is_down_leaves_the_job_to_be_retried(
+    engine: Engine, unreachable_url: str
+) -> None:
     with Session(engine) as session, session.begin():
         job_id = queue.add_job(session, SEND_EMAIL, {"email": "later@example.com"})
-    unreachable = Celery("unreachable", broker="redis://127.0.0.1:1/0")
-    worker = Worker(
-        queue, engine, SEND_EMAIL, HandOff(unreachable), mode="transaction", listen=False
-    )
 
-    assert worker.run_once() == PassResult(claimed=1, retried=1)
+    with Celery("unreachable", broker=unreachable_url, set_as_current=False) as unreachable:
+        worker = Worker(
+            queue, engine, SEND_EMAIL, HandOff(unreachable), mode="transaction", listen=False
+        )
+        assert worker.run_once() == PassResult(claimed=1, retried=1)
 
     with Session(engine) as session:
         job = queue.get_job(session, job_id)
