@@ -20,6 +20,7 @@ from .exceptions import (
     PayloadTooLarge,
     ProgrammaError,
     SchemaNotReady,
+    TransactionLost,
 )
 from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState
@@ -58,6 +59,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaNotReady",
     "TopicStats",
+    "TransactionLost",
     "Worker",
     "__version__",
     "jobs_table",

@@ -17,7 +17,8 @@ The two workers differ only in how they wait and how they execute — threads an
   conditional completion of them, and the :class:`PassResult`;
 * the whole of a transaction-mode pass (claim, each handler in turn, the verdicts,
   the completion) as one generator that yields operations and :class:`RunHandler`
-  requests — a worker only executes them inside its transaction;
+  requests — a worker only executes them inside its transaction, and tells it when
+  a handler left that transaction's connection dead (:class:`ConnectionLost`);
 * the backoff after database errors, the schedule of periodic pruning, what a
   shutdown signal means, and the log lines.
 """
@@ -46,7 +47,13 @@ from ._notify import conninfo_from_url
 from ._operations import Operation, Operations
 from ._records import ClaimedJob
 from ._retention import Retention
-from .exceptions import ConfigurationError, DatabaseError, InvalidJobInput, PayloadTooLarge
+from .exceptions import (
+    ConfigurationError,
+    DatabaseError,
+    InvalidJobInput,
+    PayloadTooLarge,
+    TransactionLost,
+)
 from .queue import _QueueBase
 from .retry import RetryPolicy, describe_error
 
@@ -60,6 +67,7 @@ __all__ = [
     "UNTOUCHED",
     "Backoff",
     "Batch",
+    "ConnectionLost",
     "PassResult",
     "PruneSchedule",
     "RunHandler",
@@ -86,10 +94,25 @@ DEFAULT_PRUNE_INTERVAL = 60.0
 @dataclass(frozen=True)
 class RunHandler:
     """A step of a transaction-mode pass: run the handler on ``job`` inside a
-    SAVEPOINT of the pass's transaction; send back the ``Exception`` it raised, or
-    ``None`` when it returned."""
+    SAVEPOINT of the pass's transaction; send back the ``Exception`` it raised (or
+    its SAVEPOINT's end raised), ``None`` when it returned — or a
+    :class:`ConnectionLost` when, after such an exception, the pass's connection is
+    invalidated."""
 
     job: ClaimedJob
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    """The reply to a :class:`RunHandler` after which the pass's connection is dead.
+
+    The transaction is gone with it (PostgreSQL rolled it back, claim included), so
+    nothing more can be written in it: not the failure record a raised error would
+    get, nor a completion. ``error`` is what the handler raised — or, when it
+    swallowed the database's error, what ending its SAVEPOINT raised.
+    """
+
+    error: Exception
 
 
 #: A step of a pass: an operation to execute, or a handler to run.
@@ -422,6 +445,9 @@ class WorkerCore(ABC):
                 )
             self._conninfo = conninfo_from_url(url)
         self._operations: Operations = queue._operations
+        #: Picks the connection a pass's statements run on from its Session, the way
+        #: a statement on the jobs table does (for sessions with several binds).
+        self._pass_bind: dict[str, Any] = {"clause": queue.table}
         self._stopping = False
         # Claims start at a rotating topic (fairness); the lock keeps the turn exact
         # when the sync worker's threads claim at once (it is never held across I/O).
@@ -487,13 +513,19 @@ class WorkerCore(ABC):
         failures and the completion commit together with the claim. A failing
         handler's writes are rolled back to its SAVEPOINT (the driver's part), while
         the claim and the recorded failure still commit, so a poison job waits for
-        its backoff instead of looping hot.
+        its backoff instead of looping hot. If the connection died under a handler
+        (:class:`ConnectionLost`), the transaction is gone, claim included: the pass
+        ends there with :class:`~programma_sa.exceptions.TransactionLost`.
         """
         batch = Batch((yield from self._claim_steps()))
         if on_claimed is not None:
             on_claimed(len(batch.jobs))
         for job in batch.jobs:
-            error: Exception | None = yield RunHandler(job)
+            error: Exception | ConnectionLost | None = yield RunHandler(job)
+            if isinstance(error, ConnectionLost):
+                # Not the handler's failure to retry: its record could never be
+                # written. The jobs are claimable again at once; stop the pass here.
+                raise self._transaction_lost(batch, job, error.error) from error.error
             if error is None:
                 batch.record(PassResult(), returned=job)
                 continue
@@ -560,6 +592,41 @@ class WorkerCore(ABC):
             extra=job_log(job),
         )
         return PassResult(left_untouched=1)
+
+    def _transaction_lost(self, batch: Batch, job: ClaimedJob, error: Exception) -> TransactionLost:
+        """Log (once, as a WARNING) and build the error of a pass whose connection
+        died under ``job``'s handler."""
+        if isinstance(error, sa_exc.PendingRollbackError):
+            # What any use of a session raises once its connection died: the handler
+            # caught the database's error and carried on (or returned).
+            cause = "the handler caught the database's error and carried on"
+        else:
+            cause = f"{type(error).__name__}: {_first_line(error)}"
+        count = len(batch.jobs)
+        consequence = (
+            f"the pass's transaction rolled back, so its {count} claimed "
+            f"{'job is' if count == 1 else 'jobs are'} claimable again at once "
+            "(attempt not counted)"
+        )
+        log.warning(
+            "job %s [%s]: transaction lost: the database connection of its "
+            "transaction-mode pass died while the handler ran (%s); %s",
+            job.id,
+            job.topic,
+            cause,
+            consequence,
+            extra=job_log(job),
+        )
+        return TransactionLost(
+            f"the database connection of a transaction-mode pass died while the handler "
+            f"of job {job.id} [{job.topic}] ran ({cause}); {consequence}"
+        )
+
+    def _log_pass_failed(self, error: BaseException) -> None:
+        """A loop's transaction-mode pass failed after its claim (its jobs rolled back)."""
+        if isinstance(error, TransactionLost):
+            return  # logged where it was detected (_transaction_lost)
+        log.error("a transaction-mode pass failed; its jobs were rolled back", exc_info=error)
 
     def _failure_lost(self, job: ClaimedJob) -> PassResult:
         """The outcome when the verdict could not be written (the database is gone)."""

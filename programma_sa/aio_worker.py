@@ -65,6 +65,7 @@ from ._worker_core import (
     NOTHING_WRITTEN,
     UNTOUCHED,
     Batch,
+    ConnectionLost,
     PassResult,
     RunHandler,
     Step,
@@ -324,7 +325,8 @@ class AsyncWorker(WorkerCore):
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
 
         Returns once every handler of the pass has returned. Database errors
-        propagate (the loop of :meth:`run` catches them and backs off).
+        propagate (the loop of :meth:`run` catches them and backs off), as in
+        :meth:`Worker.run_once <programma_sa.Worker.run_once>`.
         """
         if self.mode == "transaction":
             result = await self._transaction_pass(on_claimed=None)
@@ -418,6 +420,11 @@ class AsyncWorker(WorkerCore):
                     async with session.begin_nested():
                         await self._run_handler(step.job, session)
                 except Exception as error:
+                    # As in the sync Worker: a dead connection took the transaction
+                    # with it, whether the handler raised or swallowed the error.
+                    connection = await session.connection(bind_arguments=self._pass_bind)
+                    if connection.invalidated:
+                        return ConnectionLost(error)
                     return error
                 return None
 
@@ -539,7 +546,7 @@ class AsyncWorker(WorkerCore):
                 if not claimed.done():
                     claimed.set_exception(error)  # the loop backs off
                 else:
-                    log.exception("a transaction-mode pass failed; its jobs were rolled back")
+                    self._log_pass_failed(error)
             finally:
                 if not claimed.done():
                     claimed.cancel()  # cancelled before it could claim

@@ -7,7 +7,8 @@ Two families matter to callers:
   and nothing was written.
 * :class:`DatabaseError` — PostgreSQL refused a statement. The driver's exception
   is kept as ``__cause__``. :func:`translated_errors` is the one place where driver
-  errors become ours.
+  errors become ours. :class:`TransactionLost` is the one a transaction-mode
+  worker raises when its connection died under a handler.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProgrammaError",
     "SchemaNotReady",
+    "TransactionLost",
     "translated_errors",
 ]
 
@@ -50,6 +52,13 @@ class DatabaseError(ProgrammaError):
 
 class SchemaNotReady(DatabaseError):
     """The jobs table does not exist: run the programma migrations (``alembic upgrade heads``)."""
+
+
+class TransactionLost(DatabaseError):
+    """The database connection of a transaction-mode worker pass died while a handler
+    ran: the pass's transaction rolled back, so its claimed jobs are claimable again
+    at once and their attempt is not counted. The ``__cause__`` is the handler's
+    error (if it swallowed the database's error: what ending its SAVEPOINT raised)."""
 
 
 # SQLSTATE 42P01: undefined_table.

@@ -80,6 +80,7 @@ from ._worker_core import (
     NOTHING_WRITTEN,
     UNTOUCHED,
     Batch,
+    ConnectionLost,
     PassResult,
     RunHandler,
     Step,
@@ -427,7 +428,10 @@ class Worker(WorkerCore):
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
 
         Blocks until every handler of the pass has returned. Database errors
-        propagate (the loop of :meth:`run` catches them and backs off).
+        propagate (the loop of :meth:`run` catches them and backs off) — in
+        transaction mode, :class:`~programma_sa.exceptions.TransactionLost` when the
+        connection died under a handler: the pass rolled back, its jobs are
+        claimable again at once.
         """
         if self.mode == "transaction":
             result = self._transaction_pass(on_claimed=None)
@@ -513,6 +517,11 @@ class Worker(WorkerCore):
                     with session.begin_nested():
                         self._run_handler(step.job, session)
                 except Exception as error:
+                    # Whatever the handler raised or swallowed (then the RELEASE
+                    # fails): a dead connection took the whole transaction with it.
+                    # No I/O: the session's connection is looked up, not opened.
+                    if session.connection(bind_arguments=self._pass_bind).invalidated:
+                        return ConnectionLost(error)
                     return error
                 return None
 
@@ -663,7 +672,7 @@ class Worker(WorkerCore):
                 self._add_totals(self._transaction_pass(on_claimed=claimed.put))
             except BaseException as error:
                 if not claimed.put_error(error):
-                    log.exception("a transaction-mode pass failed; its jobs were rolled back")
+                    self._log_pass_failed(error)
             finally:
                 with self._cond:
                     self._in_flight -= 1

@@ -51,6 +51,7 @@ _ENQUEUE_BATCH = 10_000
 LOG_COUNTERS = {
     "claim_errors": "claiming from ",  # the loop logged a database error and backed off
     "pass_errors": "a transaction-mode pass failed",
+    "transactions_lost": "transaction lost: ",  # a pass's connection died under a handler
     "completions_lost": "could not complete ",
     "failures_unrecorded": "could not record the failure",
     "ledger_retries": LEDGER_RETRY_MESSAGE,
@@ -351,6 +352,7 @@ def worker_db_errors(report: DrainReport) -> int:
         for name in (
             "claim_errors",
             "pass_errors",
+            "transactions_lost",
             "completions_lost",
             "failures_unrecorded",
             "ledger_retries",

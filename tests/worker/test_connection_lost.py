@@ -1,0 +1,214 @@
+"""Transaction mode: the pass's database connection dies while a handler runs.
+
+The handler terminates its own backend (``pg_terminate_backend(pg_backend_pid())``
+on ``ctx.session``), so the transaction that holds the claim is gone. The job must
+come back claimable at once with its attempt not counted, ``run_once()`` must raise
+:class:`~programma_sa.exceptions.TransactionLost` (a :class:`DatabaseError`), and the
+log must say so once — never the "retrying in …" of a handler failure, whose record
+could not be written anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+from programma_sa import DatabaseError, JobContext, JobQueue, JobState, PassResult
+from programma_sa.exceptions import TransactionLost
+
+from .conftest import MakeWorker
+from .support import get_job, seconds_from_now, wait_for
+from .test_outcomes import enqueue, order_ids
+
+KILL = text("SELECT pg_terminate_backend(pg_backend_pid())")
+LOGGER = "programma_sa.worker"
+
+
+@pytest.fixture
+def worker_engine(database_url: str, engine: Engine) -> Iterator[Engine]:
+    """The worker's own engine: the killed connection invalidates only this pool
+    (``engine`` empties the tables after the test)."""
+    worker_engine = create_engine(database_url)
+    yield worker_engine
+    worker_engine.dispose()
+
+
+class KillsOnce:
+    """A transaction-mode handler whose first call kills the pass's connection.
+
+    ``swallow``: catch the database's error and return normally. Every call writes
+    an Order (id = job's ``n``), so a rolled-back pass shows in the orders table.
+    """
+
+    def __init__(self, kill_n: int = 0, *, swallow: bool = False) -> None:
+        self.kill_n = kill_n
+        self.swallow = swallow
+        self.calls: list[int] = []
+        self.killed = False
+
+    def __call__(self, ctx: JobContext) -> None:
+        from ..app import Order
+
+        assert ctx.session is not None
+        n = ctx.job.data["n"]
+        self.calls.append(n)
+        ctx.session.add(Order(id=100 * len(self.calls) + n))
+        ctx.session.flush()
+        if n == self.kill_n and not self.killed:
+            self.killed = True
+            try:
+                ctx.session.execute(KILL)
+            except DBAPIError:
+                if not self.swallow:
+                    raise
+
+
+def lost_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if "transaction lost" in record.getMessage()]
+
+
+def assert_logged_once_as_lost(
+    caplog: pytest.LogCaptureFixture, job_id: object, claimed: int
+) -> None:
+    records = [record for record in caplog.records if record.name == LOGGER]
+    (warning,) = lost_warnings(caplog)
+    # Not a handler failure: no "attempt 1 failed …; retrying in …" line, nothing else
+    # at WARNING or above (the loop does not log the pass a second time).
+    assert [record for record in records if record.levelno >= logging.WARNING] == [warning]
+    assert not [record for record in records if "retrying in" in record.getMessage()]
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert str(job_id) in message
+    assert f"its {claimed} claimed job" in message
+    assert "claimable again at once" in message
+    assert getattr(warning, "job_id", None) == str(job_id)
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raises", "swallows"])
+def test_a_killed_connection_rolls_the_pass_back_and_raises_transaction_lost(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+    swallow: bool,
+) -> None:
+    (job_id,) = enqueue(engine, queue)
+    handler = KillsOnce(swallow=swallow)
+    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+
+    with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(TransactionLost) as raised:
+        worker.run_once()
+
+    assert isinstance(raised.value, DatabaseError)  # what the loop backs off on
+    message = str(raised.value)
+    assert str(job_id) in message and "claimable again at once" in message
+    if swallow:
+        assert "the handler caught the database's error and carried on" in message
+    else:
+        assert "terminating connection" in message
+        assert isinstance(raised.value.__cause__, DBAPIError)  # the handler's error, kept
+    assert_logged_once_as_lost(caplog, job_id, claimed=1)
+    assert worker.totals == PassResult()
+    # The claim rolled back: due now, attempt not counted; the handler's write is gone.
+    job = get_job(engine, queue, job_id)
+    assert job.state is JobState.CREATED
+    assert job.attempts == 0 and job.started_at is None
+    assert seconds_from_now(engine, job.start_after) <= 0
+    assert order_ids(engine) == []
+
+    # The next pass (a fresh connection from the pool) runs it normally.
+    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    job = get_job(engine, queue, job_id)
+    assert job.state is JobState.COMPLETED and job.attempts == 1
+    assert order_ids(engine) == [200]
+    assert handler.calls == [0, 0]
+
+
+def test_the_whole_batch_rolls_back_and_its_remaining_handlers_do_not_run(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_ids = enqueue(engine, queue, n=3)
+    handler = KillsOnce(kill_n=1)  # the second job of the batch
+    worker = make_worker(handler, bind=worker_engine, mode="transaction", max_jobs=3)
+
+    with (
+        caplog.at_level(logging.DEBUG, logger=LOGGER),
+        pytest.raises(TransactionLost, match="its 3 claimed jobs are claimable"),
+    ):
+        worker.run_once()
+
+    assert handler.calls == [0, 1]  # the third handler never ran on the dead transaction
+    assert_logged_once_as_lost(caplog, job_ids[1], claimed=3)
+    for job_id in job_ids:
+        job = get_job(engine, queue, job_id)
+        assert job.state is JobState.CREATED and job.attempts == 0
+    assert order_ids(engine) == []  # the first handler's write rolled back too
+
+    assert worker.run_once() == PassResult(claimed=3, completed=3)
+    assert all(get_job(engine, queue, job_id).attempts == 1 for job_id in job_ids)
+    assert handler.calls == [0, 1, 0, 1, 2]
+
+
+def test_a_handler_losing_a_connection_of_its_own_is_an_ordinary_failure(
+    database_url: str,
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only the pass's own connection counts: a handler's other database is its business."""
+    (job_id,) = enqueue(engine, queue)
+    other = create_engine(database_url)
+
+    def handler(ctx: JobContext) -> None:
+        with other.connect() as connection:
+            connection.execute(KILL)
+
+    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            assert worker.run_once() == PassResult(claimed=1, retried=1)
+    finally:
+        other.dispose()
+
+    assert lost_warnings(caplog) == []
+    assert any("retrying in" in record.getMessage() for record in caplog.records)
+    job = get_job(engine, queue, job_id)
+    assert job.state is JobState.ACTIVE and job.attempts == 1
+    assert job.attributes["last_error"]["type"] == "sqlalchemy.exc.OperationalError"
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_the_loop_logs_the_lost_pass_once_and_runs_the_job_again(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+    concurrency: int,
+) -> None:
+    handler = KillsOnce()
+    worker = make_worker(
+        handler, bind=worker_engine, mode="transaction", heartbeat=0.1, concurrency=concurrency
+    )
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        worker.start()
+        (job_id,) = enqueue(engine, queue)
+        wait_for(lambda: get_job(engine, queue, job_id).state is JobState.COMPLETED)
+        worker.stop()
+        assert worker.join(10)
+
+    assert get_job(engine, queue, job_id).attempts == 1
+    assert handler.calls == [0, 0]
+    assert worker.totals == PassResult(claimed=1, completed=1)
+    assert_logged_once_as_lost(caplog, job_id, claimed=1)
