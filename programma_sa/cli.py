@@ -38,7 +38,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -671,12 +671,17 @@ def register_prune(commands: Subcommands) -> None:
 
 def _run_migrate(args: argparse.Namespace) -> int:
     table = queue_for(args).table  # checks the names before connecting
+    version_name, version_schema = migrations.standalone_version_table(args.table, args.schema)
+    version_table = Table(version_name, MetaData(), schema=version_schema)
     url = database_url(args)
     assert url is not None
     migrations.upgrade(
         url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
     )
-    print(f"programma migrations applied: table {table.fullname} on {shown(url)}")
+    print(
+        f"programma migrations applied: table {table.fullname} on {shown(url)} "
+        f"(version table {version_table.fullname})"
+    )
     return 0
 
 
@@ -685,9 +690,13 @@ def register_migrate(commands: Subcommands) -> None:
         "migrate",
         _run_migrate,
         help="create or upgrade the jobs table (the programma Alembic branch)",
-        description="Apply the programma migration chain to the database, keeping its own "
-        f"version table ({migrations.STANDALONE_VERSION_TABLE}). Applications with their own "
-        "Alembic setup run `alembic upgrade heads` instead.",
+        description="Apply the programma migration chain to one jobs table (--table, "
+        "--schema), recording it in a version table of that table's own, in its schema: "
+        f"{migrations.STANDALONE_VERSION_TABLE} for {DEFAULT_TABLE_NAME}, "
+        f"{migrations.STANDALONE_VERSION_TABLE}_TABLE for any other (shortened with a hash "
+        "past 58 characters). Several jobs tables in one database are migrated each on "
+        "its own. Applications with their own Alembic setup run `alembic upgrade heads` "
+        "instead.",
         default_log_level="info",
     )
 

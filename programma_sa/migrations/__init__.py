@@ -21,22 +21,45 @@ and the application's ``env.py`` passes :func:`include_object` to
 drop the jobs table (it belongs to this branch).
 
 **Without Alembic of its own** an application runs :func:`upgrade` (or
-``programma-sa migrate``), which keeps its own version table,
-``programma_alembic_version``.
+``programma-sa migrate``). Each jobs table it manages gets a version table of its
+own, in the jobs table's schema (:func:`standalone_version_table`):
+``programma_alembic_version`` for ``programma_jobs``,
+``programma_alembic_version_<table name>`` for any other table — so several jobs
+tables (other names, other schemas) live in one database, each migrated and
+downgraded on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
-from sqlalchemy import MetaData, engine_from_config, pool
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    engine_from_config,
+    func,
+    inspect,
+    pool,
+    select,
+    table,
+)
+from sqlalchemy.dialects.postgresql import OID
+from sqlalchemy.schema import CreateSchema
 
 from alembic import command
 
 from .._validation import check_identifier
+from ..exceptions import ConfigurationError
 from ..models import DEFAULT_TABLE_NAME
 
 __all__ = [
@@ -47,6 +70,7 @@ __all__ = [
     "include_object",
     "run_env",
     "standalone_config",
+    "standalone_version_table",
     "table_location",
     "upgrade",
     "version_location",
@@ -56,10 +80,24 @@ __all__ = [
 BRANCH_LABEL = "programma"
 #: The chain's location in the ``package:path`` form ``alembic.ini`` accepts.
 VERSION_LOCATION = "programma_sa:migrations/versions"
-#: The version table :func:`upgrade` keeps when programma runs its own migrations.
+#: The version table :func:`upgrade` keeps for the default table ``programma_jobs``;
+#: the version table of any other jobs table starts with it (see
+#: :func:`standalone_version_table`).
 STANDALONE_VERSION_TABLE = "programma_alembic_version"
 
+# Alembic names the version table's primary key f"{version_table}_pkc" and
+# SQLAlchemy refuses a name over PostgreSQL's 63 bytes, so a version table name
+# stops at 59 characters (identifiers are ASCII, so characters are bytes).
+_VERSION_TABLE_MAX_LENGTH = 59
+_DIGEST_LENGTH = 12
+
+# Marks a Config built by standalone_config: run_env then derives the version table
+# from the jobs table and sorts out what the single version table of older releases
+# recorded (_reconcile_legacy_version).
+_STANDALONE = "programma_standalone"
+
 _HERE = Path(__file__).resolve().parent
+_log = logging.getLogger(__name__)
 
 
 def version_location() -> str:
@@ -84,6 +122,32 @@ def table_location(config: Config | None) -> tuple[str, str | None]:
     return name, schema
 
 
+def standalone_version_table(
+    table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None
+) -> tuple[str, str | None]:
+    """The ``(name, schema)`` of the version table :func:`upgrade` keeps for a jobs table.
+
+    It lives in the jobs table's own schema (``None``: the search path, like the
+    table). Its name depends on the table name only:
+    :data:`STANDALONE_VERSION_TABLE` for ``programma_jobs``, else
+    ``programma_alembic_version_<table_name>``. A name that would pass 58
+    characters is cut and ends in ``_`` and 12 hex digits of the table name's
+    SHA-256, 59 characters in all (Alembic adds ``_pkc`` for the primary key, and
+    PostgreSQL allows 63): a shortened name is never equal to an unshortened one,
+    and the same table always gets the same name.
+    """
+    check_identifier(table_name, "table_name")
+    if schema is not None:
+        check_identifier(schema, "schema")
+    if table_name == DEFAULT_TABLE_NAME:
+        return STANDALONE_VERSION_TABLE, schema
+    name = f"{STANDALONE_VERSION_TABLE}_{table_name}"
+    if len(name) >= _VERSION_TABLE_MAX_LENGTH:
+        digest = hashlib.sha256(table_name.encode()).hexdigest()[:_DIGEST_LENGTH]
+        name = f"{name[: _VERSION_TABLE_MAX_LENGTH - _DIGEST_LENGTH - 1]}_{digest}"
+    return name, schema
+
+
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
@@ -103,18 +167,35 @@ def run_env(context: EnvironmentContext, target_metadata: MetaData | None = None
     """The body of an ``env.py`` that applies this chain (used by :func:`upgrade`).
 
     It uses ``config.attributes["connection"]`` when the caller passed one, else
-    ``sqlalchemy.url`` from the config.
+    ``sqlalchemy.url`` from the config. The version table is the main option
+    ``version_table`` (and ``version_table_schema``, a schema created if missing);
+    for a :func:`standalone_config` without them, :func:`standalone_version_table`.
     """
     config = context.config
+    version_table = config.get_main_option("version_table")
+    version_table_schema = config.get_main_option("version_table_schema") or None
+    # A standalone run checks what older releases left in programma_alembic_version.
+    jobs_table: tuple[str, str | None] | None = None
+    if config.attributes.get(_STANDALONE):
+        # Checks the names before connecting: a bad one creates nothing.
+        jobs_table = table_location(config)
+        derived_name, derived_schema = standalone_version_table(*jobs_table)
+        version_table = version_table or derived_name
+        version_table_schema = version_table_schema or derived_schema
     options: dict[str, Any] = {
         "target_metadata": target_metadata,
-        "version_table": config.get_main_option("version_table") or "alembic_version",
+        "version_table": version_table or "alembic_version",
+        "version_table_schema": version_table_schema,
         "compare_type": True,
     }
 
     def migrate(**connect: Any) -> None:
         context.configure(**connect, **options)
         with context.begin_transaction():
+            if version_table_schema is not None:
+                _ensure_schema(context, version_table_schema)
+            if jobs_table is not None and not context.is_offline_mode():
+                _reconcile_legacy_version(context.get_context(), context.script, *jobs_table)
             context.run_migrations()
 
     if context.is_offline_mode():
@@ -136,6 +217,98 @@ def run_env(context: EnvironmentContext, target_metadata: MetaData | None = None
         engine.dispose()
 
 
+def _ensure_schema(context: EnvironmentContext, schema: str) -> None:
+    """Create the version table's schema, which Alembic expects to exist.
+
+    Looked up first: ``CREATE SCHEMA IF NOT EXISTS`` needs the CREATE privilege on
+    the database even when the schema exists, and a migrator may lack it.
+    """
+    create = CreateSchema(schema, if_not_exists=True)
+    if context.is_offline_mode():
+        context.execute(create)
+        return
+    connection = context.get_context().connection
+    assert connection is not None
+    if not inspect(connection).has_schema(schema):
+        connection.execute(create)
+
+
+def _reconcile_legacy_version(
+    migration_context: MigrationContext,
+    script: ScriptDirectory,
+    table_name: str,
+    schema: str | None,
+) -> None:
+    """Sort out a revision an older release recorded in ``programma_alembic_version``.
+
+    Releases before per-table version tables recorded every standalone migration in
+    ``programma_alembic_version`` (on the search path), which therefore holds the
+    revision of whichever jobs table was migrated first. When ``programma_jobs`` (on
+    the search path) does not exist, that revision is another table's:
+
+    * migrating that other table (it exists, its own version table is empty) moves
+      the revision there, in the migration's transaction, and goes on from it;
+    * migrating ``programma_jobs`` itself raises :class:`ConfigurationError` saying
+      to migrate the other table first (else the old revision would pass for the
+      absent ``programma_jobs``'s, and nothing would be created).
+    """
+    connection = migration_context.connection
+    assert connection is not None
+    if not inspect(connection).has_table(STANDALONE_VERSION_TABLE):
+        return
+    legacy = Table(STANDALONE_VERSION_TABLE, MetaData(), Column("version_num", String(32)))
+    # FOR UPDATE: of two migrations adopting at once, the second waits here and then
+    # finds the rows gone (deleted by the first), so the revision moves only once.
+    revisions = connection.scalars(select(legacy.c.version_num).with_for_update()).all()
+    if not revisions:
+        return
+    default_oid, table_oid = _relation_oids(
+        connection, (DEFAULT_TABLE_NAME, None), (table_name, schema)
+    )
+    own_version_table = (migration_context.version_table, migration_context.version_table_schema)
+    if own_version_table == (STANDALONE_VERSION_TABLE, None):
+        if table_oid is None:
+            raise ConfigurationError(
+                f"{STANDALONE_VERSION_TABLE} records revision {', '.join(revisions)} but "
+                f"table {_qualified(table_name, schema)} does not exist: a programma-sa "
+                "release with one version table for all jobs tables recorded another jobs "
+                "table's revision there. Migrate that table first (programma-sa migrate "
+                "--table NAME [--schema SCHEMA], or migrations.upgrade(url, table_name=..., "
+                "schema=...)): it takes the revision over. Then migrate this one. If no "
+                f"jobs table is left to claim it, delete the rows of {STANDALONE_VERSION_TABLE}."
+            )
+        return
+    if migration_context.get_current_heads():
+        return  # this table's own version table is in use
+    if table_oid is None or default_oid not in (None, table_oid):
+        return  # the old revision is programma_jobs's, or this table is yet to be made
+    for revision in revisions:
+        migration_context.stamp(script, revision)
+    connection.execute(legacy.delete())
+    _log.warning(
+        "took over revision %s of %s from %s, the version table of programma_jobs; "
+        "it is now recorded in %s",
+        ", ".join(revisions),
+        _qualified(table_name, schema),
+        STANDALONE_VERSION_TABLE,
+        _qualified(*own_version_table),
+    )
+
+
+def _relation_oids(connection: Connection, *tables: tuple[str, str | None]) -> list[int | None]:
+    """The OID of each ``(name, schema)`` (``None``: the search path), or ``None`` if absent."""
+    preparer = connection.dialect.identifier_preparer
+    oids = [
+        func.to_regclass(preparer.format_table(table(name, schema=schema))).cast(OID)
+        for name, schema in tables
+    ]
+    return list(connection.execute(select(*oids)).one())
+
+
+def _qualified(name: str, schema: str | None) -> str:
+    return name if schema is None else f"{schema}.{name}"
+
+
 def standalone_config(
     url: str | None = None,
     *,
@@ -143,12 +316,17 @@ def standalone_config(
     schema: str | None = None,
     connection: Any = None,
 ) -> Config:
-    """An Alembic ``Config`` that runs only this chain, with its own version table."""
+    """An Alembic ``Config`` that runs only this chain on one jobs table.
+
+    The version table is the table's own, :func:`standalone_version_table` (unless
+    the main option ``version_table`` is set on the result). Names are checked when
+    a command runs, before it connects.
+    """
     config = Config()
     config.set_main_option("script_location", "programma_sa:migrations")
     config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", version_location())
-    config.set_main_option("version_table", STANDALONE_VERSION_TABLE)
+    config.attributes[_STANDALONE] = True
     if url is not None:
         # Alembic's config is an ini parser: a literal "%" must be doubled.
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -169,7 +347,15 @@ def upgrade(
     schema: str | None = None,
     connection: Any = None,
 ) -> None:
-    """Apply the chain to a database, given its URL or an open ``Connection``."""
+    """Apply the chain to one jobs table, given the database's URL or an open ``Connection``.
+
+    The revision is recorded in the table's own version table
+    (:func:`standalone_version_table`), so each jobs table of a database is
+    migrated on its own. A revision an older release recorded for a table other
+    than ``programma_jobs`` in ``programma_alembic_version`` is moved to that
+    table's version table; migrating ``programma_jobs`` while such a revision is
+    still there raises :class:`~programma_sa.exceptions.ConfigurationError`.
+    """
     config = standalone_config(url, table_name=table_name, schema=schema, connection=connection)
     command.upgrade(config, revision)
 
@@ -182,6 +368,6 @@ def downgrade(
     schema: str | None = None,
     connection: Any = None,
 ) -> None:
-    """Undo the chain (down to ``revision``) on a database."""
+    """Undo the chain (down to ``revision``) on one jobs table, using its version table."""
     config = standalone_config(url, table_name=table_name, schema=schema, connection=connection)
     command.downgrade(config, revision)
