@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import run
+from benchmarks import pickup_breakdown, run
 from benchmarks.workloads import all_workloads
 
 
@@ -77,3 +77,14 @@ def test_only_adds_the_baselines_of_what_it_selects() -> None:
 def test_only_refuses_a_name_that_matches_nothing() -> None:
     with pytest.raises(SystemExit, match="no workload matches"):
         run.select(all_workloads(), ["drain.nothing"])
+
+
+def test_pickup_breakdown_runs_every_variant(
+    admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pickup_breakdown.main(["--database-url", admin_url, "--jobs", "5", "--rounds", "1"])
+
+    table = capsys.readouterr().out
+    for name in pickup_breakdown.VARIANTS:
+        assert f"| {name} | " in table
+    assert "Worker timeline" in table
