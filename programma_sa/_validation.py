@@ -51,6 +51,23 @@ def check_identifier(value: object, what: str) -> str:
     return value
 
 
+#: The longest jobs table name: the table's constraint and index names add up to 14
+#: characters to it (``ix_<table>_processing``) and must fit in 63.
+MAX_TABLE_NAME_LENGTH = 63 - len("ix__processing")
+
+
+def check_table_name(value: object, what: str) -> str:
+    """Return ``value`` if it can name a jobs table (and its indexes), else raise."""
+    name = check_identifier(value, what)
+    if len(name) > MAX_TABLE_NAME_LENGTH:
+        raise ConfigurationError(
+            f"{what} must be at most {MAX_TABLE_NAME_LENGTH} characters (its index names, "
+            f"such as ix_<table>_processing, must fit PostgreSQL's 63), got {name!r} "
+            f"({len(name)} characters)"
+        )
+    return name
+
+
 def _utf8(text: str, what: str) -> bytes:
     """``text`` as the UTF-8 the driver will send; a lone surrogate cannot be sent."""
     try:

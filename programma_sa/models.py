@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-from ._validation import check_identifier
+from ._validation import check_identifier, check_table_name
 
 __all__ = ["DEFAULT_TABLE_NAME", "JobMixin", "JobState"]
 
@@ -126,7 +126,7 @@ class JobMixin:
     @declared_attr.directive
     @classmethod
     def __table_args__(cls) -> tuple[Any, ...]:
-        table = check_identifier(cls.__tablename__, "the jobs table name")
+        table = check_table_name(cls.__tablename__, "the jobs table name")
         schema = cls.programma_schema
         if schema is not None:
             check_identifier(schema, "programma_schema")

@@ -58,7 +58,7 @@ from sqlalchemy.schema import CreateSchema
 
 from alembic import command
 
-from .._validation import check_identifier
+from .._validation import check_identifier, check_table_name
 from ..exceptions import ConfigurationError
 from ..models import DEFAULT_TABLE_NAME
 
@@ -116,7 +116,7 @@ def table_location(config: Config | None) -> tuple[str, str | None]:
     if config is not None:
         name = config.get_main_option("programma_table_name") or DEFAULT_TABLE_NAME
         schema = config.get_main_option("programma_schema") or None
-    check_identifier(name, "programma_table_name")
+    check_table_name(name, "programma_table_name")
     if schema is not None:
         check_identifier(schema, "programma_schema")
     return name, schema
@@ -136,7 +136,7 @@ def standalone_version_table(
     PostgreSQL allows 63): a shortened name is never equal to an unshortened one,
     and the same table always gets the same name.
     """
-    check_identifier(table_name, "table_name")
+    check_table_name(table_name, "table_name")
     if schema is not None:
         check_identifier(schema, "schema")
     if table_name == DEFAULT_TABLE_NAME:

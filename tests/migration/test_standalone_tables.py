@@ -139,7 +139,15 @@ def test_version_table_names(location: Location, expected: Location) -> None:
 def test_long_table_names_get_a_shortened_version_table_name() -> None:
     at_limit = "t" * 32  # "programma_alembic_version_" + 32 = 58 characters: kept whole
     assert migrations.standalone_version_table(at_limit)[0] == f"{LEGACY}_{at_limit}"
-    names = ["t" * 33, "t" * 63, "t" * 62 + "u", "T" * 63, "t" * 40 + "_a", "t" * 40 + "_b"]
+    longest = LONGEST_TABLE_NAME
+    names = [
+        "t" * 33,
+        "t" * longest,
+        "t" * (longest - 1) + "u",
+        "T" * longest,
+        "t" * 40 + "_a",
+        "t" * 40 + "_b",
+    ]
     shortened = [migrations.standalone_version_table(name)[0] for name in names]
     for name, version in zip(names, shortened, strict=True):
         # 59 characters: Alembic's primary key "<version table>_pkc" fits in 63 bytes.
@@ -147,7 +155,7 @@ def test_long_table_names_get_a_shortened_version_table_name() -> None:
         assert re.fullmatch(rf"{LEGACY}_{name[:20]}_[0-9a-f]{{12}}", version), version
         assert migrations.standalone_version_table(name, "queue") == (version, "queue")
     assert len(set(shortened)) == len(names)  # distinct, even with a common prefix
-    assert migrations.standalone_version_table("t" * 63)[0] == shortened[1]  # deterministic
+    assert migrations.standalone_version_table("t" * longest)[0] == shortened[1]  # deterministic
 
 
 @pytest.mark.parametrize(
@@ -155,6 +163,7 @@ def test_long_table_names_get_a_shortened_version_table_name() -> None:
     [
         (("bad name", None), "table_name must be a PostgreSQL identifier"),
         (("t" * 64, None), "table_name must be a PostgreSQL identifier"),
+        (("t" * 50, None), "table_name must be at most 49 characters"),
         (("audit_jobs", "x;drop"), "schema must be a PostgreSQL identifier"),
         (("audit_jobs", ""), "schema must be a PostgreSQL identifier"),
     ],

@@ -44,6 +44,10 @@ def test_custom_table_name_and_schema() -> None:
             "the jobs table name must be a PostgreSQL identifier",
         ),
         ({"__tablename__": "x" * 64}, "the jobs table name must be a PostgreSQL identifier"),
+        (
+            {"__tablename__": "x" * 50},
+            r"the jobs table name must be at most 49 characters \(its index names",
+        ),
         ({"programma_schema": 'a"b'}, "programma_schema must be a PostgreSQL identifier"),
         ({"programma_schema": ""}, "programma_schema must be a PostgreSQL identifier"),
     ],
@@ -77,3 +81,14 @@ def test_include_object_hides_the_jobs_table_from_application_autogenerate() -> 
     assert include_object(claim_index, claim_index.name, "index", False, None) is False
     assert include_object(Job.__table__.c.topic, "topic", "column", False, None) is False
     assert include_object(Order.__table__, "orders", "table", False, None) is True
+
+
+def test_the_longest_table_name_names_every_index_within_63_characters() -> None:
+    class OtherBase(DeclarativeBase):
+        pass
+
+    model = type("LongJob", (JobMixin, OtherBase), {"__tablename__": "x" * 49})
+    names = [index.name for index in model.__table__.indexes]
+    names += [constraint.name for constraint in model.__table__.constraints if constraint.name]
+    names.append(f"{model.__table__.name}_pkey")  # PostgreSQL's name for the primary key
+    assert len(names) == 7 and all(len(str(name)) <= 63 for name in names), names
