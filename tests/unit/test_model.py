@@ -91,4 +91,4 @@ def test_the_longest_table_name_names_every_index_within_63_characters() -> None
     names = [index.name for index in model.__table__.indexes]
     names += [constraint.name for constraint in model.__table__.constraints if constraint.name]
     names.append(f"{model.__table__.name}_pkey")  # PostgreSQL's name for the primary key
-    assert len(names) == 7 and all(len(str(name)) <= 63 for name in names), names
+    assert len(names) == 6 and all(len(str(name)) <= 63 for name in names), names
