@@ -59,6 +59,7 @@ from . import baseline
 from .app import Job
 from .harness import DEFAULT_ADMIN_URL, Database
 from .run import URL_ENV
+from .workloads.worker import wait_listening
 
 TOPIC = "breakdown"
 INTERVAL_S = 0.020
@@ -147,6 +148,18 @@ def in_background(target: Callable[[], None]) -> Iterator[None]:
         thread.join(30)
 
 
+def measure(
+    db: Database, jobs: int, timeline: Timeline, stop: threading.Event, consumer: Callable[[], None]
+) -> Timeline:
+    """Run ``consumer`` in the background while the producer enqueues ``jobs``."""
+    with in_background(consumer):
+        time.sleep(0.3)  # let it reach its first wait
+        produce(db, jobs, timeline)
+        time.sleep(0.3)  # let it take the last job
+        stop.set()
+    return timeline
+
+
 def with_hop(
     db: Database, stop: threading.Event, claim: Callable[[], object]
 ) -> Callable[[], None]:
@@ -191,24 +204,14 @@ def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
                 while raw_claim(connection, timeline):
                     pass
 
-    with in_background(listener):
-        time.sleep(0.3)
-        produce(db, jobs, timeline)
-        time.sleep(0.3)
-        stop.set()
-    return timeline
+    return measure(db, jobs, timeline, stop, listener)
 
 
 def run_raw_hop(db: Database, jobs: int) -> Timeline:
     timeline, stop = Timeline(), threading.Event()
     with psycopg.connect(db.conninfo, autocommit=True) as claiming:
         listener = with_hop(db, stop, lambda: raw_claim(claiming, timeline))
-        with in_background(listener):
-            time.sleep(0.3)
-            produce(db, jobs, timeline)
-            time.sleep(0.3)
-            stop.set()
-    return timeline
+        return measure(db, jobs, timeline, stop, listener)
 
 
 def run_library_on_listen_connection(db: Database, jobs: int) -> Timeline:
@@ -227,14 +230,9 @@ def run_library_on_listen_connection(db: Database, jobs: int) -> Timeline:
             connection.invalidate()  # still LISTENing: not back into the pool
 
     try:
-        with in_background(listener):
-            time.sleep(0.3)
-            produce(db, jobs, timeline)
-            time.sleep(0.3)
-            stop.set()
+        return measure(db, jobs, timeline, stop, listener)
     finally:
         engine.dispose()
-    return timeline
 
 
 def run_library_pooled_hop(db: Database, jobs: int) -> Timeline:
@@ -246,14 +244,9 @@ def run_library_pooled_hop(db: Database, jobs: int) -> Timeline:
             return library_claim(connection, timeline)
 
     try:
-        with in_background(with_hop(db, stop, claim)):
-            time.sleep(0.3)
-            produce(db, jobs, timeline)
-            time.sleep(0.3)
-            stop.set()
+        return measure(db, jobs, timeline, stop, with_hop(db, stop, claim))
     finally:
         engine.dispose()
-    return timeline
 
 
 def run_worker(db: Database, jobs: int) -> Timeline:
@@ -282,11 +275,7 @@ def run_worker(db: Database, jobs: int) -> Timeline:
     worker = Worker(_QUEUE, engine, TOPIC, handler, heartbeat=10.0)
     try:
         worker.start()
-        deadline = time.monotonic() + 30
-        while worker.listener is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        if worker.listener is None or not worker.listener.wait_listening(30):
-            raise RuntimeError("the Worker's listener did not start")
+        wait_listening(worker)
         time.sleep(0.3)
         produce(db, jobs, timeline)
         time.sleep(0.3)

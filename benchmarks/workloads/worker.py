@@ -336,7 +336,7 @@ def pickup_with_worker(listen: bool) -> RunFunction:
                 )
                 worker.start()
                 if listen:
-                    _wait_listening(worker)
+                    wait_listening(worker)
                 sessions = sessionmaker(producer_engine)
                 with sessions.begin() as session:  # warm the pool and the compiled cache
                     queue.add_job(session, _warmup_topic(0), baseline.payload(-1))
@@ -364,7 +364,7 @@ def pickup_with_worker(listen: bool) -> RunFunction:
     return run
 
 
-def _wait_listening(worker: Worker) -> None:
+def wait_listening(worker: Worker) -> None:
     deadline = time.monotonic() + 30
     while worker.listener is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql.base import PGInspector
 from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue, migrations
+from programma_sa._validation import MAX_TABLE_NAME_LENGTH
 from programma_sa.cli import job_table, main
 from programma_sa.exceptions import ConfigurationError
 from programma_sa.testing import fresh_database
@@ -30,7 +31,7 @@ HEAD = SCRIPT.get_revision(f"{migrations.BRANCH_LABEL}@head").revision
 FIRST = "programma_0001"
 # The longest table name the chain itself can create: revision 0002 names an index
 # ix_<table>_processing, which must fit PostgreSQL's 63 bytes.
-LONGEST_TABLE_NAME = 63 - len("ix__processing")
+LONGEST_TABLE_NAME = MAX_TABLE_NAME_LENGTH
 
 
 @pytest.fixture
