@@ -307,11 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--only", nargs="+", help="variants whose names start with these")
     args = parser.parse_args(argv)
+    if args.jobs < 1 or args.rounds < 1:
+        parser.error("--jobs and --rounds must be at least 1")
     variants = {
         name: run
         for name, run in VARIANTS.items()
         if not args.only or any(name.startswith(prefix) for prefix in args.only)
     }
+    if not variants:
+        parser.error(f"no variant starts with {args.only}; the variants: {list(VARIANTS)}")
     admin_url = args.database_url or os.environ.get(URL_ENV, DEFAULT_ADMIN_URL)
     medians: dict[str, list[float]] = {name: [] for name in variants}
     sent: list[float] = []

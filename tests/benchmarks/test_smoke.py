@@ -88,3 +88,27 @@ def test_pickup_breakdown_runs_every_variant(
     for name in pickup_breakdown.VARIANTS:
         assert f"| {name} | " in table
     assert "Worker timeline" in table
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--jobs", "0"], "--jobs and --rounds must be at least 1"),
+        (["--rounds", "0"], "--jobs and --rounds must be at least 1"),
+        (["--only", "nothing"], "no variant starts with ['nothing']"),
+    ],
+)
+def test_pickup_breakdown_refuses_bad_arguments(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pickup_breakdown.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_refuses_zero_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds must be at least 1" in capsys.readouterr().err
