@@ -14,6 +14,7 @@ from ._stats import QueueStats, TopicStats
 from .aio import AsyncJobQueue
 from .aio_worker import AsyncJobContext, AsyncWorker
 from .exceptions import (
+    CommitFailed,
     ConfigurationError,
     DatabaseError,
     InvalidJobInput,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncPruner",
     "AsyncWorker",
     "ClaimedJob",
+    "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
     "InvalidJobInput",

@@ -16,9 +16,11 @@ The two workers differ only in how they wait and how they execute — threads an
 * a claim batch's bookkeeping (:class:`Batch`): which handlers returned, the one
   conditional completion of them, and the :class:`PassResult`;
 * the whole of a transaction-mode pass (claim, each handler in turn, the verdicts,
-  the completion) as one generator that yields operations and :class:`RunHandler`
-  requests — a worker only executes them inside its transaction, and tells it when
-  a handler left that transaction's connection dead (:class:`ConnectionLost`);
+  the completion, the COMMIT) as one generator that yields operations,
+  :class:`RunHandler` requests and a final :class:`Commit` — a worker only executes
+  them inside its transaction, tells it when a handler left that transaction's
+  connection dead (:class:`ConnectionLost`), and hands back a failed COMMIT's error
+  for it to judge;
 * the backoff after database errors, the schedule of periodic pruning, what a
   shutdown signal means, and the log lines.
 """
@@ -48,6 +50,7 @@ from ._operations import Operation, Operations
 from ._records import ClaimedJob
 from ._retention import Retention
 from .exceptions import (
+    CommitFailed,
     ConfigurationError,
     DatabaseError,
     InvalidJobInput,
@@ -67,6 +70,7 @@ __all__ = [
     "UNTOUCHED",
     "Backoff",
     "Batch",
+    "Commit",
     "ConnectionLost",
     "PassResult",
     "PruneSchedule",
@@ -115,8 +119,20 @@ class ConnectionLost:
     error: Exception
 
 
-#: A step of a pass: an operation to execute, or a handler to run.
-Step = Operation[Any] | RunHandler
+@dataclass(frozen=True)
+class Commit:
+    """The last step of a transaction-mode pass: commit its transaction.
+
+    Send back ``None`` once committed, or the :class:`~sqlalchemy.exc.DBAPIError`
+    the commit raised (anything else propagates: the transaction is rolled back).
+    The worker ends the transaction here, explicitly, rather than on leaving its
+    ``begin()`` block, so that a failed COMMIT is told apart from a failure earlier
+    in the pass.
+    """
+
+
+#: A step of a pass: an operation to execute, a handler to run, or the commit.
+Step = Operation[Any] | RunHandler | Commit
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,27 @@ def single(operation: Operation[T]) -> Generator[Operation[T], T, T]:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _error_line(error: BaseException) -> str:
+    """``"OperationalError: (psycopg.errors.AdminShutdown) terminating …"``: one line."""
+    return f"{type(error).__name__}: {_first_line(error)}"
+
+
+def _claimed(count: int) -> str:
+    """``"its 1 claimed job is"``, ``"its 3 claimed jobs are"``."""
+    return f"its {count} claimed {'job is' if count == 1 else 'jobs are'}"
+
+
+#: How many jobs a log line about a whole batch names.
+_NAMED_JOBS = 5
+
+
+def _job_list(jobs: Sequence[ClaimedJob]) -> str:
+    """``"jobs: <id> [topic], <id> [topic] and 4 more"``: at most ``_NAMED_JOBS`` named."""
+    named = ", ".join(f"{job.id} [{job.topic}]" for job in jobs[:_NAMED_JOBS])
+    more = len(jobs) - _NAMED_JOBS
+    return f"jobs: {named}" + (f" and {more} more" if more > 0 else "")
 
 
 class Backoff:
@@ -515,7 +552,8 @@ class WorkerCore(ABC):
         the claim and the recorded failure still commit, so a poison job waits for
         its backoff instead of looping hot. If the connection died under a handler
         (:class:`ConnectionLost`), the transaction is gone, claim included: the pass
-        ends there with :class:`~programma_sa.exceptions.TransactionLost`.
+        ends there with :class:`~programma_sa.exceptions.TransactionLost`. If the
+        COMMIT fails, the pass ends with :class:`~programma_sa.exceptions.CommitFailed`.
         """
         batch = Batch((yield from self._claim_steps()))
         if on_claimed is not None:
@@ -534,7 +572,11 @@ class WorkerCore(ABC):
             batch.record(self._failure_written(job, outcome, changed))
         completion = batch.completion(self._operations, self.auto_complete)
         completed: list[uuid.UUID] | None = None if completion is None else (yield completion)
-        return batch.result(completed)
+        result = batch.result(completed)
+        failed: sa_exc.DBAPIError | None = yield Commit()
+        if failed is not None:
+            raise self._commit_failed(batch, result, failed) from failed
+        return result
 
     def _log_job_started(self, job: ClaimedJob) -> None:
         if log.isEnabledFor(logging.DEBUG):  # job_log() formats the id: not for nothing
@@ -601,12 +643,10 @@ class WorkerCore(ABC):
             # caught the database's error and carried on (or returned).
             cause = "the handler caught the database's error and carried on"
         else:
-            cause = f"{type(error).__name__}: {_first_line(error)}"
-        count = len(batch.jobs)
+            cause = _error_line(error)
         consequence = (
-            f"the pass's transaction rolled back, so its {count} claimed "
-            f"{'job is' if count == 1 else 'jobs are'} claimable again at once "
-            "(attempt not counted)"
+            f"the pass's transaction rolled back, so {_claimed(len(batch.jobs))} "
+            "claimable again at once (attempt not counted)"
         )
         log.warning(
             "job %s [%s]: transaction lost: the database connection of its "
@@ -622,10 +662,52 @@ class WorkerCore(ABC):
             f"of job {job.id} [{job.topic}] ran ({cause}); {consequence}"
         )
 
+    def _commit_failed(
+        self, batch: Batch, result: PassResult, error: sa_exc.DBAPIError
+    ) -> CommitFailed:
+        """Log (once) and build the error of a pass whose COMMIT raised ``error``.
+
+        A COMMIT the server answered with an error (a deferred constraint, a
+        serialization failure) rolled the whole transaction back, claim included: an
+        ERROR, since a handler whose writes the database refuses will be refused
+        again. A connection that died during the COMMIT (SQLAlchemy invalidated it)
+        leaves its outcome unknown — the server may have committed before the
+        connection went — but a transaction is atomic: all of the pass, or none.
+        """
+        unknown = error.connection_invalidated
+        if unknown:
+            failure = "the database connection of a transaction-mode pass died during its COMMIT"
+        else:
+            failure = "the database refused the COMMIT of a transaction-mode pass"
+        if not batch.jobs:
+            consequence = "the pass had claimed no job, so nothing is lost"
+        elif unknown:
+            consequence = (
+                "whether it committed is unknown: either all of the pass did (the "
+                f"handlers' writes and its outcomes: {result}), or none of it did and "
+                f"{_claimed(len(batch.jobs))} claimable again at once (attempt not "
+                f"counted); {_job_list(batch.jobs)}"
+            )
+        else:
+            consequence = (
+                "the transaction rolled back, the handlers' writes with it, so "
+                f"{_claimed(len(batch.jobs))} claimable again at once (attempt not "
+                f"counted); {_job_list(batch.jobs)}"
+            )
+        message = f"{failure} ({_error_line(error)}); {consequence}"
+        log.log(
+            logging.WARNING if unknown else logging.ERROR,
+            "commit failed: %s",
+            message,
+            extra={"job_ids": [str(job.id) for job in batch.jobs]},
+        )
+        return CommitFailed(message, outcome_unknown=unknown)
+
     def _log_pass_failed(self, error: BaseException) -> None:
-        """A loop's transaction-mode pass failed after its claim (its jobs rolled back)."""
-        if isinstance(error, TransactionLost):
-            return  # logged where it was detected (_transaction_lost)
+        """A loop's transaction-mode pass failed after its claim and before its COMMIT
+        (its jobs rolled back with the transaction)."""
+        if isinstance(error, (TransactionLost, CommitFailed)):
+            return  # logged where it was detected (_transaction_lost, _commit_failed)
         log.error("a transaction-mode pass failed; its jobs were rolled back", exc_info=error)
 
     def _failure_lost(self, job: ClaimedJob) -> PassResult:

@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps_async
@@ -65,6 +66,7 @@ from ._worker_core import (
     NOTHING_WRITTEN,
     UNTOUCHED,
     Batch,
+    Commit,
     ConnectionLost,
     PassResult,
     RunHandler,
@@ -326,7 +328,9 @@ class AsyncWorker(WorkerCore):
 
         Returns once every handler of the pass has returned. Database errors
         propagate (the loop of :meth:`run` catches them and backs off), as in
-        :meth:`Worker.run_once <programma_sa.Worker.run_once>`.
+        :meth:`Worker.run_once <programma_sa.Worker.run_once>` — in transaction mode
+        :class:`~programma_sa.exceptions.TransactionLost` and
+        :class:`~programma_sa.exceptions.CommitFailed` among them.
         """
         if self.mode == "transaction":
             result = await self._transaction_pass(on_claimed=None)
@@ -408,10 +412,18 @@ class AsyncWorker(WorkerCore):
         return batch.result(completed)
 
     async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
-        """Claim, handle and complete in ONE transaction of a session of our own."""
-        async with self.session_factory() as session, session.begin():
+        """Claim, handle, complete and commit in ONE transaction of a session of our own."""
+        # As in the sync Worker: leaving the begin() block rolls the transaction back
+        # after an error; the pass's last step commits it explicitly (see Commit).
+        async with self.session_factory() as session, session.begin() as transaction:
 
             async def execute(step: Step) -> Any:
+                if isinstance(step, Commit):
+                    try:
+                        await transaction.commit()
+                    except sa_exc.DBAPIError as error:
+                        return error  # refused, or the connection died: the core judges
+                    return None
                 if not isinstance(step, RunHandler):
                     return await self.queue._run(session, step)
                 try:

@@ -7,8 +7,9 @@ Two families matter to callers:
   and nothing was written.
 * :class:`DatabaseError` — PostgreSQL refused a statement. The driver's exception
   is kept as ``__cause__``. :func:`translated_errors` is the one place where driver
-  errors become ours. :class:`TransactionLost` is the one a transaction-mode
-  worker raises when its connection died under a handler.
+  errors become ours. :class:`TransactionLost` and :class:`CommitFailed` are
+  what a transaction-mode worker pass raises when its transaction is lost under a
+  handler, or when its COMMIT fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from sqlalchemy import exc as sa_exc
 
 __all__ = [
+    "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
     "InvalidJobInput",
@@ -59,6 +61,26 @@ class TransactionLost(DatabaseError):
     ran: the pass's transaction rolled back, so its claimed jobs are claimable again
     at once and their attempt is not counted. The ``__cause__`` is the handler's
     error (if it swallowed the database's error: what ending its SAVEPOINT raised)."""
+
+
+class CommitFailed(DatabaseError):
+    """The COMMIT of a transaction-mode worker pass failed; the driver's error is
+    the ``__cause__``.
+
+    ``outcome_unknown`` False: the server refused the commit (a deferred constraint,
+    a serialization failure) and rolled the transaction back — the handlers' writes,
+    the outcomes and the claim — so the pass's jobs are claimable again at once and
+    their attempt is not counted.
+
+    ``outcome_unknown`` True: the connection died during the commit, so whether it
+    was applied is unknown. It is atomic either way: the whole pass committed (the
+    handlers' writes and the outcomes), or none of it did and the jobs are claimable
+    again at once, their attempt not counted.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
 
 
 # SQLSTATE 42P01: undefined_table.

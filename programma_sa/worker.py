@@ -65,6 +65,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +81,7 @@ from ._worker_core import (
     NOTHING_WRITTEN,
     UNTOUCHED,
     Batch,
+    Commit,
     ConnectionLost,
     PassResult,
     RunHandler,
@@ -431,7 +433,9 @@ class Worker(WorkerCore):
         propagate (the loop of :meth:`run` catches them and backs off) — in
         transaction mode, :class:`~programma_sa.exceptions.TransactionLost` when the
         connection died under a handler: the pass rolled back, its jobs are
-        claimable again at once.
+        claimable again at once; :class:`~programma_sa.exceptions.CommitFailed` when
+        its COMMIT failed: refused (rolled back, as above), or its connection died
+        (``outcome_unknown``: all of the pass committed, or none of it).
         """
         if self.mode == "transaction":
             result = self._transaction_pass(on_claimed=None)
@@ -505,10 +509,18 @@ class Worker(WorkerCore):
         return batch.result(completed)
 
     def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
-        """Claim, handle and complete in ONE transaction of a session of our own."""
-        with self.session_factory() as session, session.begin():
+        """Claim, handle, complete and commit in ONE transaction of a session of our own."""
+        # Leaving the begin() block rolls the transaction back after an error; the
+        # pass's last step commits it explicitly (see Commit).
+        with self.session_factory() as session, session.begin() as transaction:
 
             def execute(step: Step) -> Any:
+                if isinstance(step, Commit):
+                    try:
+                        transaction.commit()
+                    except sa_exc.DBAPIError as error:
+                        return error  # refused, or the connection died: the core judges
+                    return None
                 if not isinstance(step, RunHandler):
                     return self.queue._run(session, step)
                 try:

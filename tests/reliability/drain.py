@@ -52,6 +52,7 @@ LOG_COUNTERS = {
     "claim_errors": "claiming from ",  # the loop logged a database error and backed off
     "pass_errors": "a transaction-mode pass failed",
     "transactions_lost": "transaction lost: ",  # a pass's connection died under a handler
+    "commits_failed": "commit failed: ",  # a transaction-mode pass's COMMIT failed
     "completions_lost": "could not complete ",
     "failures_unrecorded": "could not record the failure",
     "ledger_retries": LEDGER_RETRY_MESSAGE,
@@ -353,6 +354,7 @@ def worker_db_errors(report: DrainReport) -> int:
             "claim_errors",
             "pass_errors",
             "transactions_lost",
+            "commits_failed",
             "completions_lost",
             "failures_unrecorded",
             "ledger_retries",
