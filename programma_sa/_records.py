@@ -35,7 +35,7 @@ class JobDetail:
             id=row["id"],
             topic=row["topic"],
             data=row["data"],
-            attributes=row["attributes"],
+            attributes=row["attributes"] or {},  # a claim sends {} as NULL
             state=JobState(row["state"]),
             start_after=row["start_after"],
             started_at=row["started_at"],

@@ -67,6 +67,20 @@ __all__ = [
 ]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
+
+
+def _empty_as_null(attributes: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``attributes`` with ``{}`` sent back as NULL (read as ``{}``: JobDetail.from_row).
+
+    Most jobs carry no attributes, and decoding ``{}`` costs the driver a whole JSON
+    parse per claimed job: about a tenth of a lease-mode drain's client CPU.
+    """
+    # type_: the column's own, so drivers that hand back JSON text (asyncpg) still
+    # have it decoded by SQLAlchemy.
+    empty: ColumnElement[Any] = literal_column("'{}'::jsonb")
+    return func.nullif(attributes, empty, type_=attributes.type).label(attributes.key)
+
+
 _ONE_SECOND = literal_column("INTERVAL '1 second'", Interval())
 
 
@@ -263,7 +277,13 @@ class Statements:
                 # NULL retry_after_seconds gives NULL: never redelivered.
                 start_after=_after_seconds(t.retry_after_seconds),
             )
-            .returning(*table.c, picked.c.start_after.label("due_at"))
+            .returning(
+                *[
+                    _empty_as_null(column) if column is t.attributes else column
+                    for column in table.c
+                ],
+                picked.c.start_after.label("due_at"),
+            )
         )
 
         by_id = t.id == bindparam("p_job_id", type_=UUID(as_uuid=True))

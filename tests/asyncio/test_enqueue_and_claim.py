@@ -56,6 +56,18 @@ async def test_enqueue_committed_with_business_row_keeps_both(
     assert job.attempts == 0 and job.retry_after_seconds == 30
 
 
+async def test_a_claim_returns_each_job_s_attributes_empty_or_not(
+    aqueue: AsyncJobQueue, async_session: AsyncSession
+) -> None:
+    plain = await aqueue.add_job(async_session, "t", {"n": 1})
+    tagged = await aqueue.add_job(async_session, "t", {"n": 2}, attributes={"source": "web"})
+    claimed = {job.id: job for job in await aqueue.claim_jobs(async_session, "t", max_jobs=2)}
+    # Both drivers: {} comes back from the claim as NULL and is read as {}; other
+    # attributes are decoded (asyncpg hands back JSON text that SQLAlchemy decodes).
+    assert claimed[plain].attributes == {}
+    assert claimed[tagged].attributes == {"source": "web"}
+
+
 async def test_claim_marks_active_counts_attempt_and_sets_lease(
     aqueue: AsyncJobQueue, async_session: AsyncSession
 ) -> None:

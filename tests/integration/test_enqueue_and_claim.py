@@ -46,6 +46,20 @@ def test_enqueue_committed_with_business_row_keeps_both(
         assert job.retry_after_seconds == 30
 
 
+def test_a_claim_returns_each_job_s_attributes_empty_or_not(
+    queue: JobQueue, session: Session
+) -> None:
+    plain = queue.add_job(session, "t", {"n": 1})
+    tagged = queue.add_job(session, "t", {"n": 2}, attributes={"source": "web", "empty": {}})
+    claimed = {job.id: job for job in queue.claim_jobs(session, "t", max_jobs=2)}
+    # The claim sends {} as NULL (a JSON parse saved per job); it reads back as {}.
+    assert claimed[plain].attributes == {}
+    assert claimed[tagged].attributes == {"source": "web", "empty": {}}
+    claimed[plain].attributes["mine"] = 1  # a dict of its own, not a shared one
+    assert queue.claim_jobs(session, "t") == []
+    assert queue.get_job(session, plain).attributes == {}  # type: ignore[union-attr]
+
+
 def test_claim_marks_active_counts_attempt_and_sets_lease(
     queue: JobQueue, session: Session
 ) -> None:
