@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import Executable, Result, Table
+from sqlalchemy import Executable, Result, RowMapping, Table
 
 from . import _validation as check
 from ._ids import uuid7, uuid7_many
@@ -73,10 +73,17 @@ def _changed_a_row(result: Result[Any]) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
 
 
-def _claimed_jobs(result: Result[Any]) -> list[ClaimedJob]:
+def _claimed_rows(result: Result[Any]) -> list[RowMapping]:
     # RETURNING has no order of its own; restore the claim's FIFO order.
-    rows = sorted(result.mappings().all(), key=lambda row: (row["due_at"], row["id"]))
-    return [JobDetail.from_row(row) for row in rows]
+    return sorted(result.mappings().all(), key=lambda row: (row["due_at"], row["id"]))
+
+
+def _claimed_jobs(result: Result[Any]) -> list[ClaimedJob]:
+    return [JobDetail.from_row(row) for row in _claimed_rows(result)]
+
+
+def _claimed_jobs_due(result: Result[Any]) -> list[tuple[ClaimedJob, datetime]]:
+    return [(JobDetail.from_row(row), row["due_at"]) for row in _claimed_rows(result)]
 
 
 def _job_or_none(result: Result[Any]) -> JobDetail | None:
@@ -282,9 +289,21 @@ class Operations:
 
     # -- claim -----------------------------------------------------------------------
 
+    @staticmethod
+    def _claim_params(topic: str, max_jobs: int) -> dict[str, Any]:
+        return {"p_topic": check.check_topic(topic), "p_max_jobs": check.check_max_jobs(max_jobs)}
+
     def claim_jobs(self, topic: str, max_jobs: int) -> Operation[list[ClaimedJob]]:
-        params = {"p_topic": check.check_topic(topic), "p_max_jobs": check.check_max_jobs(max_jobs)}
-        return Operation(self.statements.claim, params, _claimed_jobs)
+        return Operation(self.statements.claim, self._claim_params(topic, max_jobs), _claimed_jobs)
+
+    def claim_jobs_due(
+        self, topic: str, max_jobs: int
+    ) -> Operation[list[tuple[ClaimedJob, datetime]]]:
+        """:meth:`claim_jobs`, each job with its ``due_at``: its ``start_after``
+        before this claim (what :meth:`reclaim_rolled_back` needs should the claim
+        roll back)."""
+        params = self._claim_params(topic, max_jobs)
+        return Operation(self.statements.claim, params, _claimed_jobs_due)
 
     # -- one job, by id --------------------------------------------------------------
 
@@ -376,6 +395,16 @@ class Operations:
     def fail_unchanged(self, job: ClaimedJob, error: Mapping[str, Any]) -> Operation[bool]:
         """Record ``error`` (merged into attributes) and move the job to FAILED."""
         return self._unchanged(self.statements.fail_unchanged, job, error)
+
+    def reclaim_rolled_back(
+        self, job: ClaimedJob, due_at: datetime
+    ) -> Operation[ClaimedJob | None]:
+        """Claim ``job`` again — a claim of it that rolled back returned it, with
+        ``due_at`` — if it is still exactly as it was before that claim (claimable,
+        ``attempts`` one less, ``start_after`` = ``due_at``) and no other transaction
+        holds it; returns the job as claimed, or ``None`` (nothing written)."""
+        params = {"p_job_id": job.id, "p_attempts": job.attempts - 1, "p_start_after": due_at}
+        return Operation(self.statements.reclaim_rolled_back, params, _job_or_none)
 
     def seconds_until_due(self, topic: str) -> Operation[float | None]:
         """Seconds until ``topic``'s next claimable job is due (``None``: no such job)."""

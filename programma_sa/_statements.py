@@ -136,6 +136,20 @@ def _unchanged_since_claim(
     )
 
 
+def _claimed(table: Table) -> dict[str, ColumnElement[Any]]:
+    """What a claim sets on each job it takes (the SET clause of the claim)."""
+    t = table.c
+    return {
+        "state": _state(JobState.ACTIVE),
+        "started_at": _db_now(),
+        "attempts": t.attempts + 1,
+        # The visibility timeout: the job is claimable again after
+        # retry_after_seconds unless it is moved out of ACTIVE first.
+        # NULL retry_after_seconds gives NULL: never redelivered.
+        "start_after": _after_seconds(t.retry_after_seconds),
+    }
+
+
 def notify_channel(table: Table) -> str:
     """The LISTEN/NOTIFY channel on which enqueues into ``table`` are announced.
 
@@ -167,6 +181,7 @@ class Statements:
     complete_unchanged: Update
     retry_unchanged: Update
     fail_unchanged: Update
+    reclaim_rolled_back: Update
     seconds_until_due: Select[tuple[object]]
 
     @classmethod
@@ -268,15 +283,7 @@ class Statements:
         claim = (
             update(table)
             .where(t.id == picked.c.id)
-            .values(
-                state=_state(JobState.ACTIVE),
-                started_at=_db_now(),
-                attempts=t.attempts + 1,
-                # The visibility timeout: the job is claimable again after
-                # retry_after_seconds unless it is moved out of ACTIVE first.
-                # NULL retry_after_seconds gives NULL: never redelivered.
-                start_after=_after_seconds(t.retry_after_seconds),
-            )
+            .values(**_claimed(table))
             .returning(
                 *[
                     _empty_as_null(column) if column is t.attributes else column
@@ -330,8 +337,8 @@ class Statements:
 
 
 def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, Any]:
-    """The worker's outcome writes (each guarded by :func:`_unchanged_since_claim`)
-    and its idle-time look-ahead."""
+    """The worker's outcome writes (each guarded by :func:`_unchanged_since_claim`),
+    the redo of a claim that rolled back, and its idle-time look-ahead."""
     t = table.c
     # The jobs of one claim batch a handler returned for, completed in ONE statement
     # (UPDATE … FROM jsonb_to_recordset(…)): one round trip per batch. The batch
@@ -394,6 +401,35 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             finished_at=_db_now(),
         )
     )
+    # A claim whose transaction rolled back (a transaction-mode pass whose COMMIT the
+    # server refused), done again on one job in a transaction of the worker's own, so
+    # that its failed attempt is counted: only if the row is still exactly as it was
+    # before that claim — claimable, the attempts and start_after the claim saw
+    # (p_start_after: the claim's due_at). Another worker's claim since moved
+    # attempts on, so its job is not touched. SKIP LOCKED: a row another
+    # transaction holds (another worker's transaction-mode pass has claimed it, its
+    # handler running) is skipped rather than waited for — whatever that
+    # transaction does, the row is no longer as it was. The row is then locked
+    # until the recording transaction ends, so the verdict written next in it
+    # (retry_unchanged / fail_unchanged) meets the row this statement returned.
+    rolled_back = (
+        select(t.id)
+        .where(
+            by_id,
+            _claimable(table),
+            t.attempts == bindparam("p_attempts", type_=Integer()),
+            t.start_after == bindparam("p_start_after", type_=_TIMESTAMPTZ),
+        )
+        .with_for_update(skip_locked=True)
+        .cte("rolled_back")
+    )
+    reclaim_rolled_back = (
+        update(table)
+        # by_id here too: the row is found by primary key, never by a join alone.
+        .where(by_id, t.id == rolled_back.c.id)
+        .values(**_claimed(table))
+        .returning(*table.c)
+    )
     # Seconds until the topic's next claimable job is due (negative: due now but
     # locked by another claim; NULL: none). min() over the claim index's prefix
     # (topic, start_after) is answered from the index's first entry.
@@ -405,6 +441,7 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         "complete_unchanged": complete_unchanged,
         "retry_unchanged": retry_unchanged,
         "fail_unchanged": fail_unchanged,
+        "reclaim_rolled_back": reclaim_rolled_back,
         "seconds_until_due": seconds_until_due,
     }
 

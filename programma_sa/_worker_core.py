@@ -20,7 +20,8 @@ The two workers differ only in how they wait and how they execute — threads an
   :class:`RunHandler` requests and a final :class:`Commit` — a worker only executes
   them inside its transaction, tells it when a handler left that transaction's
   connection dead (:class:`ConnectionLost`), and hands back a failed COMMIT's error
-  for it to judge;
+  for it to judge; after a refused COMMIT, the failed attempts it records in a
+  transaction of the worker's own (:class:`OwnTransaction`);
 * the backoff after database errors, the schedule of periodic pruning, what a
   shutdown signal means, and the log lines.
 """
@@ -38,7 +39,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -72,6 +74,7 @@ __all__ = [
     "Batch",
     "Commit",
     "ConnectionLost",
+    "OwnTransaction",
     "PassResult",
     "PruneSchedule",
     "RunHandler",
@@ -127,12 +130,26 @@ class Commit:
     the commit raised (anything else propagates: the transaction is rolled back).
     The worker ends the transaction here, explicitly, rather than on leaving its
     ``begin()`` block, so that a failed COMMIT is told apart from a failure earlier
-    in the pass.
+    in the pass. A failed COMMIT ends the transaction too: the driver releases its
+    connection before it sends the error back (an :class:`OwnTransaction` may follow).
     """
 
 
-#: A step of a pass: an operation to execute, a handler to run, or the commit.
-Step = Operation[Any] | RunHandler | Commit
+@dataclass(frozen=True)
+class OwnTransaction(Generic[T]):
+    """A step of a transaction-mode pass after its COMMIT was refused: run ``steps``
+    in a fresh, short transaction of a session of the worker's own.
+
+    Send back what ``steps`` returned once that transaction committed, or the
+    database error (one of :data:`DB_ERRORS`) that ended it.
+    """
+
+    steps: Generator[Operation[Any], Any, T]
+
+
+#: A step of a pass: an operation to execute, a handler to run, the commit, or the
+#: recording transaction after a refused commit.
+Step = Operation[Any] | RunHandler | Commit | OwnTransaction[Any]
 
 
 @dataclass(frozen=True)
@@ -217,9 +234,12 @@ def _error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {_first_line(error)}"
 
 
-def _claimed(count: int) -> str:
-    """``"its 1 claimed job is"``, ``"its 3 claimed jobs are"``."""
-    return f"its {count} claimed {'job is' if count == 1 else 'jobs are'}"
+def _claimed(count: int, *, verb: bool = True) -> str:
+    """``"its 1 claimed job is"``, ``"its 3 claimed jobs are"`` (``verb``: with is/are)."""
+    noun = "job" if count == 1 else "jobs"
+    if verb:
+        noun += " is" if count == 1 else " are"
+    return f"its {count} claimed {noun}"
 
 
 #: How many jobs a log line about a whole batch names.
@@ -392,14 +412,20 @@ def _check_handler(handler: object, asynchronous: bool) -> None:
 
 
 def _with_error_record(
-    build: Callable[[Mapping[str, Any]], Operation[bool]], error: Exception, attempt: int
+    build: Callable[[Mapping[str, Any]], Operation[bool]],
+    error: Exception,
+    attempt: int,
+    message: str | None = None,
 ) -> Operation[bool]:
     """``build(attributes)`` with the fullest ``last_error`` the queue's payload limit takes.
 
+    ``message``: what ``last_error.message`` says instead of the error's own text.
     Recording the failure must not fail: a failure that cannot be written would, in
     transaction mode, roll the claim back and make a poison job loop hot.
     """
     full = describe_error(error, attempt)
+    if message is not None:
+        full["message"] = message
     short = {"type": full["type"], "message": full["message"][-200:], "attempt": attempt}
     for attributes in ({"last_error": full}, {"last_error": short}):
         try:
@@ -527,17 +553,23 @@ class WorkerCore(ABC):
 
     def _claim_steps(self) -> Generator[Operation[Any], Any, list[ClaimedJob]]:
         """Claim up to ``max_jobs`` across the topics, starting at a rotating one (fairness)."""
+        return (yield from self._claims(self._operations.claim_jobs))
+
+    def _claims(
+        self, claim: Callable[[str, int], Operation[list[T]]]
+    ) -> Generator[Operation[Any], Any, list[T]]:
+        """:meth:`_claim_steps` with ``claim`` building each topic's claim operation."""
         count = len(self.topics)
         with self._turn_lock:
             first = self._topic_turn
             self._topic_turn = (first + 1) % count
-        jobs: list[ClaimedJob] = []
+        jobs: list[T] = []
         for index in range(count):
             room = self.max_jobs - len(jobs)
             if room == 0:
                 break
             topic = self.topics[(first + index) % count]
-            claimed: list[ClaimedJob] = yield self._operations.claim_jobs(topic, room)
+            claimed: list[T] = yield claim(topic, room)
             jobs.extend(claimed)
         return jobs
 
@@ -553,9 +585,15 @@ class WorkerCore(ABC):
         its backoff instead of looping hot. If the connection died under a handler
         (:class:`ConnectionLost`), the transaction is gone, claim included: the pass
         ends there with :class:`~programma_sa.exceptions.TransactionLost`. If the
-        COMMIT fails, the pass ends with :class:`~programma_sa.exceptions.CommitFailed`.
+        COMMIT fails, the pass ends with :class:`~programma_sa.exceptions.CommitFailed`
+        — after, when the server refused it, recording the failed attempt of every
+        job of the batch in a transaction of the worker's own
+        (:meth:`_refused_attempts_steps`): the claim rolled back with the rest, and
+        a job whose writes are always refused would otherwise be claimed again at
+        once, forever.
         """
-        batch = Batch((yield from self._claim_steps()))
+        claims = yield from self._claims(self._operations.claim_jobs_due)
+        batch = Batch([job for job, _ in claims])
         if on_claimed is not None:
             on_claimed(len(batch.jobs))
         for job in batch.jobs:
@@ -574,8 +612,44 @@ class WorkerCore(ABC):
         completed: list[uuid.UUID] | None = None if completion is None else (yield completion)
         result = batch.result(completed)
         failed: sa_exc.DBAPIError | None = yield Commit()
-        if failed is not None:
-            raise self._commit_failed(batch, result, failed) from failed
+        if failed is None:
+            return result
+        recorded: PassResult | Exception | None = None
+        if batch.jobs and not failed.connection_invalidated:
+            # Refused: nothing of the pass was written, its claim included. (When the
+            # connection died instead, the pass may have committed: write nothing.)
+            recorded = yield OwnTransaction(self._refused_attempts_steps(claims, failed))
+        raise self._commit_failed(batch, result, failed, recorded) from failed
+
+    def _refused_attempts_steps(
+        self, claims: Sequence[tuple[ClaimedJob, datetime]], error: sa_exc.DBAPIError
+    ) -> Generator[Operation[Any], Any, PassResult]:
+        """Record the failed attempt of each job of a pass whose COMMIT was refused.
+
+        Every job of the batch failed its attempt — the handlers' writes did not
+        commit, whichever job's broke the COMMIT — so each gets the retry policy's
+        verdict on ``error``, as a raising handler's job does: its claim done again
+        (``attempts`` + 1), then the backoff (or FAILED) with ``last_error``. Only a
+        job still exactly as it was before the claim that rolled back: one another
+        worker has claimed since is left alone (``left_untouched``).
+        """
+        result = PassResult()
+        for job, due_at in claims:
+            reclaimed: ClaimedJob | None = yield self._operations.reclaim_rolled_back(job, due_at)
+            if reclaimed is None:
+                log.info(
+                    "job %s [%s] is no longer as before its rolled-back claim (claimed "
+                    "again since, or held by another transaction); its failed attempt "
+                    "is not recorded",
+                    job.id,
+                    job.topic,
+                    extra=job_log(job),
+                )
+                result += UNTOUCHED
+                continue
+            operation, outcome = self._failure(reclaimed, error, commit_refused=True)
+            changed: bool = yield operation
+            result += self._failure_written(reclaimed, outcome, changed)
         return result
 
     def _log_job_started(self, job: ClaimedJob) -> None:
@@ -588,8 +662,15 @@ class WorkerCore(ABC):
                 extra=job_log(job),
             )
 
-    def _failure(self, job: ClaimedJob, error: Exception) -> tuple[Operation[bool], PassResult]:
-        """The retry policy's verdict on a failed attempt: the write, and its outcome."""
+    def _failure(
+        self, job: ClaimedJob, error: Exception, *, commit_refused: bool = False
+    ) -> tuple[Operation[bool], PassResult]:
+        """The retry policy's verdict on a failed attempt: the write, and its outcome.
+
+        ``commit_refused``: the attempt failed because the server refused its pass's
+        COMMIT with ``error``; ``last_error`` says so, and the line logged here has
+        no traceback (the pass's own ERROR tells the story).
+        """
         policy = self.retry
         level = logging.WARNING
         build: Callable[[Mapping[str, Any]], Operation[bool]]
@@ -607,17 +688,21 @@ class WorkerCore(ABC):
             )
             build = functools.partial(self._operations.retry_unchanged, job, delay)
             outcome = PassResult(retried=1)
-        operation = _with_error_record(build, error, job.attempts)
+        what: tuple[str, object] = (type(error).__name__, error)
+        message = None
+        if commit_refused:
+            what = ("commit refused", _error_line(error))
+            message = f"commit refused: {_first_line(error)}"
+        operation = _with_error_record(build, error, job.attempts, message)
         log.log(
             level,
             "job %s [%s] attempt %d failed: %s: %s; %s",
             job.id,
             job.topic,
             job.attempts,
-            type(error).__name__,
-            error,
+            *what,
             verdict,
-            exc_info=error,
+            exc_info=None if commit_refused else error,
             extra=job_log(job),
         )
         return operation, outcome
@@ -663,16 +748,22 @@ class WorkerCore(ABC):
         )
 
     def _commit_failed(
-        self, batch: Batch, result: PassResult, error: sa_exc.DBAPIError
+        self,
+        batch: Batch,
+        result: PassResult,
+        error: sa_exc.DBAPIError,
+        recorded: PassResult | Exception | None,
     ) -> CommitFailed:
         """Log (once) and build the error of a pass whose COMMIT raised ``error``.
 
         A COMMIT the server answered with an error (a deferred constraint, a
         serialization failure) rolled the whole transaction back, claim included: an
         ERROR, since a handler whose writes the database refuses will be refused
-        again. A connection that died during the COMMIT (SQLAlchemy invalidated it)
-        leaves its outcome unknown — the server may have committed before the
-        connection went — but a transaction is atomic: all of the pass, or none.
+        again. ``recorded`` is what recording the batch's failed attempts did
+        afterwards (:meth:`_refused_attempts_steps`), or the error that stopped it.
+        A connection that died during the COMMIT (SQLAlchemy invalidated it) leaves
+        its outcome unknown — the server may have committed before the connection
+        went — but a transaction is atomic: all of the pass, or none.
         """
         unknown = error.connection_invalidated
         if unknown:
@@ -688,9 +779,19 @@ class WorkerCore(ABC):
                 f"{_claimed(len(batch.jobs))} claimable again at once (attempt not "
                 f"counted); {_job_list(batch.jobs)}"
             )
-        else:
+        elif isinstance(recorded, PassResult):
             consequence = (
-                "the transaction rolled back, the handlers' writes with it, so "
+                "the transaction rolled back, the handlers' writes and the claim with it; "
+                f"the failed attempt of {_claimed(len(batch.jobs), verb=False)} was then "
+                f"recorded in a transaction of its own ({recorded.retried} to retry, "
+                f"{recorded.failed} failed, {recorded.left_untouched} left alone: claimed "
+                f"again meanwhile); {_job_list(batch.jobs)}"
+            )
+        else:
+            assert recorded is not None  # refused, with jobs: their recording was tried
+            consequence = (
+                "the transaction rolled back, the handlers' writes and the claim with it, "
+                f"and recording the failed attempts failed too ({_error_line(recorded)}), so "
                 f"{_claimed(len(batch.jobs))} claimable again at once (attempt not "
                 f"counted); {_job_list(batch.jobs)}"
             )

@@ -68,6 +68,7 @@ from ._worker_core import (
     Batch,
     Commit,
     ConnectionLost,
+    OwnTransaction,
     PassResult,
     RunHandler,
     Step,
@@ -422,8 +423,16 @@ class AsyncWorker(WorkerCore):
                     try:
                         await transaction.commit()
                     except sa_exc.DBAPIError as error:
-                        return error  # refused, or the connection died: the core judges
+                        # As in the sync Worker: the transaction is over either way;
+                        # its connection goes back before an OwnTransaction takes one.
+                        await session.close()
+                        return error
                     return None
+                if isinstance(step, OwnTransaction):
+                    try:
+                        return await self._in_transaction(step.steps)
+                    except DB_ERRORS as error:
+                        return error
                 if not isinstance(step, RunHandler):
                     return await self.queue._run(session, step)
                 try:

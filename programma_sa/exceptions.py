@@ -69,8 +69,11 @@ class CommitFailed(DatabaseError):
 
     ``outcome_unknown`` False: the server refused the commit (a deferred constraint,
     a serialization failure) and rolled the transaction back — the handlers' writes,
-    the outcomes and the claim — so the pass's jobs are claimable again at once and
-    their attempt is not counted.
+    the outcomes and the claim. The worker then recorded the failed attempt of each
+    of the pass's jobs in a transaction of its own (``attempts`` + 1, ``last_error``,
+    the retry policy's backoff or FAILED), for each job still as it was before the
+    claim; the message says what it recorded — or that the recording failed too, in
+    which case the jobs are claimable again at once, their attempt not counted.
 
     ``outcome_unknown`` True: the connection died during the commit, so whether it
     was applied is unknown. It is atomic either way: the whole pass committed (the

@@ -83,6 +83,7 @@ from ._worker_core import (
     Batch,
     Commit,
     ConnectionLost,
+    OwnTransaction,
     PassResult,
     RunHandler,
     Step,
@@ -434,8 +435,10 @@ class Worker(WorkerCore):
         transaction mode, :class:`~programma_sa.exceptions.TransactionLost` when the
         connection died under a handler: the pass rolled back, its jobs are
         claimable again at once; :class:`~programma_sa.exceptions.CommitFailed` when
-        its COMMIT failed: refused (rolled back, as above), or its connection died
-        (``outcome_unknown``: all of the pass committed, or none of it).
+        its COMMIT failed: refused (rolled back, after which the failed attempt of
+        each of its jobs was recorded through ``retry``, in a transaction of the
+        worker's own), or its connection died (``outcome_unknown``: all of the pass
+        committed, or none of it; nothing more is written).
         """
         if self.mode == "transaction":
             result = self._transaction_pass(on_claimed=None)
@@ -519,8 +522,17 @@ class Worker(WorkerCore):
                     try:
                         transaction.commit()
                     except sa_exc.DBAPIError as error:
-                        return error  # refused, or the connection died: the core judges
+                        # Refused, or the connection died: the core judges. The
+                        # transaction is over either way: release its connection
+                        # before an OwnTransaction takes one.
+                        session.close()
+                        return error
                     return None
+                if isinstance(step, OwnTransaction):
+                    try:
+                        return self._in_transaction(step.steps)
+                    except DB_ERRORS as error:
+                        return error
                 if not isinstance(step, RunHandler):
                     return self.queue._run(session, step)
                 try:

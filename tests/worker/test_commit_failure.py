@@ -5,15 +5,19 @@ Two ways, both real:
 * **refused** — the handler's write through ``ctx.session`` breaks a ``DEFERRABLE
   INITIALLY DEFERRED`` foreign key, which PostgreSQL checks only at COMMIT: the
   server answers the COMMIT with an error and rolls the whole pass back (claim,
-  outcomes, the handlers' writes). The jobs are claimable again at once, attempt not
-  counted; ``run_once()`` raises :class:`~programma_sa.CommitFailed` with
-  ``outcome_unknown`` False, and one ERROR says so.
+  outcomes, the handlers' writes). The worker then records the failed attempt of
+  every job of the batch in a short transaction of its own, through its retry
+  policy — ``attempts`` + 1, ``last_error`` naming the refused commit, a backoff or
+  FAILED — only on a job still as it was before the rolled-back claim; so a job
+  whose writes are always refused backs off and ends FAILED instead of looping hot.
+  ``run_once()`` raises :class:`~programma_sa.CommitFailed` with ``outcome_unknown``
+  False, and one ERROR says so (beside the per-job retry lines).
 * **lost** — an engine ``commit`` event (it runs just before the driver sends
   COMMIT) terminates the pass's own backend from another connection: the COMMIT
-  meets a dead connection, so the worker cannot know whether it was applied.
-  ``CommitFailed`` with ``outcome_unknown`` True, one WARNING saying the outcome is
-  unknown — never "rolled back". Here the backend is gone before COMMIT is sent, so
-  the jobs are in fact claimable again.
+  meets a dead connection, so the worker cannot know whether it was applied and
+  writes nothing. ``CommitFailed`` with ``outcome_unknown`` True, one WARNING saying
+  the outcome is unknown — never "rolled back". Here the backend is gone before
+  COMMIT is sent, so the jobs are in fact claimable again.
 
 Either way the ``run()`` loop logs the failure once and processes the job afterwards.
 """
@@ -22,21 +26,26 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 
 from programma_sa import (
+    AsyncJobContext,
     CommitFailed,
     DatabaseError,
     JobContext,
+    JobDetail,
     JobQueue,
     JobState,
     PassResult,
+    RetryPolicy,
 )
 
 from .conftest import MakeWorker
@@ -47,6 +56,8 @@ LOGGER = "programma_sa.worker"
 CHILDREN = "commit_check_children"
 #: The orphan row a handler writes to break the deferred foreign key at COMMIT.
 ORPHAN = text(f"INSERT INTO {CHILDREN} (id, parent_id) VALUES (:id, -1)")
+#: A start date long past: what makes a job in its backoff due now.
+PAST = "2000-01-01T00:00:00Z"
 
 
 @contextmanager
@@ -93,6 +104,15 @@ def backend_pid(connection: Connection) -> int:
     return int(info.backend_pid if info is not None else driver.get_server_pid())  # asyncpg
 
 
+def terminate(admin: Engine, connection: Connection) -> None:
+    """Terminate the backend of ``connection`` from ``admin``, waiting until it is gone."""
+    with admin.connect() as other:
+        terminated = other.execute(
+            select(func.pg_terminate_backend(backend_pid(connection), 5000))
+        ).scalar_one()
+    assert terminated
+
+
 class KillAtCommit:
     """An engine ``commit`` hook that, once armed, terminates the committing backend.
 
@@ -111,11 +131,7 @@ class KillAtCommit:
         if not self.armed:
             return
         self.armed = False
-        with self.admin.connect() as admin:
-            terminated = admin.execute(
-                select(func.pg_terminate_backend(backend_pid(connection), 5000))
-            ).scalar_one()
-        assert terminated
+        terminate(self.admin, connection)
         self.kills += 1
 
 
@@ -149,23 +165,154 @@ class FailsAtCommit:
             self.kill.armed = True
 
 
+class BreaksCommit:
+    """A transaction-mode handler whose ``culprits`` (jobs by ``n``) break the deferred
+    foreign key on every call, so their pass's COMMIT is refused every time.
+
+    Every call writes an Order (id = 100 * call number + the job's ``n``), so what
+    committed shows in the orders table; ``calls`` keeps ``(n, attempts)`` per call.
+    """
+
+    def __init__(self, culprits: tuple[int, ...] = (0,)) -> None:
+        self.culprits = culprits
+        self.calls: list[tuple[int, int]] = []
+
+    def writes(self, ctx: JobContext | AsyncJobContext) -> tuple[Any, bool]:
+        """The call's Order, and whether it breaks the COMMIT (the orphan's id: the call)."""
+        from ..app import Order
+
+        n = ctx.job.data["n"]
+        self.calls.append((n, ctx.job.attempts))
+        return Order(id=100 * len(self.calls) + n), n in self.culprits
+
+    def __call__(self, ctx: JobContext) -> None:
+        assert ctx.session is not None
+        order, breaks = self.writes(ctx)
+        ctx.session.add(order)
+        if breaks:
+            ctx.session.execute(ORPHAN, {"id": len(self.calls)})
+
+
+class AtNextBegin:
+    """An engine ``begin`` hook that, once armed, runs ``action`` on the next
+    transaction begun on ``engine`` — armed by a handler, that is the worker's
+    recording transaction after its pass's COMMIT was refused."""
+
+    def __init__(self, engine: Engine, action: Callable[[Connection], None]) -> None:
+        self.action = action
+        self.armed = False
+        self.runs = 0
+        event.listen(engine, "begin", self)
+
+    def __call__(self, connection: Connection) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        self.action(connection)
+        self.runs += 1
+
+
+def with_lock_timeout(engine: Engine) -> None:
+    """Make every new connection of ``engine`` give up a lock wait after 5 s: a
+    statement that should skip a locked row fails instead of hanging the test."""
+
+    def set_lock_timeout(dbapi_connection: Any, record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET lock_timeout = '5s'")
+        cursor.close()
+        dbapi_connection.commit()  # a SET in a transaction rolled back would not last
+
+    event.listen(engine, "connect", set_lock_timeout)
+
+
+class ClaimElsewhere(AtNextBegin):
+    """Another worker claims the first due job as the recording transaction begins:
+    and commits (``commit``), or holds its transaction open until the ``with`` block
+    around the pass ends (then rolls back)."""
+
+    def __init__(self, engine: Engine, queue: JobQueue, worker_engine: Engine, commit: bool):
+        super().__init__(worker_engine, self._claim)
+        self.engine = engine
+        self.queue = queue
+        self.commit = commit
+        self.claimed: list[Any] = []
+        self._open: list[Session] = []
+
+    def _claim(self, connection: Connection) -> None:
+        session = Session(self.engine)
+        session.begin()
+        self.claimed = [job.id for job in self.queue.claim_jobs(session, "t", max_jobs=1)]
+        if self.commit:
+            session.commit()
+            session.close()
+        else:
+            self._open.append(session)
+
+    def __enter__(self) -> ClaimElsewhere:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for session in self._open:
+            session.rollback()
+            session.close()
+
+
+def assert_left_alone(
+    engine: Engine,
+    queue: JobQueue,
+    job_ids: list[Any],
+    elsewhere: ClaimElsewhere,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Job 0, claimed elsewhere meanwhile, is as the other worker left it; job 1 recorded."""
+    assert elsewhere.runs == 1 and elsewhere.claimed == job_ids[:1]
+    assert "(1 to retry, 0 failed, 1 left alone: claimed again meanwhile)" in message
+    assert_logged_once(caplog, logging.ERROR, attempts_recorded=1)
+    (left,) = [
+        r for r in caplog.records if "no longer as before its rolled-back claim" in r.getMessage()
+    ]
+    assert left.levelno == logging.INFO and str(job_ids[0]) in left.getMessage()
+    stolen = get_job(engine, queue, job_ids[0])
+    assert "last_error" not in stolen.attributes
+    if elsewhere.commit:  # the other worker's lease, untouched
+        assert stolen.state is JobState.ACTIVE and stolen.attempts == 1
+        assert stolen.start_after == stolen.started_at + timedelta(seconds=30)
+    else:  # the other claim rolled back: as before any claim
+        assert stolen.state is JobState.CREATED and stolen.attempts == 0
+    assert_attempt_recorded(engine, queue, job_ids[1], attempts=1)
+
+
 def commit_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if "commit failed: " in record.getMessage()]
 
 
-def assert_logged_once(caplog: pytest.LogCaptureFixture, level: int) -> logging.LogRecord:
-    """One record, at ``level``, and nothing else at WARNING or above: no "rolled
-    back" line from the loop, no retry, no traceback."""
+def recorded_attempt_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The per-job lines of failed attempts recorded after a refused commit."""
+    return [
+        record for record in caplog.records if " failed: commit refused: " in record.getMessage()
+    ]
+
+
+def assert_logged_once(
+    caplog: pytest.LogCaptureFixture, level: int, attempts_recorded: int = 0
+) -> logging.LogRecord:
+    """One "commit failed" record, at ``level``; besides it, at WARNING or above, only
+    the per-job lines of the ``attempts_recorded`` after a refused commit: no "rolled
+    back" line from the loop, no traceback."""
     records = [record for record in caplog.records if record.name == LOGGER]
     (record,) = commit_records(caplog)
-    assert [other for other in records if other.levelno >= logging.WARNING] == [record]
+    recorded = recorded_attempt_records(caplog)
+    assert len(recorded) == attempts_recorded
+    loud = [other for other in records if other.levelno >= logging.WARNING]
+    assert sorted(map(id, loud)) == sorted(map(id, [record, *recorded]))
     assert record.levelno == level
-    assert record.exc_info is None
+    assert all(each.exc_info is None for each in loud)
     return record
 
 
 def assert_claimable_again(engine: Engine, queue: JobQueue, job_ids: list[Any]) -> None:
-    """The pass rolled back: due now, attempt not counted, no outcome recorded."""
+    """The pass rolled back and nothing was recorded: due now, attempt not counted."""
     for job_id in job_ids:
         job = get_job(engine, queue, job_id)
         assert job.state is JobState.CREATED
@@ -176,10 +323,50 @@ def assert_claimable_again(engine: Engine, queue: JobQueue, job_ids: list[Any]) 
     assert children(engine) == 0
 
 
+def assert_attempt_recorded(
+    engine: Engine,
+    queue: JobQueue,
+    job_id: Any,
+    attempts: int,
+    state: JobState = JobState.ACTIVE,
+) -> JobDetail:
+    """The refused pass's attempt is counted and its ``last_error`` is the COMMIT's."""
+    job = get_job(engine, queue, job_id)
+    assert job.state is state
+    assert job.attempts == attempts and job.started_at is not None
+    error = job.attributes["last_error"]
+    assert error["type"] == "sqlalchemy.exc.IntegrityError"
+    assert error["message"].startswith("commit refused: ")
+    assert "violates foreign key constraint" in error["message"]
+    assert "\n" not in error["message"]  # the first line only
+    assert error["attempt"] == attempts
+    assert children(engine) == 0
+    return job
+
+
+def make_due(engine: Engine, queue: JobQueue, job_ids: list[Any]) -> None:
+    """Skip the backoff of ``job_ids``: due now."""
+    with Session(engine) as session, session.begin():
+        for job_id in job_ids:
+            assert queue.set_job_start_date(session, job_id, PAST)
+
+
+def claim_statements(engine: Engine) -> list[str]:
+    """The claim statements executed on ``engine`` from now on (one per pass and topic)."""
+    claims: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "AS due_at" in statement:  # the claim's RETURNING, and no other statement's
+            claims.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    return claims
+
+
 # -- refused ----------------------------------------------------------------------------------
 
 
-def test_a_refused_commit_rolls_the_pass_back_and_raises_commit_failed(
+def test_a_refused_commit_records_the_failed_attempt_and_raises_commit_failed(
     engine: Engine,
     queue: JobQueue,
     make_worker: MakeWorker,
@@ -187,7 +374,7 @@ def test_a_refused_commit_rolls_the_pass_back_and_raises_commit_failed(
 ) -> None:
     (job_id,) = enqueue(engine, queue)
     handler = FailsAtCommit("refused")
-    worker = make_worker(handler, mode="transaction")
+    worker = make_worker(handler, mode="transaction", retry=RetryPolicy.constant(60))
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
         worker.run_once()
@@ -199,28 +386,114 @@ def test_a_refused_commit_rolls_the_pass_back_and_raises_commit_failed(
     message = str(error)
     assert "the database refused the COMMIT of a transaction-mode pass" in message
     assert "violates foreign key constraint" in message
-    assert "the transaction rolled back, the handlers' writes with it" in message
-    assert "its 1 claimed job is claimable again at once (attempt not counted)" in message
+    assert "the transaction rolled back, the handlers' writes and the claim with it" in message
+    assert (
+        "the failed attempt of its 1 claimed job was then recorded in a transaction of its "
+        "own (1 to retry, 0 failed, 0 left alone: claimed again meanwhile)"
+    ) in message
     assert f"jobs: {job_id} [t]" in message
-    assert "unknown" not in message
-    record = assert_logged_once(caplog, logging.ERROR)
+    assert "unknown" not in message and "not counted" not in message
+    record = assert_logged_once(caplog, logging.ERROR, attempts_recorded=1)
     assert record.getMessage() == f"commit failed: {message}"
     assert getattr(record, "job_ids", None) == [str(job_id)]
+    (retry_line,) = recorded_attempt_records(caplog)
+    assert retry_line.levelno == logging.WARNING
+    assert retry_line.getMessage().startswith(
+        f"job {job_id} [t] attempt 1 failed: commit refused: IntegrityError: "
+    )
+    assert retry_line.getMessage().endswith("; retrying in 60.00 s")
     assert worker.totals == PassResult()
-    assert_claimable_again(engine, queue, [job_id])
 
-    # Nothing of the failed pass lingers: the next one runs the job normally.
+    # Counted, recorded, and due after the backoff: not claimed again at once.
+    job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
+    assert 50 < seconds_from_now(engine, job.start_after) <= 60
+    assert order_ids(engine) == []
+    assert worker.run_once() == PassResult()
+
+    # Nothing of the failed pass lingers: once due, the next pass runs the job normally.
+    make_due(engine, queue, [job_id])
     assert worker.run_once() == PassResult(claimed=1, completed=1)
     job = get_job(engine, queue, job_id)
-    assert job.state is JobState.COMPLETED and job.attempts == 1
+    assert job.state is JobState.COMPLETED and job.attempts == 2
     assert order_ids(engine) == [200]
     assert handler.calls == [0, 0]
+
+
+def test_a_job_whose_commit_is_always_refused_ends_failed_after_max_attempts(
+    engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The poison job: each pass is refused, each refusal counts, the policy ends it."""
+    (job_id,) = enqueue(engine, queue)
+    handler = BreaksCommit()
+    worker = make_worker(handler, mode="transaction", retry=RetryPolicy.constant(0, max_attempts=3))
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for attempt in (1, 2, 3):
+            with pytest.raises(CommitFailed) as raised:
+                worker.run_once()
+            counts = "1 to retry, 0 failed" if attempt < 3 else "0 to retry, 1 failed"
+            assert f"({counts}, 0 left alone" in str(raised.value)
+            state = JobState.ACTIVE if attempt < 3 else JobState.FAILED
+            assert_attempt_recorded(engine, queue, job_id, attempt, state)
+
+    assert worker.run_once() == PassResult()  # FAILED: never claimed again
+    job = get_job(engine, queue, job_id)
+    assert job.finished_at is not None
+    assert handler.calls == [(0, 1), (0, 2), (0, 3)]
+    assert order_ids(engine) == []
+    assert [record.levelno for record in commit_records(caplog)] == [logging.ERROR] * 3
+    lines = [record.getMessage() for record in recorded_attempt_records(caplog)]
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        "retrying in 0.00 s",
+        "retrying in 0.00 s",
+        "moving it to FAILED (attempts exhausted)",
+    ]
+
+
+def test_a_refused_commit_records_an_attempt_for_every_job_of_the_batch(
+    engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One job's writes are refused; none of the batch's work committed, so all three
+    attempts failed and are counted. The innocent jobs complete once due again."""
+    job_ids = enqueue(engine, queue, n=3)
+    handler = BreaksCommit(culprits=(1,))
+    worker = make_worker(handler, mode="transaction", max_jobs=3, retry=RetryPolicy.constant(60))
+
+    with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(CommitFailed) as raised:
+        worker.run_once()
+
+    message = str(raised.value)
+    assert "the failed attempt of its 3 claimed jobs was then recorded" in message
+    assert "(3 to retry, 0 failed, 0 left alone: claimed again meanwhile)" in message
+    assert_logged_once(caplog, logging.ERROR, attempts_recorded=3)
+    for job_id in job_ids:
+        job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
+        assert seconds_from_now(engine, job.start_after) > 50  # due later, all three
+    assert order_ids(engine) == []
+    assert worker.run_once() == PassResult()
+
+    innocent = [job_ids[0], job_ids[2]]
+    make_due(engine, queue, innocent)
+    assert worker.run_once() == PassResult(claimed=2, completed=2)
+    for job_id in innocent:
+        job = get_job(engine, queue, job_id)
+        assert job.state is JobState.COMPLETED and job.attempts == 2
+    assert_attempt_recorded(engine, queue, job_ids[1], attempts=1)  # still backing off
+    assert order_ids(engine) == [400, 502]
+    assert handler.calls == [(0, 1), (1, 1), (2, 1), (0, 2), (2, 2)]
 
 
 def test_a_refused_commit_rolls_back_every_outcome_of_the_batch(
     engine: Engine, queue: JobQueue, make_worker: MakeWorker
 ) -> None:
-    """Never half: the completions, a recorded failure and every handler's write go."""
+    """Never half: the completions, a recorded failure and every handler's write go;
+    what is recorded afterwards is the refused commit, for every job."""
     job_ids = enqueue(engine, queue, n=7)
     breaks = FailsAtCommit("refused")
 
@@ -229,18 +502,115 @@ def test_a_refused_commit_rolls_back_every_outcome_of_the_batch(
             raise ValueError("an ordinary failure, recorded in the same transaction")
         breaks(ctx)
 
-    worker = make_worker(handler, mode="transaction", max_jobs=7)
+    worker = make_worker(handler, mode="transaction", max_jobs=7, retry=RetryPolicy.constant(0))
 
     with pytest.raises(CommitFailed) as raised:
         worker.run_once()
 
     message = str(raised.value)
-    assert "its 7 claimed jobs are claimable again at once" in message
+    assert "the failed attempt of its 7 claimed jobs was then recorded" in message
+    assert "(7 to retry, 0 failed, 0 left alone" in message
     assert message.endswith(" and 2 more")  # five named
     assert all(str(job_id) in message for job_id in job_ids[:5])
-    assert_claimable_again(engine, queue, job_ids)
+    for job_id in job_ids:  # job 3's ValueError went with the rest
+        assert_attempt_recorded(engine, queue, job_id, attempts=1)
+    assert order_ids(engine) == []
 
-    assert worker.run_once() == PassResult(claimed=7, completed=6, retried=1)
+    assert worker.run_once() == PassResult(claimed=7, completed=7)
+    assert {get_job(engine, queue, job_id).attempts for job_id in job_ids} == {2}
+
+
+@pytest.mark.parametrize("other", ["committed", "in progress"])
+def test_a_job_claimed_by_another_worker_meanwhile_is_left_alone(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+    other: str,
+) -> None:
+    """Between the refused pass's rollback and the recording, another worker claims
+    job 0. Committed: its attempts moved on, the guard does not match. In progress:
+    the row is locked, and the recording skips it instead of waiting (a lock_timeout
+    would fail it otherwise). Job 1 is recorded either way."""
+    job_ids = enqueue(engine, queue, n=2)
+    with_lock_timeout(worker_engine)
+    elsewhere = ClaimElsewhere(engine, queue, worker_engine, commit=other == "committed")
+    handler = BreaksCommit()
+
+    def arming(ctx: JobContext) -> None:
+        elsewhere.armed = True
+        handler(ctx)
+
+    worker = make_worker(
+        arming, bind=worker_engine, mode="transaction", max_jobs=2, retry=RetryPolicy.constant(60)
+    )
+    with (
+        caplog.at_level(logging.INFO, logger=LOGGER),
+        elsewhere,
+        pytest.raises(CommitFailed) as raised,
+    ):
+        worker.run_once()
+
+    assert_left_alone(engine, queue, job_ids, elsewhere, str(raised.value), caplog)
+
+
+def test_without_a_retry_policy_the_error_is_recorded_and_the_lease_stands(
+    engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (job_id,) = enqueue(engine, queue, retry_after_seconds=45)
+    worker = make_worker(BreaksCommit(), mode="transaction", retry=None)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(CommitFailed) as raised:
+        worker.run_once()
+
+    assert "(1 to retry, 0 failed, 0 left alone" in str(raised.value)
+    (line,) = recorded_attempt_records(caplog)
+    assert line.getMessage().endswith("; leaving it to its visibility timeout")
+    job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
+    assert job.start_after == job.started_at + timedelta(seconds=45)  # as the claim sets it
+    assert worker.run_once() == PassResult()
+
+
+def test_a_recording_that_fails_is_logged_and_leaves_the_jobs_claimable(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The recording transaction's connection is killed as it begins: one ERROR tells
+    both failures, the pass still raises CommitFailed, the job is claimable as before."""
+    (job_id,) = enqueue(engine, queue)
+    hook = AtNextBegin(worker_engine, lambda connection: terminate(engine, connection))
+    breaks = FailsAtCommit("refused")
+
+    def handler(ctx: JobContext) -> None:
+        hook.armed = not breaks.calls  # the first pass's, refused
+        breaks(ctx)
+
+    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+
+    with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
+        worker.run_once()
+
+    assert hook.runs == 1
+    assert raised.value.outcome_unknown is False
+    message = str(raised.value)
+    assert (
+        "the transaction rolled back, the handlers' writes and the claim with it, and "
+        "recording the failed attempts failed too (DatabaseError: "
+    ) in message
+    assert "its 1 claimed job is claimable again at once (attempt not counted)" in message
+    assert_logged_once(caplog, logging.ERROR)
+    assert_claimable_again(engine, queue, [job_id])
+
+    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    assert get_job(engine, queue, job_id).attempts == 1
+    assert order_ids(engine) == [200]
 
 
 def test_checking_deferred_constraints_in_the_handler_makes_it_an_ordinary_failure(
@@ -349,7 +719,12 @@ def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
 ) -> None:
     handler = FailsAtCommit(how, KillAtCommit(worker_engine, engine) if how == "lost" else None)
     worker = make_worker(
-        handler, bind=worker_engine, mode="transaction", heartbeat=0.1, concurrency=concurrency
+        handler,
+        bind=worker_engine,
+        mode="transaction",
+        heartbeat=0.1,
+        concurrency=concurrency,
+        retry=RetryPolicy.constant(0.1),
     )
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         worker.start()
@@ -358,9 +733,51 @@ def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
         worker.stop()
         assert worker.join(10)
 
-    assert get_job(engine, queue, job_id).attempts == 1
+    refused = how == "refused"
+    # Refused: the failed attempt was recorded, so the second claim was attempt 2.
+    assert get_job(engine, queue, job_id).attempts == (2 if refused else 1)
     assert handler.calls == [0, 0]
     assert order_ids(engine) == [200]
     assert worker.totals == PassResult(claimed=1, completed=1)
-    record = assert_logged_once(caplog, logging.WARNING if how == "lost" else logging.ERROR)
-    assert ("is unknown" in record.getMessage()) is (how == "lost")
+    record = assert_logged_once(
+        caplog, logging.ERROR if refused else logging.WARNING, attempts_recorded=int(refused)
+    )
+    assert ("is unknown" in record.getMessage()) is not refused
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_the_loop_backs_a_poison_job_off_instead_of_claiming_it_again_at_once(
+    engine: Engine,
+    worker_engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    caplog: pytest.LogCaptureFixture,
+    concurrency: int,
+) -> None:
+    """A job whose COMMIT is always refused, in the loop: with a heartbeat of 0.01 s
+    the loop passes about every 0.01 s, and a refusal that left the job due at once
+    (as before) would have it claimed on every one of them. Each refusal is counted
+    and backed off instead (1 s), so the claims of the job are an order of magnitude
+    fewer than the passes, and the third ends it FAILED."""
+    (job_id,) = enqueue(engine, queue)
+    handler = BreaksCommit()
+    claims = claim_statements(worker_engine)
+    worker = make_worker(
+        handler,
+        bind=worker_engine,
+        mode="transaction",
+        heartbeat=0.01,
+        concurrency=concurrency,
+        retry=RetryPolicy.constant(1.0, max_attempts=3),
+    )
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        worker.start()
+        wait_for(lambda: get_job(engine, queue, job_id).state is JobState.FAILED)
+        worker.stop()
+        assert worker.join(10)
+
+    assert_attempt_recorded(engine, queue, job_id, attempts=3, state=JobState.FAILED)
+    assert handler.calls == [(0, 1), (0, 2), (0, 3)]
+    assert len(handler.calls) * 10 <= len(claims), (len(handler.calls), len(claims))
+    assert len(commit_records(caplog)) == 3  # one ERROR per refused pass
+    assert len(recorded_attempt_records(caplog)) == 3
