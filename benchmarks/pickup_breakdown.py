@@ -51,8 +51,9 @@ from psycopg import sql
 from sqlalchemy import Connection, Engine, event
 
 from programma_sa import JobContext, JobQueue, Worker, migrations
-from programma_sa._operations import execute
-from programma_sa._statements import Statements, notify_channel
+from programma_sa._drivers import statements_for
+from programma_sa._drivers.postgresql import notify_channel
+from programma_sa._execute import execute
 from programma_sa.testing import fresh_database
 
 from . import baseline
@@ -127,7 +128,7 @@ def raw_claim(connection: psycopg.Connection[Any], timeline: Timeline) -> bool:
 
 
 def library_claim(connection: Connection, timeline: Timeline) -> bool:
-    jobs = execute(connection, _QUEUE._operations.claim_jobs(TOPIC, 100))
+    jobs = execute(connection, _QUEUE.operations.claim_jobs(TOPIC, 100))
     now = time.perf_counter()
     for job in jobs:
         timeline.in_hand[job.id] = now
@@ -252,7 +253,7 @@ def run_library_pooled_hop(db: Database, jobs: int) -> Timeline:
 def run_worker(db: Database, jobs: int) -> Timeline:
     timeline = Timeline()
     engine = db.engine()
-    claim = Statements.for_table(_QUEUE.table).claim
+    claim = statements_for("postgresql", _QUEUE.table).claim
 
     def is_claim(context: Any) -> bool:
         return getattr(context.compiled, "statement", None) is claim

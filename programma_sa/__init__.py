@@ -8,11 +8,10 @@ claimed with ``FOR UPDATE SKIP LOCKED`` inside your transaction boundaries.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import ClaimedJob, JobDetail, JobSpec
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
-from .aio import AsyncJobQueue
-from .aio_worker import AsyncJobContext, AsyncWorker
+from .async_queue import AsyncJobQueue
 from .exceptions import (
     CommitFailed,
     ConfigurationError,
@@ -24,10 +23,11 @@ from .exceptions import (
     TransactionLost,
 )
 from .maintenance import AsyncPruner, Pruner, PruneResult
-from .models import JobMixin, JobState
-from .queue import JobQueue, jobs_table
+from .models import JobMixin, JobState, jobs_table
+from .queue import JobQueue
 from .retry import RetryPolicy
-from .worker import JobContext, PassResult, Worker
+from .worker import JobContext, PassResult, Worker, WorkerSettings
+from .worker.async_driver import AsyncJobContext, AsyncWorker
 
 try:
     __version__ = version("programma-sa")
@@ -63,6 +63,7 @@ __all__ = [
     "TopicStats",
     "TransactionLost",
     "Worker",
+    "WorkerSettings",
     "__version__",
     "jobs_table",
 ]

@@ -32,8 +32,7 @@ from alembic import command
 
 from . import migrations
 from ._embedded import embedded_postgres
-from .cli import job_table
-from .models import JobState
+from .models import JobState, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .worker import JobContext, Worker
@@ -97,7 +96,7 @@ class _Demo:
         self.metadata = Base.metadata
         self.order_model = DemoOrder
         self.orders_table = Base.metadata.tables[DemoOrder.__tablename__]
-        self.queue = JobQueue(job_table(f"programma_demo_jobs_{suffix}"))
+        self.queue = JobQueue(standalone_jobs_table(f"programma_demo_jobs_{suffix}"))
         self.lock = threading.Lock()
         self.starts: dict[uuid.UUID, list[float]] = {}  # handler start times per job
 

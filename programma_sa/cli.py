@@ -41,22 +41,23 @@ from typing import Any, cast
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import Session
 
 from . import __version__, migrations
 from . import _validation as check
-from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
-from ._render import FORMATS, render_stats
+from ._queue_base import QueueBase
 from ._retention import TTL, Retention
-from ._worker_core import DEFAULT_PRUNE_INTERVAL, is_async_handler
-from .aio import AsyncJobQueue
-from .aio_worker import AsyncHandler, AsyncWorker
+from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
-from .maintenance import Pruner
-from .models import DEFAULT_TABLE_NAME, JobMixin
-from .queue import JobQueue, _QueueBase, jobs_table
+from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
+from .maintenance.formats import FORMATS, render_stats
+from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
+from .queue import JobQueue
 from .retry import RetryPolicy
-from .worker import Handler, Worker
+from .worker import Handler, Worker, WorkerSettings
+from .worker.async_driver import AsyncHandler, AsyncWorker
+from .worker.decisions import is_async_handler
+from .worker.settings import DEFAULT_PRUNE_INTERVAL
 
 __all__ = [
     "COMMANDS",
@@ -66,7 +67,6 @@ __all__ = [
     "build_parser",
     "database_url",
     "engine_for",
-    "job_table",
     "main",
     "queue_for",
     "retention_from",
@@ -184,22 +184,10 @@ def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
     return create_engine(url, **options)
 
 
-def job_table(table_name: str = DEFAULT_TABLE_NAME, schema: str | None = None) -> Table:
-    """The jobs ``Table`` for a name and schema, built from :class:`JobMixin` (no reflection)."""
-
-    class Base(DeclarativeBase):
-        pass
-
-    model = type(
-        "CliJob", (JobMixin, Base), {"__tablename__": table_name, "programma_schema": schema}
-    )
-    return jobs_table(cast("type[JobMixin]", model))
-
-
 def queue_for(args: argparse.Namespace) -> JobQueue:
     """A :class:`JobQueue` on the table named by ``--table`` / ``--schema``."""
     try:
-        return JobQueue(job_table(args.table, args.schema))
+        return JobQueue(standalone_jobs_table(args.table, args.schema))
     except ConfigurationError as error:
         raise UsageError(str(error)) from error
 
@@ -325,21 +313,27 @@ def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
         raise UsageError(str(error)) from error
 
 
-def _worker_settings(args: argparse.Namespace) -> dict[str, Any]:
+def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
     """The settings of a Worker or an AsyncWorker, from the command line."""
-    return {
-        "mode": args.mode,
-        "heartbeat": args.heartbeat,
-        "max_jobs": args.max_jobs,
-        "concurrency": args.concurrency,
-        "listen": args.listen,
-        "retry": _retry_policy(args),
-        "auto_complete": args.auto_complete,
-        "shutdown_timeout": args.shutdown_timeout,
-        "retention": retention_from(args),
-        "prune_interval": args.prune_interval,
-        "prune_batch_size": args.prune_batch_size,
-    }
+    retry = _retry_policy(args)
+    retention = retention_from(args)
+    try:
+        return WorkerSettings(
+            topics=args.topic,
+            mode=args.mode,
+            heartbeat=args.heartbeat,
+            max_jobs=args.max_jobs,
+            concurrency=args.concurrency,
+            listen=args.listen,
+            retry=retry,
+            auto_complete=args.auto_complete,
+            shutdown_timeout=args.shutdown_timeout,
+            retention=retention,
+            prune_interval=args.prune_interval,
+            prune_batch_size=args.prune_batch_size,
+        )
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from error
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -352,7 +346,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
         try:
-            worker = Worker(queue, engine, args.topic, handler, **settings)
+            worker = Worker.from_settings(queue, engine, handler, settings)
         except ConfigurationError as error:
             raise UsageError(str(error)) from error
         _log_worker(engine.url, queue)
@@ -372,7 +366,7 @@ def async_database_url(args: argparse.Namespace) -> URL:
 
 
 async def _run_async_worker(
-    args: argparse.Namespace, handler: AsyncHandler, settings: dict[str, Any]
+    args: argparse.Namespace, handler: AsyncHandler, settings: WorkerSettings
 ) -> int:
     # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -383,7 +377,7 @@ async def _run_async_worker(
     )
     try:
         try:
-            worker = AsyncWorker(queue, engine, args.topic, handler, **settings)
+            worker = AsyncWorker.from_settings(queue, engine, handler, settings)
         except ConfigurationError as error:
             raise UsageError(str(error)) from error
         _log_worker(engine.url, queue)
@@ -393,7 +387,7 @@ async def _run_async_worker(
     return 0
 
 
-def _log_worker(url: URL, queue: _QueueBase) -> None:
+def _log_worker(url: URL, queue: QueueBase) -> None:
     logging.getLogger("programma_sa.cli").info(
         "worker on %s, table %s", shown(url), queue.table.fullname
     )

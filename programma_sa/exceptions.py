@@ -5,19 +5,14 @@ Two families matter to callers:
 * :class:`InvalidJobInput` (also a :class:`ValueError`) — a caller's argument was
   refused *before* any statement was sent, so the caller's transaction is untouched
   and nothing was written.
-* :class:`DatabaseError` — PostgreSQL refused a statement. The driver's exception
-  is kept as ``__cause__``. :func:`translated_errors` is the one place where driver
-  errors become ours. :class:`TransactionLost` and :class:`CommitFailed` are
-  what a transaction-mode worker pass raises when its transaction is lost under a
-  handler, or when its COMMIT fails.
+* :class:`DatabaseError` — the database refused a statement. The driver's exception
+  is kept as ``__cause__``; driver errors become ours in one place
+  (``programma_sa._execute.translated_errors``). :class:`TransactionLost` and
+  :class:`CommitFailed` are what a transaction-mode worker pass raises when its
+  transaction is lost under a handler, or when its COMMIT fails.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "CommitFailed",
@@ -28,7 +23,6 @@ __all__ = [
     "ProgrammaError",
     "SchemaNotReady",
     "TransactionLost",
-    "translated_errors",
 ]
 
 
@@ -84,35 +78,3 @@ class CommitFailed(DatabaseError):
     def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
-
-
-# SQLSTATE 42P01: undefined_table.
-_UNDEFINED_TABLE = "42P01"
-
-
-def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
-    original = error.orig
-    # psycopg 3 exposes ``sqlstate``; psycopg2 ``pgcode``; asyncpg ``sqlstate``.
-    for attribute in ("sqlstate", "pgcode"):
-        value = getattr(original, attribute, None)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-@contextmanager
-def translated_errors() -> Iterator[None]:
-    """Re-raise SQLAlchemy/driver errors as :class:`DatabaseError` subclasses.
-
-    A lost connection becomes a :class:`DatabaseError` too, so a worker catches one
-    type; the SQLAlchemy error (with ``connection_invalidated``) stays the ``__cause__``.
-    """
-    try:
-        yield
-    except sa_exc.DBAPIError as error:
-        if _sqlstate(error) == _UNDEFINED_TABLE:
-            raise SchemaNotReady(
-                "the programma jobs table does not exist; run the programma migrations "
-                "(`alembic upgrade heads` or `programma-sa migrate`)"
-            ) from error
-        raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error

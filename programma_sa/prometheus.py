@@ -25,10 +25,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ._maintenance_operations import DEFAULT_WINDOW_SECONDS
-from ._prometheus import MetricFamily, descriptions, metric_families, up_family
 from .exceptions import ProgrammaError
-from .maintenance import QueueLike, _operations, stats
+from .maintenance import DEFAULT_WINDOW_SECONDS, QueueLike, stats
+from .maintenance._target import maintenance_operations
+from .maintenance.metric_families import MetricFamily, descriptions, metric_families, up_family
 
 __all__ = ["StatsCollector"]
 
@@ -60,7 +60,7 @@ class StatsCollector(Collector):
     ) -> None:
         self._sessions = sessionmaker(sessions) if isinstance(sessions, Engine) else sessions
         self._queue = queue
-        operations = _operations(queue)
+        operations = maintenance_operations(queue)
         self._table = operations.table.fullname
         # Building the operation checks topic and window now: a bad setting fails at
         # construction, not at every scrape.

@@ -36,86 +36,46 @@ a session are not refreshed by them (call ``session.refresh`` or use :meth:`get_
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ._maintenance_operations import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS
-from ._operations import Operation, Operations, execute
-from ._records import ClaimedJob, JobDetail, JobSpec
-from ._types import SessionLike
-from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
-from .exceptions import ConfigurationError
-from .models import JobMixin
+from ._execute import execute, run_steps
+from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
+from ._queue_base import QueueBase
+from ._retention import Retention
+from ._session_types import SessionLike
+from ._stats import QueueStats
+from .models import jobs_table
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    from sqlalchemy import Engine
-
-    from ._retention import Retention
-    from ._stats import QueueStats
+    # Types only: the worker is a layer above the queue (see process_jobs).
     from .worker import Handler, Worker
 
-__all__ = ["JobQueue", "jobs_table"]
+__all__ = ["JobQueue", "jobs_table", "set_worker_starter"]
+
+#: What starts a background worker for :meth:`JobQueue.process_jobs`.
+WorkerStarter = Callable[..., "Worker"]
+_worker_starter: WorkerStarter | None = None
 
 
-T = TypeVar("T")
+def set_worker_starter(starter: WorkerStarter) -> None:
+    """Called once by :mod:`programma_sa.worker` as it is imported (``import
+    programma_sa`` imports it): how :meth:`JobQueue.process_jobs` starts a worker.
+
+    The worker is a layer above the queue and imports it; this hands the queue the
+    one function it needs without an import back up (no import cycle).
+    """
+    global _worker_starter
+    _worker_starter = starter
 
 
-def jobs_table(model: type[JobMixin] | Table) -> Table:
-    """The :class:`~sqlalchemy.Table` behind a ``JobMixin`` model (or the table itself)."""
-    if isinstance(model, Table):
-        return model
-    table = getattr(model, "__table__", None)
-    if not (isinstance(model, type) and issubclass(model, JobMixin) and isinstance(table, Table)):
-        raise ConfigurationError(
-            f"expected a mapped class using JobMixin (or its Table), got {model!r}"
-        )
-    return table
-
-
-class _QueueBase:
-    """Settings and operation builders shared by :class:`JobQueue` and ``AsyncJobQueue``."""
-
-    def __init__(
-        self,
-        model: type[JobMixin] | Table,
-        *,
-        notify: bool = True,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-    ) -> None:
-        """
-        :param model: the application's ``JobMixin`` model (or its ``Table``).
-        :param notify: announce each enqueue with ``pg_notify`` so idle workers wake
-            at once (delivered on commit, dropped on rollback).
-        :param max_payload_bytes: largest JSON size accepted for ``data`` and for
-            ``attributes``; larger ones raise :class:`PayloadTooLarge` before
-            anything is written.
-        """
-        self.table = jobs_table(model)
-        self._operations = Operations(
-            self.table, notify=notify, max_payload_bytes=max_payload_bytes
-        )
-
-    @property
-    def notify(self) -> bool:
-        return self._operations.notify
-
-
-class JobQueue(_QueueBase):
+class JobQueue(QueueBase):
     """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
-
-    def _run(self, session: SessionLike, operation: Operation[T]) -> T:
-        if session.autoflush:
-            # The caller's pending rows are flushed outside the translation, so an
-            # error in *their* rows (a duplicate order, say) stays their own
-            # IntegrityError instead of surfacing as our DatabaseError via autoflush.
-            session.flush()
-        return execute(session, operation)
 
     def add_job(
         self,
@@ -138,7 +98,7 @@ class JobQueue(_QueueBase):
         :param retry_after_seconds: the visibility timeout: a claimed job still ACTIVE
             after this many seconds is delivered again. ``None``: never redelivered.
         """
-        job_id, operation = self._operations.add_job(
+        job_id, operation = self.operations.add_job(
             topic,
             data,
             attributes=attributes,
@@ -146,7 +106,7 @@ class JobQueue(_QueueBase):
             run_after_date=run_after_date,
             retry_after_seconds=retry_after_seconds,
         )
-        self._run(session, operation)
+        execute(session, operation)
         return job_id
 
     def add_jobs(
@@ -157,9 +117,9 @@ class JobQueue(_QueueBase):
         Each spec is a :class:`JobSpec` or a mapping with its field names. Every
         spec is checked before the statement is sent: one bad spec adds nothing.
         """
-        job_ids, operation = self._operations.add_jobs(topic, specs)
+        job_ids, operation = self.operations.add_jobs(topic, specs)
         if operation is not None:
-            self._run(session, operation)
+            execute(session, operation)
         return job_ids
 
     def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
@@ -168,49 +128,49 @@ class JobQueue(_QueueBase):
         The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
         they stay locked until the session's transaction ends.
         """
-        return self._run(session, self._operations.claim_jobs(topic, max_jobs))
+        return execute(session, self.operations.claim_jobs(topic, max_jobs))
 
     def move_job_to_processing(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
-        return self._run(session, self._operations.move_job_to_processing(job_id))
+        return execute(session, self.operations.move_job_to_processing(job_id))
 
     def move_job_to_done(
         self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
-        return self._run(session, self._operations.move_job_to_done(job_id, delete))
+        return execute(session, self.operations.move_job_to_done(job_id, delete))
 
     def move_job_to_failed(
         self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
-        return self._run(session, self._operations.move_job_to_failed(job_id, delete))
+        return execute(session, self.operations.move_job_to_failed(job_id, delete))
 
     def delete_job(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
-        return self._run(session, self._operations.delete_job(job_id))
+        return execute(session, self.operations.delete_job(job_id))
 
     def set_attributes(
         self, session: SessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
-        return self._run(session, self._operations.set_attributes(job_id, attributes))
+        return execute(session, self.operations.set_attributes(job_id, attributes))
 
     def set_retry_after_seconds(
         self, session: SessionLike, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
-        return self._run(session, self._operations.set_retry_after_seconds(job_id, seconds))
+        return execute(session, self.operations.set_retry_after_seconds(job_id, seconds))
 
     def set_job_start_date(
         self, session: SessionLike, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
-        return self._run(session, self._operations.set_job_start_date(job_id, start_date))
+        return execute(session, self.operations.set_job_start_date(job_id, start_date))
 
     def get_job(self, session: SessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
-        return self._run(session, self._operations.get_job(job_id))
+        return execute(session, self.operations.get_job(job_id))
 
     def stats(
         self,
@@ -221,18 +181,14 @@ class JobQueue(_QueueBase):
     ) -> QueueStats:
         """Per-topic statistics of the jobs table, in one statement on ``session``:
         :func:`programma_sa.maintenance.stats` (see ``docs/operations.md``)."""
-        from .maintenance import stats  # maintenance imports this module
-
-        return stats(session, self, topic, window_seconds=window_seconds)
+        return execute(session, self.maintenance_operations.stats(topic, window_seconds))
 
     def prune(
         self, session: SessionLike, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> int:
         """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
         transaction; return how many: :func:`programma_sa.maintenance.prune`."""
-        from .maintenance import prune
-
-        return prune(session, self, retention, batch_size=batch_size)
+        return run_steps(session, prune_steps(self.maintenance_operations, retention, batch_size))
 
     def process_jobs(
         self,
@@ -253,12 +209,13 @@ class JobQueue(_QueueBase):
         further :class:`~programma_sa.Worker` settings (``auto_complete=True``,
         ``retry=RetryPolicy(...)``, ``concurrency``, ``mode`` …).
         """
-        from .worker import Worker  # the worker imports this module
-
-        options.setdefault("auto_complete", False)
-        options.setdefault("retry", None)
-        worker = Worker(
-            self, bind, topic_name, handler, heartbeat=heart_beat, max_jobs=max_jobs, **options
+        assert _worker_starter is not None, "programma_sa.worker registers it when imported"
+        return _worker_starter(
+            self,
+            bind,
+            handler,
+            topic_name=topic_name,
+            heart_beat=heart_beat,
+            max_jobs=max_jobs,
+            **options,
         )
-        worker.start()
-        return worker

@@ -44,7 +44,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import sessionmaker
 
 from programma_sa import AsyncJobContext, AsyncJobQueue, AsyncWorker, JobContext, JobQueue, Worker
-from programma_sa._worker_core import WorkerMode
+from programma_sa.worker import WorkerMode
 
 from .. import baseline
 from ..app import Job

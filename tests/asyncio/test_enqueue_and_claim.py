@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from programma_sa import AsyncJobQueue, JobSpec, JobState, jobs_table
-from programma_sa._statements import notify_channel
+from programma_sa._drivers.postgresql import notify_channel
 
 from ..app import Job, Order
 from ..helpers import job_count

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session
 
 from programma_sa import AsyncJobContext, AsyncWorker, JobQueue, JobState, PassResult
-from programma_sa._notify import AsyncListener, conninfo_from_url
-from programma_sa._statements import notify_channel
+from programma_sa._drivers.postgresql import notify_channel
+from programma_sa.worker.listen import AsyncListener, conninfo_from_url
 
 from ..asyncio.urls import async_url
 from ..worker.support import get_job

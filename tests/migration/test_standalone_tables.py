@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue, migrations
 from programma_sa._validation import MAX_TABLE_NAME_LENGTH
-from programma_sa.cli import job_table, main
+from programma_sa.cli import main
 from programma_sa.exceptions import ConfigurationError
+from programma_sa.models import standalone_jobs_table
 from programma_sa.testing import fresh_database
 
 Location = tuple[str, str | None]  # (table name, schema)
@@ -96,7 +97,7 @@ def _differences(db: Engine, location: Location) -> list[Any]:
                 "include_name": only_this_table,
             },
         )
-        return list(compare_metadata(context, job_table(name, schema).metadata))
+        return list(compare_metadata(context, standalone_jobs_table(name, schema).metadata))
 
 
 def _assert_at_head(db: Engine, location: Location) -> None:
@@ -104,7 +105,7 @@ def _assert_at_head(db: Engine, location: Location) -> None:
     assert _oid(db, location) is not None, location
     assert _versions(db, *migrations.standalone_version_table(*location)) == [HEAD]
     assert _differences(db, location) == []
-    queue = JobQueue(job_table(*location))
+    queue = JobQueue(standalone_jobs_table(*location))
     with Session(db) as session, session.begin():
         job_id = queue.add_job(session, "check", {"table": location[0]})
     with Session(db) as session:
@@ -364,7 +365,7 @@ def test_the_default_tables_revision_is_never_taken_over(url: str, db: Engine) -
     """An older release migrated programma_jobs; audit_jobs was made some other way
     (create_all): the old revision is programma_jobs's and stays there."""
     _upgrade(url, DEFAULT)
-    custom = job_table("audit_jobs")
+    custom = standalone_jobs_table("audit_jobs")
     custom.metadata.create_all(db)
     with pytest.raises(sa_exc.ProgrammingError, match='relation "audit_jobs" already exists'):
         _upgrade(url, ("audit_jobs", None))

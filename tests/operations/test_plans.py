@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import ClauseElement, Engine, text
 
 from programma_sa import jobs_table
-from programma_sa._statements import MaintenanceStatements, Statements
+from programma_sa._drivers import statements_for
 
 from ..app import Job
 
@@ -85,7 +85,7 @@ def test_no_statement_scans_the_table(
     engine: Engine, vacuum: bool, name: str, params: dict[str, Any], indexes: set[str]
 ) -> None:
     _fill(engine, vacuum)
-    statement = getattr(MaintenanceStatements.for_table(TABLE), name)
+    statement = getattr(statements_for("postgresql", TABLE), name)
     nodes = _plan(engine, statement, params)
     scans = {node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name}
     assert "Seq Scan" not in scans
@@ -97,7 +97,7 @@ def test_no_statement_scans_the_table(
 
 def test_the_finished_counts_are_index_only(engine: Engine) -> None:
     _fill(engine, vacuum=True)
-    statement = MaintenanceStatements.for_table(TABLE).stats_topic
+    statement = statements_for("postgresql", TABLE).stats_topic
     nodes = _plan(engine, statement, {**STATS, "p_topic": "bulk"})
     by_index = {node["Index Name"]: node["Node Type"] for node in nodes if "Index Name" in node}
     assert by_index[f"ix_{TABLE.name}_finished"] == "Index Only Scan"
@@ -107,7 +107,9 @@ def test_the_finished_counts_are_index_only(engine: Engine) -> None:
 
 def test_the_claim_reads_its_index(engine: Engine) -> None:
     _fill(engine, vacuum=False)
-    nodes = _plan(engine, Statements.for_table(TABLE).claim, {"p_topic": "bulk", "p_max_jobs": 10})
+    nodes = _plan(
+        engine, statements_for("postgresql", TABLE).claim, {"p_topic": "bulk", "p_max_jobs": 10}
+    )
     assert f"ix_{TABLE.name}_claim" in {node.get("Index Name") for node in nodes}
     assert "Seq Scan" not in {
         node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name

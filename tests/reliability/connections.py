@@ -10,7 +10,7 @@ from psycopg import sql
 from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 
-from programma_sa._statements import notify_channel
+from programma_sa._drivers.postgresql import notify_channel
 
 
 def libpq_url(url: str) -> str:

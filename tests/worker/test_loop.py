@@ -11,8 +11,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from programma_sa import JobContext, JobQueue, JobState, PassResult
-from programma_sa._notify import Listener, conninfo_from_url
-from programma_sa._statements import notify_channel
+from programma_sa._drivers.postgresql import notify_channel
+from programma_sa.worker.listen import Listener, conninfo_from_url
 
 from .conftest import MakeWorker
 from .support import get_job, wait_for

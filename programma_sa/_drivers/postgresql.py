@@ -1,9 +1,9 @@
-"""Every SQL statement of the queue, as SQLAlchemy Core, built once per jobs table.
+"""The PostgreSQL driver: every SQL statement of the queue, as SQLAlchemy Core.
 
-This is the only module that writes SQL. The sync :class:`~programma_sa.JobQueue`
-and the asyncio :class:`~programma_sa.aio.AsyncJobQueue` execute these very objects
-with bound parameters, so each statement is compiled once and then served from
-SQLAlchemy's compiled cache.
+:func:`build_statements` builds the :class:`~.base.Statements` of one jobs table
+(the package caches them per table). The sync and asyncio faces, the workers and
+the maintenance functions execute these very objects with bound parameters, so each
+statement is compiled once and then served from SQLAlchemy's compiled cache.
 
 Rules kept here:
 
@@ -20,8 +20,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -56,15 +54,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.sql.dml import Insert
 
-from .models import CLAIMABLE_STATES, FINISHED_STATES, JobState
+from ..models import CLAIMABLE_STATES, FINISHED_STATES, JobState
+from .base import STATS_COUNTS, STATS_TIMES, Statements
 
-__all__ = [
-    "STATS_COUNTS",
-    "STATS_TIMES",
-    "MaintenanceStatements",
-    "Statements",
-    "notify_channel",
-]
+__all__ = ["build_statements", "notify_channel"]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
 
@@ -158,182 +151,153 @@ def notify_channel(table: Table) -> str:
     return f"programma:{table.fullname}"[:63]
 
 
-@dataclass(frozen=True)
-class Statements:
-    """The statements for one jobs table. Get them with :meth:`for_table`."""
+def build_statements(table: Table) -> Statements:
+    """Every statement of ``table`` on PostgreSQL."""
+    return Statements(table=table, **_job_statements(table), **_maintenance_statements(table))
 
-    table: Table
-    insert_one: Insert
-    insert_one_notify: Insert
-    insert_many: Insert
-    insert_many_notify: Select[tuple[object]]
-    insert_many_uniform: Insert
-    insert_many_uniform_notify: Select[tuple[object]]
-    claim: Update
-    move_to_processing: Update
-    move_to_completed: Update
-    move_to_failed: Update
-    delete_by_id: Delete
-    set_attributes: Update
-    set_retry_after_seconds: Update
-    set_start_after: Update
-    get_by_id: Select[tuple[object, ...]]
-    complete_unchanged: Update
-    retry_unchanged: Update
-    fail_unchanged: Update
-    reclaim_rolled_back: Update
-    seconds_until_due: Select[tuple[object]]
 
-    @classmethod
-    @functools.cache
-    def for_table(cls, table: Table) -> Statements:
-        """Build (once per table, then cached) every statement for ``table``."""
-        t = table.c
-        one_job: dict[str, ColumnElement[Any]] = {
-            "id": bindparam("p_id", type_=UUID(as_uuid=True)),
-            "topic": bindparam("p_topic", type_=Text()),
-            "data": cast(bindparam("p_data", type_=Text()), JSONB),
-            "attributes": cast(bindparam("p_attributes", type_=Text()), JSONB),
-            # run_after_date wins over run_after_seconds (the seed's precedence).
-            "start_after": func.coalesce(
+def _job_statements(table: Table) -> dict[str, Any]:
+    """The statements of a job's life: enqueue, claim, the seed's moves and setters."""
+    t = table.c
+    one_job: dict[str, ColumnElement[Any]] = {
+        "id": bindparam("p_id", type_=UUID(as_uuid=True)),
+        "topic": bindparam("p_topic", type_=Text()),
+        "data": cast(bindparam("p_data", type_=Text()), JSONB),
+        "attributes": cast(bindparam("p_attributes", type_=Text()), JSONB),
+        # run_after_date wins over run_after_seconds (the seed's precedence).
+        "start_after": func.coalesce(
+            bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
+            _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
+        ),
+        "retry_after_seconds": bindparam("p_retry_after_seconds", type_=Integer()),
+    }
+    insert_one = insert(table).values(**one_job)
+    # The same row selected FROM the one row of (SELECT pg_notify(...)): still an
+    # INSERT, so no result row comes back to read, and the notification is
+    # queued in the same statement (see _with_notify for why that is safe).
+    # Measured: 0.04 ms of client CPU less per enqueue than the CTE form.
+    notified = select(
+        func.pg_notify(notify_channel(table), bindparam("p_topic", type_=Text())).label("notified")
+    ).subquery("notification")
+    insert_one_notify = insert(table).from_select(
+        list(one_job), select(*one_job.values()).select_from(notified)
+    )
+
+    # Bulk enqueue: one INSERT … SELECT FROM jsonb_array_elements(document), one
+    # round trip and one statement however many jobs. The jobs come as ONE JSON
+    # text, a row per job: ["<id>", <data>] when every job has the same settings
+    # (sent once, as scalars: insert_many_uniform), else ["<id>", <data>,
+    # <attributes>, <run_after_date>, <run_after_seconds>, <retry_after_seconds>]
+    # (insert_many). Each job's data is JSON text already, so the document is
+    # joined, not escaped: psycopg dumps a text[] parameter element by element in
+    # Python, escaping every quote of every payload with a regex, which cost more
+    # than the INSERT itself. The document is an argument of the function in
+    # FROM, so PostgreSQL parses it once per statement.
+    job = (
+        func.jsonb_array_elements(cast(bindparam("p_jobs", type_=Text()), JSONB))
+        .table_valued(column("value", JSONB()))
+        .render_derived(name="job")
+    )
+    row = job.c.value
+    columns = ["id", "topic", "data", "attributes", "start_after", "retry_after_seconds"]
+    insert_many_uniform = insert(table).from_select(
+        columns,
+        select(
+            cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
+            bindparam("p_topic", type_=Text()),
+            _element(row, 1),
+            cast(bindparam("p_attributes", type_=Text()), JSONB),
+            func.coalesce(
                 bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
                 _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
             ),
-            "retry_after_seconds": bindparam("p_retry_after_seconds", type_=Integer()),
-        }
-        insert_one = insert(table).values(**one_job)
-        # The same row selected FROM the one row of (SELECT pg_notify(...)): still an
-        # INSERT, so no result row comes back to read, and the notification is
-        # queued in the same statement (see _with_notify for why that is safe).
-        # Measured: 0.04 ms of client CPU less per enqueue than the CTE form.
-        notified = select(
-            func.pg_notify(notify_channel(table), bindparam("p_topic", type_=Text())).label(
-                "notified"
-            )
-        ).subquery("notification")
-        insert_one_notify = insert(table).from_select(
-            list(one_job), select(*one_job.values()).select_from(notified)
-        )
-
-        # Bulk enqueue: one INSERT … SELECT FROM jsonb_array_elements(document), one
-        # round trip and one statement however many jobs. The jobs come as ONE JSON
-        # text, a row per job: ["<id>", <data>] when every job has the same settings
-        # (sent once, as scalars: insert_many_uniform), else ["<id>", <data>,
-        # <attributes>, <run_after_date>, <run_after_seconds>, <retry_after_seconds>]
-        # (insert_many). Each job's data is JSON text already, so the document is
-        # joined, not escaped: psycopg dumps a text[] parameter element by element in
-        # Python, escaping every quote of every payload with a regex, which cost more
-        # than the INSERT itself. The document is an argument of the function in
-        # FROM, so PostgreSQL parses it once per statement.
-        job = (
-            func.jsonb_array_elements(cast(bindparam("p_jobs", type_=Text()), JSONB))
-            .table_valued(column("value", JSONB()))
-            .render_derived(name="job")
-        )
-        row = job.c.value
-        columns = ["id", "topic", "data", "attributes", "start_after", "retry_after_seconds"]
-        insert_many_uniform = insert(table).from_select(
-            columns,
-            select(
-                cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
-                bindparam("p_topic", type_=Text()),
-                _element(row, 1),
-                cast(bindparam("p_attributes", type_=Text()), JSONB),
-                func.coalesce(
-                    bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
-                    _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
-                ),
-                bindparam("p_retry_after_seconds", type_=Integer()),
+            bindparam("p_retry_after_seconds", type_=Integer()),
+        ),
+    )
+    insert_many = insert(table).from_select(
+        columns,
+        select(
+            cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
+            bindparam("p_topic", type_=Text()),
+            _element(row, 1),
+            _element(row, 2),
+            func.coalesce(
+                cast(_element(row, 3, as_text=True), _TIMESTAMPTZ),
+                _after_seconds(cast(_element(row, 4, as_text=True), Float())),
             ),
+            cast(_element(row, 5, as_text=True), Integer()),
+        ),
+    )
+
+    # The claim: pick due jobs FIFO and lease them, in one round trip.
+    # FOR UPDATE SKIP LOCKED: concurrent claimers skip rows another transaction
+    # has locked instead of waiting, so no two claims take the same job while a
+    # claim's transaction is open. Under READ COMMITTED a row updated by a claim
+    # that committed meanwhile is re-checked against the WHERE clause (its new
+    # state/start_after) before it is locked, so a freshly leased job is not
+    # taken again.
+    picked = (
+        select(t.id, t.start_after)
+        .where(
+            t.topic == bindparam("p_topic", type_=Text()),
+            t.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES]),
+            t.start_after <= _db_now(),
         )
-        insert_many = insert(table).from_select(
-            columns,
-            select(
-                cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
-                bindparam("p_topic", type_=Text()),
-                _element(row, 1),
-                _element(row, 2),
-                func.coalesce(
-                    cast(_element(row, 3, as_text=True), _TIMESTAMPTZ),
-                    _after_seconds(cast(_element(row, 4, as_text=True), Float())),
+        .order_by(t.start_after, t.id)
+        .limit(bindparam("p_max_jobs", type_=Integer()))
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    claim = (
+        update(table)
+        .where(t.id == picked.c.id)
+        .values(**_claimed(table))
+        .returning(
+            *[_empty_as_null(column) if column is t.attributes else column for column in table.c],
+            picked.c.start_after.label("due_at"),
+        )
+    )
+
+    by_id = t.id == bindparam("p_job_id", type_=UUID(as_uuid=True))
+
+    def move_to(state: JobState) -> Update:
+        finished_at = _db_now() if state in (JobState.COMPLETED, JobState.FAILED) else None
+        return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
+
+    retry = bindparam("p_retry_after_seconds", type_=Integer())
+    return {
+        "insert_one": insert_one,
+        "insert_one_notify": insert_one_notify,
+        "insert_many": insert_many,
+        "insert_many_notify": _with_notify(insert_many, table),
+        "insert_many_uniform": insert_many_uniform,
+        "insert_many_uniform_notify": _with_notify(insert_many_uniform, table),
+        "claim": claim,
+        "move_to_processing": move_to(JobState.PROCESSING),
+        "move_to_completed": move_to(JobState.COMPLETED),
+        "move_to_failed": move_to(JobState.FAILED),
+        "delete_by_id": delete(table).where(by_id),
+        "set_attributes": update(table).where(by_id).values(attributes=_merged_attributes(table)),
+        # A leased (ACTIVE) job's lease is re-measured from its claim with the
+        # new timeout, so a handler can lengthen or shorten its own backoff.
+        "set_retry_after_seconds": update(table)
+        .where(by_id)
+        .values(
+            retry_after_seconds=retry,
+            start_after=case(
+                (
+                    t.state == _state(JobState.ACTIVE),
+                    t.started_at + _interval_seconds(retry),
                 ),
-                cast(_element(row, 5, as_text=True), Integer()),
+                else_=t.start_after,
             ),
-        )
-
-        # The claim: pick due jobs FIFO and lease them, in one round trip.
-        # FOR UPDATE SKIP LOCKED: concurrent claimers skip rows another transaction
-        # has locked instead of waiting, so no two claims take the same job while a
-        # claim's transaction is open. Under READ COMMITTED a row updated by a claim
-        # that committed meanwhile is re-checked against the WHERE clause (its new
-        # state/start_after) before it is locked, so a freshly leased job is not
-        # taken again.
-        picked = (
-            select(t.id, t.start_after)
-            .where(
-                t.topic == bindparam("p_topic", type_=Text()),
-                t.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES]),
-                t.start_after <= _db_now(),
-            )
-            .order_by(t.start_after, t.id)
-            .limit(bindparam("p_max_jobs", type_=Integer()))
-            .with_for_update(skip_locked=True)
-            .cte("picked")
-        )
-        claim = (
-            update(table)
-            .where(t.id == picked.c.id)
-            .values(**_claimed(table))
-            .returning(
-                *[
-                    _empty_as_null(column) if column is t.attributes else column
-                    for column in table.c
-                ],
-                picked.c.start_after.label("due_at"),
-            )
-        )
-
-        by_id = t.id == bindparam("p_job_id", type_=UUID(as_uuid=True))
-
-        def move_to(state: JobState) -> Update:
-            finished_at = _db_now() if state in (JobState.COMPLETED, JobState.FAILED) else None
-            return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
-
-        retry = bindparam("p_retry_after_seconds", type_=Integer())
-        return cls(
-            table=table,
-            insert_one=insert_one,
-            insert_one_notify=insert_one_notify,
-            insert_many=insert_many,
-            insert_many_notify=_with_notify(insert_many, table),
-            insert_many_uniform=insert_many_uniform,
-            insert_many_uniform_notify=_with_notify(insert_many_uniform, table),
-            claim=claim,
-            move_to_processing=move_to(JobState.PROCESSING),
-            move_to_completed=move_to(JobState.COMPLETED),
-            move_to_failed=move_to(JobState.FAILED),
-            delete_by_id=delete(table).where(by_id),
-            set_attributes=update(table).where(by_id).values(attributes=_merged_attributes(table)),
-            # A leased (ACTIVE) job's lease is re-measured from its claim with the
-            # new timeout, so a handler can lengthen or shorten its own backoff.
-            set_retry_after_seconds=update(table)
-            .where(by_id)
-            .values(
-                retry_after_seconds=retry,
-                start_after=case(
-                    (
-                        t.state == _state(JobState.ACTIVE),
-                        t.started_at + _interval_seconds(retry),
-                    ),
-                    else_=t.start_after,
-                ),
-            ),
-            set_start_after=update(table)
-            .where(by_id)
-            .values(start_after=bindparam("p_start_after", type_=_TIMESTAMPTZ)),
-            get_by_id=select(*table.c).where(by_id),
-            **_worker_statements(table, by_id),
-        )
+        ),
+        "set_start_after": update(table)
+        .where(by_id)
+        .values(start_after=bindparam("p_start_after", type_=_TIMESTAMPTZ)),
+        "get_by_id": select(*table.c).where(by_id),
+        **_worker_statements(table, by_id),
+    }
 
 
 def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, Any]:
@@ -459,22 +423,6 @@ def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:
 
 
 # -- maintenance: statistics and retention --------------------------------------------
-
-#: The counts and times each row of :attr:`MaintenanceStatements.stats_all` has
-#: (beside ``measured_at`` and ``topic``). Each branch of its UNION ALL fills the
-#: columns it measures and zero / NULL elsewhere; the reader adds a topic's rows up.
-STATS_COUNTS = (
-    "created",
-    "active",
-    "processing",
-    "finished",
-    "failed",
-    "due",
-    "expired_leases",
-    "finished_recently",
-    "failed_recently",
-)
-STATS_TIMES = ("oldest_due_at", "oldest_processing_at")
 
 
 def _stats_branch(topic: ColumnElement[Any], **measured: ColumnElement[Any]) -> list[Any]:
@@ -634,33 +582,18 @@ def _prune(table: Table, state: JobState) -> Delete:
     return delete(table).where(t.id == any_(func.array(expired, type_=ARRAY(UUID(as_uuid=True)))))
 
 
-@dataclass(frozen=True)
-class MaintenanceStatements:
-    """Statistics and retention statements for one jobs table (see :meth:`for_table`)."""
-
-    table: Table
-    stats_all: Select[tuple[object, ...]]
-    stats_topic: Select[tuple[object, ...]]
-    finished_topics: Select[tuple[object]]
-    prune_completed: Delete
-    prune_failed: Delete
-    try_prune_lock: Select[tuple[object]]
-
-    @classmethod
-    @functools.cache
-    def for_table(cls, table: Table) -> MaintenanceStatements:
-        """Build (once per table, then cached) the maintenance statements for ``table``."""
-        return cls(
-            table=table,
-            stats_all=_stats(table, one_topic=False),
-            stats_topic=_stats(table, one_topic=True),
-            finished_topics=_finished_topics(table),
-            prune_completed=_prune(table, JobState.COMPLETED),
-            prune_failed=_prune(table, JobState.FAILED),
-            # A transaction-level advisory lock: released by the batch's own commit or
-            # rollback, so no crash, pool or pgbouncer (transaction pooling) can leave
-            # it held. See programma_sa.maintenance.Pruner for why pruning takes it.
-            try_prune_lock=select(
-                func.pg_try_advisory_xact_lock(bindparam("p_key", type_=BigInteger()))
-            ),
-        )
+def _maintenance_statements(table: Table) -> dict[str, Any]:
+    """Statistics and retention statements."""
+    return {
+        "stats_all": _stats(table, one_topic=False),
+        "stats_topic": _stats(table, one_topic=True),
+        "finished_topics": _finished_topics(table),
+        "prune_completed": _prune(table, JobState.COMPLETED),
+        "prune_failed": _prune(table, JobState.FAILED),
+        # A transaction-level advisory lock: released by the batch's own commit or
+        # rollback, so no crash, pool or pgbouncer (transaction pooling) can leave it
+        # held. See programma_sa.maintenance.Pruner for why pruning takes it.
+        "try_prune_lock": select(
+            func.pg_try_advisory_xact_lock(bindparam("p_key", type_=BigInteger()))
+        ),
+    }

@@ -14,8 +14,8 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ._stats import QueueStats
-from .models import JobState
+from .._stats import QueueStats
+from ..models import JobState
 
 __all__ = ["MetricFamily", "descriptions", "exposition", "metric_families", "up_family"]
 

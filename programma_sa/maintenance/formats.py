@@ -10,9 +10,9 @@ import json
 from dataclasses import asdict, fields
 from typing import Any
 
-from ._prometheus import exposition, metric_families
-from ._stats import QueueStats, TopicStats
-from .exceptions import InvalidJobInput
+from .._stats import QueueStats, TopicStats
+from ..exceptions import InvalidJobInput
+from .metric_families import exposition, metric_families
 
 __all__ = ["FORMATS", "render_stats"]
 

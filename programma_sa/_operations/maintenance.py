@@ -1,12 +1,12 @@
-"""Statistics and pruning as validated operations, shared by the sync and async APIs.
+"""Statistics and pruning as checked operations, shared by the sync and async APIs (no I/O).
 
-Like :mod:`._operations`, this module checks arguments (raising before anything is
-sent), pairs each statement of :class:`~._statements.MaintenanceStatements` with its
-parameters and the function that reads its result, and leaves executing them to
-:mod:`programma_sa.maintenance`. A prune batch takes several statements (the topics
-first, then one bounded DELETE per topic and state), so it is written once as a
-generator of operations — :func:`prune_steps` — that a sync or an async driver
-runs by executing each operation it yields and sending the result back.
+Like :mod:`.jobs`, this module checks arguments (raising before anything is sent),
+pairs each maintenance statement of the driver with its parameters and the function
+that reads its result, and leaves executing them to :mod:`programma_sa._execute`. A
+prune batch takes several statements (the topics first, then one bounded DELETE per
+topic and state), so it is written once as a generator of operations —
+:func:`prune_steps` — that a sync or an async driver runs by executing each
+operation it yields and sending the result back.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from collections.abc import Generator
+from typing import Any
 
 from sqlalchemy import Result, Table
 
-from . import _validation as check
-from ._operations import Operation
-from ._retention import FINISHED, Retention
-from ._statements import MaintenanceStatements
-from ._stats import QueueStats, read_stats
-from .exceptions import InvalidJobInput
-from .models import JobState
+from .. import _validation as check
+from .._drivers import StatementName
+from .._retention import FINISHED, Retention
+from .._stats import QueueStats, read_stats
+from ..exceptions import InvalidJobInput
+from ..models import JobState
+from . import Operation
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -34,8 +34,6 @@ __all__ = [
     "PruneSteps",
     "check_batch_size",
     "prune_steps",
-    "run_steps",
-    "run_steps_async",
 ]
 
 logger = logging.getLogger("programma_sa.maintenance")
@@ -44,9 +42,6 @@ logger = logging.getLogger("programma_sa.maintenance")
 DEFAULT_WINDOW_SECONDS = 300.0
 #: The default number of rows one prune batch deletes at most.
 DEFAULT_BATCH_SIZE = 1000
-
-T = TypeVar("T")
-S = TypeVar("S")
 
 #: A prune batch: yields operations, receives each one's result, returns the count.
 PruneSteps = Generator[Operation[Any], Any, int]
@@ -91,7 +86,6 @@ class MaintenanceOperations:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self.statements = MaintenanceStatements.for_table(table)
         #: The key of the advisory lock that keeps prunes of this table one at a time.
         self.prune_lock_key = _prune_lock_key(table)
 
@@ -104,32 +98,30 @@ class MaintenanceOperations:
     def stats(self, topic: str | None, window_seconds: object) -> Operation[QueueStats]:
         window = _window(window_seconds)
         params: dict[str, Any] = {"p_window_seconds": window}
-        statement = self.statements.stats_all
+        statement: StatementName = "stats_all"
         if topic is not None:
             params["p_topic"] = check.check_topic(topic)
-            statement = self.statements.stats_topic
+            statement = "stats_topic"
 
         def read(result: Result[Any]) -> QueueStats:
             return read_stats(result.mappings(), self.table.fullname, window, topic)
 
-        return Operation(statement, params, read)
+        return Operation(self.table, statement, params, read)
 
     def finished_topics(self) -> Operation[list[str]]:
-        return Operation(self.statements.finished_topics, {}, _topics)
+        return Operation(self.table, "finished_topics", {}, _topics)
 
     def prune_batch(
         self, topic: str, state: JobState, ttl_seconds: float, limit: int
     ) -> Operation[int]:
-        statement = (
-            self.statements.prune_completed
-            if state is JobState.COMPLETED
-            else self.statements.prune_failed
+        statement: StatementName = (
+            "prune_completed" if state is JobState.COMPLETED else "prune_failed"
         )
         params = {"p_topic": topic, "p_ttl_seconds": ttl_seconds, "p_limit": limit}
-        return Operation(statement, params, _deleted)
+        return Operation(self.table, statement, params, _deleted)
 
     def try_prune_lock(self) -> Operation[bool]:
-        return Operation(self.statements.try_prune_lock, {"p_key": self.prune_lock_key}, _flag)
+        return Operation(self.table, "try_prune_lock", {"p_key": self.prune_lock_key}, _flag)
 
 
 def prune_steps(
@@ -168,29 +160,3 @@ def prune_steps(
             if deleted >= limit:
                 return deleted
     return deleted
-
-
-def run_steps(execute: Callable[[S], Any], steps: Generator[S, Any, T]) -> T:
-    """Drive ``steps``, executing each operation it yields with ``execute``.
-
-    Any generator of operations runs this way (a prune batch, the worker's claim of
-    a pass over several topics): the logic is written once, the driver does the I/O.
-    """
-    try:
-        operation = next(steps)
-        while True:
-            operation = steps.send(execute(operation))
-    except StopIteration as done:
-        result: T = done.value
-        return result
-
-
-async def run_steps_async(execute: Callable[[S], Awaitable[Any]], steps: Generator[S, Any, T]) -> T:
-    """:func:`run_steps` with an ``execute`` that is a coroutine function."""
-    try:
-        operation = next(steps)
-        while True:
-            operation = steps.send(await execute(operation))
-    except StopIteration as done:
-        result: T = done.value
-        return result

@@ -1,10 +1,11 @@
-"""Each queue operation as a validated ``(statement, parameters, reading)`` triple.
+"""The operations of a job's life, each checked and ready to execute (no I/O).
 
-:class:`Operations` checks the caller's arguments (raising before anything is
-sent) and pairs a statement from :mod:`._statements` with its parameters and with
-the function that turns the driver's result into the value the API returns. The
-sync and async queues only *execute* what it builds, so validation, SQL and result
-handling each exist once.
+:class:`JobOperations` checks the caller's arguments (raising before anything is
+sent) and pairs a named statement of the driver (:mod:`programma_sa._drivers`) with
+its parameters and with the function that turns the driver's result into the value
+the API returns. The sync and async faces and the workers only *execute* what it
+builds (:mod:`programma_sa._execute`), so validation, SQL and result handling each
+exist once.
 """
 
 from __future__ import annotations
@@ -12,61 +13,25 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
-from sqlalchemy import Executable, Result, RowMapping, Table
+from sqlalchemy import Result, RowMapping, Table
 
-from . import _validation as check
-from ._ids import uuid7, uuid7_many
-from ._records import ClaimedJob, JobDetail, JobSpec
-from ._statements import Statements
-from .exceptions import InvalidJobInput, translated_errors
+from .. import _validation as check
+from .._drivers import StatementName
+from .._ids import uuid7, uuid7_many
+from .._job_records import ClaimedJob, JobDetail, JobSpec
+from ..exceptions import InvalidJobInput
+from . import Operation
 
-__all__ = ["AsyncExecutor", "Executor", "Operation", "Operations", "execute", "execute_async"]
-
-T = TypeVar("T")
+__all__ = ["JobOperations"]
 
 _SPEC_FIELDS = frozenset(field.name for field in fields(JobSpec))
 #: Encodes the worker's own batch parameters (ids, counts, timestamps: plain JSON).
 _BATCH_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Operation(Generic[T]):
-    """A statement ready to execute, and how to read its result."""
-
-    statement: Executable
-    params: dict[str, Any]
-    read: Callable[[Result[Any]], T]
-
-
-class Executor(Protocol):
-    """What executes an operation: a ``Connection`` or a ``Session`` (after its flush)."""
-
-    def execute(self, statement: Executable, parameters: dict[str, Any], /) -> Result[Any]: ...
-
-
-class AsyncExecutor(Protocol):
-    """What executes an operation on asyncio: an ``AsyncConnection`` or an ``AsyncSession``."""
-
-    async def execute(
-        self, statement: Executable, parameters: dict[str, Any], /
-    ) -> Result[Any]: ...
-
-
-def execute(executor: Executor, operation: Operation[T]) -> T:
-    """Execute ``operation`` and read its result; a driver error becomes ours."""
-    with translated_errors():
-        return operation.read(executor.execute(operation.statement, operation.params))
-
-
-async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
-    """:func:`execute` on asyncio (the async results are buffered: the same readers apply)."""
-    with translated_errors():
-        return operation.read(await executor.execute(operation.statement, operation.params))
 
 
 def _changed_a_row(result: Result[Any]) -> bool:
@@ -157,11 +122,11 @@ def _as_spec(index: int, spec: object) -> JobSpec:
     )
 
 
-class Operations:
-    """Builds :class:`Operation` objects for one jobs table and one set of settings."""
+class JobOperations:
+    """Builds the :class:`Operation` objects of one jobs table and one set of settings."""
 
     def __init__(self, table: Table, *, notify: bool, max_payload_bytes: int) -> None:
-        self.statements = Statements.for_table(table)
+        self.table = table
         self.notify = notify
         self.max_payload_bytes = check.payload_limit(max_payload_bytes)
 
@@ -208,7 +173,7 @@ class Operations:
             data, attributes, run_after_seconds, run_after_date, retry_after_seconds
         )
         job_id = uuid7()
-        statement = self.statements.insert_one_notify if self.notify else self.statements.insert_one
+        statement: StatementName = "insert_one_notify" if self.notify else "insert_one"
         params = {
             "p_id": job_id,
             "p_topic": topic,
@@ -218,7 +183,7 @@ class Operations:
             "p_run_after_seconds": settings.run_after_seconds,
             "p_retry_after_seconds": settings.retry_after_seconds,
         }
-        return job_id, Operation(statement, params, _discard)
+        return job_id, Operation(self.table, statement, params, _discard)
 
     def add_jobs(
         self, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
@@ -271,9 +236,9 @@ class Operations:
                 "p_run_after_seconds": first.run_after_seconds,
                 "p_retry_after_seconds": first.retry_after_seconds,
             }
-            statements = self.statements
-            uniform = statements.insert_many_uniform_notify, statements.insert_many_uniform
-            statement = uniform[0] if self.notify else uniform[1]
+            statement: StatementName = (
+                "insert_many_uniform_notify" if self.notify else "insert_many_uniform"
+            )
         else:
             rows = ",".join(
                 [
@@ -282,10 +247,8 @@ class Operations:
                 ]
             )
             params = {"p_topic": topic, "p_jobs": f"[{rows}]"}
-            statement = (
-                self.statements.insert_many_notify if self.notify else self.statements.insert_many
-            )
-        return job_ids, Operation(statement, params, _discard)
+            statement = "insert_many_notify" if self.notify else "insert_many"
+        return job_ids, Operation(self.table, statement, params, _discard)
 
     # -- claim -----------------------------------------------------------------------
 
@@ -294,7 +257,7 @@ class Operations:
         return {"p_topic": check.check_topic(topic), "p_max_jobs": check.check_max_jobs(max_jobs)}
 
     def claim_jobs(self, topic: str, max_jobs: int) -> Operation[list[ClaimedJob]]:
-        return Operation(self.statements.claim, self._claim_params(topic, max_jobs), _claimed_jobs)
+        return Operation(self.table, "claim", self._claim_params(topic, max_jobs), _claimed_jobs)
 
     def claim_jobs_due(
         self, topic: str, max_jobs: int
@@ -303,40 +266,42 @@ class Operations:
         before this claim (what :meth:`reclaim_rolled_back` needs should the claim
         roll back)."""
         params = self._claim_params(topic, max_jobs)
-        return Operation(self.statements.claim, params, _claimed_jobs_due)
+        return Operation(self.table, "claim", params, _claimed_jobs_due)
 
     # -- one job, by id --------------------------------------------------------------
 
     def _by_id(
-        self, statement: Executable, job_id: uuid.UUID | str, **params: Any
+        self, statement: StatementName, job_id: uuid.UUID | str, **params: Any
     ) -> Operation[bool]:
-        return Operation(statement, {"p_job_id": check.job_id(job_id), **params}, _changed_a_row)
+        return Operation(
+            self.table, statement, {"p_job_id": check.job_id(job_id), **params}, _changed_a_row
+        )
 
     def move_job_to_processing(self, job_id: uuid.UUID | str) -> Operation[bool]:
-        return self._by_id(self.statements.move_to_processing, job_id)
+        return self._by_id("move_to_processing", job_id)
 
     def move_job_to_done(self, job_id: uuid.UUID | str, delete: bool) -> Operation[bool]:
-        finish = self.statements.delete_by_id if delete else self.statements.move_to_completed
+        finish: StatementName = "delete_by_id" if delete else "move_to_completed"
         return self._by_id(finish, job_id)
 
     def move_job_to_failed(self, job_id: uuid.UUID | str, delete: bool) -> Operation[bool]:
-        finish = self.statements.delete_by_id if delete else self.statements.move_to_failed
+        finish: StatementName = "delete_by_id" if delete else "move_to_failed"
         return self._by_id(finish, job_id)
 
     def delete_job(self, job_id: uuid.UUID | str) -> Operation[bool]:
-        return self._by_id(self.statements.delete_by_id, job_id)
+        return self._by_id("delete_by_id", job_id)
 
     def set_attributes(
         self, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> Operation[bool]:
         text = check.attributes_text(attributes, self.max_payload_bytes)
-        return self._by_id(self.statements.set_attributes, job_id, p_attributes=text)
+        return self._by_id("set_attributes", job_id, p_attributes=text)
 
     def set_retry_after_seconds(
         self, job_id: uuid.UUID | str, seconds: int | None
     ) -> Operation[bool]:
         return self._by_id(
-            self.statements.set_retry_after_seconds,
+            "set_retry_after_seconds",
             job_id,
             p_retry_after_seconds=check.retry_seconds(seconds),
         )
@@ -345,15 +310,13 @@ class Operations:
         self, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> Operation[bool]:
         return self._by_id(
-            self.statements.set_start_after,
+            "set_start_after",
             job_id,
             p_start_after=check.start_date(start_date, "start_date"),
         )
 
     def get_job(self, job_id: uuid.UUID | str) -> Operation[JobDetail | None]:
-        return Operation(
-            self.statements.get_by_id, {"p_job_id": check.job_id(job_id)}, _job_or_none
-        )
+        return Operation(self.table, "get_by_id", {"p_job_id": check.job_id(job_id)}, _job_or_none)
 
     # -- the worker's outcome writes (guarded: only a job still as its claim left it) --
 
@@ -370,10 +333,10 @@ class Operations:
             for job in jobs
         ]
         params = {"p_claimed": _BATCH_ENCODER.encode(claimed)}
-        return Operation(self.statements.complete_unchanged, params, _ids)
+        return Operation(self.table, "complete_unchanged", params, _ids)
 
     def _unchanged(
-        self, statement: Executable, job: ClaimedJob, error: Mapping[str, Any], **params: Any
+        self, statement: StatementName, job: ClaimedJob, error: Mapping[str, Any], **params: Any
     ) -> Operation[bool]:
         return self._by_id(
             statement,
@@ -390,11 +353,11 @@ class Operations:
         """Record ``error`` (merged into attributes) and make the job due in ``delay``
         seconds (``None``: keep the claim's visibility timeout)."""
         seconds = check.optional_seconds(delay, "delay")
-        return self._unchanged(self.statements.retry_unchanged, job, error, p_delay=seconds)
+        return self._unchanged("retry_unchanged", job, error, p_delay=seconds)
 
     def fail_unchanged(self, job: ClaimedJob, error: Mapping[str, Any]) -> Operation[bool]:
         """Record ``error`` (merged into attributes) and move the job to FAILED."""
-        return self._unchanged(self.statements.fail_unchanged, job, error)
+        return self._unchanged("fail_unchanged", job, error)
 
     def reclaim_rolled_back(
         self, job: ClaimedJob, due_at: datetime
@@ -404,12 +367,13 @@ class Operations:
         ``attempts`` one less, ``start_after`` = ``due_at``) and no other transaction
         holds it; returns the job as claimed, or ``None`` (nothing written)."""
         params = {"p_job_id": job.id, "p_attempts": job.attempts - 1, "p_start_after": due_at}
-        return Operation(self.statements.reclaim_rolled_back, params, _job_or_none)
+        return Operation(self.table, "reclaim_rolled_back", params, _job_or_none)
 
     def seconds_until_due(self, topic: str) -> Operation[float | None]:
         """Seconds until ``topic``'s next claimable job is due (``None``: no such job)."""
         return Operation(
-            self.statements.seconds_until_due,
+            self.table,
+            "seconds_until_due",
             {"p_topic": check.check_topic(topic)},
             _optional_float,
         )

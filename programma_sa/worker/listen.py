@@ -25,7 +25,7 @@ everything but the waiting.
 PgBouncer in transaction-pooling mode cannot carry LISTEN: run such workers with
 ``listen=False`` (polling only), or point ``database_url`` at a direct connection.
 
-This module is the one place outside :mod:`._statements` that writes SQL: the
+This module is the one place outside :mod:`programma_sa._drivers` that writes SQL: the
 ``LISTEN`` command, with the channel quoted as an identifier by psycopg.
 """
 

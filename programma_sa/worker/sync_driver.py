@@ -45,10 +45,12 @@ due; it backs off and reconnects when the database is unreachable. With a
 ``retention`` it also prunes expired finished jobs between passes, at most every
 ``prune_interval`` seconds, one worker at a time across processes.
 
-Every decision here — settings checks, the claim over several topics, the verdict
-on a failed handler, a batch's completion and counts, backoff — lives in
-:mod:`._worker_core` and is shared with :class:`~programma_sa.AsyncWorker`; this
-module is the threaded driver: sessions, handler threads, a condition variable.
+Every decision here — the claim over several topics, the verdict on a failed
+handler, a batch's completion and counts, the duties, backoff — lives in
+:mod:`.decisions` and is shared with :class:`~programma_sa.AsyncWorker`; the settings
+are a :class:`~.settings.WorkerSettings`. This module is the threaded driver: it
+executes the decisions' steps on sessions, runs handlers on threads, and waits on
+a condition variable.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 from typing import Any, TypeVar
@@ -67,37 +70,22 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+from typing_extensions import Unpack
 
-from ._maintenance_operations import DEFAULT_BATCH_SIZE, run_steps
-from ._notify import Listener
-from ._operations import Operation, execute
-from ._records import ClaimedJob
-from ._retention import Retention
-from ._statements import notify_channel
-from ._worker_core import (
-    DB_ERRORS,
-    DEFAULT_PRUNE_INTERVAL,
-    NOTHING_WRITTEN,
-    UNTOUCHED,
-    Batch,
-    Commit,
-    ConnectionLost,
-    OwnTransaction,
-    PassResult,
-    RunHandler,
-    Step,
-    WorkerCore,
-    WorkerMode,
-    autocommit_allowed,
-    single,
-)
-from .exceptions import ConfigurationError, ProgrammaError
-from .maintenance import Pruner
-from .queue import JobQueue
-from .retry import DEFAULT_RETRY, RetryPolicy
+from .._drivers.postgresql import notify_channel
+from .._execute import InTransaction, drive, execute, run_steps
+from .._job_records import ClaimedJob
+from .._operations import Operation
+from ..exceptions import ConfigurationError, ProgrammaError
+from ..queue import JobQueue
+from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
+from .listen import Listener
+from .results import UNTOUCHED, PassResult
+from .settings import WorkerOptions, WorkerSettings
+from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
 
-__all__ = ["Handler", "JobContext", "PassResult", "Worker", "WorkerMode"]
+__all__ = ["Handler", "JobContext", "Worker"]
 
 log = logging.getLogger("programma_sa.worker")
 
@@ -167,8 +155,7 @@ def _session_factory(bind: object) -> Callable[[], Session]:
 
 def _autocommit_engine(bind: object) -> Engine | None:
     """Where the worker runs its one-statement units of work in autocommit
-    (:func:`~._worker_core.autocommit_allowed`); ``None``: in transactions of the
-    session factory.
+    (:class:`~.steps.EachCommitted`); ``None``: in transactions of the session factory.
 
     Only when the worker was given an Engine: a session factory of the
     application's may carry settings (binds, events) the worker must not bypass.
@@ -178,12 +165,40 @@ def _autocommit_engine(bind: object) -> Engine | None:
     return None
 
 
-def _bound_url(bind: object) -> URL | None:
-    """The URL behind an Engine or a ``sessionmaker(bind=engine)``, when there is one."""
+def _bound_url(bind: object, queue: object) -> URL | None:
+    """The URL behind an Engine or a ``sessionmaker`` bound to one, when there is one.
+
+    A sessionmaker is asked through a session of its own (no connection is opened);
+    any other factory is not called: it may need a context (an application's) that
+    the worker's constructor does not have.
+    """
     if isinstance(bind, sessionmaker):
-        bind = bind.kw.get("bind")
-    engine = getattr(bind, "engine", bind)  # a Connection has .engine
+        try:
+            bind = bind().get_bind(clause=getattr(queue, "table", None))
+        except sa_exc.UnboundExecutionError:
+            return None
+    engine = getattr(bind, "engine", None)  # an Engine's is itself; a Connection has one
     return engine.url if isinstance(engine, Engine) else None
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The session and transaction of one transaction-mode pass."""
+
+    session: Session
+    transaction: SessionTransaction
+
+    def commit(self) -> sa_exc.DBAPIError | None:
+        """:class:`~.steps.Commit`: ``None`` once committed, else the commit's error."""
+        try:
+            self.transaction.commit()
+        except sa_exc.DBAPIError as error:
+            # Refused, or the connection died: the decision judges. The transaction
+            # is over either way: release its connection before an InTransaction
+            # takes one.
+            self.session.close()
+            return error
+        return None
 
 
 class _ThreadPool:
@@ -250,18 +265,19 @@ class _LeaseBatch:
     def run(self, job: ClaimedJob) -> None:
         if not self.started.is_set():
             self.started.set()
+        worker = self._worker
         outcome = UNTOUCHED
         returned = False
         try:
-            if not self._worker.stopping:
-                outcome, returned = self._worker._run_leased(job)
+            if not worker.stopping:
+                outcome, returned = worker._drive(worker._leased_job_steps(job))
         finally:
             # Always counted, even if the handler raised a BaseException, so the
             # worker's count of jobs in flight cannot leak.
             with self._lock:
                 last = self._batch.record(outcome, job if returned else None)
             if last:
-                self._done(self._worker._finish_lease_batch(self._batch))
+                self._done(worker._drive(worker._lease_completion_steps(self._batch)))
 
 
 class Worker(WorkerCore):
@@ -272,30 +288,12 @@ class Worker(WorkerCore):
         ``sessionmaker``); the worker opens, commits and closes its own sessions.
     :param topics: one topic or a list of topics; their jobs are claimed in turn.
     :param handler: called with a :class:`JobContext` for each claimed job.
-    :param mode: ``"lease"`` (default) or ``"transaction"``.
-    :param heartbeat: seconds between polls when nothing wakes the worker (default
-        5.0): the fallback for missed notifications and for ``listen=False``.
-    :param max_jobs: jobs claimed per claim statement (default 10).
-    :param concurrency: handler threads (default 1). In lease mode the jobs of a
-        claim are spread over them; in transaction mode each thread runs its own
-        claim batches, each in its own transaction. With 1, the loop's own thread
-        runs the handlers (:meth:`run` still returns after ``shutdown_timeout``).
-    :param listen: wake on LISTEN/NOTIFY (default True). False for PgBouncer in
-        transaction-pooling mode.
-    :param database_url: where to LISTEN; by default the URL of ``bind``.
-    :param retry: what to do after a handler raised (default
-        :data:`~programma_sa.retry.DEFAULT_RETRY`); ``None``: record the error and
-        leave the job to its visibility timeout.
-    :param auto_complete: complete a job whose handler returned without changing it
-        (default True). False is the npm package's way: the handler moves its job.
-    :param shutdown_timeout: seconds :meth:`run` waits for running handlers once
-        stopping (default 30.0).
-    :param retention: prune finished jobs by this :class:`~programma_sa.Retention`
-        from the loop of :meth:`run` (default ``None``: never prune).
-    :param prune_interval: seconds between two prune passes (default 60.0); each
-        pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
-        worker at a time prunes across processes.
-    :param prune_batch_size: rows deleted per prune transaction (default 1000).
+    :param options: the other settings, by keyword — ``mode``, ``heartbeat``,
+        ``max_jobs``, ``concurrency`` (handler threads; with 1, the loop's own
+        thread runs the handlers and :meth:`run` still returns after
+        ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
+        ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
+        ``prune_batch_size``: see :class:`~programma_sa.WorkerSettings` for each.
     """
 
     #: Longest the loop waits, after handing a partial batch to the handler
@@ -308,39 +306,15 @@ class Worker(WorkerCore):
         bind: Engine | Callable[[], Session],
         topics: str | Sequence[str],
         handler: Handler,
-        *,
-        mode: WorkerMode = "lease",
-        heartbeat: float = 5.0,
-        max_jobs: int = 10,
-        concurrency: int = 1,
-        listen: bool = True,
-        database_url: str | URL | None = None,
-        retry: RetryPolicy | None = DEFAULT_RETRY,
-        auto_complete: bool = True,
-        shutdown_timeout: float = 30.0,
-        retention: Retention | None = None,
-        prune_interval: float = DEFAULT_PRUNE_INTERVAL,
-        prune_batch_size: int = DEFAULT_BATCH_SIZE,
+        **options: Unpack[WorkerOptions],
     ) -> None:
         super().__init__(
             queue,
             handler,
-            topics,
+            WorkerSettings(topics, **options),
             queue_type=JobQueue,
             asynchronous=False,
-            bound_url=_bound_url(bind),
-            mode=mode,
-            heartbeat=heartbeat,
-            max_jobs=max_jobs,
-            concurrency=concurrency,
-            listen=listen,
-            database_url=database_url,
-            retry=retry,
-            auto_complete=auto_complete,
-            shutdown_timeout=shutdown_timeout,
-            retention=retention,
-            prune_interval=prune_interval,
-            prune_batch_size=prune_batch_size,
+            bound_url=_bound_url(bind, queue),
         )
         self.queue = queue
         self.handler = handler
@@ -349,11 +323,6 @@ class Worker(WorkerCore):
         # batch's completion, a failure record, the idle look-ahead) run in
         # autocommit when it owns the engine: one round trip instead of three.
         self._autocommit = _autocommit_engine(bind)
-        self._pruner = (
-            None
-            if retention is None
-            else Pruner(self.session_factory, queue, retention, batch_size=self.prune_batch_size)
-        )
         # One condition (on an RLock, so a signal handler running on the main thread
         # while it holds the lock cannot deadlock) guards every piece of loop state.
         self._cond = threading.Condition(threading.RLock())
@@ -365,6 +334,17 @@ class Worker(WorkerCore):
         self._running = False
         self._thread: threading.Thread | None = None
         self.listener: Listener | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        queue: JobQueue,
+        bind: Engine | Callable[[], Session],
+        handler: Handler,
+        settings: WorkerSettings,
+    ) -> Worker:
+        """A worker with ``settings`` (its topics included)."""
+        return cls(queue, bind, settings.topics, handler, **settings.options())
 
     # -- public state and control -----------------------------------------------------
 
@@ -423,7 +403,7 @@ class Worker(WorkerCore):
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-        self.join(self.shutdown_timeout + 1)
+        self.join(self.settings.shutdown_timeout + 1)
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -440,116 +420,84 @@ class Worker(WorkerCore):
         worker's own), or its connection died (``outcome_unknown``: all of the pass
         committed, or none of it; nothing more is written).
         """
-        if self.mode == "transaction":
+        if self.settings.mode == "transaction":
             result = self._transaction_pass(on_claimed=None)
             self._add_totals(result)
             return result
-        jobs = self._claim_leases()
+        jobs = self._drive(self._lease_claim_steps())
         results: list[PassResult] = []
         if not jobs:
             return PassResult()
         batch = _LeaseBatch(self, jobs, results.append)
-        if self.concurrency == 1 or len(jobs) == 1:
+        if self.settings.concurrency == 1 or len(jobs) == 1:
             for job in jobs:
                 batch.run(job)
         else:
-            pool = _ThreadPool(min(self.concurrency, len(jobs)), "programma-handler")
+            pool = _ThreadPool(min(self.settings.concurrency, len(jobs)), "programma-handler")
             for job in jobs:
                 pool.submit(functools.partial(batch.run, job))
             pool.shutdown(wait=True)
         self._add_totals(results[0])
         return results[0]
 
+    # -- executing the decisions' steps --------------------------------------------------
+
+    def _drive(self, steps: Generator[Step, Any, T], unit: _Pass | None = None) -> T:
+        """Run a decision's steps (``unit``: the transaction-mode pass they belong to)."""
+        return drive(steps, functools.partial(self._step, unit))
+
+    def _step(self, unit: _Pass | None, step: Step) -> Any:
+        if isinstance(step, RunHandler):
+            return self._run_handler(step.job, unit)
+        if isinstance(step, EachCommitted):
+            if self._autocommit is None:
+                return self._in_transaction(step.steps)
+            with self._autocommit.connect() as connection:
+                return run_steps(connection, step.steps)
+        if isinstance(step, InTransaction):
+            return self._in_transaction(step.steps)
+        assert unit is not None, f"{step!r} is a step of a transaction-mode pass"
+        if isinstance(step, Commit):
+            return unit.commit()
+        return execute(unit.session, step)
+
     def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
-        """Run a generator of operations in a short transaction of a session of our own."""
+        """Run operations in a short transaction of a session of our own."""
         with self.session_factory() as session, session.begin():
-            return run_steps(functools.partial(self.queue._run, session), steps)
+            return run_steps(session, steps)
 
-    def _each_committed(self, steps: Generator[Operation[Any], Any, T]) -> T:
-        """Run operations each of which is a whole unit of work: in autocommit on a
-        pooled connection when the worker owns the engine (no Session either: these
-        statements touch no ORM state), else in a short transaction."""
-        if self._autocommit is None:
-            return self._in_transaction(steps)
-        with self._autocommit.connect() as connection:
-            return run_steps(functools.partial(execute, connection), steps)
-
-    def _claim_leases(self) -> list[ClaimedJob]:
-        # Claim and commit at once: the lease is what makes the job ours. Over
-        # several topics the claim is several statements: one transaction, so they
-        # commit (or fail) together.
-        steps = self._claim_steps()
-        if len(self.topics) == 1:
-            return self._each_committed(steps)
-        return self._in_transaction(steps)
-
-    def _run_handler(self, job: ClaimedJob, session: Session | None) -> None:
+    def _run_handler(
+        self, job: ClaimedJob, unit: _Pass | None
+    ) -> Exception | ConnectionLost | None:
+        """:class:`~.steps.RunHandler`: run the handler; what it raised, if anything."""
         self._log_job_started(job)
-        self.handler(JobContext(self, job, session))
-
-    def _run_leased(self, job: ClaimedJob) -> tuple[PassResult, bool]:
-        """Run one leased job's handler; ``(outcome, handler returned)``."""
-        try:
-            self._run_handler(job, None)
-        except Exception as error:
-            operation, outcome = self._failure(job, error)
+        if unit is None:  # lease mode: outside any transaction
             try:
-                changed = self._each_committed(single(operation))
-            except DB_ERRORS:
-                return self._failure_lost(job), False
-            return self._failure_written(job, outcome, changed), False
-        return NOTHING_WRITTEN, True
-
-    def _finish_lease_batch(self, batch: Batch) -> PassResult:
-        """Complete the batch's returned jobs in one statement of its own transaction."""
-        operation = batch.completion(self._operations, self.auto_complete)
-        if operation is None:
-            return batch.result()
+                self.handler(JobContext(self, job, None))
+            except Exception as error:
+                return error
+            return None
+        session = unit.session
         try:
-            completed = self._each_committed(single(operation))
-        except DB_ERRORS:
-            return batch.completion_lost()
-        return batch.result(completed)
+            # The SAVEPOINT confines a failing handler's writes (see
+            # WorkerCore._transaction_steps).
+            with session.begin_nested():
+                self.handler(JobContext(self, job, session))
+        except Exception as error:
+            # Whatever the handler raised or swallowed (then the RELEASE fails): a
+            # dead connection took the whole transaction with it. No I/O: the
+            # session's connection is looked up, not opened.
+            if session.connection(bind_arguments=self._pass_bind).invalidated:
+                return ConnectionLost(error)
+            return error
+        return None
 
     def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle, complete and commit in ONE transaction of a session of our own."""
         # Leaving the begin() block rolls the transaction back after an error; the
         # pass's last step commits it explicitly (see Commit).
         with self.session_factory() as session, session.begin() as transaction:
-
-            def execute(step: Step) -> Any:
-                if isinstance(step, Commit):
-                    try:
-                        transaction.commit()
-                    except sa_exc.DBAPIError as error:
-                        # Refused, or the connection died: the core judges. The
-                        # transaction is over either way: release its connection
-                        # before an OwnTransaction takes one.
-                        session.close()
-                        return error
-                    return None
-                if isinstance(step, OwnTransaction):
-                    try:
-                        return self._in_transaction(step.steps)
-                    except DB_ERRORS as error:
-                        return error
-                if not isinstance(step, RunHandler):
-                    return self.queue._run(session, step)
-                try:
-                    # The SAVEPOINT confines a failing handler's writes (see
-                    # WorkerCore._transaction_steps).
-                    with session.begin_nested():
-                        self._run_handler(step.job, session)
-                except Exception as error:
-                    # Whatever the handler raised or swallowed (then the RELEASE
-                    # fails): a dead connection took the whole transaction with it.
-                    # No I/O: the session's connection is looked up, not opened.
-                    if session.connection(bind_arguments=self._pass_bind).invalidated:
-                        return ConnectionLost(error)
-                    return error
-                return None
-
-            return run_steps(execute, self._transaction_steps(on_claimed))
+            return self._drive(self._transaction_steps(on_claimed), _Pass(session, transaction))
 
     def _add_totals(self, result: PassResult) -> None:
         with self._cond:
@@ -572,11 +520,15 @@ class Worker(WorkerCore):
         restore_signals = (
             self._install_signal_handlers() if install_signal_handlers else (lambda: None)
         )
-        pool = None if self.concurrency == 1 else _ThreadPool(self.concurrency, "programma-handler")
+        pool = (
+            None
+            if self.settings.concurrency == 1
+            else _ThreadPool(self.settings.concurrency, "programma-handler")
+        )
         failure: list[BaseException] = []
         if self._conninfo is not None:
             self.listener = Listener(
-                self._conninfo, notify_channel(self.queue.table), self.topics, self.wake
+                self._conninfo, notify_channel(self.queue.table), self.settings.topics, self.wake
             )
             self.listener.start()
         self._log_started(listening=self.listener is not None)
@@ -627,17 +579,15 @@ class Worker(WorkerCore):
 
     def _loop(self, pool: _ThreadPool | None) -> None:
         backoff = self._new_backoff()
-        dispatch = self._dispatch_leases if self.mode == "lease" else self._dispatch_pass
+        dispatch = self._dispatch_leases if self.settings.mode == "lease" else self._dispatch_pass
         while self._wait_for_room():
-            self._prune_if_due()
+            self._drive(self._duty_steps())
             with self._cond:
                 generation = self._wakeups
             try:
                 claimed = dispatch(pool)
                 idle_for = (
-                    None
-                    if self._full_batch(claimed)
-                    else self._each_committed(self._idle_wait_steps())
+                    None if self._full_batch(claimed) else self._drive(self._idle_wait_steps())
                 )
             except DB_ERRORS as error:
                 delay = backoff.next()
@@ -648,19 +598,8 @@ class Worker(WorkerCore):
             if idle_for is not None:
                 self._wait_for_wake(generation, idle_for)
 
-    def _prune_if_due(self) -> None:
-        """A prune pass between claims, at most every ``prune_interval`` seconds."""
-        if self._pruner is None or not self._prune_due():
-            return
-        try:
-            result = self._pruner.run_once()
-        except DB_ERRORS as error:
-            self._prune_done(None, error)
-        else:
-            self._prune_done(result)
-
     def _dispatch_leases(self, pool: _ThreadPool | None) -> int:
-        jobs = self._claim_leases()
+        jobs = self._drive(self._lease_claim_steps())
         if jobs:
             with self._cond:
                 self._in_flight += len(jobs)
@@ -711,7 +650,9 @@ class Worker(WorkerCore):
     def _wait_for_room(self) -> bool:
         """Block until another claim may start; False once stopping."""
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping or self._in_flight < self.concurrency)
+            self._cond.wait_for(
+                lambda: self._stopping or self._in_flight < self.settings.concurrency
+            )
             return not self._stopping
 
     def _wait_for_wake(self, generation: int, timeout: float) -> None:
@@ -725,7 +666,7 @@ class Worker(WorkerCore):
             self._cond.wait_for(lambda: self._stopping, timeout=seconds)
 
     def _drain(self) -> None:
-        deadline = time.monotonic() + self.shutdown_timeout
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         with self._cond:
             while (self._in_flight or self._loop_running) and not self._abandoned:
                 remaining = deadline - time.monotonic()

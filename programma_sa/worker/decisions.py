@@ -1,29 +1,24 @@
-"""What :class:`~programma_sa.Worker` and :class:`~programma_sa.AsyncWorker` share: no I/O.
+"""What :class:`~programma_sa.Worker` and :class:`~programma_sa.AsyncWorker` decide: no I/O.
 
 The two workers differ only in how they wait and how they execute — threads and a
 ``Session`` for one, tasks and an ``AsyncSession`` for the other. Everything they
-*decide* is written once, here, in :class:`WorkerCore` (their common base):
+*decide* is written once, here, in :class:`WorkerCore` (their common base), as
+generators of :mod:`steps <.steps>` that each driver runs with
+:func:`~programma_sa._execute.drive` (or ``drive_async``):
 
-* the settings and their checks: the same bad setting raises the same
-  :class:`~programma_sa.ConfigurationError` from both;
 * the claim of one pass over several topics, starting at a rotating topic, and the
-  look-ahead that decides how long an idle worker sleeps — each a generator of
-  :class:`~programma_sa._operations.Operation` objects that a worker drives with
-  :func:`~programma_sa._maintenance_operations.run_steps` (or ``run_steps_async``),
-  the way a prune batch is written;
-* the verdict on a handler's exception (retry after a backoff, or FAILED) and what
-  writing it meant;
-* a claim batch's bookkeeping (:class:`Batch`): which handlers returned, the one
-  conditional completion of them, and the :class:`PassResult`;
+  look-ahead that decides how long an idle worker sleeps;
+* a lease-mode job: its handler, then the verdict on its exception (retry after a
+  backoff, or FAILED) and what writing it meant; a claim batch's bookkeeping
+  (:class:`Batch`): which handlers returned, the one conditional completion of
+  them, and the :class:`~.results.PassResult`;
 * the whole of a transaction-mode pass (claim, each handler in turn, the verdicts,
-  the completion, the COMMIT) as one generator that yields operations,
-  :class:`RunHandler` requests and a final :class:`Commit` — a worker only executes
-  them inside its transaction, tells it when a handler left that transaction's
-  connection dead (:class:`ConnectionLost`), and hands back a failed COMMIT's error
-  for it to judge; after a refused COMMIT, the failed attempts it records in a
-  transaction of the worker's own (:class:`OwnTransaction`);
-* the backoff after database errors, the schedule of periodic pruning, what a
-  shutdown signal means, and the log lines.
+  the completion, the COMMIT) — and after a refused COMMIT, the failed attempts it
+  records in a transaction of the worker's own;
+* the periodic :mod:`duties <.duties>` (pruning), the backoff after database
+  errors, what a shutdown signal means, and the log lines.
+
+The settings are a :class:`~.settings.WorkerSettings`, checked when built.
 """
 
 from __future__ import annotations
@@ -31,163 +26,53 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import math
 import signal
 import threading
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
-from . import _validation as check
-from ._notify import conninfo_from_url
-from ._operations import Operation, Operations
-from ._records import ClaimedJob
-from ._retention import Retention
-from .exceptions import (
+from .._error_text import error_line, first_line
+from .._job_records import ClaimedJob
+from .._operations import Operation
+from .._operations.jobs import JobOperations
+from .._queue_base import QueueBase
+from .._sqla_compat import engine_sets_isolation_level
+from ..exceptions import (
     CommitFailed,
     ConfigurationError,
     DatabaseError,
-    InvalidJobInput,
     PayloadTooLarge,
     TransactionLost,
 )
-from .queue import _QueueBase
-from .retry import RetryPolicy, describe_error
-
-if TYPE_CHECKING:
-    from .maintenance import PruneResult
+from ..retry import describe_error
+from .duties import Duty, PruneDuty
+from .listen import conninfo_from_url
+from .results import NOTHING_WRITTEN, UNTOUCHED, PassResult
+from .settings import WorkerSettings
+from .steps import Commit, ConnectionLost, EachCommitted, InTransaction, RunHandler, Step, single
 
 __all__ = [
     "DB_ERRORS",
-    "DEFAULT_PRUNE_INTERVAL",
-    "NOTHING_WRITTEN",
-    "UNTOUCHED",
     "Backoff",
     "Batch",
-    "Commit",
-    "ConnectionLost",
-    "OwnTransaction",
-    "PassResult",
-    "PruneSchedule",
-    "RunHandler",
-    "Step",
     "WorkerCore",
-    "WorkerMode",
     "autocommit_allowed",
     "is_async_handler",
-    "single",
 ]
 
 log = logging.getLogger("programma_sa.worker")
 
 T = TypeVar("T")
 
-WorkerMode = Literal["lease", "transaction"]
-_MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
 #: Errors of an unreachable or failing database, after which a loop backs off.
 DB_ERRORS = (DatabaseError, sa_exc.DBAPIError)
-#: Seconds between two prune passes of a worker with a ``retention``.
-DEFAULT_PRUNE_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class RunHandler:
-    """A step of a transaction-mode pass: run the handler on ``job`` inside a
-    SAVEPOINT of the pass's transaction; send back the ``Exception`` it raised (or
-    its SAVEPOINT's end raised), ``None`` when it returned — or a
-    :class:`ConnectionLost` when, after such an exception, the pass's connection is
-    invalidated."""
-
-    job: ClaimedJob
-
-
-@dataclass(frozen=True)
-class ConnectionLost:
-    """The reply to a :class:`RunHandler` after which the pass's connection is dead.
-
-    The transaction is gone with it (PostgreSQL rolled it back, claim included), so
-    nothing more can be written in it: not the failure record a raised error would
-    get, nor a completion. ``error`` is what the handler raised — or, when it
-    swallowed the database's error, what ending its SAVEPOINT raised.
-    """
-
-    error: Exception
-
-
-@dataclass(frozen=True)
-class Commit:
-    """The last step of a transaction-mode pass: commit its transaction.
-
-    Send back ``None`` once committed, or the :class:`~sqlalchemy.exc.DBAPIError`
-    the commit raised (anything else propagates: the transaction is rolled back).
-    The worker ends the transaction here, explicitly, rather than on leaving its
-    ``begin()`` block, so that a failed COMMIT is told apart from a failure earlier
-    in the pass. A failed COMMIT ends the transaction too: the driver releases its
-    connection before it sends the error back (an :class:`OwnTransaction` may follow).
-    """
-
-
-@dataclass(frozen=True)
-class OwnTransaction(Generic[T]):
-    """A step of a transaction-mode pass after its COMMIT was refused: run ``steps``
-    in a fresh, short transaction of a session of the worker's own.
-
-    Send back what ``steps`` returned once that transaction committed, or the
-    database error (one of :data:`DB_ERRORS`) that ended it.
-    """
-
-    steps: Generator[Operation[Any], Any, T]
-
-
-#: A step of a pass: an operation to execute, a handler to run, the commit, or the
-#: recording transaction after a refused commit.
-Step = Operation[Any] | RunHandler | Commit | OwnTransaction[Any]
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """What one pass (or, summed, a whole run) did with the jobs it claimed.
-
-    ``left_untouched`` counts claimed jobs the worker wrote no outcome for: the
-    handler changed the job itself, ``auto_complete`` was off, the worker stopped
-    before running it, or its outcome could not be written — such a job is in the
-    hands of the handler or of its visibility timeout.
-    """
-
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    left_untouched: int = 0
-
-    def __str__(self) -> str:
-        return ", ".join(
-            f"{field.name.replace('_', ' ')} {getattr(self, field.name)}" for field in fields(self)
-        )
-
-    def __add__(self, other: PassResult) -> PassResult:
-        # Spelled out rather than looped over fields(): a batch adds one per job.
-        return PassResult(
-            self.claimed + other.claimed,
-            self.completed + other.completed,
-            self.retried + other.retried,
-            self.failed + other.failed,
-            self.left_untouched + other.left_untouched,
-        )
-
-
-#: The outcome of a job whose handler returned (its completion is counted per batch).
-NOTHING_WRITTEN = PassResult()
-#: The outcome of a claimed job the worker wrote nothing for.
-UNTOUCHED = PassResult(left_untouched=1)
 
 
 def job_log(job: ClaimedJob) -> dict[str, Any]:
@@ -204,34 +89,11 @@ def is_async_handler(handler: object) -> bool:
 
 
 def autocommit_allowed(engine: Engine) -> bool:
-    """Whether a worker may run its one-statement units of work on ``engine`` in autocommit.
-
-    A worker that owns its connections (it was given an engine) runs the statements
-    that make a whole transaction on their own — a one-topic lease claim, a batch's
-    completion, a failure record, the idle look-ahead — in autocommit: one round trip
-    instead of three (psycopg sends ``BEGIN`` and ``COMMIT`` as round trips of their
-    own). A single statement is atomic either way and commits as it returns, which
-    is what those transactions did. Not when the application set an isolation level
-    on the engine: in autocommit the statement would run at the server's default.
-    """
-    options_level = engine.get_execution_options().get("isolation_level")
-    connect_level = getattr(engine.dialect, "_on_connect_isolation_level", None)
-    return options_level is None and connect_level is None
-
-
-def single(operation: Operation[T]) -> Generator[Operation[T], T, T]:
-    """One operation as a generator of steps, for the drivers' step runners."""
-    return (yield operation)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _error_line(error: BaseException) -> str:
-    """``"OperationalError: (psycopg.errors.AdminShutdown) terminating …"``: one line."""
-    return f"{type(error).__name__}: {_first_line(error)}"
+    """Whether a worker may run its one-statement units of work
+    (:class:`~.steps.EachCommitted`) on ``engine`` in autocommit: not when the
+    application set an isolation level on the engine, for in autocommit the
+    statement would run at the server's default."""
+    return not engine_sets_isolation_level(engine)
 
 
 def _claimed(count: int, *, verb: bool = True) -> str:
@@ -270,28 +132,6 @@ class Backoff:
         self._next = self._initial
 
 
-class PruneSchedule:
-    """When a worker prunes next: at once, then at most every ``interval`` seconds.
-
-    The host's monotonic clock is right here: this only spaces out passes of this
-    process; which rows are expired is decided by the database's clock.
-    """
-
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._next_at = -math.inf
-
-    def due(self) -> bool:
-        return self._clock() >= self._next_at
-
-    def ran(self) -> None:
-        self._next_at = self._clock() + self.interval
-
-    def seconds_left(self) -> float:
-        return max(0.0, self._next_at - self._clock())
-
-
 class Batch:
     """The jobs of one claim: which handlers returned, the completion, the result.
 
@@ -317,7 +157,7 @@ class Batch:
         return self._remaining == 0
 
     def completion(
-        self, operations: Operations, auto_complete: bool
+        self, operations: JobOperations, auto_complete: bool
     ) -> Operation[list[uuid.UUID]] | None:
         """The UPDATE completing every returned job still as its claim left it
         (``None``: nothing to write)."""
@@ -352,47 +192,6 @@ class Batch:
 
 
 # -- settings checks (ConfigurationError naming the setting) ----------------------------
-
-
-def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(
-            f"{what} must be a finite number of seconds {bound}, got {value!r}"
-        )
-    return float(value)
-
-
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{what} must be an int >= 1, got {value!r}")
-    return value
-
-
-def _topics(value: object) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if isinstance(items, bytes) or not isinstance(items, Sequence) or not items:
-        raise ConfigurationError(
-            f"topics must be a topic or a non-empty list of topics, got {value!r}"
-        )
-    try:
-        checked = [check.check_topic(topic) for topic in items]
-    except InvalidJobInput as error:
-        raise ConfigurationError(f"topics: {error}") from error
-    return tuple(dict.fromkeys(checked))  # de-duplicated, order kept
-
-
-def _parse_url(value: str | URL) -> URL:
-    try:
-        return make_url(value)
-    except sa_exc.ArgumentError as error:
-        raise ConfigurationError("database_url is not a valid database URL") from error
 
 
 def _check_handler(handler: object, asynchronous: bool) -> None:
@@ -453,61 +252,29 @@ class WorkerCore(ABC):
         self,
         queue: object,
         handler: object,
-        topics: object,
+        settings: WorkerSettings,
         *,
-        queue_type: type[_QueueBase],
+        queue_type: type[QueueBase],
         asynchronous: bool,
         bound_url: URL | None,
-        mode: object,
-        heartbeat: object,
-        max_jobs: object,
-        concurrency: object,
-        listen: object,
-        database_url: str | URL | None,
-        retry: object,
-        auto_complete: object,
-        shutdown_timeout: object,
-        retention: object,
-        prune_interval: object,
-        prune_batch_size: object,
     ) -> None:
         if not isinstance(queue, queue_type):
             raise ConfigurationError(f"queue must be a {queue_type.__name__}, got {queue!r}")
         _check_handler(handler, asynchronous)
-        if mode not in _MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {mode!r}")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {retry!r}")
-        if retention is not None and not isinstance(retention, Retention):
-            raise ConfigurationError(f"retention must be a Retention or None, got {retention!r}")
-        for name, flag in (("listen", listen), ("auto_complete", auto_complete)):
-            if not isinstance(flag, bool):
-                raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
-        assert isinstance(listen, bool) and isinstance(auto_complete, bool)  # for mypy
-        self.topics = _topics(topics)
-        self.mode: WorkerMode = mode
-        self.heartbeat = _positive_seconds(heartbeat, "heartbeat")
-        self.max_jobs = _positive_int(max_jobs, "max_jobs")
-        self.concurrency = _positive_int(concurrency, "concurrency")
-        self.retry: RetryPolicy | None = retry
-        self.auto_complete = auto_complete
-        self.shutdown_timeout = _positive_seconds(
-            shutdown_timeout, "shutdown_timeout", allow_zero=True
-        )
-        self.retention: Retention | None = retention
-        self.prune_interval = _positive_seconds(prune_interval, "prune_interval")
-        self.prune_batch_size = _positive_int(prune_batch_size, "prune_batch_size")
-        self.listen = listen
+        if not isinstance(settings, WorkerSettings):
+            raise ConfigurationError(f"settings must be a WorkerSettings, got {settings!r}")
+        #: Every setting of this worker.
+        self.settings = settings
         self._conninfo: str | None = None
-        if listen:
-            url = bound_url if database_url is None else _parse_url(database_url)
+        if settings.listen:
+            url = settings.database_url if isinstance(settings.database_url, URL) else bound_url
             if url is None:
                 raise ConfigurationError(
                     "listen=True needs the database to LISTEN on: pass database_url=..., "
                     "bind an engine (or a session factory bound to one), or set listen=False"
                 )
             self._conninfo = conninfo_from_url(url)
-        self._operations: Operations = queue._operations
+        self._operations: JobOperations = queue.operations
         #: Picks the connection a pass's statements run on from its Session, the way
         #: a statement on the jobs table does (for sessions with several binds).
         self._pass_bind: dict[str, Any] = {"clause": queue.table}
@@ -516,8 +283,18 @@ class WorkerCore(ABC):
         # when the sync worker's threads claim at once (it is never held across I/O).
         self._turn_lock = threading.Lock()
         self._topic_turn = 0
-        self._prune_schedule = None if retention is None else PruneSchedule(self.prune_interval)
-        self._pruned = 0
+        self._prune_duty = (
+            None
+            if settings.retention is None
+            else PruneDuty(
+                queue,
+                settings.retention,
+                batch_size=settings.prune_batch_size,
+                interval=settings.prune_interval,
+            )
+        )
+        #: The periodic duties the loop runs between claims.
+        self.duties: list[Duty[Any]] = [] if self._prune_duty is None else [self._prune_duty]
 
     # -- state shared by both workers ----------------------------------------------------
 
@@ -529,7 +306,7 @@ class WorkerCore(ABC):
     @property
     def pruned(self) -> int:
         """Finished jobs this worker's periodic pruning deleted so far."""
-        return self._pruned
+        return 0 if self._prune_duty is None else self._prune_duty.deleted
 
     @abstractmethod
     def stop(self) -> None:
@@ -555,20 +332,54 @@ class WorkerCore(ABC):
         """Claim up to ``max_jobs`` across the topics, starting at a rotating one (fairness)."""
         return (yield from self._claims(self._operations.claim_jobs))
 
+    def _lease_claim_steps(self) -> Generator[Step, Any, list[ClaimedJob]]:
+        """Claim and commit at once: the lease is what makes the job ours. Over
+        several topics the claim is several statements: one transaction, so they
+        commit (or fail) together."""
+        if len(self.settings.topics) == 1:
+            jobs: list[ClaimedJob] = yield EachCommitted(self._claim_steps())
+        else:
+            jobs = yield InTransaction(self._claim_steps())
+        return jobs
+
+    def _leased_job_steps(self, job: ClaimedJob) -> Generator[Step, Any, tuple[PassResult, bool]]:
+        """Run one leased job's handler, and write the verdict if it raised;
+        ``(outcome, handler returned)`` (a returned job is completed with its batch)."""
+        error: Exception | None = yield RunHandler(job)
+        if error is None:
+            return NOTHING_WRITTEN, True
+        operation, outcome = self._failure(job, error)
+        try:
+            changed: bool = yield EachCommitted(single(operation))
+        except DB_ERRORS:
+            return self._failure_lost(job), False
+        return self._failure_written(job, outcome, changed), False
+
+    def _lease_completion_steps(self, batch: Batch) -> Generator[Step, Any, PassResult]:
+        """Complete the batch's returned jobs in one statement of its own transaction."""
+        operation = batch.completion(self._operations, self.settings.auto_complete)
+        if operation is None:
+            return batch.result()
+        try:
+            completed: list[uuid.UUID] = yield EachCommitted(single(operation))
+        except DB_ERRORS:
+            return batch.completion_lost()
+        return batch.result(completed)
+
     def _claims(
         self, claim: Callable[[str, int], Operation[list[T]]]
     ) -> Generator[Operation[Any], Any, list[T]]:
         """:meth:`_claim_steps` with ``claim`` building each topic's claim operation."""
-        count = len(self.topics)
+        count = len(self.settings.topics)
         with self._turn_lock:
             first = self._topic_turn
             self._topic_turn = (first + 1) % count
         jobs: list[T] = []
         for index in range(count):
-            room = self.max_jobs - len(jobs)
+            room = self.settings.max_jobs - len(jobs)
             if room == 0:
                 break
-            topic = self.topics[(first + index) % count]
+            topic = self.settings.topics[(first + index) % count]
             claimed: list[T] = yield claim(topic, room)
             jobs.extend(claimed)
         return jobs
@@ -608,7 +419,7 @@ class WorkerCore(ABC):
             operation, outcome = self._failure(job, error)
             changed: bool = yield operation
             batch.record(self._failure_written(job, outcome, changed))
-        completion = batch.completion(self._operations, self.auto_complete)
+        completion = batch.completion(self._operations, self.settings.auto_complete)
         completed: list[uuid.UUID] | None = None if completion is None else (yield completion)
         result = batch.result(completed)
         failed: sa_exc.DBAPIError | None = yield Commit()
@@ -618,7 +429,10 @@ class WorkerCore(ABC):
         if batch.jobs and not failed.connection_invalidated:
             # Refused: nothing of the pass was written, its claim included. (When the
             # connection died instead, the pass may have committed: write nothing.)
-            recorded = yield OwnTransaction(self._refused_attempts_steps(claims, failed))
+            try:
+                recorded = yield InTransaction(self._refused_attempts_steps(claims, failed))
+            except DB_ERRORS as error:
+                recorded = error
         raise self._commit_failed(batch, result, failed, recorded) from failed
 
     def _refused_attempts_steps(
@@ -671,7 +485,7 @@ class WorkerCore(ABC):
         COMMIT with ``error``; ``last_error`` says so, and the line logged here has
         no traceback (the pass's own ERROR tells the story).
         """
-        policy = self.retry
+        policy = self.settings.retry
         level = logging.WARNING
         build: Callable[[Mapping[str, Any]], Operation[bool]]
         if policy is not None and policy.exhausted(job.attempts):
@@ -691,8 +505,8 @@ class WorkerCore(ABC):
         what: tuple[str, object] = (type(error).__name__, error)
         message = None
         if commit_refused:
-            what = ("commit refused", _error_line(error))
-            message = f"commit refused: {_first_line(error)}"
+            what = ("commit refused", error_line(error))
+            message = f"commit refused: {first_line(error)}"
         operation = _with_error_record(build, error, job.attempts, message)
         log.log(
             level,
@@ -728,7 +542,7 @@ class WorkerCore(ABC):
             # caught the database's error and carried on (or returned).
             cause = "the handler caught the database's error and carried on"
         else:
-            cause = _error_line(error)
+            cause = error_line(error)
         consequence = (
             f"the pass's transaction rolled back, so {_claimed(len(batch.jobs))} "
             "claimable again at once (attempt not counted)"
@@ -791,11 +605,11 @@ class WorkerCore(ABC):
             assert recorded is not None  # refused, with jobs: their recording was tried
             consequence = (
                 "the transaction rolled back, the handlers' writes and the claim with it, "
-                f"and recording the failed attempts failed too ({_error_line(recorded)}), so "
+                f"and recording the failed attempts failed too ({error_line(recorded)}), so "
                 f"{_claimed(len(batch.jobs))} claimable again at once (attempt not "
                 f"counted); {_job_list(batch.jobs)}"
             )
-        message = f"{failure} ({_error_line(error)}); {consequence}"
+        message = f"{failure} ({error_line(error)}); {consequence}"
         log.log(
             logging.WARNING if unknown else logging.ERROR,
             "commit failed: %s",
@@ -826,20 +640,35 @@ class WorkerCore(ABC):
 
     def _full_batch(self, claimed: int) -> bool:
         """A full batch suggests more is due: claim again at once instead of idling."""
-        return claimed >= self.max_jobs
+        return claimed >= self.settings.max_jobs
 
-    def _idle_wait_steps(self) -> Generator[Operation[Any], Any, float]:
+    def _idle_wait_steps(self) -> Generator[Step, Any, float]:
         """How long to sleep when drained: until the next scheduled job (or the next
-        prune), at most a heartbeat."""
+        duty), at most a heartbeat."""
+        seconds: float = yield EachCommitted(self._seconds_until_due_steps())
+        return seconds
+
+    def _seconds_until_due_steps(self) -> Generator[Operation[Any], Any, float]:
+        heartbeat = self.settings.heartbeat
         due: list[float] = []
-        for topic in self.topics:
+        for topic in self.settings.topics:
             seconds: float | None = yield self._operations.seconds_until_due(topic)
             if seconds is not None:
                 due.append(seconds)
-        wait = self.heartbeat if not due else min(self.heartbeat, max(min(due), self.min_idle_wait))
-        if self._prune_schedule is not None:
-            wait = min(wait, self._prune_schedule.seconds_left())
-        return wait
+        wait = heartbeat if not due else min(heartbeat, max(min(due), self.min_idle_wait))
+        return min([wait, *(duty.schedule.seconds_left() for duty in self.duties)])
+
+    def _duty_steps(self) -> Generator[Step, Any, None]:
+        """Run every duty that is due (between claims); a failed one waits its interval."""
+        for duty in self.duties:
+            if not duty.schedule.due():
+                continue
+            try:
+                result = yield from duty.steps()
+            except DB_ERRORS as error:
+                duty.finished(None, error)
+            else:
+                duty.finished(result)
 
     def _new_backoff(self) -> Backoff:
         return Backoff(self.reconnect_initial, self.reconnect_max)
@@ -847,19 +676,19 @@ class WorkerCore(ABC):
     def _log_claim_error(self, error: BaseException, delay: float) -> None:
         log.error(
             "claiming from %s failed (%s); retrying in %.1f s",
-            ", ".join(self.topics),
-            _first_line(error),
+            ", ".join(self.settings.topics),
+            first_line(error),
             delay,
         )
 
     def _log_started(self, listening: bool) -> None:
         log.info(
             "worker started: topics %s, mode %s, concurrency %d, max_jobs %d, heartbeat %.1f s, %s",
-            ", ".join(self.topics),
-            self.mode,
-            self.concurrency,
-            self.max_jobs,
-            self.heartbeat,
+            ", ".join(self.settings.topics),
+            self.settings.mode,
+            self.settings.concurrency,
+            self.settings.max_jobs,
+            self.settings.heartbeat,
             "listening" if listening else "polling only",
         )
 
@@ -867,27 +696,7 @@ class WorkerCore(ABC):
         log.warning(
             "shutdown_timeout (%.1f s) passed with %d %s still running; "
             "leaving them to their visibility timeout",
-            self.shutdown_timeout,
+            self.settings.shutdown_timeout,
             in_flight,
-            "jobs" if self.mode == "lease" else "transactions",
+            "jobs" if self.settings.mode == "lease" else "transactions",
         )
-
-    # -- periodic pruning ----------------------------------------------------------------
-
-    def _prune_due(self) -> bool:
-        return self._prune_schedule is not None and self._prune_schedule.due()
-
-    def _prune_done(self, result: PruneResult | None, error: BaseException | None = None) -> None:
-        """Note a prune pass (``error``: it failed; the next one comes after the interval)."""
-        assert self._prune_schedule is not None
-        self._prune_schedule.ran()
-        if error is not None:
-            log.error(
-                "pruning finished jobs failed (%s); trying again in %.0f s",
-                _first_line(error),
-                self._prune_schedule.interval,
-            )
-        if result is not None:
-            self._pruned += result.deleted
-            if result.deleted:
-                log.info("pruned %d finished jobs in %d batches", result.deleted, result.batches)

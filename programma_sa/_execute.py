@@ -1,0 +1,194 @@
+"""The one I/O seam: run an operation, or a generator of steps, on a session or connection.
+
+Everything above this module builds :class:`~programma_sa._operations.Operation`
+objects (or generators that yield them) and hands them here; nothing below it does
+I/O. For each operation this module
+
+1. finds the database: the dialect of the ``Connection``, or of the bind the
+   ``Session`` uses for the jobs table, and takes the named statement from that
+   database's driver (:func:`programma_sa._drivers.statements_for`) — an unsupported
+   database is refused here, before anything is sent;
+2. applies the flush-first rule: a session's pending rows are flushed *before* the
+   statement, outside the error translation, so an error in the caller's own rows
+   (a duplicate order, say) stays their own ``IntegrityError`` instead of surfacing
+   as our :class:`~programma_sa.DatabaseError` through autoflush;
+3. translates driver errors into ours (:func:`translated_errors`, the only place
+   that does), keeping the driver's error as ``__cause__``.
+
+Work of several statements is a generator of *steps*: :func:`drive` sends each
+step's result back into it (and throws each step's exception into it, so the
+generator's own ``try`` blocks decide), whatever a step is — an operation, an
+:class:`InTransaction`, or a worker's own step types. :func:`drive_async` is the
+same for coroutine executors, so a decision is written once for sync and async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Executable
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from ._drivers import statements_for
+from ._operations import Operation
+from ._session_types import AsyncExecutor, Executor
+from .exceptions import DatabaseError, SchemaNotReady
+
+__all__ = [
+    "InTransaction",
+    "drive",
+    "drive_async",
+    "execute",
+    "execute_async",
+    "run_in_transactions",
+    "run_in_transactions_async",
+    "run_steps",
+    "run_steps_async",
+    "translated_errors",
+]
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+# SQLSTATE 42P01: undefined_table.
+_UNDEFINED_TABLE = "42P01"
+
+
+def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
+    original = error.orig
+    # psycopg 3 exposes ``sqlstate``; psycopg2 ``pgcode``; asyncpg ``sqlstate``.
+    for attribute in ("sqlstate", "pgcode"):
+        value = getattr(original, attribute, None)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise SQLAlchemy/driver errors as :class:`~programma_sa.DatabaseError` subclasses.
+
+    A lost connection becomes a ``DatabaseError`` too, so a worker catches one type;
+    the SQLAlchemy error (with ``connection_invalidated``) stays the ``__cause__``.
+    """
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        if _sqlstate(error) == _UNDEFINED_TABLE:
+            raise SchemaNotReady(
+                "the programma jobs table does not exist; run the programma migrations "
+                "(`alembic upgrade heads` or `programma-sa migrate`)"
+            ) from error
+        raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
+
+
+def _statement(executor: Any, operation: Operation[Any]) -> Executable:
+    """The operation's statement on the executor's database; flushes a session first.
+
+    ``executor`` is any of :data:`Executor` / :data:`AsyncExecutor` (an async
+    session's ``get_bind`` and ``autoflush`` are plain attributes, its flush is
+    awaited by the caller).
+    """
+    dialect = getattr(executor, "dialect", None)  # a Connection / AsyncConnection has one
+    if dialect is None:
+        dialect = executor.get_bind(clause=operation.table).dialect
+    return getattr(statements_for(dialect.name, operation.table), operation.statement)  # type: ignore[no-any-return]
+
+
+def execute(executor: Executor, operation: Operation[T]) -> T:
+    """Execute ``operation`` on a session or connection and read its result."""
+    statement = _statement(executor, operation)
+    if not isinstance(executor, Connection) and executor.autoflush:
+        executor.flush()  # the caller's rows: their errors stay theirs (see module docs)
+    with translated_errors():
+        return operation.read(executor.execute(statement, operation.params))
+
+
+async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
+    """:func:`execute` on asyncio (the async results are buffered: the same readers apply)."""
+    statement = _statement(executor, operation)
+    if getattr(executor, "autoflush", False):  # an AsyncSession, not an AsyncConnection
+        await executor.flush()  # type: ignore[union-attr]
+    with translated_errors():
+        return operation.read(await executor.execute(statement, operation.params))
+
+
+def drive(steps: Generator[S, Any, T], execute_step: Callable[[S], Any]) -> T:
+    """Run ``steps`` to its end: each step's result is sent back into it, each step's
+    exception thrown into it; returns what the generator returns."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                reply = execute_step(step)
+            except Exception as error:
+                step = steps.throw(error)
+            else:
+                step = steps.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def drive_async(
+    steps: Generator[S, Any, T], execute_step: Callable[[S], Awaitable[Any]]
+) -> T:
+    """:func:`drive` with an ``execute_step`` that is a coroutine function."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                reply = await execute_step(step)
+            except Exception as error:
+                step = steps.throw(error)
+            else:
+                step = steps.send(reply)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def run_steps(executor: Executor, steps: Generator[Operation[Any], Any, T]) -> T:
+    """Run a generator of operations, each on ``executor``."""
+    return drive(steps, lambda operation: execute(executor, operation))
+
+
+async def run_steps_async(executor: AsyncExecutor, steps: Generator[Operation[Any], Any, T]) -> T:
+    """:func:`run_steps` on asyncio."""
+    return await drive_async(steps, lambda operation: execute_async(executor, operation))
+
+
+@dataclass(frozen=True)
+class InTransaction(Generic[T]):
+    """A step: run ``steps`` in a short transaction of a fresh session, committed at
+    its end; the reply is what ``steps`` returned (a database error is thrown back)."""
+
+    steps: Generator[Operation[Any], Any, T]
+
+
+def run_in_transactions(
+    sessions: Callable[[], Session], steps: Generator[InTransaction[Any], Any, T]
+) -> T:
+    """Run ``steps``, each :class:`InTransaction` in its own session from ``sessions``."""
+
+    def transaction(step: InTransaction[Any]) -> Any:
+        with sessions() as session, session.begin():
+            return run_steps(session, step.steps)
+
+    return drive(steps, transaction)
+
+
+async def run_in_transactions_async(
+    sessions: Callable[[], Any], steps: Generator[InTransaction[Any], Any, T]
+) -> T:
+    """:func:`run_in_transactions` with a factory of ``AsyncSession`` objects."""
+
+    async def transaction(step: InTransaction[Any]) -> Any:
+        async with sessions() as session, session.begin():
+            return await run_steps_async(session, step.steps)
+
+    return await drive_async(steps, transaction)

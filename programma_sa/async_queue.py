@@ -1,0 +1,168 @@
+"""The queue on an :class:`~sqlalchemy.ext.asyncio.AsyncSession`, for asyncio applications.
+
+:class:`AsyncJobQueue` has the methods of :class:`~programma_sa.JobQueue`, each a
+coroutine taking the caller's ``AsyncSession`` (or an ``async_scoped_session``
+proxying one) first. It executes the very
+:class:`~programma_sa._operations.Operation` objects the sync queue executes: the
+validation, the SQL and the reading of results exist once, in
+:mod:`programma_sa._operations` and :mod:`programma_sa._drivers`. As in the sync
+queue nothing here commits, begins, rolls back or closes the session.
+
+The maintenance functions are here too: ``await queue.stats(session)`` and
+``await queue.prune(session, retention)``. Jobs are processed by
+:class:`~programma_sa.AsyncWorker` (:mod:`programma_sa.worker.async_driver`).
+
+(``programma_sa.aio`` is this module's older name; it still imports.)
+
+Both async drivers work: ``postgresql+psycopg://`` (psycopg 3, which
+``create_async_engine`` runs in its async mode) and ``postgresql+asyncpg://``.
+``AsyncSession`` needs the ``greenlet`` package, which SQLAlchemy 2.1 no longer
+installs by default: install ``programma-sa[asyncio]``. This module itself imports
+nothing from ``sqlalchemy.ext.asyncio`` at run time, so ``import programma_sa`` works
+without greenlet::
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+    from programma_sa import AsyncJobQueue
+
+    queue = AsyncJobQueue(Job)
+    sessions = async_sessionmaker(create_async_engine("postgresql+psycopg://..."))
+
+    async with sessions() as session, session.begin():
+        session.add(Order(id=order_id))
+        await queue.add_job(session, "send-receipt", {"order": order_id})
+    # both rows commit together, or neither does
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ._execute import execute_async, run_steps_async
+from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
+from ._queue_base import QueueBase
+from ._retention import Retention
+from ._session_types import AsyncSessionLike
+from ._stats import QueueStats
+
+__all__ = ["AsyncJobQueue"]
+
+
+class AsyncJobQueue(QueueBase):
+    """:class:`~programma_sa.JobQueue` on the caller's ``AsyncSession``.
+
+    Every method means what the ``JobQueue`` method of the same name means, raises
+    the same errors for the same arguments, and returns the same values. Where a
+    method takes an ``AsyncSession`` it takes an ``async_scoped_session`` too (it
+    proxies ``execute``/``flush`` to the current scope's session), as ``JobQueue``
+    takes a ``scoped_session``.
+    """
+
+    async def add_job(
+        self,
+        session: AsyncSessionLike,
+        topic: str,
+        data: Any,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        run_after_seconds: float | None = None,
+        run_after_date: datetime | str | None = None,
+        retry_after_seconds: int | None = 30,
+    ) -> uuid.UUID:
+        """Enqueue one job in the session's transaction; see :meth:`JobQueue.add_job`."""
+        job_id, operation = self.operations.add_job(
+            topic,
+            data,
+            attributes=attributes,
+            run_after_seconds=run_after_seconds,
+            run_after_date=run_after_date,
+            retry_after_seconds=retry_after_seconds,
+        )
+        await execute_async(session, operation)
+        return job_id
+
+    async def add_jobs(
+        self, session: AsyncSessionLike, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> list[uuid.UUID]:
+        """Enqueue many jobs in one statement; see :meth:`JobQueue.add_jobs`."""
+        job_ids, operation = self.operations.add_jobs(topic, specs)
+        if operation is not None:
+            await execute_async(session, operation)
+        return job_ids
+
+    async def claim_jobs(
+        self, session: AsyncSessionLike, topic: str, max_jobs: int = 1
+    ) -> list[ClaimedJob]:
+        """Claim up to ``max_jobs`` due jobs; see :meth:`JobQueue.claim_jobs`."""
+        return await execute_async(session, self.operations.claim_jobs(topic, max_jobs))
+
+    async def move_job_to_processing(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str
+    ) -> bool:
+        """PROCESSING: out of the visibility timeout, never redelivered."""
+        return await execute_async(session, self.operations.move_job_to_processing(job_id))
+
+    async def move_job_to_done(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """COMPLETED (or deleted, with ``delete=True``)."""
+        return await execute_async(session, self.operations.move_job_to_done(job_id, delete))
+
+    async def move_job_to_failed(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
+    ) -> bool:
+        """FAILED (or deleted, with ``delete=True``)."""
+        return await execute_async(session, self.operations.move_job_to_failed(job_id, delete))
+
+    async def delete_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> bool:
+        """Delete the job, whatever its state."""
+        return await execute_async(session, self.operations.delete_job(job_id))
+
+    async def set_attributes(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+    ) -> bool:
+        """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
+        return await execute_async(session, self.operations.set_attributes(job_id, attributes))
+
+    async def set_retry_after_seconds(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, seconds: int | None
+    ) -> bool:
+        """Change the visibility timeout; see :meth:`JobQueue.set_retry_after_seconds`."""
+        return await execute_async(
+            session, self.operations.set_retry_after_seconds(job_id, seconds)
+        )
+
+    async def set_job_start_date(
+        self, session: AsyncSessionLike, job_id: uuid.UUID | str, start_date: datetime | str
+    ) -> bool:
+        """Set when the job is next claimable (its state is unchanged)."""
+        return await execute_async(session, self.operations.set_job_start_date(job_id, start_date))
+
+    async def get_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
+        """Every column of the job, or ``None`` when no job has that id."""
+        return await execute_async(session, self.operations.get_job(job_id))
+
+    async def stats(
+        self,
+        session: AsyncSessionLike,
+        topic: str | None = None,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    ) -> QueueStats:
+        """Per-topic statistics; see :meth:`JobQueue.stats`."""
+        operation = self.maintenance_operations.stats(topic, window_seconds)
+        return await execute_async(session, operation)
+
+    async def prune(
+        self,
+        session: AsyncSessionLike,
+        retention: Retention,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> int:
+        """Delete at most ``batch_size`` expired finished jobs; see :meth:`JobQueue.prune`."""
+        steps = prune_steps(self.maintenance_operations, retention, batch_size)
+        return await run_steps_async(session, steps)

@@ -1,0 +1,570 @@
+"""The worker on asyncio: ``async def`` handlers, ``AsyncSession``, tasks instead of threads.
+
+::
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from programma_sa import AsyncJobContext, AsyncJobQueue, AsyncWorker
+
+    async def send_receipt(ctx: AsyncJobContext) -> None:
+        await mailer.send(ctx.job.data["order"])
+
+    worker = AsyncWorker(
+        AsyncJobQueue(Job), create_async_engine(url), "send-receipt", send_receipt,
+        concurrency=8,
+    )
+    await worker.run()            # until worker.stop(); or: async with worker: ...
+
+:class:`AsyncWorker` is :class:`~programma_sa.Worker` on asyncio: the same settings
+(checked by the same code, so a bad one raises the same error), the same two modes,
+the same outcome rules, retries, conditional batch completion and periodic pruning —
+every decision comes from :mod:`.decisions`, as the same steps the sync worker
+executes. What differs is only the driver:
+
+* handlers are coroutines, run as tasks; at most ``concurrency`` run at once (a
+  semaphore) — in lease mode the jobs of a claim, in transaction mode the claim
+  transactions;
+* sessions are ``AsyncSession`` objects from ``bind`` (an ``AsyncEngine`` or an
+  ``async_sessionmaker``): ``postgresql+psycopg://`` or ``postgresql+asyncpg://``;
+* LISTEN/NOTIFY runs on a ``psycopg.AsyncConnection`` of its own
+  (:class:`~.listen.AsyncListener`), whatever the engine's driver, and
+  wakes the loop through an :class:`asyncio.Event`;
+* :meth:`AsyncWorker.stop` is called on the loop; :meth:`AsyncWorker.run` installs
+  SIGTERM/SIGINT handlers with ``loop.add_signal_handler`` only when asked
+  (``install_signal_handlers=True``, as the CLI does): inside an application server
+  the server owns the signals.
+
+A handler must not block the event loop: run blocking code with
+``await asyncio.to_thread(...)``, or use the sync :class:`~programma_sa.Worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+from typing_extensions import Unpack
+
+from .._drivers.postgresql import notify_channel
+from .._execute import InTransaction, drive_async, execute_async, run_steps_async
+from .._job_records import ClaimedJob
+from .._operations import Operation
+from ..async_queue import AsyncJobQueue
+from ..exceptions import ConfigurationError, ProgrammaError
+from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
+from .listen import AsyncListener
+from .results import UNTOUCHED, PassResult
+from .settings import WorkerOptions, WorkerSettings
+from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
+
+if TYPE_CHECKING:
+    # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see async_queue).
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransaction
+
+__all__ = ["AsyncHandler", "AsyncJobContext", "AsyncWorker"]
+
+log = logging.getLogger("programma_sa.worker")
+
+T = TypeVar("T")
+#: What an async handler is: a coroutine function taking an :class:`AsyncJobContext`.
+AsyncHandler = Callable[["AsyncJobContext"], Awaitable[object]]
+
+
+class AsyncJobContext:
+    """What an async handler receives: :class:`~programma_sa.JobContext`, awaited.
+
+    :ivar job: the claimed job (ACTIVE; ``attempts`` counts this delivery).
+    :ivar session: in ``transaction`` mode the claim's ``AsyncSession`` — write
+        business rows with it and they commit with the job's completion; never
+        commit, roll back or close it. ``None`` in ``lease`` mode.
+    :ivar queue: the worker's :class:`~programma_sa.AsyncJobQueue`.
+
+    The ``move_*``/``set_*`` coroutines act on this job: in the claim's transaction
+    in transaction mode, in a short transaction of their own (committed) in lease
+    mode.
+    """
+
+    def __init__(self, worker: AsyncWorker, job: ClaimedJob, session: AsyncSession | None) -> None:
+        self._worker = worker
+        self.job = job
+        self.session = session
+        self.queue = worker.queue
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker is shutting down: a long handler may wrap up early."""
+        return self._worker.stopping
+
+    async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        if self.session is not None:
+            return await action(self.session)
+        async with self._worker.session_factory() as session, session.begin():
+            return await action(session)
+
+    async def move_to_processing(self) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_processing(s, self.job.id))
+
+    async def move_to_done(self, delete: bool = False) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_done(s, self.job.id, delete))
+
+    async def move_to_failed(self, delete: bool = False) -> bool:
+        return await self._apply(lambda s: self.queue.move_job_to_failed(s, self.job.id, delete))
+
+    async def set_attributes(self, attributes: Mapping[str, Any]) -> bool:
+        return await self._apply(lambda s: self.queue.set_attributes(s, self.job.id, attributes))
+
+    async def set_retry_after_seconds(self, seconds: int | None) -> bool:
+        return await self._apply(
+            lambda s: self.queue.set_retry_after_seconds(s, self.job.id, seconds)
+        )
+
+    async def set_job_start_date(self, start_date: datetime | str) -> bool:
+        return await self._apply(
+            lambda s: self.queue.set_job_start_date(s, self.job.id, start_date)
+        )
+
+
+def _session_factory(bind: object) -> Callable[[], AsyncSession]:
+    from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+    if isinstance(bind, AsyncEngine):
+        return async_sessionmaker(bind)
+    if callable(bind):
+        return bind
+    raise ConfigurationError(
+        "expected an AsyncEngine or an async session factory (e.g. an async_sessionmaker), "
+        f"got {bind!r}"
+    )
+
+
+def _autocommit_engine(bind: object) -> AsyncEngine | None:
+    """Where the worker runs its one-statement units of work in autocommit
+    (:func:`~._worker_core.autocommit_allowed`); ``None``: in transactions of the
+    session factory.
+
+    Only when the worker was given an AsyncEngine: a session factory of the
+    application's may carry settings (binds, events) the worker must not bypass.
+    """
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    if isinstance(bind, AsyncEngine) and autocommit_allowed(bind.sync_engine):
+        return bind.execution_options(isolation_level="AUTOCOMMIT")
+    return None
+
+
+def _bound_url(bind: object, queue: object) -> URL | None:
+    """The URL behind an AsyncEngine or an ``async_sessionmaker`` bound to one, when
+    there is one (asked as the sync Worker asks a sessionmaker)."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+
+    if isinstance(bind, async_sessionmaker):
+        try:
+            bind = bind().get_bind(clause=getattr(queue, "table", None))  # a sync bind
+        except sa_exc.UnboundExecutionError:
+            return None
+    if isinstance(bind, (AsyncEngine, AsyncConnection)):
+        bind = bind.sync_engine
+    engine = getattr(bind, "engine", None)  # an Engine's is itself; a Connection has one
+    return engine.url if isinstance(engine, Engine) else None
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The session and transaction of one transaction-mode pass."""
+
+    session: AsyncSession
+    transaction: AsyncSessionTransaction
+
+    async def commit(self) -> sa_exc.DBAPIError | None:
+        """:class:`~.steps.Commit`: ``None`` once committed, else the commit's error."""
+        try:
+            await self.transaction.commit()
+        except sa_exc.DBAPIError as error:
+            # As in the sync Worker: the transaction is over either way; its
+            # connection goes back before an InTransaction takes one.
+            await self.session.close()
+            return error
+        return None
+
+
+class AsyncWorker(WorkerCore):
+    """Runs an ``async def`` handler on the jobs of one or more topics. See the module docs.
+
+    The parameters are those of :class:`~programma_sa.Worker`, with an
+    :class:`~programma_sa.AsyncJobQueue`, an ``AsyncEngine`` (or a factory of
+    ``AsyncSession`` objects, such as an ``async_sessionmaker``) and a coroutine
+    function as the handler; ``concurrency`` bounds the handler tasks running at once.
+    """
+
+    #: After ``shutdown_timeout`` the handlers still running are cancelled; this is
+    #: how long their clean-up (a rollback, a batch's completion) may take.
+    cancel_timeout = 5.0
+
+    def __init__(
+        self,
+        queue: AsyncJobQueue,
+        bind: AsyncEngine | Callable[[], AsyncSession],
+        topics: str | Sequence[str],
+        handler: AsyncHandler,
+        **options: Unpack[WorkerOptions],
+    ) -> None:
+        super().__init__(
+            queue,
+            handler,
+            WorkerSettings(topics, **options),
+            queue_type=AsyncJobQueue,
+            asynchronous=True,
+            bound_url=_bound_url(bind, queue),
+        )
+        self.queue = queue
+        self.handler = handler
+        self.session_factory = _session_factory(bind)
+        # As in the sync Worker: one-statement units of work in autocommit when the
+        # worker owns the engine.
+        self._autocommit = _autocommit_engine(bind)
+        # The loop's state is touched only on the event loop, so no lock guards it.
+        # Asyncio primitives bind to a loop at their first wait (Python >= 3.10), so
+        # creating them here, maybe outside any loop, is safe.
+        self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        self._woken = asyncio.Event()  # set by wake() and stop(); cleared before a claim
+        self._changed = asyncio.Event()  # set when in-flight work ends, and on stop/abandon
+        self._stopped = asyncio.Event()  # set by stop()
+        self._abandoned = False
+        self._in_flight = 0  # lease: jobs; transaction: claim batches
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._totals = PassResult()
+        self._running = False
+        self._task: asyncio.Task[PassResult] | None = None
+        self.listener: AsyncListener | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        queue: AsyncJobQueue,
+        bind: AsyncEngine | Callable[[], AsyncSession],
+        handler: AsyncHandler,
+        settings: WorkerSettings,
+    ) -> AsyncWorker:
+        """A worker with ``settings`` (its topics included)."""
+        return cls(queue, bind, settings.topics, handler, **settings.options())
+
+    # -- public state and control -----------------------------------------------------
+
+    @property
+    def totals(self) -> PassResult:
+        """Everything done so far by this worker (loop passes and ``run_once`` calls)."""
+        return self._totals
+
+    def wake(self) -> None:
+        """Make an idle loop claim now (what a notification for our topics does).
+
+        Call it on the worker's event loop (from another thread:
+        ``loop.call_soon_threadsafe(worker.wake)``).
+        """
+        self._woken.set()
+
+    def stop(self) -> None:
+        """Stop claiming; :meth:`run` returns once running handlers finish.
+
+        Idempotent. Call it on the worker's event loop (from another thread:
+        ``loop.call_soon_threadsafe(worker.stop)``).
+        """
+        self._stopping = True
+        self._stopped.set()
+        self._woken.set()
+        self._changed.set()
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        self._changed.set()
+
+    def start(self) -> asyncio.Task[PassResult]:
+        """Run :meth:`run` as a task of the running loop (no signal handlers); returns it."""
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="programma-worker")
+        return self._task
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait for a :meth:`start`-ed loop to end; True if it has."""
+        if self._task is None:
+            return True
+        await asyncio.wait({self._task}, timeout=timeout)
+        return self._task.done()
+
+    async def __aenter__(self) -> AsyncWorker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.stop()
+        await self.join(self.settings.shutdown_timeout + self.cancel_timeout + 1)
+        task = self._task
+        if exc_info[0] is None and task is not None and task.done() and not task.cancelled():
+            task.result()  # the loop's own error, if it had one
+
+    # -- one pass ------------------------------------------------------------------------
+
+    async def run_once(self) -> PassResult:
+        """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
+
+        Returns once every handler of the pass has returned. Database errors
+        propagate (the loop of :meth:`run` catches them and backs off), as in
+        :meth:`Worker.run_once <programma_sa.Worker.run_once>` — in transaction mode
+        :class:`~programma_sa.exceptions.TransactionLost` and
+        :class:`~programma_sa.exceptions.CommitFailed` among them.
+        """
+        if self.settings.mode == "transaction":
+            result = await self._transaction_pass(on_claimed=None)
+        else:
+            jobs = await self._drive(self._lease_claim_steps())
+            if not jobs:
+                return PassResult()
+            results: list[PassResult] = []
+            batch = Batch(jobs)
+            await asyncio.gather(*(self._lease_job(batch, job, results.append) for job in jobs))
+            (result,) = results
+        self._totals += result
+        return result
+
+    async def _lease_job(
+        self, batch: Batch, job: ClaimedJob, done: Callable[[PassResult], None]
+    ) -> None:
+        """Run one leased job when a slot is free; the batch's last job completes it."""
+        outcome = UNTOUCHED
+        returned = False
+        try:
+            async with self._semaphore:
+                if not self._stopping:
+                    outcome, returned = await self._drive(self._leased_job_steps(job))
+        finally:
+            # Always counted, even when the task is cancelled (shutdown_timeout
+            # passed), so the count of jobs in flight cannot leak; the handlers that
+            # did return are still completed.
+            if batch.record(outcome, job if returned else None):
+                done(await self._drive(self._lease_completion_steps(batch)))
+
+    # -- executing the decisions' steps --------------------------------------------------
+
+    async def _drive(self, steps: Generator[Step, Any, T], unit: _Pass | None = None) -> T:
+        """Run a decision's steps (``unit``: the transaction-mode pass they belong to)."""
+        return await drive_async(steps, functools.partial(self._step, unit))
+
+    async def _step(self, unit: _Pass | None, step: Step) -> Any:
+        if isinstance(step, RunHandler):
+            return await self._run_handler(step.job, unit)
+        if isinstance(step, EachCommitted):
+            if self._autocommit is None:
+                return await self._in_transaction(step.steps)
+            async with self._autocommit.connect() as connection:
+                return await run_steps_async(connection, step.steps)
+        if isinstance(step, InTransaction):
+            return await self._in_transaction(step.steps)
+        assert unit is not None, f"{step!r} is a step of a transaction-mode pass"
+        if isinstance(step, Commit):
+            return await unit.commit()
+        return await execute_async(unit.session, step)
+
+    async def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run operations in a short transaction of a session of our own."""
+        async with self.session_factory() as session, session.begin():
+            return await run_steps_async(session, steps)
+
+    async def _run_handler(
+        self, job: ClaimedJob, unit: _Pass | None
+    ) -> Exception | ConnectionLost | None:
+        """:class:`~.steps.RunHandler`: run the handler; what it raised, if anything."""
+        self._log_job_started(job)
+        if unit is None:  # lease mode: outside any transaction
+            try:
+                await self.handler(AsyncJobContext(self, job, None))
+            except Exception as error:
+                return error
+            return None
+        session = unit.session
+        try:
+            # The SAVEPOINT confines a failing handler's writes (see
+            # WorkerCore._transaction_steps).
+            async with session.begin_nested():
+                await self.handler(AsyncJobContext(self, job, session))
+        except Exception as error:
+            # As in the sync Worker: a dead connection took the transaction with it,
+            # whether the handler raised or swallowed the error.
+            connection = await session.connection(bind_arguments=self._pass_bind)
+            if connection.invalidated:
+                return ConnectionLost(error)
+            return error
+        return None
+
+    async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
+        """Claim, handle, complete and commit in ONE transaction of a session of our own."""
+        # As in the sync Worker: leaving the begin() block rolls the transaction back
+        # after an error; the pass's last step commits it explicitly (see Commit).
+        async with self.session_factory() as session, session.begin() as transaction:
+            steps = self._transaction_steps(on_claimed)
+            return await self._drive(steps, _Pass(session, transaction))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = False) -> PassResult:
+        """Process jobs until :meth:`stop`; return the totals.
+
+        On stop: no new claims; running handlers get up to ``shutdown_timeout``
+        seconds to finish, then they are cancelled (a lease-mode job is left to its
+        visibility timeout, a transaction-mode batch rolls back). Jobs claimed but
+        not started are left to their visibility timeout (lease mode).
+
+        :param install_signal_handlers: stop on SIGTERM/SIGINT (a second signal
+            stops waiting for running handlers), through ``loop.add_signal_handler``;
+            only on the main thread. Off by default: inside an application server
+            the server owns the signals.
+        """
+        if self._running:
+            raise ProgrammaError("this AsyncWorker is already running")
+        self._running = True
+        loop = asyncio.get_running_loop()
+        restore_signals = (
+            self._install_signal_handlers(loop) if install_signal_handlers else (lambda: None)
+        )
+        if self._conninfo is not None:
+            self.listener = AsyncListener(
+                self._conninfo, notify_channel(self.queue.table), self.settings.topics, self.wake
+            )
+            self.listener.start()
+        self._log_started(listening=self.listener is not None)
+        try:
+            await self._loop()
+        finally:
+            # Also when run() itself is cancelled: no job not yet started starts now.
+            self.stop()
+            if self.listener is not None:
+                await self.listener.stop()
+            await self._drain()
+            restore_signals()
+            self._running = False
+            log.info("worker stopped: %s", self.totals)
+        return self.totals
+
+    async def _loop(self) -> None:
+        backoff = self._new_backoff()
+        dispatch = self._dispatch_leases if self.settings.mode == "lease" else self._dispatch_pass
+        while await self._wait_for_room():
+            await self._drive(self._duty_steps())
+            # Cleared before the claim: a notification during it makes the idle
+            # wait below return at once (it may announce a job the claim missed).
+            self._woken.clear()
+            try:
+                claimed = await dispatch()
+                idle_for = (
+                    None
+                    if self._full_batch(claimed)
+                    else await self._drive(self._idle_wait_steps())
+                )
+            except DB_ERRORS as error:
+                delay = backoff.next()
+                self._log_claim_error(error, delay)
+                await self._wait(self._stopped, delay)
+                continue
+            backoff.reset()
+            if idle_for is not None:
+                await self._wait(self._woken, idle_for)
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as a task that :meth:`_drain` waits for (or cancels)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+
+        def ended(task: asyncio.Future[None]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("unexpected error in a worker task", exc_info=task.exception())
+
+        task.add_done_callback(ended)
+
+    def _work_done(self, in_flight: int, result: PassResult) -> None:
+        self._totals += result
+        self._in_flight -= in_flight
+        self._changed.set()
+
+    async def _dispatch_leases(self) -> int:
+        jobs = await self._drive(self._lease_claim_steps())
+        if jobs:
+            self._in_flight += len(jobs)
+            batch = Batch(jobs)
+            done = functools.partial(self._work_done, len(jobs))
+            for job in jobs:
+                self._track(self._lease_job(batch, job, done))
+        return len(jobs)
+
+    async def _dispatch_pass(self) -> int:
+        """Start a transaction-mode pass as a task; return once it has claimed."""
+        claimed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def pass_() -> None:
+            result = PassResult()
+            try:
+                result = await self._transaction_pass(on_claimed=claimed.set_result)
+            except Exception as error:
+                if not claimed.done():
+                    claimed.set_exception(error)  # the loop backs off
+                else:
+                    self._log_pass_failed(error)
+            finally:
+                if not claimed.done():
+                    claimed.cancel()  # cancelled before it could claim
+                self._work_done(1, result)
+
+        self._in_flight += 1
+        self._track(pass_())
+        return await claimed
+
+    async def _wait_for_room(self) -> bool:
+        """Wait until another claim may start; False once stopping."""
+        while not self._stopping and self._in_flight >= self.settings.concurrency:
+            self._changed.clear()
+            await self._changed.wait()
+        return not self._stopping
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while self._in_flight and not self._abandoned:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._log_shutdown_timeout(self._in_flight)
+                break
+            self._changed.clear()
+            await self._wait(self._changed, remaining)
+        if self._tasks:
+            # Unlike a thread, a task can be stopped: cancel what is still running
+            # (a transaction rolls back, a lease is left to run out) and give the
+            # clean-up a moment.
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=self.cancel_timeout)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+        def restore() -> None:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+        return restore

@@ -1,0 +1,179 @@
+"""A worker's settings: one frozen, validated object for both workers and the CLI.
+
+:class:`WorkerSettings` checks every value when it is built, so a bad setting raises
+:class:`~programma_sa.ConfigurationError` naming it at start-up, the same from
+``Worker``, ``AsyncWorker`` and ``programma-sa worker``. The workers keep their
+keyword arguments (typed by :class:`WorkerOptions`) and build it::
+
+    Worker(queue, engine, "emails", send, concurrency=4)       # keywords, checked here
+    Worker.from_settings(queue, engine, send, WorkerSettings(topics=["emails"], concurrency=4))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Literal, TypedDict, cast
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+
+from .. import _validation as check
+from .._operations.maintenance import DEFAULT_BATCH_SIZE
+from .._retention import Retention
+from ..exceptions import ConfigurationError, InvalidJobInput
+from ..retry import DEFAULT_RETRY, RetryPolicy
+
+__all__ = ["DEFAULT_PRUNE_INTERVAL", "WorkerMode", "WorkerOptions", "WorkerSettings"]
+
+#: ``"lease"``: claim and commit, run the handler outside any transaction;
+#: ``"transaction"``: claim, handler and outcome in one transaction.
+WorkerMode = Literal["lease", "transaction"]
+_MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
+#: Seconds between two prune passes of a worker with a ``retention``.
+DEFAULT_PRUNE_INTERVAL = 60.0
+
+
+def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigurationError(
+            f"{what} must be a finite number of seconds {bound}, got {value!r}"
+        )
+    return float(value)
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{what} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _topics(value: object) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, bytes) or not isinstance(items, Sequence) or not items:
+        raise ConfigurationError(
+            f"topics must be a topic or a non-empty list of topics, got {value!r}"
+        )
+    try:
+        checked = [check.check_topic(topic) for topic in items]
+    except InvalidJobInput as error:
+        raise ConfigurationError(f"topics: {error}") from error
+    return tuple(dict.fromkeys(checked))  # de-duplicated, order kept
+
+
+def _database_url(value: object) -> URL | None:
+    if value is None or isinstance(value, URL):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"database_url must be a URL string, got {value!r}")
+    try:
+        return make_url(value)
+    except sa_exc.ArgumentError as error:
+        raise ConfigurationError("database_url is not a valid database URL") from error
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Every setting of a worker, checked when built.
+
+    :param topics: one topic or a list of topics; their jobs are claimed in turn
+        (stored as a de-duplicated tuple).
+    :param mode: ``"lease"`` (default) or ``"transaction"``.
+    :param heartbeat: seconds between polls when nothing wakes the worker (default
+        5.0): the fallback for missed notifications and for ``listen=False``.
+    :param max_jobs: jobs claimed per claim statement (default 10).
+    :param concurrency: handlers running at once (default 1): threads for
+        ``Worker``, tasks for ``AsyncWorker``. In lease mode the jobs of a claim are
+        spread over them; in transaction mode each runs its own claim batches, each
+        in its own transaction.
+    :param listen: wake on LISTEN/NOTIFY (default True). False for PgBouncer in
+        transaction-pooling mode.
+    :param database_url: where to LISTEN; by default the URL of the worker's bind.
+    :param retry: what to do after a handler raised (default
+        :data:`~programma_sa.retry.DEFAULT_RETRY`); ``None``: record the error and
+        leave the job to its visibility timeout.
+    :param auto_complete: complete a job whose handler returned without changing it
+        (default True). False is the npm package's way: the handler moves its job.
+    :param shutdown_timeout: seconds ``run()`` waits for running handlers once
+        stopping (default 30.0).
+    :param retention: prune finished jobs by this :class:`~programma_sa.Retention`
+        from the worker's loop (default ``None``: never prune).
+    :param prune_interval: seconds between two prune passes (default 60.0); each
+        pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
+        worker at a time prunes across processes.
+    :param prune_batch_size: rows deleted per prune transaction (default 1000).
+    """
+
+    topics: Sequence[str]
+    mode: WorkerMode = "lease"
+    heartbeat: float = 5.0
+    max_jobs: int = 10
+    concurrency: int = 1
+    listen: bool = True
+    database_url: str | URL | None = None
+    retry: RetryPolicy | None = DEFAULT_RETRY
+    auto_complete: bool = True
+    shutdown_timeout: float = 30.0
+    retention: Retention | None = None
+    prune_interval: float = DEFAULT_PRUNE_INTERVAL
+    prune_batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(_MODES)}, got {self.mode!r}")
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise ConfigurationError(f"retry must be a RetryPolicy or None, got {self.retry!r}")
+        if self.retention is not None and not isinstance(self.retention, Retention):
+            raise ConfigurationError(
+                f"retention must be a Retention or None, got {self.retention!r}"
+            )
+        for name in ("listen", "auto_complete"):
+            flag = getattr(self, name)
+            if not isinstance(flag, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
+        normalised = {
+            "topics": _topics(self.topics),
+            "heartbeat": _positive_seconds(self.heartbeat, "heartbeat"),
+            "max_jobs": _positive_int(self.max_jobs, "max_jobs"),
+            "concurrency": _positive_int(self.concurrency, "concurrency"),
+            "shutdown_timeout": _positive_seconds(
+                self.shutdown_timeout, "shutdown_timeout", allow_zero=True
+            ),
+            "prune_interval": _positive_seconds(self.prune_interval, "prune_interval"),
+            "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
+            "database_url": _database_url(self.database_url),
+        }
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    def options(self) -> WorkerOptions:
+        """Every setting but ``topics``, as the workers' keyword arguments."""
+        options = {field.name: getattr(self, field.name) for field in fields(self)}
+        del options["topics"]
+        return cast(WorkerOptions, options)
+
+
+class WorkerOptions(TypedDict, total=False):
+    """The keyword arguments of ``Worker`` and ``AsyncWorker``: the fields of
+    :class:`WorkerSettings` besides ``topics`` (a test keeps the two in step)."""
+
+    mode: WorkerMode
+    heartbeat: float
+    max_jobs: int
+    concurrency: int
+    listen: bool
+    database_url: str | URL | None
+    retry: RetryPolicy | None
+    auto_complete: bool
+    shutdown_timeout: float
+    retention: Retention | None
+    prune_interval: float
+    prune_batch_size: int
