@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ._drivers import STATS_COUNTS
+from ._drivers.base import STATS_COUNTS
 from .models import JobState
 
 __all__ = ["QueueStats", "TopicStats", "read_stats"]

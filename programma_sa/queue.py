@@ -38,7 +38,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -52,14 +52,24 @@ from ._session_types import SessionLike
 from ._stats import QueueStats
 from .models import jobs_table
 
-if TYPE_CHECKING:
-    # Types only: the worker is a layer above the queue (see process_jobs).
-    from .worker import Handler, Worker
+__all__ = ["BackgroundWorker", "JobQueue", "jobs_table", "set_worker_starter"]
 
-__all__ = ["JobQueue", "jobs_table", "set_worker_starter"]
+
+class BackgroundWorker(Protocol):
+    """What :meth:`JobQueue.process_jobs` returns: the started
+    :class:`~programma_sa.Worker` (typed by what the queue, a layer below the
+    worker, can name)."""
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> bool: ...
+
+    @property
+    def totals(self) -> Any: ...
+
 
 #: What starts a background worker for :meth:`JobQueue.process_jobs`.
-WorkerStarter = Callable[..., "Worker"]
+WorkerStarter = Callable[..., BackgroundWorker]
 _worker_starter: WorkerStarter | None = None
 
 
@@ -193,15 +203,16 @@ class JobQueue(QueueBase):
     def process_jobs(
         self,
         bind: Engine | Callable[[], Session],
-        handler: Handler,
+        handler: Callable[[Any], object],
         *,
         topic_name: str | Sequence[str],
         heart_beat: float = 5.0,
         max_jobs: int = 10,
         **options: Any,
-    ) -> Worker:
+    ) -> BackgroundWorker:
         """The npm package's ``processJobs``: start a :class:`~programma_sa.Worker`
-        in a background thread and return it (``worker.stop()`` ends it).
+        in a background thread and return it (``worker.stop()`` ends it). The
+        handler gets a :class:`~programma_sa.JobContext`.
 
         As in the npm package the handler steers its own job (``ctx.move_to_done()``
         …): by default nothing is written after it returns or raises, and a job it
