@@ -1,0 +1,55 @@
+"""WorkerSettings: one checked object behind Worker, AsyncWorker and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError, fields
+from typing import get_type_hints
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
+
+from programma_sa import ConfigurationError, JobQueue, RetryPolicy, Worker, WorkerSettings
+from programma_sa.worker import WorkerOptions
+
+from ..app import Job
+
+
+def test_the_keyword_options_are_the_settings_besides_topics() -> None:
+    settings = {field.name for field in fields(WorkerSettings)}
+    assert set(get_type_hints(WorkerOptions)) == settings - {"topics"}
+
+
+def test_settings_are_normalised_and_frozen() -> None:
+    settings = WorkerSettings(
+        topics=["a", "b", "a"], heartbeat=2, database_url="postgresql://u@h/d"
+    )
+    assert settings.topics == ("a", "b")
+    assert settings.heartbeat == 2.0 and isinstance(settings.heartbeat, float)
+    assert isinstance(settings.database_url, URL)
+    with pytest.raises(FrozenInstanceError):
+        settings.max_jobs = 3  # type: ignore[misc]
+
+
+def test_a_bad_setting_is_refused_when_the_settings_are_built() -> None:
+    with pytest.raises(ConfigurationError, match=r"^max_jobs must be an int >= 1, got 0$"):
+        WorkerSettings(topics="a", max_jobs=0)
+    with pytest.raises(ConfigurationError, match="database_url must be a URL string"):
+        WorkerSettings(topics="a", database_url=5)  # type: ignore[arg-type]
+
+
+def test_a_worker_from_settings_has_those_settings() -> None:
+    settings = WorkerSettings(
+        topics="emails",
+        mode="transaction",
+        max_jobs=7,
+        retry=RetryPolicy(max_attempts=2),
+        listen=False,
+    )
+    engine = create_engine("postgresql+psycopg://u@localhost/db")  # no connection opened
+    worker = Worker.from_settings(JobQueue(Job), engine, lambda ctx: None, settings)
+    assert worker.settings == settings
+    assert (
+        Worker(JobQueue(Job), engine, "emails", lambda ctx: None, **settings.options()).settings
+        == settings
+    )
