@@ -597,7 +597,7 @@ def register_stats(commands: Subcommands) -> None:
         description="Per topic: jobs in each state, how many are due and the queue lag, "
         "ACTIVE jobs past their lease, the oldest PROCESSING job, and completions and "
         "failures in the last --window seconds. One statement, read-only. See "
-        "docs/operations.md for every field and metric.",
+        "docs/maintenance.md for every field and metric.",
     )
     parser.add_argument(
         "--topic", metavar="TOPIC", help="only this topic (zeros when it has no jobs)"

@@ -190,7 +190,7 @@ class JobQueue(QueueBase):
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
     ) -> QueueStats:
         """Per-topic statistics of the jobs table, in one statement on ``session``:
-        :func:`programma_sa.maintenance.stats` (see ``docs/operations.md``)."""
+        :func:`programma_sa.maintenance.stats` (see ``docs/maintenance.md``)."""
         return execute(session, self.maintenance_operations.stats(topic, window_seconds))
 
     def prune(

@@ -452,7 +452,7 @@ def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
     index-only scan of an index a fraction of its size; with the order asked for,
     the table path needs a sort of every finished row and loses. The index-only scan
     reads the index and the visibility map, and the heap only for pages changed
-    since the last VACUUM. (tests/operations/test_plans.py checks the plans.)
+    since the last VACUUM. (tests/maintenance/test_plans.py checks the plans.)
     """
     t = table.c
     now = _db_now()

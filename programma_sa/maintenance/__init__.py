@@ -26,7 +26,7 @@ bounded batches::
 Every function takes the queue (a ``JobQueue`` / ``AsyncJobQueue``), the
 ``JobMixin`` model, or its ``Table``. The async functions run the very operations
 the sync ones run, on an ``AsyncSession``. Which index serves each number, and the
-cost of each call, are in ``docs/operations.md``.
+cost of each call, are in ``docs/maintenance.md``.
 
 The modules: :mod:`.stats`, :mod:`.prune` (with :class:`Pruner`), :mod:`.formats`
 (the stats as a table, JSON or Prometheus text) and :mod:`.metric_families` (the

@@ -150,7 +150,7 @@ def _session_factory(bind: object) -> Callable[[], AsyncSession]:
 
 def _autocommit_engine(bind: object) -> AsyncEngine | None:
     """Where the worker runs its one-statement units of work in autocommit
-    (:func:`~._worker_core.autocommit_allowed`); ``None``: in transactions of the
+    (:class:`~.steps.EachCommitted`); ``None``: in transactions of the
     session factory.
 
     Only when the worker was given an AsyncEngine: a session factory of the

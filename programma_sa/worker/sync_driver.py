@@ -40,7 +40,7 @@ What the worker writes after the handler (see ``docs/worker.md`` for the table):
 
 :meth:`Worker.run_once` is one claim-and-handle pass that returns a
 :class:`PassResult`; :meth:`Worker.run` is the loop around it: it wakes on
-LISTEN/NOTIFY (see :mod:`._notify`), on the heartbeat, and when a scheduled job falls
+LISTEN/NOTIFY (see :mod:`.listen`), on the heartbeat, and when a scheduled job falls
 due; it backs off and reconnects when the database is unreachable. With a
 ``retention`` it also prunes expired finished jobs between passes, at most every
 ``prune_interval`` seconds, one worker at a time across processes.

@@ -43,7 +43,7 @@ from programma_sa import (
 
 from ..app import Job
 from ..asyncio.urls import async_url
-from ..operations.jobs import TABLE, db_now, put, states
+from ..maintenance.jobs import TABLE, db_now, put, states
 from .support import wait_for
 
 pytestmark = pytest.mark.asyncio

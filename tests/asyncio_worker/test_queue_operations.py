@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from programma_sa import TTL, AsyncJobQueue, InvalidJobInput, JobQueue, JobState, Retention
 
-from ..operations.jobs import finished, states
+from ..maintenance.jobs import finished, states
 
 RETENTION = Retention(default=TTL(completed=timedelta(hours=1)))
 

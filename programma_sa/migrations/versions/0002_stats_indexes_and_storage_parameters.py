@@ -14,7 +14,7 @@ Create Date: 2026-11-29
   definitions) — this revision then skips them (``IF NOT EXISTS``).
 * Storage parameters (``ALTER TABLE … SET``, a SHARE UPDATE EXCLUSIVE lock that
   blocks neither reads nor writes; ``fillfactor`` applies to pages written from now
-  on). docs/operations.md gives the reasoning for each value.
+  on). docs/maintenance.md gives the reasoning for each value.
 
 Append-only: this revision is a snapshot and never imports the model.
 """
@@ -33,7 +33,7 @@ down_revision: str | Sequence[str] | None = "programma_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: Storage parameters of the jobs table, see docs/operations.md.
+#: Storage parameters of the jobs table, see docs/maintenance.md.
 STORAGE_PARAMETERS = {
     # Leave 20% of each heap page free, so the new version a state change writes
     # usually lands on the row's own page (and is heap-only when no indexed column

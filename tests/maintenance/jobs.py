@@ -1,4 +1,4 @@
-"""Hand-built jobs for the operations tests: any state, any times.
+"""Hand-built jobs for the maintenance tests: any state, any times.
 
 Jobs are enqueued through the queue API and then moved with direct Core updates,
 so a test can place ``start_after`` / ``started_at`` / ``finished_at`` exactly,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from programma_sa import TTL, JobQueue, JobState, Pruner, Retention
 
-from ..operations.jobs import db_now, finished, put, states
+from ..maintenance.jobs import db_now, finished, put, states
 from .test_cli import run
 
 HOUR = timedelta(hours=1)
