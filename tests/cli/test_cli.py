@@ -19,7 +19,7 @@ from programma_sa import JobQueue, JobState
 from programma_sa.cli import main
 from programma_sa.testing import fresh_database
 
-from ..worker.support import wait_for
+from ..workers.support import blocking_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,7 @@ def test_worker_command_processes_jobs_until_sigterm(
                 jobs = [queue.get_job(session, job_id) for job_id in job_ids]
             return all(job is not None and job.state is JobState.COMPLETED for job in jobs)
 
-        wait_for(all_completed, timeout=20)
+        blocking_wait_for(all_completed, timeout=20)
         worker.terminate()
         output, _ = worker.communicate(timeout=20)
     finally:

@@ -47,7 +47,7 @@ PROBE_SETTLE_SECONDS = 1.0
 _UNFINISHED = (JobState.CREATED.value, JobState.ACTIVE.value, JobState.PROCESSING.value)
 _ENQUEUE_BATCH = 10_000
 #: What the workers' logs say, counted into the report (see programma_sa.worker,
-#: programma_sa._notify and worker_process).
+#: programma_sa.worker.listen and worker_process).
 LOG_COUNTERS = {
     "claim_errors": "claiming from ",  # the loop logged a database error and backed off
     "pass_errors": "a transaction-mode pass failed",

@@ -16,6 +16,14 @@ def slow(ctx: JobContext) -> None:
     ctx.set_attributes({"finished_by": os.getpid()})
 
 
+def confirm(ctx: JobContext) -> None:
+    """Transaction mode: a business row in the claim's transaction (tests.app.Order)."""
+    from ..app import Order
+
+    assert ctx.session is not None
+    ctx.session.add(Order(id=ctx.job.data["order"], note=f"by {os.getpid()}"))
+
+
 def not_a_handler() -> None:
     """Exists so the CLI can be pointed at a callable with the wrong use."""
 

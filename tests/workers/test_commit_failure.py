@@ -20,6 +20,7 @@ Two ways, both real:
   COMMIT is sent, so the jobs are in fact claimable again.
 
 Either way the ``run()`` loop logs the failure once and processes the job afterwards.
+Each test runs on the sync Worker and on the AsyncWorker over both asyncio drivers.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from programma_sa import (
-    AsyncJobContext,
     CommitFailed,
     DatabaseError,
-    JobContext,
     JobDetail,
     JobQueue,
     JobState,
@@ -48,9 +47,11 @@ from programma_sa import (
     RetryPolicy,
 )
 
-from .conftest import MakeWorker
-from .support import get_job, seconds_from_now, wait_for
-from .test_outcomes import enqueue, order_ids
+from ..app import Order
+from .harness import AnyEngine, Context, Harness, awaited, noop
+from .support import enqueue, get_job, order_ids, seconds_from_now, wait_for
+
+pytestmark = pytest.mark.asyncio
 
 LOGGER = "programma_sa.worker"
 CHILDREN = "commit_check_children"
@@ -85,11 +86,9 @@ def _deferred_constraint(engine: Engine) -> Iterator[None]:
 
 
 @pytest.fixture
-def worker_engine(database_url: str, engine: Engine) -> Iterator[Engine]:
+def worker_engine(harness: Harness) -> AnyEngine:
     """The worker's own engine: the killed connection invalidates only this pool."""
-    worker_engine = create_engine(database_url)
-    yield worker_engine
-    worker_engine.dispose()
+    return harness.engine()
 
 
 def children(engine: Engine) -> int:
@@ -149,9 +148,7 @@ class FailsAtCommit:
         self.times = times
         self.calls: list[int] = []
 
-    def __call__(self, ctx: JobContext) -> None:
-        from ..app import Order
-
+    async def __call__(self, ctx: Context) -> None:
         assert ctx.session is not None
         n = ctx.job.data["n"]
         self.calls.append(n)
@@ -159,7 +156,7 @@ class FailsAtCommit:
         if len(self.calls) > self.times:
             return
         if self.how == "refused":
-            ctx.session.execute(ORPHAN, {"id": len(self.calls)})
+            await awaited(ctx.session.execute(ORPHAN, {"id": len(self.calls)}))
         else:
             assert self.kill is not None
             self.kill.armed = True
@@ -177,20 +174,13 @@ class BreaksCommit:
         self.culprits = culprits
         self.calls: list[tuple[int, int]] = []
 
-    def writes(self, ctx: JobContext | AsyncJobContext) -> tuple[Any, bool]:
-        """The call's Order, and whether it breaks the COMMIT (the orphan's id: the call)."""
-        from ..app import Order
-
+    async def __call__(self, ctx: Context) -> None:
+        assert ctx.session is not None
         n = ctx.job.data["n"]
         self.calls.append((n, ctx.job.attempts))
-        return Order(id=100 * len(self.calls) + n), n in self.culprits
-
-    def __call__(self, ctx: JobContext) -> None:
-        assert ctx.session is not None
-        order, breaks = self.writes(ctx)
-        ctx.session.add(order)
-        if breaks:
-            ctx.session.execute(ORPHAN, {"id": len(self.calls)})
+        ctx.session.add(Order(id=100 * len(self.calls) + n))
+        if n in self.culprits:  # the orphan's id: the call
+            await awaited(ctx.session.execute(ORPHAN, {"id": len(self.calls)}))
 
 
 class AtNextBegin:
@@ -366,18 +356,18 @@ def claim_statements(engine: Engine) -> list[str]:
 # -- refused ----------------------------------------------------------------------------------
 
 
-def test_a_refused_commit_records_the_failed_attempt_and_raises_commit_failed(
+async def test_a_refused_commit_records_the_failed_attempt_and_raises_commit_failed(
     engine: Engine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (job_id,) = enqueue(engine, queue)
     handler = FailsAtCommit("refused")
-    worker = make_worker(handler, mode="transaction", retry=RetryPolicy.constant(60))
+    worker = harness.worker(handler, mode="transaction", retry=RetryPolicy.constant(60))
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     error = raised.value
     assert isinstance(error, DatabaseError)  # what the loop backs off on
@@ -408,38 +398,40 @@ def test_a_refused_commit_records_the_failed_attempt_and_raises_commit_failed(
     job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
     assert 50 < seconds_from_now(engine, job.start_after) <= 60
     assert order_ids(engine) == []
-    assert worker.run_once() == PassResult()
+    assert await harness.run_once(worker) == PassResult()
 
     # Nothing of the failed pass lingers: once due, the next pass runs the job normally.
     make_due(engine, queue, [job_id])
-    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await harness.run_once(worker) == PassResult(claimed=1, completed=1)
     job = get_job(engine, queue, job_id)
     assert job.state is JobState.COMPLETED and job.attempts == 2
     assert order_ids(engine) == [200]
     assert handler.calls == [0, 0]
 
 
-def test_a_job_whose_commit_is_always_refused_ends_failed_after_max_attempts(
+async def test_a_job_whose_commit_is_always_refused_ends_failed_after_max_attempts(
     engine: Engine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The poison job: each pass is refused, each refusal counts, the policy ends it."""
     (job_id,) = enqueue(engine, queue)
     handler = BreaksCommit()
-    worker = make_worker(handler, mode="transaction", retry=RetryPolicy.constant(0, max_attempts=3))
+    worker = harness.worker(
+        handler, mode="transaction", retry=RetryPolicy.constant(0, max_attempts=3)
+    )
 
     with caplog.at_level(logging.INFO, logger=LOGGER):
         for attempt in (1, 2, 3):
             with pytest.raises(CommitFailed) as raised:
-                worker.run_once()
+                await harness.run_once(worker)
             counts = "1 to retry, 0 failed" if attempt < 3 else "0 to retry, 1 failed"
             assert f"({counts}, 0 left alone" in str(raised.value)
             state = JobState.ACTIVE if attempt < 3 else JobState.FAILED
             assert_attempt_recorded(engine, queue, job_id, attempt, state)
 
-    assert worker.run_once() == PassResult()  # FAILED: never claimed again
+    assert await harness.run_once(worker) == PassResult()  # FAILED: never claimed again
     job = get_job(engine, queue, job_id)
     assert job.finished_at is not None
     assert handler.calls == [(0, 1), (0, 2), (0, 3)]
@@ -453,20 +445,20 @@ def test_a_job_whose_commit_is_always_refused_ends_failed_after_max_attempts(
     ]
 
 
-def test_a_refused_commit_records_an_attempt_for_every_job_of_the_batch(
+async def test_a_refused_commit_records_an_attempt_for_every_job_of_the_batch(
     engine: Engine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """One job's writes are refused; none of the batch's work committed, so all three
     attempts failed and are counted. The innocent jobs complete once due again."""
     job_ids = enqueue(engine, queue, n=3)
     handler = BreaksCommit(culprits=(1,))
-    worker = make_worker(handler, mode="transaction", max_jobs=3, retry=RetryPolicy.constant(60))
+    worker = harness.worker(handler, mode="transaction", max_jobs=3, retry=RetryPolicy.constant(60))
 
     with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     message = str(raised.value)
     assert "the failed attempt of its 3 claimed jobs was then recorded" in message
@@ -476,11 +468,11 @@ def test_a_refused_commit_records_an_attempt_for_every_job_of_the_batch(
         job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
         assert seconds_from_now(engine, job.start_after) > 50  # due later, all three
     assert order_ids(engine) == []
-    assert worker.run_once() == PassResult()
+    assert await harness.run_once(worker) == PassResult()
 
     innocent = [job_ids[0], job_ids[2]]
     make_due(engine, queue, innocent)
-    assert worker.run_once() == PassResult(claimed=2, completed=2)
+    assert await harness.run_once(worker) == PassResult(claimed=2, completed=2)
     for job_id in innocent:
         job = get_job(engine, queue, job_id)
         assert job.state is JobState.COMPLETED and job.attempts == 2
@@ -489,23 +481,23 @@ def test_a_refused_commit_records_an_attempt_for_every_job_of_the_batch(
     assert handler.calls == [(0, 1), (1, 1), (2, 1), (0, 2), (2, 2)]
 
 
-def test_a_refused_commit_rolls_back_every_outcome_of_the_batch(
-    engine: Engine, queue: JobQueue, make_worker: MakeWorker
+async def test_a_refused_commit_rolls_back_every_outcome_of_the_batch(
+    engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
     """Never half: the completions, a recorded failure and every handler's write go;
     what is recorded afterwards is the refused commit, for every job."""
     job_ids = enqueue(engine, queue, n=7)
     breaks = FailsAtCommit("refused")
 
-    def handler(ctx: JobContext) -> None:
+    async def handler(ctx: Context) -> None:
         if ctx.job.data["n"] == 3 and ctx.job.attempts == 1:
             raise ValueError("an ordinary failure, recorded in the same transaction")
-        breaks(ctx)
+        await breaks(ctx)
 
-    worker = make_worker(handler, mode="transaction", max_jobs=7, retry=RetryPolicy.constant(0))
+    worker = harness.worker(handler, mode="transaction", max_jobs=7, retry=RetryPolicy.constant(0))
 
     with pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     message = str(raised.value)
     assert "the failed attempt of its 7 claimed jobs was then recorded" in message
@@ -516,16 +508,16 @@ def test_a_refused_commit_rolls_back_every_outcome_of_the_batch(
         assert_attempt_recorded(engine, queue, job_id, attempts=1)
     assert order_ids(engine) == []
 
-    assert worker.run_once() == PassResult(claimed=7, completed=7)
+    assert await harness.run_once(worker) == PassResult(claimed=7, completed=7)
     assert {get_job(engine, queue, job_id).attempts for job_id in job_ids} == {2}
 
 
 @pytest.mark.parametrize("other", ["committed", "in progress"])
-def test_a_job_claimed_by_another_worker_meanwhile_is_left_alone(
+async def test_a_job_claimed_by_another_worker_meanwhile_is_left_alone(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
     other: str,
 ) -> None:
@@ -534,15 +526,17 @@ def test_a_job_claimed_by_another_worker_meanwhile_is_left_alone(
     the row is locked, and the recording skips it instead of waiting (a lock_timeout
     would fail it otherwise). Job 1 is recorded either way."""
     job_ids = enqueue(engine, queue, n=2)
-    with_lock_timeout(worker_engine)
-    elsewhere = ClaimElsewhere(engine, queue, worker_engine, commit=other == "committed")
+    with_lock_timeout(harness.sync_engine(worker_engine))
+    elsewhere = ClaimElsewhere(
+        engine, queue, harness.sync_engine(worker_engine), commit=other == "committed"
+    )
     handler = BreaksCommit()
 
-    def arming(ctx: JobContext) -> None:
+    async def arming(ctx: Context) -> None:
         elsewhere.armed = True
-        handler(ctx)
+        await handler(ctx)
 
-    worker = make_worker(
+    worker = harness.worker(
         arming, bind=worker_engine, mode="transaction", max_jobs=2, retry=RetryPolicy.constant(60)
     )
     with (
@@ -550,52 +544,54 @@ def test_a_job_claimed_by_another_worker_meanwhile_is_left_alone(
         elsewhere,
         pytest.raises(CommitFailed) as raised,
     ):
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert_left_alone(engine, queue, job_ids, elsewhere, str(raised.value), caplog)
 
 
-def test_without_a_retry_policy_the_error_is_recorded_and_the_lease_stands(
+async def test_without_a_retry_policy_the_error_is_recorded_and_the_lease_stands(
     engine: Engine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (job_id,) = enqueue(engine, queue, retry_after_seconds=45)
-    worker = make_worker(BreaksCommit(), mode="transaction", retry=None)
+    worker = harness.worker(BreaksCommit(), mode="transaction", retry=None)
 
     with caplog.at_level(logging.INFO, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert "(1 to retry, 0 failed, 0 left alone" in str(raised.value)
     (line,) = recorded_attempt_records(caplog)
     assert line.getMessage().endswith("; leaving it to its visibility timeout")
     job = assert_attempt_recorded(engine, queue, job_id, attempts=1)
     assert job.start_after == job.started_at + timedelta(seconds=45)  # as the claim sets it
-    assert worker.run_once() == PassResult()
+    assert await harness.run_once(worker) == PassResult()
 
 
-def test_a_recording_that_fails_is_logged_and_leaves_the_jobs_claimable(
+async def test_a_recording_that_fails_is_logged_and_leaves_the_jobs_claimable(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The recording transaction's connection is killed as it begins: one ERROR tells
     both failures, the pass still raises CommitFailed, the job is claimable as before."""
     (job_id,) = enqueue(engine, queue)
-    hook = AtNextBegin(worker_engine, lambda connection: terminate(engine, connection))
+    hook = AtNextBegin(
+        harness.sync_engine(worker_engine), lambda connection: terminate(engine, connection)
+    )
     breaks = FailsAtCommit("refused")
 
-    def handler(ctx: JobContext) -> None:
+    async def handler(ctx: Context) -> None:
         hook.armed = not breaks.calls  # the first pass's, refused
-        breaks(ctx)
+        await breaks(ctx)
 
-    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+    worker = harness.worker(handler, bind=worker_engine, mode="transaction")
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert hook.runs == 1
     assert raised.value.outcome_unknown is False
@@ -608,25 +604,26 @@ def test_a_recording_that_fails_is_logged_and_leaves_the_jobs_claimable(
     assert_logged_once(caplog, logging.ERROR)
     assert_claimable_again(engine, queue, [job_id])
 
-    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await harness.run_once(worker) == PassResult(claimed=1, completed=1)
     assert get_job(engine, queue, job_id).attempts == 1
     assert order_ids(engine) == [200]
 
 
-def test_checking_deferred_constraints_in_the_handler_makes_it_an_ordinary_failure(
-    engine: Engine, queue: JobQueue, make_worker: MakeWorker
+async def test_checking_deferred_constraints_in_the_handler_makes_it_an_ordinary_failure(
+    engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
     """The remedy docs/worker.md gives for a handler whose writes are always refused:
     ``SET CONSTRAINTS ALL IMMEDIATE`` checks them inside the handler's SAVEPOINT, so
     the failure is recorded (attempts counted, backoff) instead of looping at once."""
     (job_id,) = enqueue(engine, queue)
 
-    def handler(ctx: JobContext) -> None:
+    async def handler(ctx: Context) -> None:
         assert ctx.session is not None
-        ctx.session.execute(ORPHAN, {"id": 1})
-        ctx.session.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
+        await awaited(ctx.session.execute(ORPHAN, {"id": 1}))
+        await awaited(ctx.session.execute(text("SET CONSTRAINTS ALL IMMEDIATE")))
 
-    assert make_worker(handler, mode="transaction").run_once() == PassResult(claimed=1, retried=1)
+    worker = harness.worker(handler, mode="transaction")
+    assert await harness.run_once(worker) == PassResult(claimed=1, retried=1)
     job = get_job(engine, queue, job_id)
     assert job.state is JobState.ACTIVE and job.attempts == 1
     assert job.attributes["last_error"]["type"] == "sqlalchemy.exc.IntegrityError"
@@ -636,20 +633,20 @@ def test_checking_deferred_constraints_in_the_handler_makes_it_an_ordinary_failu
 # -- lost -------------------------------------------------------------------------------------
 
 
-def test_a_connection_lost_at_commit_raises_commit_failed_with_the_outcome_unknown(
+async def test_a_connection_lost_at_commit_raises_commit_failed_with_the_outcome_unknown(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (job_id,) = enqueue(engine, queue)
-    kill = KillAtCommit(worker_engine, engine)
+    kill = KillAtCommit(harness.sync_engine(worker_engine), engine)
     handler = FailsAtCommit("lost", kill)
-    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+    worker = harness.worker(handler, bind=worker_engine, mode="transaction")
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert kill.kills == 1
     error = raised.value
@@ -678,29 +675,29 @@ def test_a_connection_lost_at_commit_raises_commit_failed_with_the_outcome_unkno
         # What happens here: the backend was gone before COMMIT was sent.
         assert_claimable_again(engine, queue, [job_id])
 
-    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await harness.run_once(worker) == PassResult(claimed=1, completed=1)
     assert get_job(engine, queue, job_id).attempts == 1
     assert order_ids(engine) == [200]
 
 
-def test_a_connection_lost_at_the_commit_of_an_empty_pass_loses_nothing(
+async def test_a_connection_lost_at_the_commit_of_an_empty_pass_loses_nothing(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    kill = KillAtCommit(worker_engine, engine)
+    kill = KillAtCommit(harness.sync_engine(worker_engine), engine)
     kill.armed = True
-    worker = make_worker(lambda ctx: None, bind=worker_engine, mode="transaction")
+    worker = harness.worker(noop, bind=worker_engine, mode="transaction")
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(CommitFailed) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert raised.value.outcome_unknown is True
     assert str(raised.value).endswith("the pass had claimed no job, so nothing is lost")
     assert_logged_once(caplog, logging.WARNING)
-    assert worker.run_once() == PassResult()
+    assert await harness.run_once(worker) == PassResult()
 
 
 # -- the loop ---------------------------------------------------------------------------------
@@ -708,17 +705,19 @@ def test_a_connection_lost_at_the_commit_of_an_empty_pass_loses_nothing(
 
 @pytest.mark.parametrize("concurrency", [1, 2])
 @pytest.mark.parametrize("how", ["refused", "lost"])
-def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
+async def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
     how: str,
     concurrency: int,
 ) -> None:
-    handler = FailsAtCommit(how, KillAtCommit(worker_engine, engine) if how == "lost" else None)
-    worker = make_worker(
+    handler = FailsAtCommit(
+        how, KillAtCommit(harness.sync_engine(worker_engine), engine) if how == "lost" else None
+    )
+    worker = harness.worker(
         handler,
         bind=worker_engine,
         mode="transaction",
@@ -729,9 +728,9 @@ def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         worker.start()
         (job_id,) = enqueue(engine, queue)
-        wait_for(lambda: get_job(engine, queue, job_id).state is JobState.COMPLETED)
+        await wait_for(lambda: get_job(engine, queue, job_id).state is JobState.COMPLETED)
         worker.stop()
-        assert worker.join(10)
+        assert await harness.join(worker, 10)
 
     refused = how == "refused"
     # Refused: the failed attempt was recorded, so the second claim was attempt 2.
@@ -746,11 +745,11 @@ def test_the_loop_logs_a_failed_commit_once_and_runs_the_job_again(
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
-def test_the_loop_backs_a_poison_job_off_instead_of_claiming_it_again_at_once(
+async def test_the_loop_backs_a_poison_job_off_instead_of_claiming_it_again_at_once(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
     concurrency: int,
 ) -> None:
@@ -761,8 +760,8 @@ def test_the_loop_backs_a_poison_job_off_instead_of_claiming_it_again_at_once(
     fewer than the passes, and the third ends it FAILED."""
     (job_id,) = enqueue(engine, queue)
     handler = BreaksCommit()
-    claims = claim_statements(worker_engine)
-    worker = make_worker(
+    claims = claim_statements(harness.sync_engine(worker_engine))
+    worker = harness.worker(
         handler,
         bind=worker_engine,
         mode="transaction",
@@ -772,12 +771,22 @@ def test_the_loop_backs_a_poison_job_off_instead_of_claiming_it_again_at_once(
     )
     with caplog.at_level(logging.INFO, logger=LOGGER):
         worker.start()
-        wait_for(lambda: get_job(engine, queue, job_id).state is JobState.FAILED)
+        await wait_for(lambda: get_job(engine, queue, job_id).state is JobState.FAILED)
         worker.stop()
-        assert worker.join(10)
+        assert await harness.join(worker, 10)
 
     assert_attempt_recorded(engine, queue, job_id, attempts=3, state=JobState.FAILED)
-    assert handler.calls == [(0, 1), (0, 2), (0, 3)]
     assert len(handler.calls) * 10 <= len(claims), (len(handler.calls), len(claims))
-    assert len(commit_records(caplog)) == 3  # one ERROR per refused pass
+    assert len(commit_records(caplog)) == len(handler.calls)  # one ERROR per refused pass
     assert len(recorded_attempt_records(caplog)) == 3
+    if concurrency == 1:
+        assert handler.calls == [(0, 1), (0, 2), (0, 3)]
+        return
+    # With a sibling pass, the job may be claimed again in the moment between a
+    # refused COMMIT's rollback and the recording of its attempt — the documented race
+    # of a job "claimed again meanwhile" (as another worker process could): that pass
+    # runs the same attempt once more, and its own refusal is recorded instead. Never
+    # more than once per attempt, and the attempts still only go up.
+    attempts = [attempt for _, attempt in handler.calls]
+    assert attempts == sorted(attempts) and set(attempts) == {1, 2, 3}, handler.calls
+    assert all(attempts.count(attempt) <= 2 for attempt in (1, 2, 3)), handler.calls

@@ -5,36 +5,40 @@ on ``ctx.session``), so the transaction that holds the claim is gone. The job mu
 come back claimable at once with its attempt not counted, ``run_once()`` must raise
 :class:`~programma_sa.exceptions.TransactionLost` (a :class:`DatabaseError`), and the
 log must say so once — never the "retrying in …" of a handler failure, whose record
-could not be written anyway.
+could not be written anyway. Each test runs on the sync Worker and on the AsyncWorker
+over both asyncio drivers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from programma_sa import DatabaseError, JobContext, JobQueue, JobState, PassResult
+from programma_sa import DatabaseError, JobQueue, JobState, PassResult
 from programma_sa.exceptions import TransactionLost
 
-from .conftest import MakeWorker
-from .support import get_job, seconds_from_now, wait_for
-from .test_outcomes import enqueue, order_ids
+from ..app import Order
+from .harness import AnyEngine, Context, Harness, awaited
+from .support import enqueue, get_job, order_ids, seconds_from_now, wait_for
+
+pytestmark = pytest.mark.asyncio
 
 KILL = text("SELECT pg_terminate_backend(pg_backend_pid())")
+#: The error SQLAlchemy raises, by driver, on a connection whose backend was terminated.
+KILLED_ERROR = {
+    "psycopg": "sqlalchemy.exc.OperationalError",
+    "asyncpg": "sqlalchemy.exc.DBAPIError",
+}
 LOGGER = "programma_sa.worker"
 
 
 @pytest.fixture
-def worker_engine(database_url: str, engine: Engine) -> Iterator[Engine]:
-    """The worker's own engine: the killed connection invalidates only this pool
-    (``engine`` empties the tables after the test)."""
-    worker_engine = create_engine(database_url)
-    yield worker_engine
-    worker_engine.dispose()
+def worker_engine(harness: Harness) -> AnyEngine:
+    """The worker's own engine: the killed connection invalidates only this pool."""
+    return harness.engine()
 
 
 class KillsOnce:
@@ -50,18 +54,16 @@ class KillsOnce:
         self.calls: list[int] = []
         self.killed = False
 
-    def __call__(self, ctx: JobContext) -> None:
-        from ..app import Order
-
+    async def __call__(self, ctx: Context) -> None:
         assert ctx.session is not None
         n = ctx.job.data["n"]
         self.calls.append(n)
         ctx.session.add(Order(id=100 * len(self.calls) + n))
-        ctx.session.flush()
+        await awaited(ctx.session.flush())
         if n == self.kill_n and not self.killed:
             self.killed = True
             try:
-                ctx.session.execute(KILL)
+                await awaited(ctx.session.execute(KILL))
             except DBAPIError:
                 if not self.swallow:
                     raise
@@ -89,20 +91,20 @@ def assert_logged_once_as_lost(
 
 
 @pytest.mark.parametrize("swallow", [False, True], ids=["raises", "swallows"])
-def test_a_killed_connection_rolls_the_pass_back_and_raises_transaction_lost(
+async def test_a_killed_connection_rolls_the_pass_back_and_raises_transaction_lost(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
     swallow: bool,
 ) -> None:
     (job_id,) = enqueue(engine, queue)
     handler = KillsOnce(swallow=swallow)
-    worker = make_worker(handler, bind=worker_engine, mode="transaction")
+    worker = harness.worker(handler, bind=worker_engine, mode="transaction")
 
     with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(TransactionLost) as raised:
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert isinstance(raised.value, DatabaseError)  # what the loop backs off on
     message = str(raised.value)
@@ -122,29 +124,29 @@ def test_a_killed_connection_rolls_the_pass_back_and_raises_transaction_lost(
     assert order_ids(engine) == []
 
     # The next pass (a fresh connection from the pool) runs it normally.
-    assert worker.run_once() == PassResult(claimed=1, completed=1)
+    assert await harness.run_once(worker) == PassResult(claimed=1, completed=1)
     job = get_job(engine, queue, job_id)
     assert job.state is JobState.COMPLETED and job.attempts == 1
     assert order_ids(engine) == [200]
     assert handler.calls == [0, 0]
 
 
-def test_the_whole_batch_rolls_back_and_its_remaining_handlers_do_not_run(
+async def test_the_whole_batch_rolls_back_and_its_remaining_handlers_do_not_run(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     job_ids = enqueue(engine, queue, n=3)
     handler = KillsOnce(kill_n=1)  # the second job of the batch
-    worker = make_worker(handler, bind=worker_engine, mode="transaction", max_jobs=3)
+    worker = harness.worker(handler, bind=worker_engine, mode="transaction", max_jobs=3)
 
     with (
         caplog.at_level(logging.DEBUG, logger=LOGGER),
         pytest.raises(TransactionLost, match="its 3 claimed jobs are claimable"),
     ):
-        worker.run_once()
+        await harness.run_once(worker)
 
     assert handler.calls == [0, 1]  # the third handler never ran on the dead transaction
     assert_logged_once_as_lost(caplog, job_ids[1], claimed=3)
@@ -153,60 +155,55 @@ def test_the_whole_batch_rolls_back_and_its_remaining_handlers_do_not_run(
         assert job.state is JobState.CREATED and job.attempts == 0
     assert order_ids(engine) == []  # the first handler's write rolled back too
 
-    assert worker.run_once() == PassResult(claimed=3, completed=3)
+    assert await harness.run_once(worker) == PassResult(claimed=3, completed=3)
     assert all(get_job(engine, queue, job_id).attempts == 1 for job_id in job_ids)
     assert handler.calls == [0, 1, 0, 1, 2]
 
 
-def test_a_handler_losing_a_connection_of_its_own_is_an_ordinary_failure(
-    database_url: str,
+async def test_a_handler_losing_a_connection_of_its_own_is_an_ordinary_failure(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Only the pass's own connection counts: a handler's other database is its business."""
     (job_id,) = enqueue(engine, queue)
-    other = create_engine(database_url)
+    other = harness.engine()
 
-    def handler(ctx: JobContext) -> None:
-        with other.connect() as connection:
-            connection.execute(KILL)
+    async def handler(ctx: Context) -> None:
+        await awaited(harness.execute(other, KILL))
 
-    worker = make_worker(handler, bind=worker_engine, mode="transaction")
-    try:
-        with caplog.at_level(logging.WARNING, logger=LOGGER):
-            assert worker.run_once() == PassResult(claimed=1, retried=1)
-    finally:
-        other.dispose()
+    worker = harness.worker(handler, bind=worker_engine, mode="transaction")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert await harness.run_once(worker) == PassResult(claimed=1, retried=1)
 
     assert lost_warnings(caplog) == []
     assert any("retrying in" in record.getMessage() for record in caplog.records)
     job = get_job(engine, queue, job_id)
     assert job.state is JobState.ACTIVE and job.attempts == 1
-    assert job.attributes["last_error"]["type"] == "sqlalchemy.exc.OperationalError"
+    assert job.attributes["last_error"]["type"] == KILLED_ERROR[harness.driver]
 
 
 @pytest.mark.parametrize("concurrency", [1, 2])
-def test_the_loop_logs_the_lost_pass_once_and_runs_the_job_again(
+async def test_the_loop_logs_the_lost_pass_once_and_runs_the_job_again(
     engine: Engine,
-    worker_engine: Engine,
+    worker_engine: AnyEngine,
     queue: JobQueue,
-    make_worker: MakeWorker,
+    harness: Harness,
     caplog: pytest.LogCaptureFixture,
     concurrency: int,
 ) -> None:
     handler = KillsOnce()
-    worker = make_worker(
+    worker = harness.worker(
         handler, bind=worker_engine, mode="transaction", heartbeat=0.1, concurrency=concurrency
     )
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         worker.start()
         (job_id,) = enqueue(engine, queue)
-        wait_for(lambda: get_job(engine, queue, job_id).state is JobState.COMPLETED)
+        await wait_for(lambda: get_job(engine, queue, job_id).state is JobState.COMPLETED)
         worker.stop()
-        assert worker.join(10)
+        assert await harness.join(worker, 10)
 
     assert get_job(engine, queue, job_id).attempts == 1
     assert handler.calls == [0, 0]

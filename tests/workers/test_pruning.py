@@ -15,40 +15,23 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from sqlalchemy import Engine, create_engine, event, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session
 
-from programma_sa import (
-    TTL,
-    AsyncJobContext,
-    AsyncJobQueue,
-    AsyncWorker,
-    ConfigurationError,
-    JobContext,
-    JobQueue,
-    JobSpec,
-    JobState,
-    Retention,
-    Worker,
-)
+from programma_sa import TTL, ConfigurationError, JobQueue, JobSpec, JobState, Retention
 
-from ..app import Job
-from ..asyncio.urls import async_url
 from ..maintenance.jobs import TABLE, db_now, put, states
-from .support import wait_for
+from .harness import FLAVOURS, AnyEngine, AnyWorker, Harness, noop
+from .support import HANDLERS, ROOT, wait_for
 
 pytestmark = pytest.mark.asyncio
 
-ROOT = Path(__file__).resolve().parents[2]
 HOUR = timedelta(hours=1)
 RETENTION = Retention(default=TTL(completed=HOUR, failed=timedelta(days=1)))
 
@@ -87,100 +70,71 @@ def remaining(engine: Engine) -> dict[uuid.UUID, str]:
         return states(session)
 
 
-def _noop(ctx: JobContext) -> None:
-    pass
+def start(harness: Harness, bind: AnyEngine | None = None, **settings: Any) -> AnyWorker:
+    """A worker of ``harness`` started on the topic ``other`` (nothing to claim there),
+    on ``bind`` or an engine of its own (its own connections)."""
+    bind = harness.engine() if bind is None else bind
+    worker = harness.worker(noop, "other", bind=bind, heartbeat=0.05, **settings)
+    worker.start()
+    return worker
 
 
-async def _anoop(ctx: AsyncJobContext) -> None:
-    pass
+async def stop(harness: Harness, worker: AnyWorker) -> None:
+    worker.stop()
+    assert await harness.join(worker, 10)
 
 
-@dataclass
-class Running:
-    """A worker started on an engine of its own (its own connections)."""
-
-    worker: Worker | AsyncWorker
-    #: The worker's engine (the sync face of an AsyncEngine), for event listeners.
-    engine: Engine
-    close: Callable[[], Any]
-
-    async def stop(self) -> None:
-        self.worker.stop()
-        if isinstance(self.worker, AsyncWorker):
-            assert await self.worker.join(10)
-        else:
-            assert self.worker.join(10)
-        await self.close()
-
-
-@pytest_asyncio.fixture
-async def start(database_url: str, engine: Engine) -> AsyncIterator[Callable[..., Running]]:
-    """Start a sync or async worker on the topic ``other`` (nothing to claim there)."""
-    running: list[Running] = []
-
-    def start(kind: str, **settings: Any) -> Running:
-        settings = {"listen": False, "heartbeat": 0.05, **settings}
-        worker: Worker | AsyncWorker
-        if kind == "sync":
-            sync_engine = create_engine(database_url)
-            worker = Worker(JobQueue(Job), sync_engine, "other", _noop, **settings)
-
-            async def close() -> None:
-                sync_engine.dispose()
-
-        else:
-            async_engine = create_async_engine(async_url(database_url, "psycopg"))
-            worker = AsyncWorker(AsyncJobQueue(Job), async_engine, "other", _anoop, **settings)
-            sync_engine, close = async_engine.sync_engine, async_engine.dispose
-        running.append(Running(worker, sync_engine, close))
-        worker.start()
-        return running[-1]
-
-    yield start
-    for each in running:
-        await each.stop()
-
-
-@pytest.mark.parametrize("kinds", [("sync", "sync"), ("async", "async"), ("sync", "async")])
+@pytest.mark.parametrize(
+    "flavours",
+    [(flavour, flavour) for flavour in FLAVOURS] + [("sync", "async-psycopg")],
+    ids=lambda flavours: "+".join(flavours),
+)
 async def test_two_workers_prune_every_expired_row_exactly_once(
-    engine: Engine, queue: JobQueue, start: Callable[..., Running], kinds: tuple[str, str]
+    engine: Engine,
+    queue: JobQueue,
+    make_harness: Callable[[str], Harness],
+    flavours: tuple[str, str],
 ) -> None:
+    """Two workers of a kind, or one of each, share the pruning: each row deleted once."""
     expired = expired_rows(engine, queue, 600)
     kept = kept_rows(engine, queue)
-    settings = {"retention": RETENTION, "prune_interval": 0.05, "prune_batch_size": 40}
-    workers = [start(kind, **settings) for kind in kinds]
+    settings: dict[str, Any] = {
+        "retention": RETENTION,
+        "prune_interval": 0.05,
+        "prune_batch_size": 40,
+    }
+    running = [(harness, start(harness, **settings)) for harness in map(make_harness, flavours)]
 
     await wait_for(lambda: not expired & set(remaining(engine)), timeout=30)
-    for each in workers:
-        await each.stop()
+    for harness, worker in running:
+        await stop(harness, worker)
 
     assert remaining(engine) == kept  # live and unexpired jobs untouched, states unchanged
-    assert sum(each.worker.pruned for each in workers) == len(expired)
+    assert sum(worker.pruned for _, worker in running) == len(expired)
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_worker_prunes_at_most_every_prune_interval(
-    engine: Engine, queue: JobQueue, start: Callable[..., Running], kind: str
+    engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
     first = expired_rows(engine, queue, 5)
-    running = start(kind, retention=RETENTION, prune_interval=3600.0)
-    await wait_for(lambda: running.worker.pruned == 5)  # the first pass comes at once
+    worker = start(harness, retention=RETENTION, prune_interval=3600.0)
+    await wait_for(lambda: worker.pruned == 5)  # the first pass comes at once
     assert not first & set(remaining(engine))
 
     later = expired_rows(engine, queue, 3)
     await asyncio.sleep(0.5)  # ten heartbeats
     assert later <= set(remaining(engine))  # the next prune is an hour away
-    assert running.worker.pruned == 5
+    assert worker.pruned == 5
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_without_retention_a_worker_never_prunes(
-    engine: Engine, queue: JobQueue, start: Callable[..., Running], kind: str
+    engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
     expired = expired_rows(engine, queue, 5)
     statements: list[str] = []
-    running = start(kind, prune_interval=0.01)
-    sync_target = running.engine
+    worker_engine = harness.engine()
+    worker = start(harness, worker_engine, prune_interval=0.01)
+    sync_target = harness.sync_engine(worker_engine)
 
     def note(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
         statements.append(statement)
@@ -192,7 +146,7 @@ async def test_without_retention_a_worker_never_prunes(
     finally:
         event.remove(sync_target, "before_cursor_execute", note)
     assert not [s for s in statements if "advisory" in s or s.lstrip().startswith("DELETE")]
-    assert running.worker.pruned == 0
+    assert worker.pruned == 0
     assert expired <= set(remaining(engine))
 
 
@@ -206,16 +160,11 @@ async def test_without_retention_a_worker_never_prunes(
         ({"prune_batch_size": 0}, "prune_batch_size must be an int >= 1, got 0"),
     ],
 )
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_bad_pruning_settings_are_refused_by_both_workers(
-    engine: Engine, kind: str, settings: dict[str, object], message: str
+    harness: Harness, settings: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
-        if kind == "sync":
-            Worker(JobQueue(Job), engine, "t", _noop, listen=False, **settings)  # type: ignore[arg-type]
-        else:
-            async_engine = create_async_engine("postgresql+psycopg://nobody@localhost/none")
-            AsyncWorker(AsyncJobQueue(Job), async_engine, "t", _anoop, listen=False, **settings)  # type: ignore[arg-type]
+        harness.worker(noop, **settings)
 
 
 async def test_two_worker_processes_prune_every_expired_row_exactly_once(
@@ -239,7 +188,7 @@ async def test_two_worker_processes_prune_every_expired_row_exactly_once(
         "--database-url",
         database_url,
     ]
-    handlers = ("tests.worker.handlers:slow", "tests.asyncio_worker.handlers:slow")
+    handlers = [f"{module}:slow" for module in HANDLERS.values()]
     logs = [tmp_path / f"worker-{index}.log" for index in range(len(handlers))]
     processes = []
     for handler, log in zip(handlers, logs, strict=True):
