@@ -15,10 +15,13 @@ A ``worker`` whose handler is an ``async def`` function runs an
 same URL (psycopg 3 in its async mode, or asyncpg if the URL names it).
 
 Every command takes ``--database-url`` (default: the ``DATABASE_URL`` environment
-variable); a ``postgresql://`` URL uses psycopg 3. ``--table`` / ``--schema`` address a
-jobs table other than ``programma_jobs``. Bad arguments print a message and exit with
-status 2; a database or runtime error exits with status 1. URLs are only ever shown
-with their password hidden.
+variable), in any form an application uses: ``postgres://``, ``postgresql://``,
+``postgresql+psycopg://``, ``+psycopg2`` or ``+asyncpg``; each command picks the driver
+it needs (see :mod:`programma_sa._urls`). ``--table`` / ``--schema`` address a jobs
+table other than ``programma_jobs``. Bad arguments print a message and exit with
+status 2; a database or runtime error — a driver package that is not installed
+among them — prints one line and exits with status 1. URLs are only ever shown with
+their password hidden.
 
 Subcommands are registered by small functions (see :data:`COMMANDS` and
 :class:`Subcommands`), so further commands plug in without touching the others.
@@ -40,13 +43,14 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from . import __version__, migrations
 from . import _validation as check
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
+from ._urls import async_url, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
@@ -154,22 +158,18 @@ class Subcommands:
 
 
 def database_url(args: argparse.Namespace, *, required: bool = True) -> URL | None:
-    """The URL from ``--database-url`` or ``$DATABASE_URL``; ``postgresql://`` → psycopg 3."""
-    text = args.database_url or os.environ.get(DATABASE_URL_ENV) or None
-    if text is None:
+    """The URL from ``--database-url`` or ``$DATABASE_URL``, checked and in canonical
+    form (:func:`programma_sa._urls.parse_url`); ``None`` when there is none and it
+    is not ``required``."""
+    given = args.database_url or os.environ.get(DATABASE_URL_ENV) or None
+    if given is None:
         if required:
             raise UsageError(f"no database URL: pass --database-url or set ${DATABASE_URL_ENV}")
         return None
     try:
-        url = make_url(text)
-    except (sa_exc.ArgumentError, ValueError):
-        # Not echoed: the text may hold a password.
-        raise UsageError("--database-url is not a valid database URL") from None
-    if url.get_backend_name() not in ("postgresql", "postgres"):
-        raise UsageError(f"--database-url must be a PostgreSQL URL, got {url.drivername}://…")
-    if "+" not in url.drivername:
-        url = url.set(drivername="postgresql+psycopg")
-    return url
+        return parse_url(given, "--database-url")
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
 
 
 def shown(url: URL) -> str:
@@ -177,11 +177,20 @@ def shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
-    """An engine on the command's database URL."""
+def _required_url(args: argparse.Namespace) -> URL:
     url = database_url(args)
-    assert url is not None
-    return create_engine(url, **options)
+    assert url is not None  # required: database_url raised otherwise
+    return url
+
+
+def sync_database_url(args: argparse.Namespace) -> URL:
+    """The command's URL with a sync driver (``+asyncpg`` becomes psycopg 3)."""
+    return sync_url(_required_url(args))
+
+
+def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
+    """An engine on the command's database URL, with a sync driver."""
+    return create_engine(sync_database_url(args), **options)
 
 
 def queue_for(args: argparse.Namespace) -> JobQueue:
@@ -340,7 +349,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     handler = load_handler(args.handler)
     settings = _worker_settings(args)
     if is_async_handler(handler):
-        return asyncio.run(_run_async_worker(args, cast(AsyncHandler, handler), settings))
+        # Checked before asyncio starts: a missing greenlet or driver is one line.
+        url = async_url(_required_url(args))
+        return asyncio.run(_run_async_worker(args, url, cast(AsyncHandler, handler), settings))
     queue = queue_for(args)
     # Room for every handler thread's own session, the claims and the look-ahead.
     engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
@@ -356,25 +367,14 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def async_database_url(args: argparse.Namespace) -> URL:
-    """The command's URL with an asyncio driver: asyncpg if named, else psycopg 3."""
-    url = database_url(args)
-    assert url is not None
-    if url.get_driver_name() == "asyncpg":
-        return url
-    return url.set(drivername="postgresql+psycopg")
-
-
 async def _run_async_worker(
-    args: argparse.Namespace, handler: AsyncHandler, settings: WorkerSettings
+    args: argparse.Namespace, url: URL, handler: AsyncHandler, settings: WorkerSettings
 ) -> int:
     # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
     from sqlalchemy.ext.asyncio import create_async_engine
 
     queue = AsyncJobQueue(queue_for(args).table)
-    engine = create_async_engine(
-        async_database_url(args), pool_size=args.concurrency + 2, max_overflow=args.concurrency
-    )
+    engine = create_async_engine(url, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
         try:
             worker = AsyncWorker.from_settings(queue, engine, handler, settings)
@@ -667,8 +667,7 @@ def _run_migrate(args: argparse.Namespace) -> int:
     table = queue_for(args).table  # checks the names before connecting
     version_name, version_schema = migrations.standalone_version_table(args.table, args.schema)
     version_table = Table(version_name, MetaData(), schema=version_schema)
-    url = database_url(args)
-    assert url is not None
+    url = sync_database_url(args)
     migrations.upgrade(
         url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
     )
@@ -701,7 +700,8 @@ def register_migrate(commands: Subcommands) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo  # imports the embedded server only when asked
 
-    return run_demo(database_url(args, required=False), sys.stdout)
+    url = database_url(args, required=False)
+    return run_demo(None if url is None else sync_url(url), sys.stdout)
 
 
 def register_demo(commands: Subcommands) -> None:

@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from urllib.parse import urlparse
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from ._embedded import embedded_postgres
+from ._urls import parse_url, sync_url
 from .exceptions import ConfigurationError
 
 __all__ = ["BACKEND_ENV", "URL_ENV", "docker_available", "fresh_database", "postgres_server"]
@@ -94,16 +94,25 @@ def postgres_server() -> Iterator[str]:
 
 @contextmanager
 def fresh_database(admin_url: str, prefix: str = "programma_test") -> Iterator[str]:
-    """Create an empty database on the server of ``admin_url``; drop it on exit."""
+    """Create an empty database on the server of ``admin_url``; drop it on exit.
+
+    ``admin_url`` may take any form :mod:`programma_sa._urls` reads
+    (``postgres://``, ``+psycopg2``, ``+asyncpg``, ...). The URL yielded keeps the
+    driver it names (a URL naming none gets psycopg 3), so an asyncpg admin URL
+    gives an asyncpg database URL.
+    """
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     # NullPool: a fresh connection for the DROP, so a server restarted during the
     # test (fault-injection tests do that) does not leave a dead pooled one behind.
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    admin = create_engine(
+        sync_url(admin_url, "admin_url"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+            url = parse_url(admin_url, "admin_url").set(database=name)
+            yield url.render_as_string(hide_password=False)
         finally:
             with admin.connect() as connection:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, TypedDict, cast
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from .. import _validation as check
 from .._operations.maintenance import DEFAULT_BATCH_SIZE
 from .._retention import Retention
+from .._urls import parse_url
 from ..exceptions import ConfigurationError, InvalidJobInput
 from ..retry import DEFAULT_RETRY, RetryPolicy
 
@@ -70,14 +70,11 @@ def _topics(value: object) -> tuple[str, ...]:
 
 
 def _database_url(value: object) -> URL | None:
-    if value is None or isinstance(value, URL):
-        return value
-    if not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, (str, URL)):
         raise ConfigurationError(f"database_url must be a URL string, got {value!r}")
-    try:
-        return make_url(value)
-    except sa_exc.ArgumentError as error:
-        raise ConfigurationError("database_url is not a valid database URL") from error
+    return parse_url(value, "database_url")
 
 
 @dataclass(frozen=True)
