@@ -24,7 +24,9 @@ among them — prints one line and exits with status 1. URLs are only ever shown
 their password hidden.
 
 Subcommands are registered by small functions (see :data:`COMMANDS` and
-:class:`Subcommands`), so further commands plug in without touching the others.
+:class:`Subcommands`), so further commands plug in without touching the others. An
+application framework runs the same commands with defaults of its own through
+:class:`CommandHost` (``flask programma``, :mod:`programma_sa.flask`).
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ from .retry import RetryPolicy
 from .worker import Handler, Worker, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
 from .worker.decisions import is_async_handler
-from .worker.settings import DEFAULT_PRUNE_INTERVAL
+from .worker.settings import DEFAULT_PRUNE_INTERVAL, HandlerContext
 
 __all__ = [
     "COMMANDS",
     "DATABASE_URL_ENV",
+    "CommandHost",
     "Subcommands",
     "UsageError",
     "build_parser",
@@ -85,6 +88,31 @@ Command = Callable[[argparse.Namespace], int]
 
 class UsageError(ProgrammaError):
     """A command-line argument is unusable: reported like argparse's errors (exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandHost:
+    """Defaults an application framework gives the commands it runs for its app.
+
+    ``programma-sa`` itself runs with the defaults below; ``flask programma``
+    (:mod:`programma_sa.flask`) with the app's database, jobs table and app context.
+
+    :param prog: the command's name in usage and error messages.
+    :param database_url: the URL used when ``--database-url`` is not given
+        (instead of ``$DATABASE_URL``).
+    :param table_name: the default of ``--table``.
+    :param schema: the default of ``--schema``.
+    :param handler_context: what ``worker`` runs each handler in
+        (:attr:`WorkerSettings.handler_context
+        <programma_sa.WorkerSettings.handler_context>`); with one, ``worker`` runs
+        sync handlers only.
+    """
+
+    prog: str = "programma-sa"
+    database_url: URL | None = None
+    table_name: str = DEFAULT_TABLE_NAME
+    schema: str | None = None
+    handler_context: HandlerContext | None = None
 
 
 # -- shared option groups and helpers for commands --------------------------------------
@@ -108,16 +136,19 @@ def _database_options() -> argparse.ArgumentParser:
     return options
 
 
-def _table_options() -> argparse.ArgumentParser:
+def _table_options(host: CommandHost) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--table",
         metavar="NAME",
-        default=DEFAULT_TABLE_NAME,
-        help=f"jobs table name (default: {DEFAULT_TABLE_NAME})",
+        default=host.table_name,
+        help=f"jobs table name (default: {host.table_name})",
     )
     options.add_argument(
-        "--schema", metavar="NAME", default=None, help="jobs table schema (default: search path)"
+        "--schema",
+        metavar="NAME",
+        default=host.schema,
+        help=f"jobs table schema (default: {host.schema or 'search path'})",
     )
     return options
 
@@ -125,10 +156,11 @@ def _table_options() -> argparse.ArgumentParser:
 class Subcommands:
     """Adds subcommands with the shared options; what :data:`COMMANDS` entries receive."""
 
-    def __init__(self, subparsers: Any) -> None:
+    def __init__(self, subparsers: Any, host: CommandHost) -> None:
         self._subparsers = subparsers
+        self._host = host
         self._database = _database_options()
-        self._table = _table_options()
+        self._table = _table_options(host)
 
     def add(
         self,
@@ -153,15 +185,18 @@ class Subcommands:
             parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.set_defaults(run=run, command_parser=parser, default_log_level=default_log_level)
+        parser.set_defaults(
+            run=run, command_parser=parser, default_log_level=default_log_level, host=self._host
+        )
         return parser
 
 
 def database_url(args: argparse.Namespace, *, required: bool = True) -> URL | None:
-    """The URL from ``--database-url`` or ``$DATABASE_URL``, checked and in canonical
-    form (:func:`programma_sa._urls.parse_url`); ``None`` when there is none and it
-    is not ``required``."""
-    given = args.database_url or os.environ.get(DATABASE_URL_ENV) or None
+    """The URL from ``--database-url``, the host's, or ``$DATABASE_URL``, checked and
+    in canonical form (:func:`programma_sa._urls.parse_url`); ``None`` when there is
+    none and it is not ``required``."""
+    host: CommandHost = args.host
+    given = args.database_url or host.database_url or os.environ.get(DATABASE_URL_ENV) or None
     if given is None:
         if required:
             raise UsageError(f"no database URL: pass --database-url or set ${DATABASE_URL_ENV}")
@@ -340,6 +375,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
             retention=retention,
             prune_interval=args.prune_interval,
             prune_batch_size=args.prune_batch_size,
+            handler_context=args.host.handler_context,
         )
     except ConfigurationError as error:
         raise UsageError(str(error)) from error
@@ -349,6 +385,12 @@ def _run_worker(args: argparse.Namespace) -> int:
     handler = load_handler(args.handler)
     settings = _worker_settings(args)
     if is_async_handler(handler):
+        host: CommandHost = args.host
+        if host.handler_context is not None:
+            raise UsageError(
+                f"{args.handler} is an async def handler: {host.prog} worker runs sync "
+                "handlers (run it with programma-sa worker)"
+            )
         # Checked before asyncio starts: a missing greenlet or driver is one line.
         url = async_url(_required_url(args))
         return asyncio.run(_run_async_worker(args, url, cast(AsyncHandler, handler), settings))
@@ -731,14 +773,15 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(host: CommandHost | None = None) -> argparse.ArgumentParser:
+    host = host or CommandHost()
     parser = argparse.ArgumentParser(
-        prog="programma-sa",
+        prog=host.prog,
         description="A PostgreSQL job queue inside your SQLAlchemy application.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    commands = Subcommands(subparsers)
+    commands = Subcommands(subparsers, host)
     for register in COMMANDS:
         register(commands)
     return parser
@@ -750,9 +793,13 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad usage)."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, host: CommandHost | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad usage).
+
+    :param host: the defaults of an application framework running the commands
+        (:class:`CommandHost`); ``None`` for ``programma-sa`` itself.
+    """
+    parser = build_parser(host)
     args = parser.parse_args(argv)
     level = (args.log_level or args.default_log_level).upper()
     logging.basicConfig(
@@ -763,5 +810,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InvalidJobInput) as error:
         args.command_parser.error(str(error))  # exits with status 2
     except (ProgrammaError, sa_exc.SQLAlchemyError) as error:
-        print(f"programma-sa: error: {_first_line(error)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
     return 1
