@@ -61,6 +61,7 @@ from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive_async, execute_async, run_steps_async
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .._session_types import AsyncSessionLike, current_async_session
 from ..async_queue import AsyncJobQueue
 from ..exceptions import ConfigurationError, ProgrammaError
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
@@ -348,7 +349,7 @@ class AsyncWorker(WorkerCore):
 
     # -- one pass ------------------------------------------------------------------------
 
-    async def run_once(self, session: AsyncSession | None = None) -> PassResult:
+    async def run_once(self, session: AsyncSessionLike | None = None) -> PassResult:
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
 
         :param session: transaction mode only: run the pass in this session's
@@ -366,7 +367,8 @@ class AsyncWorker(WorkerCore):
             if session is None:
                 result = await self._transaction_pass(on_claimed=None)
             else:
-                result = await self._drive(self._transaction_steps(None), _Pass(session, None))
+                unit = _Pass(current_async_session(session), None)
+                result = await self._drive(self._transaction_steps(None), unit)
         elif session is not None:
             raise ConfigurationError(
                 "run_once(session=...) runs a transaction-mode pass: this worker's mode is lease"

@@ -78,6 +78,7 @@ from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive, execute, run_steps
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .._session_types import SessionLike, current_session
 from ..exceptions import ConfigurationError, ProgrammaError
 from ..queue import JobQueue
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
@@ -446,7 +447,7 @@ class Worker(WorkerCore):
 
     # -- one pass ------------------------------------------------------------------------
 
-    def run_once(self, session: Session | None = None) -> PassResult:
+    def run_once(self, session: SessionLike | None = None) -> PassResult:
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
 
         :param session: transaction mode only: run the pass in this session's
@@ -469,7 +470,9 @@ class Worker(WorkerCore):
             if session is None:
                 result = self._transaction_pass(on_claimed=None)
             else:
-                result = self._drive(self._transaction_steps(None), _Pass(session, None))
+                # The proxied session itself: handlers may run in another scope.
+                unit = _Pass(current_session(session), None)
+                result = self._drive(self._transaction_steps(None), unit)
             self._add_totals(result)
             return result
         if session is not None:

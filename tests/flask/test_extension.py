@@ -31,7 +31,7 @@ from programma_sa import (
     migrations,
 )
 from programma_sa.flask import Programma
-from programma_sa.testing import fresh_database
+from programma_sa.testing import fresh_database, run_job
 
 from ..workers.support import blocking_wait_for
 
@@ -269,3 +269,27 @@ def test_the_extension_needs_a_job_queue() -> None:
         Programma(db, queue.table)  # type: ignore[arg-type]
     assert str(refused.value).startswith("queue must be a JobQueue, got Table('programma_jobs'")
     assert isinstance(queue, JobQueue)
+
+
+def test_run_job_runs_a_flask_handler_in_the_tests_own_transaction(
+    app: Flask, flask_engine: Engine
+) -> None:
+    """What an app's test suite does: enqueue through db.session, run the job, roll back."""
+    with app.app_context():
+        job_id = queue.add_job(db.session, SEND_WELCOME, {"email": "eve@example.com"})
+        db.session.add(Signup(email="eve@example.com", welcome_job_id=job_id))
+
+        run = run_job(
+            db.session, queue, send_welcome, SEND_WELCOME,
+            handler_context=programma.handler_context(app),
+        )  # fmt: skip
+
+        assert run.error is None and run.job is not None
+        assert run.job.state is JobState.COMPLETED
+        assert run.job.attributes == {"sender": "welcome@example.com"}
+        welcomed_at = db.session.scalar(select(Signup.welcomed_at))
+        assert welcomed_at is not None
+        db.session.rollback()
+    assert not welcomed(flask_engine, "eve@example.com")
+    with Session(flask_engine) as session:
+        assert queue.list_jobs(session) == []
