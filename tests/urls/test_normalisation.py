@@ -98,6 +98,6 @@ def test_asyncio_without_greenlet_is_one_line_saying_what_to_install(
         async_url("postgresql+asyncpg://u@h/d")
     assert str(refused.value) == (
         "asyncio needs the greenlet package, which is not installed: "
-        'pip install "programma-sa[asyncio]"'
+        'pip install greenlet (the "asyncio" extra)'
     )
     assert sync_url("postgresql+asyncpg://u@h/d").drivername == "postgresql+psycopg"
