@@ -90,9 +90,7 @@ def _not_runnable(workload: Workload) -> tuple[str, str] | None:
         return "pending", workload.pending
     missing = [name for name in workload.requires if importlib.util.find_spec(name) is None]
     if missing:
-        return "skipped", (
-            f"{', '.join(missing)} not installed (pip install 'programma-sa[bench]')"
-        )
+        return "skipped", (f"{', '.join(missing)} not installed (pip install -e '.[bench]')")
     return None
 
 

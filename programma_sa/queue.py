@@ -182,6 +182,14 @@ class JobQueue(QueueBase):
         """Every column of the job, or ``None`` when no job has that id."""
         return execute(session, self.operations.get_job(job_id))
 
+    def list_jobs(
+        self, session: SessionLike, topic: str | None = None, *, limit: int | None = 100
+    ) -> list[JobDetail]:
+        """Every column of the jobs (of ``topic``, if given), oldest first, at most
+        ``limit`` of them (``None``: all) — what ``session`` sees, its own
+        uncommitted jobs included."""
+        return execute(session, self.operations.list_jobs(topic, limit))
+
     def stats(
         self,
         session: SessionLike,

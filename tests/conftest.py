@@ -16,17 +16,39 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from programma_sa import JobQueue, migrations
-from programma_sa.testing import fresh_database, postgres_server
+from programma_sa.testing import fresh_database, postgres_server, server_report
 
 from .app import Base, Job, Order
+
+#: The server the session's tests ran on, for the summary: URL (no password), version.
+_SERVER_USED: list[str] = []
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which PostgreSQL the suite picks, and why (and that $DATABASE_URL is ignored)."""
+    return server_report()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _SERVER_USED:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
 def admin_url() -> Iterator[str]:
     with postgres_server() as url:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                version = connection.scalar(text("SHOW server_version"))
+        finally:
+            engine.dispose()
+        shown = make_url(url).render_as_string(hide_password=True)
+        _SERVER_USED.append(f"programma_sa tests ran on PostgreSQL {version} at {shown}")
         yield url
 
 

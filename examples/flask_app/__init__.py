@@ -3,7 +3,8 @@
 * :mod:`.models` — ``Signup`` and the programma ``Job`` model, both on ``db.Model``.
 * :mod:`.app` — the factory; ``POST /signups`` writes a signup and enqueues its
   welcome job in one transaction.
-* :mod:`.jobs` — the worker's handler, which marks the signup as welcomed.
+* :mod:`.jobs` — the worker's handler, which marks the signup as welcomed (in the
+  app context, through ``db.session``).
 * ``migrations/`` — the app's own Alembic directory (as ``flask db init`` makes
   it), with programma's chain added in ``alembic.ini``.
 
@@ -14,6 +15,6 @@ Run it::
     flask --app examples.flask_app.app run
     curl -X POST localhost:5000/signups -H 'content-type: application/json' \\
          -d '{"email": "ada@example.com"}'
-    programma-sa worker examples.flask_app.jobs:send_welcome \\
-        --topic send-welcome --mode transaction
+    flask --app examples.flask_app.app programma worker \\
+        examples.flask_app.jobs:send_welcome --topic send-welcome --mode transaction
 """

@@ -15,7 +15,7 @@ from flask import Flask, abort, request
 from flask_migrate import Migrate
 from sqlalchemy.exc import IntegrityError
 
-from .models import SEND_WELCOME, Signup, db, queue
+from .models import SEND_WELCOME, Signup, db, programma, queue
 
 #: The app's own migrations directory (what ``flask db init`` created).
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -24,8 +24,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 def create_app(database_url: str | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url or os.environ["DATABASE_URL"]
+    app.config["WELCOME_SENDER"] = "welcome@example.com"
     db.init_app(app)
     Migrate(app, db, directory=str(MIGRATIONS))
+    programma.init_app(app)
 
     @app.post("/signups")
     def create_signup() -> tuple[dict[str, Any], int]:

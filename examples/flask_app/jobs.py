@@ -1,31 +1,34 @@
 """The worker side: welcome each new signup, in transaction mode.
 
-Run it with the ``programma-sa worker`` command; no Flask app context is needed —
-the worker's own session works with the ``db.Model`` classes like any SQLAlchemy
-session::
+Run it with ``flask programma worker`` (the :class:`~programma_sa.flask.Programma`
+extension), so that the handler runs in the app context — ``current_app`` and
+``db.session`` work as in a view::
 
-    programma-sa worker examples.flask_app.jobs:send_welcome \\
+    flask --app examples.flask_app.app programma worker examples.flask_app.jobs:send_welcome \\
         --topic send-welcome --mode transaction
 
-``ctx.session`` is the claim's session: marking the signup as welcomed commits
-together with the job's completion, or not at all.
+In transaction mode ``db.session`` is bound to the worker's claim: marking the
+signup welcomed and noting the sender on the job commit together with the job's
+completion, or not at all.
 """
 
 from __future__ import annotations
 
-import logging
-
-from sqlalchemy import func, update
+from flask import current_app
+from sqlalchemy import func, select
 
 from programma_sa import JobContext
 
-from .models import Signup
-
-log = logging.getLogger(__name__)
+from .models import Signup, db, queue
 
 
 def send_welcome(ctx: JobContext) -> None:
-    assert ctx.session is not None, "run this handler in transaction mode"
     email = ctx.job.data["email"]
-    log.info("welcome, %s", email)  # a real app calls its mailer here
-    ctx.session.execute(update(Signup).where(Signup.email == email).values(welcomed_at=func.now()))
+    sender = current_app.config["WELCOME_SENDER"]
+    current_app.logger.info("welcome, %s (from %s)", email, sender)  # a real app mails here
+    signup = db.session.scalars(select(Signup).filter_by(email=email)).one()
+    signup.welcomed_at = func.now()
+    # The job's row is locked by the worker's claim until its transaction ends; this
+    # write goes through that same transaction, so it does not wait for the lock.
+    queue.set_attributes(db.session, ctx.job.id, {"sender": sender})
+    db.session.commit()  # a SAVEPOINT: everything commits with the job's completion

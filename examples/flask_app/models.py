@@ -15,6 +15,7 @@ from sqlalchemy import DateTime, String, Uuid, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from programma_sa import JobMixin, JobQueue
+from programma_sa.flask import Programma
 
 #: The topic of the job each signup enqueues.
 SEND_WELCOME = "send-welcome"
@@ -43,3 +44,5 @@ class Signup(db.Model):  # type: ignore[name-defined,misc]
 
 
 queue = JobQueue(Job)
+# The Flask extension: handlers run in the app context, `flask programma ...` commands.
+programma = Programma(db, queue)

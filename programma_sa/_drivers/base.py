@@ -41,6 +41,8 @@ StatementName = Literal[
     "set_retry_after_seconds",
     "set_start_after",
     "get_by_id",
+    "list_all",
+    "list_topic",
     "complete_unchanged",
     "retry_unchanged",
     "fail_unchanged",
@@ -61,9 +63,10 @@ class Statements:
 
     The job's life: ``insert_*`` (one job, many jobs with one or several settings,
     each with or without a wake-up notification), ``claim``, the seed's per-id
-    moves and setters, ``get_by_id``. The worker's guarded outcome writes (only a
-    job still as its claim left it): ``complete_unchanged``, ``retry_unchanged``,
-    ``fail_unchanged``, ``reclaim_rolled_back``, and ``seconds_until_due`` for its
+    moves and setters, ``get_by_id``, ``list_*`` (the jobs, oldest first). The
+    worker's guarded outcome writes (only a job still as its claim left it):
+    ``complete_unchanged``, ``retry_unchanged``, ``fail_unchanged``,
+    ``reclaim_rolled_back``, and ``seconds_until_due`` for its
     idle wait. Maintenance: ``stats_*``, ``finished_topics``, ``prune_*`` and the
     prune lock.
     """
@@ -84,6 +87,8 @@ class Statements:
     set_retry_after_seconds: Executable
     set_start_after: Executable
     get_by_id: Executable
+    list_all: Executable
+    list_topic: Executable
     complete_unchanged: Executable
     retry_unchanged: Executable
     fail_unchanged: Executable

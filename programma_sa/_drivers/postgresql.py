@@ -265,6 +265,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
         return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
 
     retry = bindparam("p_retry_after_seconds", type_=Integer())
+    listed = select(*table.c).order_by(t.id).limit(bindparam("p_limit", type_=Integer()))
     return {
         "insert_one": insert_one,
         "insert_one_notify": insert_one_notify,
@@ -296,6 +297,9 @@ def _job_statements(table: Table) -> dict[str, Any]:
         .where(by_id)
         .values(start_after=bindparam("p_start_after", type_=_TIMESTAMPTZ)),
         "get_by_id": select(*table.c).where(by_id),
+        # Oldest first: ids are UUIDv7, so they sort by creation. LIMIT NULL: all.
+        "list_all": listed,
+        "list_topic": listed.where(t.topic == bindparam("p_topic", type_=Text())),
         **_worker_statements(table, by_id),
     }
 

@@ -56,6 +56,10 @@ def _job_or_none(result: Result[Any]) -> JobDetail | None:
     return None if row is None else JobDetail.from_row(row)
 
 
+def _jobs(result: Result[Any]) -> list[JobDetail]:
+    return [JobDetail.from_row(row) for row in result.mappings()]
+
+
 def _discard(result: Result[Any]) -> None:
     result.close()
 
@@ -317,6 +321,14 @@ class JobOperations:
 
     def get_job(self, job_id: uuid.UUID | str) -> Operation[JobDetail | None]:
         return Operation(self.table, "get_by_id", {"p_job_id": check.job_id(job_id)}, _job_or_none)
+
+    def list_jobs(self, topic: str | None, limit: int | None) -> Operation[list[JobDetail]]:
+        """The jobs (of ``topic``, if given), oldest first, at most ``limit`` (``None``: all)."""
+        params: dict[str, Any] = {"p_limit": check.optional_limit(limit)}
+        if topic is None:
+            return Operation(self.table, "list_all", params, _jobs)
+        params["p_topic"] = check.check_topic(topic)
+        return Operation(self.table, "list_topic", params, _jobs)
 
     # -- the worker's outcome writes (guarded: only a job still as its claim left it) --
 

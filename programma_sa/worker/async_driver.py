@@ -47,6 +47,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +61,7 @@ from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive_async, execute_async, run_steps_async
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .._session_types import AsyncSessionLike, current_async_session
 from ..async_queue import AsyncJobQueue
 from ..exceptions import ConfigurationError, ProgrammaError
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
@@ -113,23 +115,53 @@ class AsyncJobContext:
             return await action(session)
 
     async def move_to_processing(self) -> bool:
+        """:meth:`JobContext.move_to_processing <programma_sa.JobContext.move_to_processing>`:
+        PROCESSING, never delivered again; yours to finish.
+
+        :returns: True if the job exists.
+        """
         return await self._apply(lambda s: self.queue.move_job_to_processing(s, self.job.id))
 
     async def move_to_done(self, delete: bool = False) -> bool:
+        """COMPLETED now (``delete=True``: deleted instead).
+
+        :returns: True if the job exists.
+        """
         return await self._apply(lambda s: self.queue.move_job_to_done(s, self.job.id, delete))
 
     async def move_to_failed(self, delete: bool = False) -> bool:
+        """FAILED now, for good (``delete=True``: deleted instead); raising instead
+        hands the job to the retry policy.
+
+        :returns: True if the job exists.
+        """
         return await self._apply(lambda s: self.queue.move_job_to_failed(s, self.job.id, delete))
 
     async def set_attributes(self, attributes: Mapping[str, Any]) -> bool:
+        """Merge ``attributes`` into the job's attributes (the keys given replaced).
+
+        :returns: True if the job exists.
+        """
         return await self._apply(lambda s: self.queue.set_attributes(s, self.job.id, attributes))
 
     async def set_retry_after_seconds(self, seconds: int | None) -> bool:
+        """:meth:`JobContext.set_retry_after_seconds
+        <programma_sa.JobContext.set_retry_after_seconds>`: a new visibility timeout,
+        this lease measured again from its claim; the worker's completion then
+        leaves the job as it is.
+
+        :returns: True if the job exists.
+        """
         return await self._apply(
             lambda s: self.queue.set_retry_after_seconds(s, self.job.id, seconds)
         )
 
     async def set_job_start_date(self, start_date: datetime | str) -> bool:
+        """Claimable again from ``start_date``, state unchanged (a reschedule); the
+        worker's completion then leaves the job as it is.
+
+        :returns: True if the job exists.
+        """
         return await self._apply(
             lambda s: self.queue.set_job_start_date(s, self.job.id, start_date)
         )
@@ -181,13 +213,16 @@ def _bound_url(bind: object, queue: object) -> URL | None:
 
 @dataclass(frozen=True)
 class _Pass:
-    """The session and transaction of one transaction-mode pass."""
+    """The session and transaction of one transaction-mode pass (``transaction``:
+    ``None`` when the pass runs in the caller's transaction, which the caller ends)."""
 
     session: AsyncSession
-    transaction: AsyncSessionTransaction
+    transaction: AsyncSessionTransaction | None
 
     async def commit(self) -> sa_exc.DBAPIError | None:
         """:class:`~.steps.Commit`: ``None`` once committed, else the commit's error."""
+        if self.transaction is None:
+            return None  # the caller's transaction: never ours to commit
         try:
             await self.transaction.commit()
         except sa_exc.DBAPIError as error:
@@ -314,8 +349,13 @@ class AsyncWorker(WorkerCore):
 
     # -- one pass ------------------------------------------------------------------------
 
-    async def run_once(self) -> PassResult:
+    async def run_once(self, session: AsyncSessionLike | None = None) -> PassResult:
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
+
+        :param session: transaction mode only: run the pass in this session's
+            transaction and never commit it, as :meth:`Worker.run_once
+            <programma_sa.Worker.run_once>` does (what
+            :func:`programma_sa.testing.run_job_async` runs).
 
         Returns once every handler of the pass has returned. Database errors
         propagate (the loop of :meth:`run` catches them and backs off), as in
@@ -324,7 +364,15 @@ class AsyncWorker(WorkerCore):
         :class:`~programma_sa.exceptions.CommitFailed` among them.
         """
         if self.settings.mode == "transaction":
-            result = await self._transaction_pass(on_claimed=None)
+            if session is None:
+                result = await self._transaction_pass(on_claimed=None)
+            else:
+                unit = _Pass(current_async_session(session), None)
+                result = await self._drive(self._transaction_steps(None), unit)
+        elif session is not None:
+            raise ConfigurationError(
+                "run_once(session=...) runs a transaction-mode pass: this worker's mode is lease"
+            )
         else:
             jobs = await self._drive(self._lease_claim_steps())
             if not jobs:
@@ -386,7 +434,7 @@ class AsyncWorker(WorkerCore):
         self._log_job_started(job)
         if unit is None:  # lease mode: outside any transaction
             try:
-                await self.handler(AsyncJobContext(self, job, None))
+                await self._call_handler(AsyncJobContext(self, job, None))
             except Exception as error:
                 return error
             return None
@@ -395,7 +443,7 @@ class AsyncWorker(WorkerCore):
             # The SAVEPOINT confines a failing handler's writes (see
             # WorkerCore._transaction_steps).
             async with session.begin_nested():
-                await self.handler(AsyncJobContext(self, job, session))
+                await self._call_handler(AsyncJobContext(self, job, session))
         except Exception as error:
             # As in the sync Worker: a dead connection took the transaction with it,
             # whether the handler raised or swallowed the error.
@@ -404,6 +452,21 @@ class AsyncWorker(WorkerCore):
                 return ConnectionLost(error)
             return error
         return None
+
+    async def _call_handler(self, context: AsyncJobContext) -> None:
+        """Await the handler, inside the ``handler_context`` setting's context if any."""
+        hook = self.settings.handler_context
+        if hook is None:
+            await self.handler(context)
+            return
+        manager = hook(context)
+        if not isinstance(manager, AbstractAsyncContextManager):
+            raise ConfigurationError(
+                "handler_context must return an async context manager for AsyncWorker, "
+                f"got {manager!r}"
+            )
+        async with manager:
+            await self.handler(context)
 
     async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle, complete and commit in ONE transaction of a session of our own."""

@@ -12,20 +12,27 @@ keyword arguments (typed by :class:`WorkerOptions`) and build it::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, fields
-from typing import Literal, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from .. import _validation as check
 from .._operations.maintenance import DEFAULT_BATCH_SIZE
 from .._retention import Retention
+from .._urls import parse_url
 from ..exceptions import ConfigurationError, InvalidJobInput
 from ..retry import DEFAULT_RETRY, RetryPolicy
 
-__all__ = ["DEFAULT_PRUNE_INTERVAL", "WorkerMode", "WorkerOptions", "WorkerSettings"]
+__all__ = [
+    "DEFAULT_PRUNE_INTERVAL",
+    "HandlerContext",
+    "WorkerMode",
+    "WorkerOptions",
+    "WorkerSettings",
+]
 
 #: ``"lease"``: claim and commit, run the handler outside any transaction;
 #: ``"transaction"``: claim, handler and outcome in one transaction.
@@ -33,6 +40,12 @@ WorkerMode = Literal["lease", "transaction"]
 _MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
 #: Seconds between two prune passes of a worker with a ``retention``.
 DEFAULT_PRUNE_INTERVAL = 60.0
+#: Called with a handler's job context (``JobContext`` / ``AsyncJobContext``) before
+#: each handler call; what it returns is entered around the call: a context manager
+#: for ``Worker``, an async context manager for ``AsyncWorker``.
+HandlerContext = Callable[
+    [Any], "AbstractContextManager[object] | AbstractAsyncContextManager[object]"
+]
 
 
 def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
@@ -70,14 +83,11 @@ def _topics(value: object) -> tuple[str, ...]:
 
 
 def _database_url(value: object) -> URL | None:
-    if value is None or isinstance(value, URL):
-        return value
-    if not isinstance(value, str):
+    if value is None:
+        return None
+    if not isinstance(value, (str, URL)):
         raise ConfigurationError(f"database_url must be a URL string, got {value!r}")
-    try:
-        return make_url(value)
-    except sa_exc.ArgumentError as error:
-        raise ConfigurationError("database_url is not a valid database URL") from error
+    return parse_url(value, "database_url")
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,13 @@ class WorkerSettings:
         pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
         worker at a time prunes across processes.
     :param prune_batch_size: rows deleted per prune transaction (default 1000).
+    :param handler_context: called with the job's context before each handler call;
+        the handler runs inside what it returns — a context manager for ``Worker``,
+        an async one for ``AsyncWorker`` (default ``None``: nothing around the
+        call). In transaction mode it is entered inside the handler's SAVEPOINT, so
+        a failure in it counts as the handler's. What frameworks plug in:
+        :meth:`programma_sa.flask.Programma.handler_context` runs each handler in
+        the Flask app context.
     """
 
     topics: Sequence[str]
@@ -125,6 +142,7 @@ class WorkerSettings:
     retention: Retention | None = None
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     prune_batch_size: int = DEFAULT_BATCH_SIZE
+    handler_context: HandlerContext | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -134,6 +152,10 @@ class WorkerSettings:
         if self.retention is not None and not isinstance(self.retention, Retention):
             raise ConfigurationError(
                 f"retention must be a Retention or None, got {self.retention!r}"
+            )
+        if self.handler_context is not None and not callable(self.handler_context):
+            raise ConfigurationError(
+                f"handler_context must be callable or None, got {self.handler_context!r}"
             )
         for name in ("listen", "auto_complete"):
             flag = getattr(self, name)
@@ -177,3 +199,4 @@ class WorkerOptions(TypedDict, total=False):
     retention: Retention | None
     prune_interval: float
     prune_batch_size: int
+    handler_context: HandlerContext | None

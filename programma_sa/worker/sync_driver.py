@@ -62,6 +62,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
@@ -77,6 +78,7 @@ from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive, execute, run_steps
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .._session_types import SessionLike, current_session
 from ..exceptions import ConfigurationError, ProgrammaError
 from ..queue import JobQueue
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
@@ -125,21 +127,55 @@ class JobContext:
             return action(session)
 
     def move_to_processing(self) -> bool:
+        """Move this job to PROCESSING: out of the visibility timeout, never delivered
+        again. The job is now yours to finish, here or later
+        (:meth:`JobQueue.move_job_to_done <programma_sa.JobQueue.move_job_to_done>`);
+        the worker's completion leaves it as it is.
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.move_job_to_processing(s, self.job.id))
 
     def move_to_done(self, delete: bool = False) -> bool:
+        """Move this job to COMPLETED now (``delete=True``: delete it instead).
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.move_job_to_done(s, self.job.id, delete))
 
     def move_to_failed(self, delete: bool = False) -> bool:
+        """Move this job to FAILED now, for good (``delete=True``: delete it instead).
+        Raising instead hands the job to the worker's retry policy.
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.move_job_to_failed(s, self.job.id, delete))
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> bool:
+        """Merge ``attributes`` into the job's attributes: the keys given are
+        replaced, the others kept. The job's state is unchanged.
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.set_attributes(s, self.job.id, attributes))
 
     def set_retry_after_seconds(self, seconds: int | None) -> bool:
+        """Change the job's visibility timeout (``None``: never delivered again). This
+        ACTIVE job's lease is measured again from its claim, so a long handler
+        lengthens its own lease — and, having changed its job, finishes it too: the
+        worker's completion leaves it as it is.
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.set_retry_after_seconds(s, self.job.id, seconds))
 
     def set_job_start_date(self, start_date: datetime | str) -> bool:
+        """Make the job claimable again from ``start_date`` (an aware ``datetime``, or
+        ISO-8601 text with an offset), its state unchanged: how a handler reschedules
+        its job. The worker's completion leaves the rescheduled job as it is.
+
+        :returns: True if the job exists.
+        """
         return self._apply(lambda s: self.queue.set_job_start_date(s, self.job.id, start_date))
 
 
@@ -183,13 +219,16 @@ def _bound_url(bind: object, queue: object) -> URL | None:
 
 @dataclass(frozen=True)
 class _Pass:
-    """The session and transaction of one transaction-mode pass."""
+    """The session and transaction of one transaction-mode pass (``transaction``:
+    ``None`` when the pass runs in the caller's transaction, which the caller ends)."""
 
     session: Session
-    transaction: SessionTransaction
+    transaction: SessionTransaction | None
 
     def commit(self) -> sa_exc.DBAPIError | None:
         """:class:`~.steps.Commit`: ``None`` once committed, else the commit's error."""
+        if self.transaction is None:
+            return None  # the caller's transaction: never ours to commit
         try:
             self.transaction.commit()
         except sa_exc.DBAPIError as error:
@@ -293,7 +332,8 @@ class Worker(WorkerCore):
         thread runs the handlers and :meth:`run` still returns after
         ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
         ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
-        ``prune_batch_size``: see :class:`~programma_sa.WorkerSettings` for each.
+        ``prune_batch_size``, ``handler_context``: see
+        :class:`~programma_sa.WorkerSettings` for each.
     """
 
     #: Longest the loop waits, after handing a partial batch to the handler
@@ -407,8 +447,14 @@ class Worker(WorkerCore):
 
     # -- one pass ------------------------------------------------------------------------
 
-    def run_once(self) -> PassResult:
+    def run_once(self, session: SessionLike | None = None) -> PassResult:
         """Claim up to ``max_jobs``, run the handler on each, write the outcomes.
+
+        :param session: transaction mode only: run the pass in this session's
+            transaction instead of one of the worker's own — the claim, each
+            handler (``ctx.session`` is this session, each call in a SAVEPOINT) and
+            the outcomes — and never commit it: the caller commits or rolls back.
+            What :func:`programma_sa.testing.run_job` runs in a test's transaction.
 
         Blocks until every handler of the pass has returned. Database errors
         propagate (the loop of :meth:`run` catches them and backs off) — in
@@ -421,9 +467,18 @@ class Worker(WorkerCore):
         committed, or none of it; nothing more is written).
         """
         if self.settings.mode == "transaction":
-            result = self._transaction_pass(on_claimed=None)
+            if session is None:
+                result = self._transaction_pass(on_claimed=None)
+            else:
+                # The proxied session itself: handlers may run in another scope.
+                unit = _Pass(current_session(session), None)
+                result = self._drive(self._transaction_steps(None), unit)
             self._add_totals(result)
             return result
+        if session is not None:
+            raise ConfigurationError(
+                "run_once(session=...) runs a transaction-mode pass: this worker's mode is lease"
+            )
         jobs = self._drive(self._lease_claim_steps())
         results: list[PassResult] = []
         if not jobs:
@@ -473,7 +528,7 @@ class Worker(WorkerCore):
         self._log_job_started(job)
         if unit is None:  # lease mode: outside any transaction
             try:
-                self.handler(JobContext(self, job, None))
+                self._call_handler(JobContext(self, job, None))
             except Exception as error:
                 return error
             return None
@@ -482,7 +537,7 @@ class Worker(WorkerCore):
             # The SAVEPOINT confines a failing handler's writes (see
             # WorkerCore._transaction_steps).
             with session.begin_nested():
-                self.handler(JobContext(self, job, session))
+                self._call_handler(JobContext(self, job, session))
         except Exception as error:
             # Whatever the handler raised or swallowed (then the RELEASE fails): a
             # dead connection took the whole transaction with it. No I/O: the
@@ -491,6 +546,20 @@ class Worker(WorkerCore):
                 return ConnectionLost(error)
             return error
         return None
+
+    def _call_handler(self, context: JobContext) -> None:
+        """Call the handler, inside the ``handler_context`` setting's context if any."""
+        hook = self.settings.handler_context
+        if hook is None:
+            self.handler(context)
+            return
+        manager = hook(context)
+        if not isinstance(manager, AbstractContextManager):
+            raise ConfigurationError(
+                f"handler_context must return a context manager for Worker, got {manager!r}"
+            )
+        with manager:
+            self.handler(context)
 
     def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle, complete and commit in ONE transaction of a session of our own."""

@@ -6,7 +6,8 @@
   transaction; a refused signup (duplicate address) rolls its job back too.
 * ``flask db migrate`` with the app's env.py never touches the jobs table, and needs
   ``--head app@head`` to place a new revision once there are two heads.
-* The worker handler marks the signup welcomed and completes the job together.
+* The worker handler (in the app context, through ``db.session``) marks the signup
+  welcomed and completes the job together; ``flask programma worker`` runs it.
 
 The Flask CLI runs in subprocesses, as the guide shows it: Flask-Migrate's env.py
 calls ``logging.config.fileConfig``, which would disable this process's loggers.
@@ -30,8 +31,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 
 from examples.flask_app.app import MIGRATIONS, create_app
 from examples.flask_app.jobs import send_welcome
-from examples.flask_app.models import SEND_WELCOME, Job, Signup, db, queue
-from programma_sa import JobState, PassResult, Worker
+from examples.flask_app.models import SEND_WELCOME, Job, Signup, db, programma
+from programma_sa import JobState, PassResult
 from programma_sa.migrations import include_object
 from programma_sa.testing import fresh_database
 
@@ -42,7 +43,7 @@ UPGRADE_HEAD = f"{FLASK} db upgrade"
 UPGRADE_HEADS = f"{FLASK} db upgrade heads"
 MIGRATE = f'{FLASK} db migrate --head app@head -m "add a table"'
 WORKER = (
-    "programma-sa worker examples.flask_app.jobs:send_welcome"
+    f"{FLASK} programma worker examples.flask_app.jobs:send_welcome"
     " --topic send-welcome --mode transaction"
 )
 #: The shell commands of the guide's Flask section.
@@ -197,12 +198,10 @@ def test_a_bad_request_writes_nothing(client: FlaskClient, flask_engine: Engine)
 
 
 def test_the_worker_welcomes_and_completes_in_one_transaction(
-    client: FlaskClient, flask_engine: Engine
+    app: Flask, client: FlaskClient, flask_engine: Engine
 ) -> None:
     assert client.post("/signups", json={"email": "cy@example.com"}).status_code == 201
-    worker = Worker(
-        queue, flask_engine, SEND_WELCOME, send_welcome, mode="transaction", listen=False
-    )
+    worker = programma.worker(SEND_WELCOME, send_welcome, app=app, mode="transaction", listen=False)
 
     assert worker.run_once() == PassResult(claimed=1, completed=1)
 
@@ -233,6 +232,9 @@ def test_the_worker_command_welcomes_new_signups(
         wait_until(welcomed, 30, log.read_text)
     assert worker.returncode == 0, log.read_text()
     assert [state for _, state, _ in welcome_jobs(flask_engine)] == [JobState.COMPLETED.value]
+    with flask_engine.connect() as connection:
+        attributes = connection.scalar(select(Job.attributes).where(Job.topic == SEND_WELCOME))
+    assert attributes == {"sender": "welcome@example.com"}  # written through db.session
 
 
 def test_autogenerate_leaves_the_jobs_table_to_programma(admin_url: str) -> None:

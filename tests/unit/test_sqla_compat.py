@@ -8,8 +8,9 @@ opens no connection, so no database is needed here.
 from __future__ import annotations
 
 from sqlalchemy import create_engine
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from programma_sa._sqla_compat import engine_sets_isolation_level
+from programma_sa._sqla_compat import engine_sets_isolation_level, scoped_registry, session_options
 
 URL = "postgresql+psycopg://user@localhost/db"
 
@@ -28,3 +29,26 @@ def test_create_engine_isolation_level_is_seen() -> None:
 def test_execution_options_isolation_level_is_seen() -> None:
     engine = create_engine(URL).execution_options(isolation_level="REPEATABLE READ")
     assert engine_sets_isolation_level(engine)
+
+
+def test_session_options_are_what_the_sessionmaker_passes_on() -> None:
+    # sessionmaker keeps them as `kw`: if SQLAlchemy renames it, this fails (the
+    # Flask extension would otherwise lose the app's session options).
+    factory = sessionmaker(create_engine(URL), expire_on_commit=False, info={"app": 1})
+    factory.configure(autoflush=False)
+    options = session_options(factory)
+    assert options == {
+        "autoflush": False,
+        "expire_on_commit": False,
+        "info": {"app": 1},
+    }
+    assert "bind" in factory.kw  # kept on the factory, left out of the copy
+
+
+def test_the_scoped_registry_sets_the_session_of_the_current_scope() -> None:
+    scoped = scoped_session(sessionmaker())
+    mine = Session()
+    scoped_registry(scoped).set(mine)
+    assert scoped() is mine
+    scoped_registry(scoped).clear()
+    assert scoped() is not mine

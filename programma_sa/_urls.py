@@ -1,0 +1,119 @@
+"""Database URLs: one normalisation for the library and every command.
+
+Applications name PostgreSQL in several ways — ``postgres://`` (Heroku and most
+platforms), a bare ``postgresql://`` (SQLAlchemy 2.0 then picks psycopg2, which may
+not be installed), ``postgresql+psycopg://``, ``postgresql+psycopg2://``, and
+``postgresql+asyncpg://`` (the usual FastAPI URL). Every place that connects from a
+URL needs a driver that fits it: a sync engine cannot run on asyncpg, an async one
+not on psycopg2. So:
+
+* :func:`parse_url` — a checked PostgreSQL URL in canonical form: ``postgres`` reads
+  as ``postgresql``, and a URL naming no driver gets psycopg 3 (installed with
+  programma-sa); a driver the URL names is kept;
+* :func:`sync_url` — the URL for ``create_engine``: asyncpg becomes psycopg 3 (the
+  same database, through the driver programma-sa installs);
+* :func:`async_url` — the URL for ``create_async_engine``: asyncpg is kept, any other
+  driver becomes psycopg 3 (in its async mode).
+
+Both check that the chosen driver's package can be imported (and, for asyncio, that
+greenlet can), and say in one line what to install instead of a traceback. No
+message ever shows a URL with its password.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Dialect, make_url
+
+from .exceptions import ConfigurationError
+
+__all__ = ["async_url", "parse_url", "sync_url"]
+
+#: The driver programma-sa installs (psycopg 3): sync and async in one package.
+DEFAULT_DRIVER = "psycopg"
+_DEFAULT_DRIVERNAME = f"postgresql+{DEFAULT_DRIVER}"
+#: The asyncio driver an async engine keeps; any other becomes psycopg 3.
+_ASYNC_ONLY = "asyncpg"
+#: ``pip install`` names of driver packages whose module is named differently.
+_PIP_NAMES = {"psycopg2": "psycopg2-binary"}
+_ASYNCIO_EXTRA = 'pip install greenlet (the "asyncio" extra)'
+
+
+def parse_url(url: str | URL, what: str = "database URL") -> URL:
+    """``url`` as a checked PostgreSQL URL, ``postgres://`` and a missing driver
+    normalised (see the module docs).
+
+    :param what: how error messages name the URL (``"--database-url"``, ...).
+    :raises ConfigurationError: not a URL, or not a PostgreSQL one.
+    """
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except (sa_exc.ArgumentError, ValueError):
+            # Not echoed: the text may hold a password.
+            raise ConfigurationError(f"{what} is not a valid database URL") from None
+    elif not isinstance(url, URL):
+        raise ConfigurationError(f"{what} must be a URL string, got {type(url).__name__}")
+    backend, plus, driver = url.drivername.partition("+")
+    if backend not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"{what} must be a PostgreSQL URL, got {url.drivername}://…")
+    return url.set(drivername=f"postgresql+{driver if plus else DEFAULT_DRIVER}")
+
+
+def sync_url(url: str | URL, what: str = "database URL") -> URL:
+    """The URL for a sync engine (``create_engine``): an asyncio driver (asyncpg)
+    becomes psycopg 3.
+
+    :raises ConfigurationError: as :func:`parse_url`, or the driver's package is
+        not installed.
+    """
+    parsed = parse_url(url, what)
+    if _dialect(parsed).is_async:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERNAME)
+    _import_driver(parsed)
+    return parsed
+
+
+def async_url(url: str | URL, what: str = "database URL") -> URL:
+    """The URL for an async engine (``create_async_engine``): asyncpg is kept, any
+    other driver becomes psycopg 3 (its async mode).
+
+    :raises ConfigurationError: as :func:`parse_url`, or greenlet or the driver's
+        package is not installed.
+    """
+    parsed = parse_url(url, what)
+    if parsed.get_driver_name() != _ASYNC_ONLY:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERNAME)
+    try:
+        importlib.import_module("greenlet")  # what SQLAlchemy's asyncio support runs on
+    except ImportError:
+        raise ConfigurationError(
+            f"asyncio needs the greenlet package, which is not installed: {_ASYNCIO_EXTRA}"
+        ) from None
+    _import_driver(parsed)
+    return parsed
+
+
+def _dialect(url: URL) -> type[Dialect]:
+    try:
+        return url.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        raise ConfigurationError(
+            f"{url.drivername}://… names a driver SQLAlchemy does not know"
+        ) from None
+
+
+def _import_driver(url: URL) -> None:
+    """Refuse a URL whose driver's package cannot be imported, saying what to install."""
+    try:
+        _dialect(url).import_dbapi()
+    except ImportError as error:
+        module = (error.name or url.get_driver_name()).partition(".")[0]
+        package = _PIP_NAMES.get(module, module)
+        raise ConfigurationError(
+            f"{url.drivername}://… needs the {module} package, which is not installed: "
+            f"pip install {package}, or use {_DEFAULT_DRIVERNAME}:// "
+            "(psycopg 3, installed with programma-sa)"
+        ) from None
