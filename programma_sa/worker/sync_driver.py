@@ -65,7 +65,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -82,6 +82,7 @@ from ..queue import JobQueue
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
 from .listen import Listener
 from .results import UNTOUCHED, PassResult
+from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
 from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
 
@@ -117,6 +118,11 @@ class JobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down: a long handler may wrap up early."""
         return self._worker.stopping
+
+    @property
+    def sessions(self) -> Callable[[], Session]:
+        """The worker's session factory, for a lease-mode handler's own transactions."""
+        return self._worker.session_factory
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:
@@ -288,6 +294,9 @@ class Worker(WorkerCore):
         ``sessionmaker``); the worker opens, commits and closes its own sessions.
     :param topics: one topic or a list of topics; their jobs are claimed in turn.
     :param handler: called with a :class:`JobContext` for each claimed job.
+
+    In place of ``queue`` a task registry (:class:`~programma_sa.tasks.TaskRegistry`):
+    no ``handler`` then, and ``topics`` optional (default: every task the mode serves).
     :param options: the other settings, by keyword — ``mode``, ``heartbeat``,
         ``max_jobs``, ``concurrency`` (handler threads; with 1, the loop's own
         thread runs the handlers and :meth:`run` still returns after
@@ -302,22 +311,23 @@ class Worker(WorkerCore):
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobQueue | HandlerSource,
         bind: Engine | Callable[[], Session],
-        topics: str | Sequence[str],
-        handler: Handler,
+        topics: str | Sequence[str] | None = None,
+        handler: Handler | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
+        parts = worker_parts(queue, topics, handler, options, asynchronous=False)
         super().__init__(
-            queue,
-            handler,
-            WorkerSettings(topics, **options),
+            parts.queue,
+            parts.handler,
+            WorkerSettings(parts.topics, **parts.options),
             queue_type=JobQueue,
             asynchronous=False,
-            bound_url=_bound_url(bind, queue),
+            bound_url=_bound_url(bind, parts.queue),
         )
-        self.queue = queue
-        self.handler = handler
+        self.queue = cast(JobQueue, parts.queue)  # checked by WorkerCore
+        self.handler = cast(Handler, parts.handler)
         self.session_factory = _session_factory(bind)
         # The worker's own one-statement units of work (a one-topic lease claim, a
         # batch's completion, a failure record, the idle look-ahead) run in
