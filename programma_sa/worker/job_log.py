@@ -87,4 +87,3 @@ class JobLog:
                 "error_type": error_type,
             },
         )
-

@@ -1,0 +1,94 @@
+"""The handlers a worker runs for a registry: one per worker, dispatching by topic.
+
+Each job's topic names its task; the handler reads the job's document into the
+task's call (:mod:`.arguments`), runs the function inside the task's hooks and
+span (:mod:`.hooks`, :mod:`.tracing`), and lets the worker write the outcome.
+
+Where a task's mapped-instance arguments are loaded, and what commits their changes:
+
+* **transaction mode** — in the claim's own session (``ctx.session``), inside the
+  handler's SAVEPOINT: the function's changes commit with the job's completion,
+  or roll back with its failure;
+* **lease mode** — in a session the handler opens from the worker's session
+  factory, in a transaction of its own that commits when the function returns
+  (before the worker completes the job) and rolls back when it raises. A crash
+  between the two runs the task again: keep lease-mode tasks idempotent.
+
+Tasks without such arguments get no session. :class:`TaskHandler` (the sync
+``Worker``) runs plain functions; :class:`AsyncTaskHandler` (the ``AsyncWorker``)
+awaits ``async def`` tasks and runs plain ones in a thread (``asyncio.to_thread``)
+— their mapped instances are loaded first, on the event loop, so only their
+loaded attributes can be used there (a lazy load would need the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from ..worker import JobContext
+from ..worker.async_driver import AsyncJobContext
+from .arguments import Call
+from .hooks import TaskRun, call_hooks, observed
+
+if TYPE_CHECKING:
+    from .registry import Task
+
+__all__ = ["AsyncTaskHandler", "TaskHandler"]
+
+
+def _started(run: TaskRun, call: Call) -> None:
+    run.args, run.kwargs = call
+    call_hooks("before", run)
+
+
+class TaskHandler:
+    """The sync ``Worker``'s handler: runs the task of each job's topic."""
+
+    def __init__(self, tasks: Mapping[str, Task[..., Any]]) -> None:
+        self.tasks = dict(tasks)
+
+    def __call__(self, ctx: JobContext) -> None:
+        task = self.tasks[ctx.job.topic]
+        with observed(task, ctx.job, task.registry.tracing.processing(ctx.job)) as run:
+            if not task.arguments.needs_session or ctx.session is not None:
+                self._run(task, run, ctx.job.data, ctx.session)
+                return
+            with ctx.sessions() as session, session.begin():
+                self._run(task, run, ctx.job.data, session)
+
+    @staticmethod
+    def _run(task: Task[..., Any], run: TaskRun, data: Any, session: Session | None) -> None:
+        _started(run, task.arguments.decode(data, session))
+        run.result = task.function(*run.args, **run.kwargs)
+
+
+class AsyncTaskHandler:
+    """The ``AsyncWorker``'s handler: awaits ``async def`` tasks, runs plain ones in a thread."""
+
+    def __init__(self, tasks: Mapping[str, Task[..., Any]]) -> None:
+        self.tasks = dict(tasks)
+
+    async def __call__(self, ctx: AsyncJobContext) -> None:
+        task = self.tasks[ctx.job.topic]
+        with observed(task, ctx.job, task.registry.tracing.processing(ctx.job)) as run:
+            if not task.arguments.needs_session:
+                await self._run(task, run, task.arguments.decode(ctx.job.data, None))
+            elif ctx.session is not None:
+                call = await ctx.session.run_sync(task.arguments.decode, ctx.job.data)
+                await self._run(task, run, call)
+            else:
+                async with ctx.sessions() as session, session.begin():
+                    call = await session.run_sync(task.arguments.decode, ctx.job.data)
+                    await self._run(task, run, call)
+
+    @staticmethod
+    async def _run(task: Task[..., Any], run: TaskRun, call: Call) -> None:
+        _started(run, call)
+        if task.is_async:
+            run.result = await task.function(*run.args, **run.kwargs)
+        else:
+            run.result = await asyncio.to_thread(task.function, *run.args, **run.kwargs)
