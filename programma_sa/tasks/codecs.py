@@ -113,8 +113,8 @@ def _check_plain(value: object) -> None:
             _check_plain(item)
         return
     raise Refused(
-        f"a {_kind(value)} is not plain JSON: annotate the parameter with its type to "
-        "store it (see the supported types in docs/tasks.md)"
+        f"a value of type {_kind(value)} is not plain JSON: annotate the parameter with "
+        "its type to store it (see the supported types in docs/tasks.md)"
     )
 
 
