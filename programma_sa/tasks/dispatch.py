@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["AsyncTaskHandler", "TaskHandler"]
 
 
+def _decoded(session: Session, task: Task[..., Any], data: Any) -> Call:
+    """The task's call in ``data``, its references loaded in ``session`` (the sync
+    session of an ``AsyncSession``, through ``run_sync``)."""
+    return task.arguments.decode(data, session)
+
+
 def _started(run: TaskRun, call: Call) -> None:
     run.args, run.kwargs = call
     call_hooks("before", run)
@@ -78,11 +84,11 @@ class AsyncTaskHandler:
             if not task.arguments.needs_session:
                 await self._run(task, run, task.arguments.decode(ctx.job.data, None))
             elif ctx.session is not None:
-                call = await ctx.session.run_sync(task.arguments.decode, ctx.job.data)
+                call = await ctx.session.run_sync(_decoded, task, ctx.job.data)
                 await self._run(task, run, call)
             else:
                 async with ctx.sessions() as session, session.begin():
-                    call = await session.run_sync(task.arguments.decode, ctx.job.data)
+                    call = await session.run_sync(_decoded, task, ctx.job.data)
                     await self._run(task, run, call)
 
     @staticmethod
