@@ -62,6 +62,7 @@ class Arguments:
         ]
         self._defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
         self._codecs: dict[str, Codec] | None = None
+        self._needs_session = False
 
     # -- annotations -------------------------------------------------------------------
 
@@ -80,19 +81,22 @@ class Arguments:
                 raise ConfigurationError(
                     f"{self.where}: an annotation cannot be resolved ({error})"
                 ) from error
-            self._codecs = {
+            codecs = {
                 name: codec_for(
                     hints.get(name, inspect.Parameter.empty),
                     f"{self.where}: parameter {name!r}",
                 )
                 for name in self.signature.parameters
             }
+            self._needs_session = any(codec.needs_session for codec in codecs.values())
+            self._codecs = codecs
         return self._codecs
 
     @property
     def needs_session(self) -> bool:
         """Whether reading a call loads rows (a parameter is a mapped class)."""
-        return any(codec.needs_session for codec in self.codecs.values())
+        codecs = self.codecs  # resolves the annotations on first use
+        return bool(codecs) and self._needs_session
 
     # -- enqueue -----------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The handlers a worker runs for a registry: one per worker, dispatching by topic.
 
 Each job's topic names its task; the handler reads the job's document into the
-task's call (:mod:`.arguments`), runs the function inside the task's hooks and
-span (:mod:`.hooks`, :mod:`.tracing`), and lets the worker write the outcome.
+task's call (:mod:`.arguments`), runs the function — inside the task's hooks and
+span (:mod:`.hooks`, :mod:`.tracing`) when it has any — and lets the worker write
+the outcome.
 
 Where a task's mapped-instance arguments are loaded, and what commits their changes:
 
@@ -46,9 +47,12 @@ def _decoded(session: Session, task: Task[..., Any], data: Any) -> Call:
     return task.arguments.decode(data, session)
 
 
-def _started(run: TaskRun, call: Call) -> None:
-    run.args, run.kwargs = call
-    call_hooks("before", run)
+def _arguments(run: TaskRun | None, call: Call) -> Call:
+    """``call``, noted on ``run`` (if the task is observed) before its ``before`` hooks."""
+    if run is not None:
+        run.args, run.kwargs = call
+        call_hooks("before", run)
+    return call
 
 
 class TaskHandler:
@@ -59,17 +63,20 @@ class TaskHandler:
 
     def __call__(self, ctx: JobContext) -> None:
         task = self.tasks[ctx.job.topic]
-        with observed(task, ctx.job, task.registry.tracing.processing(ctx.job)) as run:
-            if not task.arguments.needs_session or ctx.session is not None:
-                self._run(task, run, ctx.job.data, ctx.session)
-                return
-            with ctx.sessions() as session, session.begin():
-                self._run(task, run, ctx.job.data, session)
+        if not task.observed:  # no hook, no span: the shortest path
+            self._run(task, ctx, None)
+            return
+        with observed(task, ctx.job) as run:
+            run.result = self._run(task, ctx, run)
 
     @staticmethod
-    def _run(task: Task[..., Any], run: TaskRun, data: Any, session: Session | None) -> None:
-        _started(run, task.arguments.decode(data, session))
-        run.result = task.function(*run.args, **run.kwargs)
+    def _run(task: Task[..., Any], ctx: JobContext, run: TaskRun | None) -> Any:
+        if not task.arguments.needs_session or ctx.session is not None:
+            args, kwargs = _arguments(run, task.arguments.decode(ctx.job.data, ctx.session))
+            return task.function(*args, **kwargs)
+        with ctx.sessions() as session, session.begin():
+            args, kwargs = _arguments(run, task.arguments.decode(ctx.job.data, session))
+            return task.function(*args, **kwargs)
 
 
 class AsyncTaskHandler:
@@ -80,21 +87,25 @@ class AsyncTaskHandler:
 
     async def __call__(self, ctx: AsyncJobContext) -> None:
         task = self.tasks[ctx.job.topic]
-        with observed(task, ctx.job, task.registry.tracing.processing(ctx.job)) as run:
-            if not task.arguments.needs_session:
-                await self._run(task, run, task.arguments.decode(ctx.job.data, None))
-            elif ctx.session is not None:
-                call = await ctx.session.run_sync(_decoded, task, ctx.job.data)
-                await self._run(task, run, call)
-            else:
-                async with ctx.sessions() as session, session.begin():
-                    call = await session.run_sync(_decoded, task, ctx.job.data)
-                    await self._run(task, run, call)
+        if not task.observed:
+            await self._run(task, ctx, None)
+            return
+        with observed(task, ctx.job) as run:
+            run.result = await self._run(task, ctx, run)
+
+    async def _run(self, task: Task[..., Any], ctx: AsyncJobContext, run: TaskRun | None) -> Any:
+        if not task.arguments.needs_session:
+            return await self._call(task, run, task.arguments.decode(ctx.job.data, None))
+        if ctx.session is not None:
+            call = await ctx.session.run_sync(_decoded, task, ctx.job.data)
+            return await self._call(task, run, call)
+        async with ctx.sessions() as session, session.begin():
+            call = await session.run_sync(_decoded, task, ctx.job.data)
+            return await self._call(task, run, call)
 
     @staticmethod
-    async def _run(task: Task[..., Any], run: TaskRun, call: Call) -> None:
-        _started(run, call)
+    async def _call(task: Task[..., Any], run: TaskRun | None, call: Call) -> Any:
+        args, kwargs = _arguments(run, call)
         if task.is_async:
-            run.result = await task.function(*run.args, **run.kwargs)
-        else:
-            run.result = await asyncio.to_thread(task.function, *run.args, **run.kwargs)
+            return await task.function(*args, **kwargs)
+        return await asyncio.to_thread(task.function, *args, **kwargs)

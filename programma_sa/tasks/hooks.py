@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -89,6 +89,11 @@ class HookPoints:
         """The hooks of ``kind`` added here."""
         return self._hooks[kind]
 
+    @property
+    def hooked(self) -> bool:
+        """Whether any hook was added here."""
+        return any(self._hooks.values())
+
 
 def call_hooks(kind: HookKind, run: TaskRun) -> None:
     """Run the registry's, then the task's hooks of ``kind``; log what they raise."""
@@ -107,14 +112,12 @@ def call_hooks(kind: HookKind, run: TaskRun) -> None:
 
 
 @contextmanager
-def observed(
-    task: Task[..., Any], job: ClaimedJob, span: AbstractContextManager[object]
-) -> Iterator[TaskRun]:
-    """One run of ``task`` on ``job`` inside ``span``: the caller reads the arguments
-    into the :class:`TaskRun`, calls :func:`call_hooks` ``"before"``, runs the
-    function and sets ``run.result``; the ``after`` or ``on_failure`` hooks follow."""
+def observed(task: Task[..., Any], job: ClaimedJob) -> Iterator[TaskRun]:
+    """One run of ``task`` on ``job`` in its span: the caller reads the arguments into
+    the :class:`TaskRun`, calls :func:`call_hooks` ``"before"``, runs the function and
+    sets ``run.result``; the ``after`` or ``on_failure`` hooks follow."""
     run = TaskRun(task, job)
-    with span:
+    with task.registry.tracing.processing(job):
         try:
             yield run
         except Exception as error:

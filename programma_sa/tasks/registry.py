@@ -136,6 +136,12 @@ class Task(HookPoints, Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.topic}>"
 
+    @property
+    def observed(self) -> bool:
+        """Whether a run of this task has hooks or a span around it."""
+        registry = self.registry
+        return registry.tracing is not NO_TRACING or registry.hooked or self.hooked
+
     def using(self, **options: Any) -> Task[P, R]:
         """This task with other job options for the next enqueues: ``attributes``,
         ``run_after_seconds``, ``run_after_date``, ``retry_after_seconds``
