@@ -18,7 +18,7 @@ MODES = ["lease", "transaction"]
 LINE = re.compile(r"^job (?P<id>\S+) \[t\] attempt (?P<attempt>\d+): (?P<outcome>\w+) in [\d.]+ ms")
 
 
-def _finished_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+def finished_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [
         record
         for record in caplog.records
@@ -28,7 +28,7 @@ def _finished_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]
     ]
 
 
-def _enqueue(engine: Engine, queue: JobQueue, *datas: object) -> list[object]:
+def enqueue_data(engine: Engine, queue: JobQueue, *datas: object) -> list[object]:
     with Session(engine) as session, session.begin():
         return [queue.add_job(session, "t", data) for data in datas]
 
@@ -51,7 +51,7 @@ def test_one_info_line_per_finished_job_with_its_facts(
     caplog: pytest.LogCaptureFixture,
     mode: str,
 ) -> None:
-    ok, fail, give_up, move = _enqueue(
+    ok, fail, give_up, move = enqueue_data(
         engine, queue, {"do": "ok"}, {"do": "fail"}, {"do": "give up"}, {"do": "move"}
     )
     worker = make_worker(_handler, mode=mode, retry=RetryPolicy(max_attempts=3))
@@ -59,7 +59,7 @@ def test_one_info_line_per_finished_job_with_its_facts(
     with caplog.at_level(logging.INFO, logger="programma_sa.worker"):
         assert worker.run_once().claimed == 4
 
-    lines = {record.job_id: record for record in _finished_lines(caplog)}  # type: ignore[attr-defined]
+    lines = {record.job_id: record for record in finished_lines(caplog)}  # type: ignore[attr-defined]
     assert set(lines) == {str(ok), str(fail), str(give_up), str(move)}
     expected = {
         ok: ("completed", None),
@@ -83,7 +83,7 @@ def test_one_info_line_per_finished_job_with_its_facts(
 def test_a_permanent_failure_goes_to_failed_at_its_first_attempt(
     engine: Engine, queue: JobQueue, make_worker: MakeWorker, mode: str
 ) -> None:
-    (job_id,) = _enqueue(engine, queue, {"do": "give up"})
+    (job_id,) = enqueue_data(engine, queue, {"do": "give up"})
 
     result = make_worker(_handler, mode=mode, retry=RetryPolicy(max_attempts=9)).run_once()
 
@@ -96,7 +96,7 @@ def test_a_permanent_failure_goes_to_failed_at_its_first_attempt(
 def test_a_permanent_failure_fails_even_without_a_retry_policy(
     engine: Engine, queue: JobQueue, make_worker: MakeWorker
 ) -> None:
-    (job_id,) = _enqueue(engine, queue, {"do": "give up"})
+    (job_id,) = enqueue_data(engine, queue, {"do": "give up"})
 
     assert make_worker(_handler, retry=None).run_once().failed == 1
     assert get_job(engine, queue, job_id).state is JobState.FAILED
@@ -105,7 +105,7 @@ def test_a_permanent_failure_fails_even_without_a_retry_policy(
 def test_no_line_below_info(
     engine: Engine, queue: JobQueue, make_worker: MakeWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _enqueue(engine, queue, {"do": "ok"})
+    enqueue_data(engine, queue, {"do": "ok"})
     with caplog.at_level(logging.WARNING, logger="programma_sa.worker"):
         make_worker(_handler).run_once()
-    assert not _finished_lines(caplog)
+    assert not finished_lines(caplog)
