@@ -16,7 +16,7 @@ from programma_sa import JobQueue, JobState
 
 from ..app import Order
 from ..tasks.app_tasks import note_async, note_plain
-from ..worker.support import wait_for
+from ..workers.support import blocking_wait_for as wait_for
 from .test_cli import run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue, JobState, TaskRegistry, TaskRun, Worker
 
-from ..worker.support import get_job
+from ..workers.support import get_job
 
 
 def test_hooks_see_the_run_registry_hooks_first(engine: Engine, registry: TaskRegistry) -> None:

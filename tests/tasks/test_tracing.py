@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue, TaskRegistry, Worker
 
-from ..worker.support import get_job
+from ..workers.support import get_job
 
 _EXPORTER = InMemorySpanExporter()
 

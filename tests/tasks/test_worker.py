@@ -26,7 +26,7 @@ from programma_sa import (
 
 from ..app import Order
 from ..asyncio.urls import async_url
-from ..worker.support import get_job
+from ..workers.support import get_job
 
 MODES = ("lease", "transaction")
 
