@@ -28,6 +28,7 @@ import enum
 import functools
 import inspect
 import logging
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,7 +58,7 @@ log = logging.getLogger("programma_sa.tasks")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
+_MODES: tuple[WorkerMode, ...] = typing.get_args(WorkerMode)
 
 
 class _Inherit(enum.Enum):
