@@ -294,15 +294,16 @@ class Worker(WorkerCore):
         ``sessionmaker``); the worker opens, commits and closes its own sessions.
     :param topics: one topic or a list of topics; their jobs are claimed in turn.
     :param handler: called with a :class:`JobContext` for each claimed job.
-
-    In place of ``queue`` a task registry (:class:`~programma_sa.tasks.TaskRegistry`):
-    no ``handler`` then, and ``topics`` optional (default: every task the mode serves).
     :param options: the other settings, by keyword — ``mode``, ``heartbeat``,
         ``max_jobs``, ``concurrency`` (handler threads; with 1, the loop's own
         thread runs the handlers and :meth:`run` still returns after
         ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
         ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
-        ``prune_batch_size``: see :class:`~programma_sa.WorkerSettings` for each.
+        ``prune_batch_size``, ``topic_retry``: see :class:`~programma_sa.WorkerSettings`
+        for each.
+
+    In place of ``queue`` a task registry (:class:`~programma_sa.TaskRegistry`): no
+    ``handler`` then, and ``topics`` optional (default: every task the mode serves).
     """
 
     #: Longest the loop waits, after handing a partial batch to the handler
