@@ -16,6 +16,7 @@ from programma_sa import JobQueue, JobState
 
 from ..app import Order
 from ..tasks.app_tasks import note_async, note_plain
+from ..workers.support import all_completed
 from ..workers.support import blocking_wait_for as wait_for
 from .test_cli import run
 
@@ -63,17 +64,11 @@ def test_the_worker_command_serves_a_registry(
         session.flush()
         plain_id = note_plain.enqueue(session, session.get(Order, 1), "plain")  # type: ignore[arg-type]
         async_id = note_async.enqueue(session, session.get(Order, 2), "async")  # type: ignore[arg-type]
-    expected = {plain_id: "plain"} if runner == "Worker" else {plain_id: "plain", async_id: "async"}
+    expected = [plain_id] if runner == "Worker" else [plain_id, async_id]
 
     worker = _serve(database_url, *options)
     try:
-
-        def done() -> bool:
-            with Session(engine) as session:
-                jobs = [queue.get_job(session, job_id) for job_id in expected]
-            return all(job is not None and job.state is JobState.COMPLETED for job in jobs)
-
-        wait_for(done, timeout=30)
+        wait_for(lambda: all_completed(engine, queue, expected), timeout=30)
         output = _stop(worker)
     finally:
         worker.kill()
