@@ -122,3 +122,40 @@ def test_without_tracing_nothing_is_traced_or_stored(
 
     assert [span.name for span in exporter.get_finished_spans()] == ["request"]
     assert get_job(engine, queue, job_id).attributes == {}
+
+
+@pytest.mark.asyncio
+async def test_an_async_worker_runs_each_job_in_a_linked_span_with_its_hooks(
+    engine: Engine, database_url: str, traced: TaskRegistry, exporter: InMemorySpanExporter
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from programma_sa import AsyncWorker
+
+    from ..asyncio.urls import async_url
+
+    seen: list[tuple[str, object]] = []
+
+    @traced.task(topic="async-ship")
+    async def async_ship(order_id: int) -> int:
+        return order_id + 1
+
+    traced.after(lambda run: seen.append(("after", run.result)))
+    async_ship.before(lambda run: seen.append(("before", trace.get_current_span().name)))  # type: ignore[attr-defined]
+
+    with Session(engine) as session, session.begin():
+        job_id = async_ship.enqueue(session, 1)
+    async_engine = create_async_engine(async_url(database_url, "psycopg"))
+    try:
+        assert (await AsyncWorker(traced, async_engine, listen=False).run_once()).completed == 1
+    finally:
+        await async_engine.dispose()
+
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    send, process = spans["send async-ship"], spans["process async-ship"]
+    (link,) = process.links
+    assert link.context.span_id == send.context.span_id
+    assert process.attributes is not None
+    assert process.attributes["messaging.message.id"] == str(job_id)
+    assert process.attributes["programma.job.outcome"] == "success"
+    assert seen == [("before", "process async-ship"), ("after", 2)]
