@@ -16,16 +16,20 @@ from .exceptions import (
     CommitFailed,
     ConfigurationError,
     DatabaseError,
+    InstanceNotFound,
     InvalidJobInput,
     PayloadTooLarge,
+    PermanentFailure,
     ProgrammaError,
     SchemaNotReady,
+    TaskDocumentError,
     TransactionLost,
 )
 from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
+from .tasks import Task, TaskRegistry, TaskRun
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
 
@@ -44,6 +48,7 @@ __all__ = [
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "InstanceNotFound",
     "InvalidJobInput",
     "JobContext",
     "JobDetail",
@@ -53,6 +58,7 @@ __all__ = [
     "JobState",
     "PassResult",
     "PayloadTooLarge",
+    "PermanentFailure",
     "ProgrammaError",
     "PruneResult",
     "Pruner",
@@ -60,6 +66,10 @@ __all__ = [
     "Retention",
     "RetryPolicy",
     "SchemaNotReady",
+    "Task",
+    "TaskDocumentError",
+    "TaskRegistry",
+    "TaskRun",
     "TopicStats",
     "TransactionLost",
     "Worker",

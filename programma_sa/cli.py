@@ -12,7 +12,9 @@
 
 A ``worker`` whose handler is an ``async def`` function runs an
 :class:`~programma_sa.AsyncWorker` under ``asyncio.run``, on an async engine for the
-same URL (psycopg 3 in its async mode, or asyncpg if the URL names it).
+same URL (psycopg 3 in its async mode, or asyncpg if the URL names it). Given a
+:class:`~programma_sa.TaskRegistry` (``module:registry``) instead of a handler, it
+serves the registry's tasks: an ``AsyncWorker`` when one of them is ``async def``.
 
 Every command takes ``--database-url`` (default: the ``DATABASE_URL`` environment
 variable), in any form an application uses: ``postgres://``, ``postgresql://``,
@@ -41,7 +43,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
@@ -60,10 +62,15 @@ from .maintenance.formats import FORMATS, render_stats
 from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
-from .worker import Handler, Worker, WorkerSettings
+from .tasks import TaskRegistry
+from .worker import Handler, Worker, WorkerOptions, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
 from .worker.decisions import is_async_handler
 from .worker.settings import DEFAULT_PRUNE_INTERVAL, HandlerContext
+
+if TYPE_CHECKING:
+    # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = [
     "COMMANDS",
@@ -323,8 +330,9 @@ def _json_argument(text: str, option: str) -> Any:
 # -- worker ------------------------------------------------------------------------------
 
 
-def load_handler(spec: str) -> Handler:
-    """Import ``module:attribute`` (the current directory is importable, as for uvicorn)."""
+def load_target(spec: str) -> Handler | TaskRegistry:
+    """Import ``module:attribute`` — a handler or a task registry (the current directory
+    is importable, as for uvicorn)."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise UsageError(f"handler must look like module:function, got {spec!r}")
@@ -339,6 +347,8 @@ def load_handler(spec: str) -> Handler:
             target = getattr(target, part)
         except AttributeError:
             raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if isinstance(target, TaskRegistry):
+        return target
     if not callable(target):
         raise UsageError(f"handler {spec!r} is not callable")
     return cast(Handler, target)
@@ -357,72 +367,118 @@ def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
         raise UsageError(str(error)) from error
 
 
+def _worker_options(args: argparse.Namespace) -> WorkerOptions:
+    """The settings of a Worker or an AsyncWorker besides its topics, from the command
+    line (no ``mode`` unless given: a task registry's tasks may choose it)."""
+    options = WorkerOptions(
+        heartbeat=args.heartbeat,
+        max_jobs=args.max_jobs,
+        concurrency=args.concurrency,
+        listen=args.listen,
+        retry=_retry_policy(args),
+        auto_complete=args.auto_complete,
+        shutdown_timeout=args.shutdown_timeout,
+        retention=retention_from(args),
+        prune_interval=args.prune_interval,
+        prune_batch_size=args.prune_batch_size,
+    )
+    if args.mode is not None:
+        options["mode"] = args.mode
+    if args.host.handler_context is not None:  # a framework's command: flask programma
+        options["handler_context"] = args.host.handler_context
+    return options
+
+
 def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    """The settings of a Worker or an AsyncWorker, from the command line."""
-    retry = _retry_policy(args)
-    retention = retention_from(args)
-    try:
-        return WorkerSettings(
-            topics=args.topic,
-            mode=args.mode,
-            heartbeat=args.heartbeat,
-            max_jobs=args.max_jobs,
-            concurrency=args.concurrency,
-            listen=args.listen,
-            retry=retry,
-            auto_complete=args.auto_complete,
-            shutdown_timeout=args.shutdown_timeout,
-            retention=retention,
-            prune_interval=args.prune_interval,
-            prune_batch_size=args.prune_batch_size,
-            handler_context=args.host.handler_context,
+    """The settings of a handler's Worker or AsyncWorker, from the command line."""
+    if not args.topic:
+        raise UsageError(
+            "the following arguments are required: --topic (a handler serves the topics "
+            "named; a task registry serves its tasks)"
         )
+    try:
+        return WorkerSettings(topics=args.topic, **_worker_options(args))
     except ConfigurationError as error:
         raise UsageError(str(error)) from error
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    handler = load_handler(args.handler)
+    target = load_target(args.handler)
+    if isinstance(target, TaskRegistry):
+        return _run_registry_worker(args, target)
     settings = _worker_settings(args)
-    if is_async_handler(handler):
-        host: CommandHost = args.host
-        if host.handler_context is not None:
-            raise UsageError(
-                f"{args.handler} is an async def handler: {host.prog} worker runs sync "
-                "handlers (run it with programma-sa worker)"
-            )
-        # Checked before asyncio starts: a missing greenlet or driver is one line.
-        url = async_url(_required_url(args))
-        return asyncio.run(_run_async_worker(args, url, cast(AsyncHandler, handler), settings))
+    if is_async_handler(target):
+        _refuse_async_in_host(args)
+        async_queue = AsyncJobQueue(queue_for(args).table)
+        handler = cast(AsyncHandler, target)
+        return _run_async_worker(
+            args, lambda engine: AsyncWorker.from_settings(async_queue, engine, handler, settings)
+        )
     queue = queue_for(args)
+    return _run_sync_worker(
+        args, lambda engine: Worker.from_settings(queue, engine, target, settings)
+    )
+
+
+def _refuse_async_in_host(args: argparse.Namespace) -> None:
+    """A framework's command (``flask programma``) runs sync handlers only: its
+    ``handler_context`` is a sync context manager."""
+    host: CommandHost = args.host
+    if host.handler_context is not None:
+        raise UsageError(
+            f"{args.handler} is an async def handler: {host.prog} worker runs sync "
+            "handlers (run it with programma-sa worker)"
+        )
+
+
+def _run_registry_worker(args: argparse.Namespace, registry: TaskRegistry) -> int:
+    """Serve a registry's tasks (those of ``--topic`` if given) on its own jobs table:
+    on an AsyncWorker when one of them is ``async def``."""
+    options = _worker_options(args)
+    topics = args.topic or None
+    if any(task.is_async for task in registry if topics is None or task.topic in topics):
+        _refuse_async_in_host(args)
+        return _run_async_worker(
+            args, lambda engine: AsyncWorker(registry, engine, topics, **options)
+        )
+    return _run_sync_worker(args, lambda engine: Worker(registry, engine, topics, **options))
+
+
+def _run_sync_worker(args: argparse.Namespace, build: Callable[[Engine], Worker]) -> int:
     # Room for every handler thread's own session, the claims and the look-ahead.
     engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
         try:
-            worker = Worker.from_settings(queue, engine, handler, settings)
+            worker = build(engine)
         except ConfigurationError as error:
             raise UsageError(str(error)) from error
-        _log_worker(engine.url, queue)
+        _log_worker(engine.url, worker.queue)
         worker.run()
     finally:
         engine.dispose()
     return 0
 
 
-async def _run_async_worker(
-    args: argparse.Namespace, url: URL, handler: AsyncHandler, settings: WorkerSettings
+def _run_async_worker(args: argparse.Namespace, build: Callable[[AsyncEngine], AsyncWorker]) -> int:
+    """Run the worker ``build`` makes on an async engine, under ``asyncio.run``."""
+    # Checked before asyncio starts: a missing greenlet or driver is one line.
+    url = async_url(_required_url(args))
+    return asyncio.run(_serve_async(args, url, build))
+
+
+async def _serve_async(
+    args: argparse.Namespace, url: URL, build: Callable[[AsyncEngine], AsyncWorker]
 ) -> int:
     # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    queue = AsyncJobQueue(queue_for(args).table)
     engine = create_async_engine(url, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
     try:
         try:
-            worker = AsyncWorker.from_settings(queue, engine, handler, settings)
+            worker = build(engine)
         except ConfigurationError as error:
             raise UsageError(str(error)) from error
-        _log_worker(engine.url, queue)
+        _log_worker(engine.url, worker.queue)
         await worker.run(install_signal_handlers=True)
     finally:
         await engine.dispose()
@@ -445,22 +501,28 @@ def register_worker(commands: Subcommands) -> None:
         "waiting).\n\nHANDLER is module:function; it receives a programma_sa.JobContext. "
         "An async def HANDLER runs on asyncio (programma_sa.AsyncWorker) and receives a "
         "programma_sa.AsyncJobContext; --concurrency then bounds its tasks.\n\n"
+        "HANDLER may instead be module:registry, a programma_sa.TaskRegistry: the worker "
+        "serves its tasks (those of --topic if given) on the registry's jobs table, in "
+        "the mode its tasks ask for unless --mode says; on asyncio when a task is async "
+        "def (plain tasks then run in threads).\n\n"
         "With a TTL option the worker also prunes finished jobs every --prune-interval "
         "seconds (one worker at a time across processes).",
         default_log_level="info",
     )
-    parser.add_argument("handler", metavar="HANDLER", help="module:function to call per job")
+    parser.add_argument(
+        "handler", metavar="HANDLER", help="module:function to call per job, or module:registry"
+    )
     parser.add_argument(
         "--topic",
         action="append",
-        required=True,
         metavar="TOPIC",
-        help="topic to process (repeat for several)",
+        help="topic to process (repeat for several); required with a handler, with a "
+        "registry it picks some of its tasks",
     )
     parser.add_argument(
         "--mode",
         choices=("lease", "transaction"),
-        default="lease",
+        default=None,
         help="lease: claim, commit, then handle (default); transaction: handle and "
         "complete in the claim's transaction",
     )

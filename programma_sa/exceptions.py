@@ -10,6 +10,10 @@ Two families matter to callers:
   (``programma_sa._execute.translated_errors``). :class:`TransactionLost` and
   :class:`CommitFailed` are what a transaction-mode worker pass raises when its
   transaction is lost under a handler, or when its COMMIT fails.
+
+A handler raises :class:`PermanentFailure` (or a subclass: a task's
+:class:`TaskDocumentError` and :class:`InstanceNotFound`) for a job that no retry can
+save: the worker moves it to FAILED at once, whatever its retry policy.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ __all__ = [
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "InstanceNotFound",
     "InvalidJobInput",
     "PayloadTooLarge",
+    "PermanentFailure",
     "ProgrammaError",
     "SchemaNotReady",
+    "TaskDocumentError",
     "TransactionLost",
 ]
 
@@ -78,3 +85,22 @@ class CommitFailed(DatabaseError):
     def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.outcome_unknown = outcome_unknown
+
+
+class PermanentFailure(ProgrammaError):
+    """Raised by a handler: this job cannot succeed, so do not retry it.
+
+    The worker records the error as ``attributes.last_error`` and moves the job to
+    FAILED at once, whatever its retry policy (also with ``retry=None``).
+    """
+
+
+class TaskDocumentError(PermanentFailure):
+    """A job on a task's topic whose document does not bind to the task's signature
+    (a missing or unknown argument, a value its annotation cannot decode): it would
+    fail the same way on every attempt."""
+
+
+class InstanceNotFound(PermanentFailure):
+    """A mapped instance passed to a task no longer exists: its row was deleted
+    between the enqueue and the run (or the primary key names no row)."""

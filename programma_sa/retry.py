@@ -35,7 +35,7 @@ from typing import Any, Literal
 from ._validation import MAX_SECONDS
 from .exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_RETRY", "Jitter", "RetryPolicy", "describe_error"]
+__all__ = ["DEFAULT_RETRY", "Jitter", "RetryPolicy", "describe_error", "error_type_name"]
 
 Jitter = Literal["full", "equal", "none"]
 _JITTERS: tuple[Jitter, ...] = ("full", "equal", "none")
@@ -165,6 +165,15 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
+def error_type_name(error: BaseException) -> str:
+    """``error``'s type as ``last_error.type`` records it: a builtin's bare name
+    (``ValueError``), any other's module and qualified name."""
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 def describe_error(error: BaseException, attempt: int) -> dict[str, Any]:
     """The JSON record of a handler's exception, stored as ``attributes.last_error``:
     ``type``, ``message``, ``traceback`` (the innermost frames) and ``attempt``.
@@ -175,11 +184,8 @@ def describe_error(error: BaseException, attempt: int) -> dict[str, Any]:
     # The frames only: type and message have their own fields (and a huge message
     # must not push the frames out of the kept tail).
     trace = "".join(traceback.format_tb(error.__traceback__))
-    kind = type(error)
     return {
-        "type": kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}",
+        "type": error_type_name(error),
         "message": _tail(str(error), MAX_ERROR_MESSAGE_CHARS),
         "traceback": _tail(trace, MAX_TRACEBACK_CHARS),
         "attempt": attempt,

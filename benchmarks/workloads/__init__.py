@@ -1,4 +1,4 @@
-"""Every workload, in the order the table shows them: enqueue, drain, latency, scale.
+"""Every workload, in the order the table shows them: enqueue, drain, latency, scale, tasks.
 
 Peers (:mod:`benchmarks.peers`) and the Worker slots (:mod:`.worker`) sit in the
 group of the workload they compare with, right after the library's own figures.
@@ -7,11 +7,11 @@ group of the workload they compare with, right after the library's own figures.
 from __future__ import annotations
 
 from ..harness import Workload
-from . import drain, enqueue, latency, scale, worker
+from . import drain, enqueue, latency, scale, tasks, worker
 
 __all__ = ["all_workloads"]
 
-GROUPS = ("enqueue", "drain", "latency", "scale")
+GROUPS = ("enqueue", "drain", "latency", "scale", "tasks")
 
 
 def all_workloads() -> list[Workload]:
@@ -23,6 +23,7 @@ def all_workloads() -> list[Workload]:
         *latency.WORKLOADS,
         *worker.WORKLOADS,
         *scale.WORKLOADS,
+        *tasks.WORKLOADS,
         *peers.WORKLOADS,
     ]
     keys = [workload.key for workload in workloads]

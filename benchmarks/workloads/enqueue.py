@@ -38,7 +38,7 @@ _SESSION_INSERT_JOB = text(baseline.SESSION_INSERT_JOB)
 SessionBody = Callable[[Session, int], None]
 
 
-def _session_loop(ctx: RunContext, jobs: int, body: SessionBody) -> dict[str, float]:
+def session_loop(ctx: RunContext, jobs: int, body: SessionBody) -> dict[str, float]:
     """Time ``jobs`` transactions of ``body(session, n)``, each committed on its own."""
     with ctx.database() as db:
         engine = db.engine()
@@ -56,41 +56,41 @@ def _session_loop(ctx: RunContext, jobs: int, body: SessionBody) -> dict[str, fl
             engine.dispose()
 
 
-def _order(n: int) -> Order:
+def order_row(n: int) -> Order:
     return Order(id=n, note=f"order {n}")
 
 
 def _with_library(queue: JobQueue, business_row: bool) -> SessionBody:
     def body(session: Session, n: int) -> None:
         if business_row:
-            session.add(_order(n))
+            session.add(order_row(n))
         queue.add_job(session, TOPIC, baseline.payload(n))
 
     return body
 
 
 def _with_text_insert(session: Session, n: int) -> None:
-    session.add(_order(n))
+    session.add(order_row(n))
     session.execute(_SESSION_INSERT_JOB, {"topic": TOPIC, "data": json.dumps(baseline.payload(n))})
 
 
 def session_text(ctx: RunContext) -> dict[str, float]:
-    return _session_loop(ctx, ctx.sizes.single_enqueue, _with_text_insert)
+    return session_loop(ctx, ctx.sizes.single_enqueue, _with_text_insert)
 
 
 def library(ctx: RunContext) -> dict[str, float]:
     body = _with_library(JobQueue(Job), business_row=True)
-    return _session_loop(ctx, ctx.sizes.single_enqueue, body)
+    return session_loop(ctx, ctx.sizes.single_enqueue, body)
 
 
 def library_no_notify(ctx: RunContext) -> dict[str, float]:
     body = _with_library(JobQueue(Job, notify=False), business_row=True)
-    return _session_loop(ctx, ctx.sizes.single_enqueue, body)
+    return session_loop(ctx, ctx.sizes.single_enqueue, body)
 
 
 def library_job_only(ctx: RunContext) -> dict[str, float]:
     body = _with_library(JobQueue(Job), business_row=False)
-    return _session_loop(ctx, ctx.sizes.single_enqueue, body)
+    return session_loop(ctx, ctx.sizes.single_enqueue, body)
 
 
 def raw_psycopg(ctx: RunContext) -> dict[str, float]:
@@ -136,7 +136,7 @@ def bulk_library_no_notify(ctx: RunContext) -> dict[str, float]:
     return _bulk_library(ctx, JobQueue(Job, notify=False))
 
 
-def _single(sizes: Sizes) -> dict[str, int]:
+def single_params(sizes: Sizes) -> dict[str, int]:
     return {"jobs": sizes.single_enqueue, "transactions": sizes.single_enqueue}
 
 
@@ -154,7 +154,7 @@ WORKLOADS = [
         "1/tx + order row, Session + hand-written INSERT (baseline)",
         JOBS_PER_S,
         session_text,
-        params=_single,
+        params=single_params,
     ),
     Workload(
         "enqueue.single.library",
@@ -162,7 +162,7 @@ WORKLOADS = [
         JOBS_PER_S,
         library,
         baseline=SESSION_TEXT,
-        params=_single,
+        params=single_params,
     ),
     Workload(
         "enqueue.single.library_no_notify",
@@ -170,14 +170,14 @@ WORKLOADS = [
         JOBS_PER_S,
         library_no_notify,
         baseline=SESSION_TEXT,
-        params=_single,
+        params=single_params,
     ),
     Workload(
         RAW_PSYCOPG,
         "1/tx job only, raw psycopg INSERT (reference)",
         JOBS_PER_S,
         raw_psycopg,
-        params=_single,
+        params=single_params,
     ),
     Workload(
         "enqueue.single.library_job_only",
@@ -185,7 +185,7 @@ WORKLOADS = [
         JOBS_PER_S,
         library_job_only,
         baseline=RAW_PSYCOPG,
-        params=_single,
+        params=single_params,
     ),
     Workload(
         BULK_RAW,

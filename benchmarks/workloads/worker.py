@@ -98,7 +98,16 @@ async def _async_noop(ctx: AsyncJobContext) -> None:
     """The async handler: no work."""
 
 
-def _warmup_topic(index: int) -> str:
+#: Builds the Worker of a drain: ``serve(engine, topic, settings)``.
+Serve = Callable[[Engine, str, dict[str, Any]], Worker]
+
+
+def handler_worker(engine: Engine, topic: str, settings: dict[str, Any]) -> Worker:
+    """The Worker of the drains: one no-op handler on ``topic``."""
+    return Worker(JobQueue(Job), engine, topic, _noop, **settings)
+
+
+def warmup_topic(index: int) -> str:
     return f"{TOPIC}-warmup-{index}"
 
 
@@ -110,28 +119,29 @@ def _open_pool(engine: Engine, connections: int) -> None:
 
 
 def _ready_worker(
-    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, index: int
+    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, index: int, serve: Serve
 ) -> tuple[Engine, Worker]:
     """An engine with an open pool, warmed up, and the Worker that will drain."""
     pool = concurrency + 2
     engine = create_engine(url, pool_size=pool, max_overflow=0)
     _open_pool(engine, pool)
-    queue = JobQueue(Job)
     settings: dict[str, Any] = {
         "mode": mode,
         "concurrency": concurrency,
         "max_jobs": max_jobs,
         "listen": False,
     }
-    warmup = Worker(queue, engine, _warmup_topic(index), _noop, **settings)
+    warmup = serve(engine, warmup_topic(index), settings)
     while warmup.run_once().claimed:
         pass
-    return engine, Worker(queue, engine, TOPIC, _noop, **settings)
+    return engine, serve(engine, TOPIC, settings)
 
 
-def _drain_here(url: str, mode: WorkerMode, concurrency: int, max_jobs: int, jobs: int) -> float:
+def _drain_here(
+    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, jobs: int, serve: Serve
+) -> float:
     """Seconds for a Worker in this process to complete ``jobs`` jobs."""
-    engine, worker = _ready_worker(url, mode, concurrency, max_jobs, 0)
+    engine, worker = _ready_worker(url, mode, concurrency, max_jobs, 0, serve)
     try:
         start = time.perf_counter()
         worker.start()
@@ -156,9 +166,10 @@ def _drain_child(
     go: Any,
     stop: Any,
     completed: Any,
+    serve: Serve,
 ) -> None:
     """One process of a multi-process drain: warm up, wait for the start, report counts."""
-    engine, worker = _ready_worker(url, mode, concurrency, max_jobs, index)
+    engine, worker = _ready_worker(url, mode, concurrency, max_jobs, index, serve)
     try:
         ready.release()
         if not go.wait(_READY_TIMEOUT):
@@ -183,7 +194,13 @@ def _process_context() -> Any:
 
 
 def _drain_in_processes(
-    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, jobs: int, processes: int
+    url: str,
+    mode: WorkerMode,
+    concurrency: int,
+    max_jobs: int,
+    jobs: int,
+    processes: int,
+    serve: Serve,
 ) -> float:
     """Seconds for ``processes`` spawned processes, a Worker each, to complete ``jobs``."""
     spawn = _process_context()
@@ -194,7 +211,7 @@ def _drain_in_processes(
     children = [
         spawn.Process(
             target=_drain_child,
-            args=(url, mode, concurrency, max_jobs, index, ready, go, stop, completed),
+            args=(url, mode, concurrency, max_jobs, index, ready, go, stop, completed, serve),
             name=f"bench-worker-{index}",
         )
         for index in range(processes)
@@ -235,16 +252,21 @@ def _load(conninfo: str, sizes: Sizes, processes: int) -> int:
     """Load the due jobs and each process's warm-up jobs; return how many in all."""
     baseline.load_due_jobs(conninfo, TOPIC, sizes.drain)
     for index in range(processes):
-        baseline.load_due_jobs(conninfo, _warmup_topic(index), sizes.drain_warmup)
+        baseline.load_due_jobs(conninfo, warmup_topic(index), sizes.drain_warmup)
     baseline.vacuum_analyze(conninfo)
     return sizes.drain + processes * sizes.drain_warmup
 
 
 def drain_with_worker(
-    mode: WorkerMode, concurrency: int, processes: int, max_jobs: int | None = None
+    mode: WorkerMode,
+    concurrency: int,
+    processes: int,
+    max_jobs: int | None = None,
+    serve: Serve = handler_worker,
 ) -> RunFunction:
     """The Worker draining ``ctx.sizes.drain`` jobs (protocol in the module docs);
-    ``max_jobs`` defaults to the best setting, :data:`DRAIN_MAX_JOBS`."""
+    ``max_jobs`` defaults to the best setting, :data:`DRAIN_MAX_JOBS`; ``serve``
+    builds the Worker (a module-level function: it is sent to the processes)."""
 
     def run(ctx: RunContext) -> dict[str, float]:
         batch = DRAIN_MAX_JOBS[mode, concurrency] if max_jobs is None else max_jobs
@@ -252,9 +274,11 @@ def drain_with_worker(
         with ctx.database() as db:
             loaded = _load(db.conninfo, ctx.sizes, processes)
             if processes == 1:
-                seconds = _drain_here(db.url, mode, concurrency, batch, jobs)
+                seconds = _drain_here(db.url, mode, concurrency, batch, jobs, serve)
             else:
-                seconds = _drain_in_processes(db.url, mode, concurrency, batch, jobs, processes)
+                seconds = _drain_in_processes(
+                    db.url, mode, concurrency, batch, jobs, processes, serve
+                )
             _check(db.engine(), loaded)
             return {"jobs_per_s": jobs / seconds}
 
@@ -287,7 +311,7 @@ def drain_with_async_worker(ctx: RunContext) -> dict[str, float]:
                 "max_jobs": ASYNC_MAX_JOBS,
                 "listen": False,
             }
-            warmup = AsyncWorker(queue, engine, _warmup_topic(0), _async_noop, **settings)
+            warmup = AsyncWorker(queue, engine, warmup_topic(0), _async_noop, **settings)
             while (await warmup.run_once()).claimed:
                 pass
             worker = AsyncWorker(queue, engine, TOPIC, _async_noop, **settings)
@@ -339,7 +363,7 @@ def pickup_with_worker(listen: bool) -> RunFunction:
                     wait_listening(worker)
                 sessions = sessionmaker(producer_engine)
                 with sessions.begin() as session:  # warm the pool and the compiled cache
-                    queue.add_job(session, _warmup_topic(0), baseline.payload(-1))
+                    queue.add_job(session, warmup_topic(0), baseline.payload(-1))
                 committed: dict[uuid.UUID, float] = {}
                 for n in range(jobs):
                     with sessions.begin() as session:

@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -67,6 +67,7 @@ from ..exceptions import ConfigurationError, ProgrammaError
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
 from .listen import AsyncListener
 from .results import UNTOUCHED, PassResult
+from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
 from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
 
@@ -107,6 +108,11 @@ class AsyncJobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down: a long handler may wrap up early."""
         return self._worker.stopping
+
+    @property
+    def sessions(self) -> Callable[[], AsyncSession]:
+        """The worker's session factory, for a lease-mode handler's own transactions."""
+        return self._worker.session_factory
 
     async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self.session is not None:
@@ -240,6 +246,8 @@ class AsyncWorker(WorkerCore):
     :class:`~programma_sa.AsyncJobQueue`, an ``AsyncEngine`` (or a factory of
     ``AsyncSession`` objects, such as an ``async_sessionmaker``) and a coroutine
     function as the handler; ``concurrency`` bounds the handler tasks running at once.
+    In place of ``queue`` a task registry, as for ``Worker``: it serves ``async def``
+    and plain tasks side by side.
     """
 
     #: After ``shutdown_timeout`` the handlers still running are cancelled; this is
@@ -248,22 +256,23 @@ class AsyncWorker(WorkerCore):
 
     def __init__(
         self,
-        queue: AsyncJobQueue,
+        queue: AsyncJobQueue | HandlerSource,
         bind: AsyncEngine | Callable[[], AsyncSession],
-        topics: str | Sequence[str],
-        handler: AsyncHandler,
+        topics: str | Sequence[str] | None = None,
+        handler: AsyncHandler | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
+        parts = worker_parts(queue, topics, handler, options, asynchronous=True)
         super().__init__(
-            queue,
-            handler,
-            WorkerSettings(topics, **options),
+            parts.queue,
+            parts.handler,
+            WorkerSettings(parts.topics, **parts.options),
             queue_type=AsyncJobQueue,
             asynchronous=True,
-            bound_url=_bound_url(bind, queue),
+            bound_url=_bound_url(bind, parts.queue),
         )
-        self.queue = queue
-        self.handler = handler
+        self.queue = cast(AsyncJobQueue, parts.queue)  # checked by WorkerCore
+        self.handler = cast(AsyncHandler, parts.handler)
         self.session_factory = _session_factory(bind)
         # As in the sync Worker: one-statement units of work in autocommit when the
         # worker owns the engine.

@@ -28,6 +28,7 @@ import inspect
 import logging
 import signal
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
@@ -49,10 +50,12 @@ from ..exceptions import (
     ConfigurationError,
     DatabaseError,
     PayloadTooLarge,
+    PermanentFailure,
     TransactionLost,
 )
 from ..retry import describe_error
 from .duties import Duty, PruneDuty
+from .job_log import JobLog
 from .listen import conninfo_from_url
 from .results import NOTHING_WRITTEN, UNTOUCHED, PassResult
 from .settings import WorkerSettings
@@ -145,6 +148,11 @@ class Batch:
         self._remaining = len(jobs)
         self._returned: list[ClaimedJob] = []
         self._result = PassResult(claimed=len(jobs))
+
+    @property
+    def returned(self) -> list[ClaimedJob]:
+        """The jobs whose handler returned, so far."""
+        return self._returned
 
     def record(self, outcome: PassResult, returned: ClaimedJob | None = None) -> bool:
         """Count one job's outcome (``returned``: the job whose handler returned);
@@ -295,6 +303,7 @@ class WorkerCore(ABC):
         )
         #: The periodic duties the loop runs between claims.
         self.duties: list[Duty[Any]] = [] if self._prune_duty is None else [self._prune_duty]
+        self._job_log = JobLog()
 
     # -- state shared by both workers ----------------------------------------------------
 
@@ -345,26 +354,48 @@ class WorkerCore(ABC):
     def _leased_job_steps(self, job: ClaimedJob) -> Generator[Step, Any, tuple[PassResult, bool]]:
         """Run one leased job's handler, and write the verdict if it raised;
         ``(outcome, handler returned)`` (a returned job is completed with its batch)."""
-        error: Exception | None = yield RunHandler(job)
+        error: Exception | None = yield from self._timed_handler_steps(job)
         if error is None:
             return NOTHING_WRITTEN, True
         operation, outcome = self._failure(job, error)
         try:
             changed: bool = yield EachCommitted(single(operation))
         except DB_ERRORS:
-            return self._failure_lost(job), False
-        return self._failure_written(job, outcome, changed), False
+            result = self._failure_lost(job)
+        else:
+            result = self._failure_written(job, outcome, changed)
+        self._job_log.finished(job, result, error)
+        return result, False
+
+    def _timed_handler_steps(self, job: ClaimedJob) -> Generator[Step, Any, Any]:
+        """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`)."""
+        started = time.perf_counter()
+        reply = yield RunHandler(job)
+        self._job_log.ran(job, time.perf_counter() - started)
+        return reply
+
+    def _log_returned(self, batch: Batch, completed: Collection[uuid.UUID] | None) -> None:
+        """The lines of the batch's jobs whose handler returned, once its completion
+        is written (``completed``: the ids it completed; ``None``: none written)."""
+        done = set(completed or ())
+        for job in batch.returned:
+            self._job_log.finished(job, PassResult(completed=1) if job.id in done else UNTOUCHED)
 
     def _lease_completion_steps(self, batch: Batch) -> Generator[Step, Any, PassResult]:
         """Complete the batch's returned jobs in one statement of its own transaction."""
         operation = batch.completion(self._operations, self.settings.auto_complete)
+        completed: list[uuid.UUID] | None = None
         if operation is None:
-            return batch.result()
-        try:
-            completed: list[uuid.UUID] = yield EachCommitted(single(operation))
-        except DB_ERRORS:
-            return batch.completion_lost()
-        return batch.result(completed)
+            result = batch.result()
+        else:
+            try:
+                completed = yield EachCommitted(single(operation))
+            except DB_ERRORS:
+                result = batch.completion_lost()
+            else:
+                result = batch.result(completed)
+        self._log_returned(batch, completed)
+        return result
 
     def _claims(
         self, claim: Callable[[str, int], Operation[list[T]]]
@@ -407,24 +438,31 @@ class WorkerCore(ABC):
         batch = Batch([job for job, _ in claims])
         if on_claimed is not None:
             on_claimed(len(batch.jobs))
+        failures: list[tuple[ClaimedJob, PassResult, Exception]] = []
         for job in batch.jobs:
-            error: Exception | ConnectionLost | None = yield RunHandler(job)
+            error: Exception | ConnectionLost | None = yield from self._timed_handler_steps(job)
             if isinstance(error, ConnectionLost):
                 # Not the handler's failure to retry: its record could never be
                 # written. The jobs are claimable again at once; stop the pass here.
+                self._job_log.forget(batch.jobs)
                 raise self._transaction_lost(batch, job, error.error) from error.error
             if error is None:
                 batch.record(PassResult(), returned=job)
                 continue
             operation, outcome = self._failure(job, error)
             changed: bool = yield operation
-            batch.record(self._failure_written(job, outcome, changed))
+            failures.append((job, self._failure_written(job, outcome, changed), error))
+            batch.record(failures[-1][1])
         completion = batch.completion(self._operations, self.settings.auto_complete)
         completed: list[uuid.UUID] | None = None if completion is None else (yield completion)
         result = batch.result(completed)
         failed: sa_exc.DBAPIError | None = yield Commit()
         if failed is None:
+            for job, outcome, error in failures:
+                self._job_log.finished(job, outcome, error)
+            self._log_returned(batch, completed)
             return result
+        self._job_log.forget(batch.jobs)
         recorded: PassResult | Exception | None = None
         if batch.jobs and not failed.connection_invalidated:
             # Refused: nothing of the pass was written, its claim included. (When the
@@ -485,12 +523,14 @@ class WorkerCore(ABC):
         COMMIT with ``error``; ``last_error`` says so, and the line logged here has
         no traceback (the pass's own ERROR tells the story).
         """
-        policy = self.settings.retry
+        policy = self.settings.retry_for(job.topic)
         level = logging.WARNING
         build: Callable[[Mapping[str, Any]], Operation[bool]]
-        if policy is not None and policy.exhausted(job.attempts):
+        permanent = isinstance(error, PermanentFailure)
+        if permanent or (policy is not None and policy.exhausted(job.attempts)):
             level = logging.ERROR
-            verdict = "moving it to FAILED (attempts exhausted)"
+            reason = "a permanent failure" if permanent else "attempts exhausted"
+            verdict = f"moving it to FAILED ({reason})"
             build = functools.partial(self._operations.fail_unchanged, job)
             outcome = PassResult(failed=1)
         else:

@@ -12,9 +12,10 @@ keyword arguments (typed by :class:`WorkerOptions`) and build it::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict, cast
 
 from sqlalchemy.engine import URL
@@ -82,6 +83,22 @@ def _topics(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(checked))  # de-duplicated, order kept
 
 
+def _topic_retry(value: object) -> Mapping[str, RetryPolicy | None]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"topic_retry must be a mapping of topic to RetryPolicy or None, got {value!r}"
+        )
+    for topic, policy in value.items():
+        if not isinstance(topic, str) or (
+            policy is not None and not isinstance(policy, RetryPolicy)
+        ):
+            raise ConfigurationError(
+                f"topic_retry must map topics to a RetryPolicy or None, got {topic!r}: {policy!r}"
+            )
+    # A read-only copy: the caller's dict can change without changing the settings.
+    return MappingProxyType(dict(value))
+
+
 def _database_url(value: object) -> URL | None:
     if value is None:
         return None
@@ -110,6 +127,8 @@ class WorkerSettings:
     :param retry: what to do after a handler raised (default
         :data:`~programma_sa.retry.DEFAULT_RETRY`); ``None``: record the error and
         leave the job to its visibility timeout.
+    :param topic_retry: the retry policy of particular topics, in place of ``retry``
+        (a task registry fills it from its tasks' ``retry``).
     :param auto_complete: complete a job whose handler returned without changing it
         (default True). False is the npm package's way: the handler moves its job.
     :param shutdown_timeout: seconds ``run()`` waits for running handlers once
@@ -137,6 +156,7 @@ class WorkerSettings:
     listen: bool = True
     database_url: str | URL | None = None
     retry: RetryPolicy | None = DEFAULT_RETRY
+    topic_retry: Mapping[str, RetryPolicy | None] = field(default_factory=dict)
     auto_complete: bool = True
     shutdown_timeout: float = 30.0
     retention: Retention | None = None
@@ -172,9 +192,14 @@ class WorkerSettings:
             "prune_interval": _positive_seconds(self.prune_interval, "prune_interval"),
             "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
             "database_url": _database_url(self.database_url),
+            "topic_retry": _topic_retry(self.topic_retry),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
+
+    def retry_for(self, topic: str) -> RetryPolicy | None:
+        """The retry policy of ``topic``'s jobs: its ``topic_retry`` entry, else ``retry``."""
+        return self.topic_retry.get(topic, self.retry)
 
     def options(self) -> WorkerOptions:
         """Every setting but ``topics``, as the workers' keyword arguments."""
@@ -194,6 +219,7 @@ class WorkerOptions(TypedDict, total=False):
     listen: bool
     database_url: str | URL | None
     retry: RetryPolicy | None
+    topic_retry: Mapping[str, RetryPolicy | None]
     auto_complete: bool
     shutdown_timeout: float
     retention: Retention | None

@@ -66,7 +66,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -84,6 +84,7 @@ from ..queue import JobQueue
 from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
 from .listen import Listener
 from .results import UNTOUCHED, PassResult
+from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
 from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
 
@@ -119,6 +120,11 @@ class JobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down: a long handler may wrap up early."""
         return self._worker.stopping
+
+    @property
+    def sessions(self) -> Callable[[], Session]:
+        """The worker's session factory, for a lease-mode handler's own transactions."""
+        return self._worker.session_factory
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:
@@ -332,8 +338,11 @@ class Worker(WorkerCore):
         thread runs the handlers and :meth:`run` still returns after
         ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
         ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
-        ``prune_batch_size``, ``handler_context``: see
+        ``prune_batch_size``, ``handler_context``, ``topic_retry``: see
         :class:`~programma_sa.WorkerSettings` for each.
+
+    In place of ``queue`` a task registry (:class:`~programma_sa.TaskRegistry`): no
+    ``handler`` then, and ``topics`` optional (default: every task the mode serves).
     """
 
     #: Longest the loop waits, after handing a partial batch to the handler
@@ -342,22 +351,23 @@ class Worker(WorkerCore):
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobQueue | HandlerSource,
         bind: Engine | Callable[[], Session],
-        topics: str | Sequence[str],
-        handler: Handler,
+        topics: str | Sequence[str] | None = None,
+        handler: Handler | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
+        parts = worker_parts(queue, topics, handler, options, asynchronous=False)
         super().__init__(
-            queue,
-            handler,
-            WorkerSettings(topics, **options),
+            parts.queue,
+            parts.handler,
+            WorkerSettings(parts.topics, **parts.options),
             queue_type=JobQueue,
             asynchronous=False,
-            bound_url=_bound_url(bind, queue),
+            bound_url=_bound_url(bind, parts.queue),
         )
-        self.queue = queue
-        self.handler = handler
+        self.queue = cast(JobQueue, parts.queue)  # checked by WorkerCore
+        self.handler = cast(Handler, parts.handler)
         self.session_factory = _session_factory(bind)
         # The worker's own one-statement units of work (a one-topic lease claim, a
         # batch's completion, a failure record, the idle look-ahead) run in

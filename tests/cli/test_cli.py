@@ -15,11 +15,11 @@ from sqlalchemy import Engine, create_engine, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from programma_sa import JobQueue, JobState
+from programma_sa import JobQueue
 from programma_sa.cli import main
 from programma_sa.testing import fresh_database
 
-from ..workers.support import blocking_wait_for
+from ..workers.support import all_completed, blocking_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -167,13 +167,7 @@ def test_worker_command_processes_jobs_until_sigterm(
         text=True,
     )
     try:
-
-        def all_completed() -> bool:
-            with Session(engine) as session:
-                jobs = [queue.get_job(session, job_id) for job_id in job_ids]
-            return all(job is not None and job.state is JobState.COMPLETED for job in jobs)
-
-        blocking_wait_for(all_completed, timeout=20)
+        blocking_wait_for(lambda: all_completed(engine, queue, job_ids), timeout=20)
         worker.terminate()
         output, _ = worker.communicate(timeout=20)
     finally:

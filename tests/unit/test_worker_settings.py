@@ -53,3 +53,21 @@ def test_a_worker_from_settings_has_those_settings() -> None:
         Worker(JobQueue(Job), engine, "emails", lambda ctx: None, **settings.options()).settings
         == settings
     )
+
+
+def test_topic_retry_replaces_retry_for_its_topics() -> None:
+    once = RetryPolicy(max_attempts=1)
+    topic_retry = {"a": once, "b": None}
+    settings = WorkerSettings(topics=["a", "b", "c"], topic_retry=topic_retry)
+    topic_retry["c"] = once  # the settings keep their own copy
+
+    assert settings.retry_for("a") is once
+    assert settings.retry_for("b") is None
+    assert settings.retry_for("c") == RetryPolicy()
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^topic_retry must map topics to a RetryPolicy or None, got 'a': 3$",
+    ):
+        WorkerSettings(topics="a", topic_retry={"a": 3})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match=r"^topic_retry must be a mapping"):
+        WorkerSettings(topics="a", topic_retry=[])  # type: ignore[arg-type]

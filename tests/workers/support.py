@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from programma_sa import JobDetail, JobQueue
+from programma_sa import JobDetail, JobQueue, JobState
 
 from ..app import Order
 
@@ -55,6 +55,13 @@ def get_job(engine: Engine, queue: JobQueue, job_id: object) -> JobDetail:
         job = queue.get_job(session, job_id)  # type: ignore[arg-type]
     assert job is not None
     return job
+
+
+def all_completed(engine: Engine, queue: JobQueue, job_ids: list[Any]) -> bool:
+    """Whether every one of ``job_ids`` is COMPLETED (committed)."""
+    with Session(engine) as session:
+        jobs = [queue.get_job(session, job_id) for job_id in job_ids]
+    return all(job is not None and job.state is JobState.COMPLETED for job in jobs)
 
 
 def order_ids(engine: Engine) -> list[int]:
