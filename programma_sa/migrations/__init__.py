@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
@@ -61,25 +60,29 @@ from alembic import command
 from .._validation import check_identifier, check_table_name
 from ..exceptions import ConfigurationError
 from ..models import DEFAULT_TABLE_NAME
+from ._branch import include_branch, process_revision_directives
+from ._chain import BRANCH_LABEL, VERSION_LOCATION, table_location, version_location
+from ._steps import Steps, downgrade_steps, upgrade_steps
 
 __all__ = [
     "BRANCH_LABEL",
     "STANDALONE_VERSION_TABLE",
     "VERSION_LOCATION",
+    "Steps",
     "downgrade",
+    "downgrade_steps",
+    "include_branch",
     "include_object",
+    "process_revision_directives",
     "run_env",
     "standalone_config",
     "standalone_version_table",
     "table_location",
     "upgrade",
+    "upgrade_steps",
     "version_location",
 ]
 
-#: The branch label of the chain: ``alembic upgrade programma@head``.
-BRANCH_LABEL = "programma"
-#: The chain's location in the ``package:path`` form ``alembic.ini`` accepts.
-VERSION_LOCATION = "programma_sa:migrations/versions"
 #: The version table :func:`upgrade` keeps for the default table ``programma_jobs``;
 #: the version table of any other jobs table starts with it (see
 #: :func:`standalone_version_table`).
@@ -96,30 +99,7 @@ _DIGEST_LENGTH = 12
 # recorded (_reconcile_legacy_version).
 _STANDALONE = "programma_standalone"
 
-_HERE = Path(__file__).resolve().parent
 _log = logging.getLogger(__name__)
-
-
-def version_location() -> str:
-    """The chain's directory on disk, for building an Alembic ``Config`` in code."""
-    return str(_HERE / "versions")
-
-
-def table_location(config: Config | None) -> tuple[str, str | None]:
-    """The ``(table name, schema)`` the migrations act on, from Alembic's config.
-
-    Read from the main options ``programma_table_name`` (default
-    ``programma_jobs``) and ``programma_schema`` (default: none, the search path).
-    """
-    name = DEFAULT_TABLE_NAME
-    schema: str | None = None
-    if config is not None:
-        name = config.get_main_option("programma_table_name") or DEFAULT_TABLE_NAME
-        schema = config.get_main_option("programma_schema") or None
-    check_table_name(name, "programma_table_name")
-    if schema is not None:
-        check_identifier(schema, "programma_schema")
-    return name, schema
 
 
 def standalone_version_table(
