@@ -136,16 +136,26 @@ def write_app_revision(
 
 
 def _refuse_the_branch(script: ScriptDirectory) -> None:
+    """Refuse a project that also applies the chain as a branch: the table would be made twice."""
     chain = Path(version_location())
-    for revision in script.walk_revisions():
-        if chain in Path(revision.path).resolve().parents:
-            raise ConfigurationError(
-                f"this project applies programma's chain as a branch ({BRANCH_LABEL}, "
-                f"revision {revision.revision} from {chain}): an application revision "
-                "applying the same steps would create the jobs table twice. Use one way: "
-                "remove the branch (docs/alembic.md says how to switch) or keep it "
-                "without this command"
-            )
+    found = next(
+        (
+            f"revision {revision.revision} from {chain}"
+            for revision in script.walk_revisions()
+            if chain in Path(revision.path).resolve().parents
+        ),
+        None,
+    )
+    env_py = Path(script.dir, "env.py")
+    if found is None and env_py.exists() and "include_branch(" in env_py.read_text():
+        found = f"{env_py} calls include_branch"
+    if found is not None:
+        raise ConfigurationError(
+            f"this project applies programma's chain as a branch ({BRANCH_LABEL}: {found}): "
+            "an application revision applying the same steps would create the jobs table "
+            "twice. Use one way: remove the branch (docs/alembic.md says how to switch) or "
+            "keep it without this command"
+        )
 
 
 def _head_to_follow(script: ScriptDirectory, head_revision: str | None) -> str:
