@@ -105,6 +105,21 @@ class JobMixin:
     __tablename__ = DEFAULT_TABLE_NAME
     programma_schema: ClassVar[str | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # SQLModel's pydantic metaclass would fail on the Mapped[] columns with a
+        # schema error that names neither this class nor a way out.
+        if any(base.__module__.partition(".")[0] == "sqlmodel" for base in cls.__mro__):
+            raise ConfigurationError(
+                f"{cls.__name__}: JobMixin is a SQLAlchemy declarative mixin and cannot be "
+                "combined with SQLModel. Put the jobs table in SQLModel.metadata with a "
+                "plain declarative base sharing it (docs/sqlmodel.md):\n"
+                "    class JobsBase(DeclarativeBase):\n"
+                "        metadata = SQLModel.metadata\n"
+                "    class Job(JobMixin, JobsBase):\n"
+                "        pass"
+            )
+        super().__init_subclass__(**kwargs)
+
     # PostgreSQL's own types and defaults there (UUID, JSONB, timestamptz), portable
     # ones elsewhere, so that an application's SQLite test suite can create_all its
     # metadata (see programma_sa._portable).

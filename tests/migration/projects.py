@@ -191,7 +191,9 @@ class Project:
             engine.dispose()
 
 
-def alembic_project(root: Path, url: str, style: IniStyle) -> Project:
+def alembic_project(
+    root: Path, url: str, style: IniStyle, *, models: str = MODELS, metadata: str = "Base.metadata"
+) -> Project:
     """``alembic init alembic`` in ``root``, then the URL and ``target_metadata`` edits."""
     root.mkdir(parents=True, exist_ok=True)
     initialised = run([command_path("alembic"), "init", "alembic"], root)
@@ -203,13 +205,13 @@ def alembic_project(root: Path, url: str, style: IniStyle) -> Project:
         ini = ini.replace("\npath_separator = os\n", "\n")
     project.ini.write_text(ini)
     project.set_ini("sqlalchemy.url", url.replace("%", "%%"))
-    (root / "models.py").write_text(MODELS)
+    (root / "models.py").write_text(models)
     env = project.env_py.read_text()
     assert "target_metadata = None\n" in env
     project.env_py.write_text(
         env.replace(
             "target_metadata = None\n",
-            "from models import Base\n\ntarget_metadata = Base.metadata\n",
+            f"from models import {metadata.split('.')[0]}\n\ntarget_metadata = {metadata}\n",
         )
     )
     return project
