@@ -105,9 +105,10 @@ def _check_op(op: Any) -> None:
     """The shipped revisions use ``alembic.op``: ``op`` must be the running migration's."""
     try:
         running = alembic_op.get_context()
-    except NameError:
+    except NameError:  # no migration is running
         running = None
-    if running is None or op.get_context() is not running:
+    get_context = getattr(op, "get_context", None)
+    if running is None or get_context is None or get_context() is not running:
         raise ConfigurationError(
             "upgrade_steps/downgrade_steps run inside an Alembic migration: call them "
             "from a revision's upgrade()/downgrade() with `from alembic import op`"

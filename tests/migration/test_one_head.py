@@ -197,3 +197,18 @@ def _index_names(project: Project) -> set[str]:
         return {str(index["name"]) for index in inspect(engine).get_indexes("programma_jobs")}
     finally:
         engine.dispose()
+
+
+def test_the_apps_sqlite_development_database_is_migrated_too(tmp_path: Path) -> None:
+    """Trap 4's second half: an app whose development database is SQLite runs the same
+    chain there — portable types, no storage parameters — and it matches the model."""
+    project = alembic_project(tmp_path / "app", f"sqlite:///{tmp_path / 'dev.db'}", "new")
+    assert project.programma("alembic", "revision").returncode == 0
+    project.ok("upgrade", "head")
+    assert "programma_jobs" in project.tables()
+    assert project.jobs_table_differences() == []
+    project.ok("revision", "--autogenerate", "-m", "customers")
+    project.ok("upgrade", "head")
+    project.ok("check")
+    project.ok("downgrade", "base")
+    assert project.tables() == {"alembic_version"}
