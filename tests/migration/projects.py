@@ -8,7 +8,9 @@ model's ``Base.metadata`` as ``target_metadata``. Two ``alembic.ini`` styles:
   (``:`` here), which also splits ``version_locations``;
 * ``old`` — the same file without ``path_separator``, as every earlier release wrote
   it: ``version_locations`` is split on spaces and commas (Alembic warns that the
-  fallback is deprecated).
+  fallback is deprecated);
+* ``pyproject`` — ``alembic init -t pyproject``: the settings in ``pyproject.toml``'s
+  ``[tool.alembic]``, only the URL and logging in ``alembic.ini``.
 
 Commands run as subprocesses, in the project's directory, with this interpreter's
 ``alembic`` and ``programma-sa``, as a user types them.
@@ -30,8 +32,8 @@ from sqlalchemy import Engine, MetaData, create_engine, inspect, text
 from programma_sa import migrations
 from programma_sa.models import standalone_jobs_table
 
-IniStyle = Literal["new", "old"]
-INI_STYLES: tuple[IniStyle, ...] = ("new", "old")
+IniStyle = Literal["new", "old", "pyproject"]
+INI_STYLES: tuple[IniStyle, ...] = ("new", "old", "pyproject")
 #: The shipped chain's directory, which no application revision may ever land in.
 CHAIN = Path(migrations.version_location())
 #: Where a command's run may take (the slowest is an upgrade: a second or two).
@@ -196,11 +198,13 @@ def alembic_project(
 ) -> Project:
     """``alembic init alembic`` in ``root``, then the URL and ``target_metadata`` edits."""
     root.mkdir(parents=True, exist_ok=True)
-    initialised = run([command_path("alembic"), "init", "alembic"], root)
+    template = ["-t", "pyproject"] if style == "pyproject" else []
+    initialised = run([command_path("alembic"), "init", *template, "alembic"], root)
     assert initialised.returncode == 0, initialised.stderr
     project = Project(root, url)
     ini = project.ini.read_text()
-    assert "\npath_separator = os\n" in ini  # what Alembic >= 1.16 writes
+    if style != "pyproject":
+        assert "\npath_separator = os\n" in ini  # what Alembic >= 1.16 writes
     if style == "old":
         ini = ini.replace("\npath_separator = os\n", "\n")
     project.ini.write_text(ini)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from programma_sa.testing import fresh_database
 
@@ -163,3 +164,34 @@ def test_the_readme_line_and_the_helper_together_load_the_chain_once(
     upgraded = project.ok("upgrade", "heads")
     assert "loaded twice" not in upgraded
     assert project.versions_in_database() == {LAST_STEP}
+
+
+def test_switching_from_the_branch_to_one_head(tmp_path: Path, url: str) -> None:
+    """docs/alembic.md, "Switching ways": the commands it lists, in its order."""
+    project = alembic_project(tmp_path / "app", url, "new")
+    plain_env = project.env_py.read_text()
+    project.use_branch()
+    project.ok("upgrade", "heads")
+    project.ok("revision", "--autogenerate", "-m", "customers")
+    project.ok("upgrade", "heads")
+
+    project.env_py.write_text(plain_env)  # the helpers removed
+    engine = project.engine()
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("DELETE FROM alembic_version WHERE version_num LIKE 'programma_%'")
+            )
+    finally:
+        engine.dispose()
+    generated = project.programma("alembic", "revision")
+    assert generated.returncode == 0, generated.stderr
+    steps_id = generated.stdout.split(": revision ")[1].split()[0]
+    project.ok("stamp", steps_id)
+
+    assert project.versions_in_database() == {steps_id}
+    project.ok("upgrade", "head")  # one head: nothing left to run
+    project.ok("check")
+    assert project.jobs_table_differences() == []
+    project.ok("downgrade", "-1")  # the steps revision: the jobs table goes
+    assert "programma_jobs" not in project.tables()

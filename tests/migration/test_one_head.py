@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
+from programma_sa import migrations
 from programma_sa.testing import fresh_database
 
 from .projects import INI_STYLES, IniStyle, Project, alembic_project, chain_files
@@ -212,3 +213,16 @@ def test_the_apps_sqlite_development_database_is_migrated_too(tmp_path: Path) ->
     project.ok("check")
     project.ok("downgrade", "base")
     assert project.tables() == {"alembic_version"}
+
+
+def test_switching_from_programma_sa_migrate_to_one_head(tmp_path: Path, url: str) -> None:
+    """docs/alembic.md, "Switching ways": a table made by `programma-sa migrate`."""
+    project = alembic_project(tmp_path / "app", url, "new")
+    migrations.upgrade(url)
+    generated = project.programma("alembic", "revision")
+    assert generated.returncode == 0, generated.stderr
+    steps_id = written(generated.stdout).name.split("_")[0]
+    project.ok("stamp", steps_id)
+    project.ok("upgrade", "head")
+    assert project.versions_in_database() == {steps_id}
+    assert project.jobs_table_differences() == []
