@@ -18,6 +18,7 @@ writes nothing and says so.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +65,11 @@ def alembic_config(
         return config
     ini = Path(config_file or "alembic.ini")
     toml = Path("pyproject.toml")
+    if not ini.exists() and not toml.exists():
+        raise ConfigurationError(
+            f"no Alembic configuration: {ini.resolve()} does not exist (give your "
+            "alembic.ini with -c FILE, or Flask-Migrate's directory with --directory DIR)"
+        )
     return Config(
         str(ini) if ini.exists() else None,
         toml_file=str(toml) if toml.exists() else None,
@@ -268,10 +274,26 @@ def register_alembic(commands: Subcommands) -> None:
     )
     revision.add_argument(
         "--table",
+        type=_checked(check_table_name, "--table"),
         default=DEFAULT_TABLE_NAME,
         metavar="NAME",
         help=f"the jobs table (default: {DEFAULT_TABLE_NAME})",
     )
     revision.add_argument(
-        "--schema", metavar="NAME", help="the jobs table's schema (default: search path)"
+        "--schema",
+        type=_checked(check_identifier, "--schema"),
+        metavar="NAME",
+        help="the jobs table's schema (default: search path)",
     )
+
+
+def _checked(check: Callable[[str, str], str], what: str) -> Callable[[str], str]:
+    """An argparse ``type``: a bad name is a usage error (exit 2), as for other commands."""
+
+    def parse(text: str) -> str:
+        try:
+            return check(text, what)
+        except ConfigurationError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse

@@ -7,6 +7,7 @@ metadata; the mixed class is refused with a message that shows it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,29 +21,11 @@ from programma_sa.testing import fresh_database
 
 from .projects import alembic_project
 
-#: The application's models module, as docs/sqlmodel.md shows it.
-MODELS = """
-from sqlalchemy.orm import DeclarativeBase
-from sqlmodel import Field, SQLModel
-
-from programma_sa import JobMixin, JobQueue
-
-
-class Hero(SQLModel, table=True):
-    id: int | None = Field(default=None, primary_key=True)
-    name: str
-
-
-class JobsBase(DeclarativeBase):
-    metadata = SQLModel.metadata  # the jobs table joins SQLModel's metadata
-
-
-class Job(JobMixin, JobsBase):
-    pass
-
-
-queue = JobQueue(Job)
-"""
+#: The application's models module: the first Python block of docs/sqlmodel.md.
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "sqlmodel.md"
+_BLOCK = re.search(r"```python\n(.*?)\n```", GUIDE.read_text(), re.S)
+assert _BLOCK is not None
+MODELS = _BLOCK.group(1)
 
 
 # The same models in this process, for the queue on a SQLModel Session.
@@ -102,12 +85,13 @@ def test_migrate_autogenerate_and_the_queue_on_a_sqlmodel_session(tmp_path: Path
         )
     )
 
+    assert "queue = JobQueue(Job)" in MODELS
     generated = project.programma("alembic", "revision")
     assert generated.returncode == 0, generated.stderr
     project.ok("upgrade", "head")
 
     # The app's autogenerate sees its own table, and no difference in the jobs table.
-    output = project.ok("revision", "--autogenerate", "-m", "heroes")
+    output = project.ok("revision", "--autogenerate", "-m", "add heroes")
     assert "Detected added table 'hero'" in output
     assert "programma_jobs" not in output
     project.ok("upgrade", "head")
