@@ -24,7 +24,6 @@ import pytest
 from sqlalchemy import select
 
 from programma_sa import ConfigurationError
-from programma_sa.testing import fresh_database
 
 from .projects import CHAIN, Project, chain_files, command_path, run
 
@@ -142,12 +141,6 @@ class FlaskProject:
 
 
 @pytest.fixture
-def url(admin_url: str) -> Iterator[str]:
-    with fresh_database(admin_url, prefix="programma_flask_migrate") as url:
-        yield url
-
-
-@pytest.fixture
 def app_module(tmp_path: Path) -> Iterator[ModuleType]:
     """The app imported in this process, as its own test suite imports it."""
     (tmp_path / "signups_app.py").write_text(APP)
@@ -178,8 +171,8 @@ def test_the_apps_test_suite_runs_on_sqlite(app_module: Any) -> None:
         assert db.session.scalar(select(signup_model.email)) == "ada@example.com"
 
 
-def test_the_one_head_way_with_flask_db(tmp_path: Path, url: str) -> None:
-    project = FlaskProject(tmp_path / "app", url)
+def test_the_one_head_way_with_flask_db(tmp_path: Path, app_url: str) -> None:
+    project = FlaskProject(tmp_path / "app", app_url)
     before = chain_files()
 
     generated = project.programma("alembic", "revision", "--directory", "migrations")
@@ -212,8 +205,8 @@ def test_the_one_head_way_with_flask_db(tmp_path: Path, url: str) -> None:
     assert chain_files() == before
 
 
-def test_flask_db_with_an_old_ini_exited_1_without_a_message(tmp_path: Path, url: str) -> None:
-    project = FlaskProject(tmp_path / "app", url)
+def test_flask_db_with_an_old_ini_exited_1_without_a_message(tmp_path: Path, app_url: str) -> None:
+    project = FlaskProject(tmp_path / "app", app_url)
     project.drop_the_flask_migrate_logger()
     project.ok("upgrade")
     (project.root / "signups_app.py").write_text(APP + NEWSLETTERS)
@@ -229,9 +222,9 @@ def test_flask_db_with_an_old_ini_exited_1_without_a_message(tmp_path: Path, url
     assert "ERROR [flask_migrate] Error: Target database is not up to date." in said.stderr
 
 
-def test_flask_db_downgrade_in_the_branch_way(tmp_path: Path, url: str) -> None:
+def test_flask_db_downgrade_in_the_branch_way(tmp_path: Path, app_url: str) -> None:
     """The branch way with the env.py helpers, in Flask-Migrate's env.py."""
-    project = FlaskProject(tmp_path / "app", url)
+    project = FlaskProject(tmp_path / "app", app_url)
     env = project.migrations / "env.py"
     source = env.read_text()
     source = source.replace(

@@ -11,30 +11,15 @@ app's own, and ``alembic`` is used exactly as its tutorial says.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect
 
 from programma_sa import migrations
-from programma_sa.testing import fresh_database
 
-from .projects import INI_STYLES, IniStyle, Project, alembic_project, chain_files
+from .projects import Project, alembic_project, chain_files
 
 FIRST_STEP, LAST_STEP = "programma_0001", "programma_0002"
-
-
-@pytest.fixture
-def url(admin_url: str) -> Iterator[str]:
-    with fresh_database(admin_url, prefix="programma_one_head") as url:
-        yield url
-
-
-@pytest.fixture(params=INI_STYLES)
-def project(request: pytest.FixtureRequest, tmp_path: Path, url: str) -> Project:
-    style: IniStyle = request.param
-    return alembic_project(tmp_path / "app", url, style)
 
 
 def written(result_stdout: str) -> Path:
@@ -43,7 +28,10 @@ def written(result_stdout: str) -> Path:
     return Path(match.group(1))
 
 
-def test_everyday_commands_with_programmas_steps_in_the_apps_own_chain(project: Project) -> None:
+def test_everyday_commands_with_programmas_steps_in_the_apps_own_chain(
+    each_style_project: Project,
+) -> None:
+    project = each_style_project
     before = chain_files()
 
     generated = project.programma("alembic", "revision")
@@ -215,10 +203,10 @@ def test_the_apps_sqlite_development_database_is_migrated_too(tmp_path: Path) ->
     assert project.tables() == {"alembic_version"}
 
 
-def test_switching_from_programma_sa_migrate_to_one_head(tmp_path: Path, url: str) -> None:
+def test_switching_from_programma_sa_migrate_to_one_head(tmp_path: Path, app_url: str) -> None:
     """docs/alembic.md, "Switching ways": a table made by `programma-sa migrate`."""
-    project = alembic_project(tmp_path / "app", url, "new")
-    migrations.upgrade(url)
+    project = alembic_project(tmp_path / "app", app_url, "new")
+    migrations.upgrade(app_url)
     generated = project.programma("alembic", "revision")
     assert generated.returncode == 0, generated.stderr
     steps_id = written(generated.stdout).name.split("_")[0]

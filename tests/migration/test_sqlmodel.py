@@ -8,7 +8,6 @@ metadata; the mixed class is refused with a message that shows it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlmodel import Field, Session, SQLModel, select
 
 from programma_sa import ConfigurationError, JobMixin, JobQueue, JobState
-from programma_sa.testing import fresh_database
 
 from .projects import alembic_project
 
@@ -40,12 +38,6 @@ class JobsBase(DeclarativeBase):
 
 class Job(JobMixin, JobsBase):
     pass
-
-
-@pytest.fixture
-def url(admin_url: str) -> Iterator[str]:
-    with fresh_database(admin_url, prefix="programma_sqlmodel") as url:
-        yield url
 
 
 def test_the_jobs_table_is_in_sqlmodels_metadata() -> None:
@@ -73,9 +65,11 @@ def test_create_all_on_sqlite() -> None:
     assert {"hero", "programma_jobs"} <= set(inspect(engine).get_table_names())
 
 
-def test_migrate_autogenerate_and_the_queue_on_a_sqlmodel_session(tmp_path: Path, url: str) -> None:
+def test_migrate_autogenerate_and_the_queue_on_a_sqlmodel_session(
+    tmp_path: Path, app_url: str
+) -> None:
     project = alembic_project(
-        tmp_path / "app", url, "new", models=MODELS, metadata="SQLModel.metadata"
+        tmp_path / "app", app_url, "new", models=MODELS, metadata="SQLModel.metadata"
     )
     # Autogenerate writes `sqlmodel.sql.sqltypes.AutoString()` for str columns.
     mako = project.root / "alembic" / "script.py.mako"
@@ -98,7 +92,7 @@ def test_migrate_autogenerate_and_the_queue_on_a_sqlmodel_session(tmp_path: Path
     project.ok("check")  # "No new upgrade operations detected."
     assert project.jobs_table_differences() == []
 
-    engine = create_engine(url)
+    engine = create_engine(app_url)
     queue = JobQueue(Job)
     try:
         with Session(engine) as session:
