@@ -65,16 +65,17 @@ def alembic_config(
         return config
     ini = Path(config_file or "alembic.ini")
     toml = Path("pyproject.toml")
-    if not ini.exists() and not toml.exists():
+    # [tool.alembic] exists since Alembic 1.16, whose Config reads it with toml_file.
+    uses_toml = toml.exists() and "[tool.alembic]" in toml.read_text()
+    if not ini.exists() and not uses_toml:
         raise ConfigurationError(
             f"no Alembic configuration: {ini.resolve()} does not exist (give your "
             "alembic.ini with -c FILE, or Flask-Migrate's directory with --directory DIR)"
         )
-    return Config(
-        str(ini) if ini.exists() else None,
-        toml_file=str(toml) if toml.exists() else None,
-        ini_section=name,
-    )
+    file_ = str(ini) if ini.exists() else None
+    if uses_toml:
+        return Config(file_, toml_file=str(toml), ini_section=name)
+    return Config(file_, ini_section=name)
 
 
 def write_app_revision(
