@@ -254,6 +254,9 @@ def test_flask_db_downgrade_in_the_branch_way(tmp_path: Path, app_url: str) -> N
     database = project.database()
     assert {"signups", "programma_jobs"} <= database.tables()
 
+    history = project.ok("history")
+    assert "signups" in history
+
     refused = project.flask("downgrade")  # -1
     assert refused.returncode == 1
     assert "downgrade -1 is ambiguous beside programma's branch" in refused.stderr
