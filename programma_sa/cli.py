@@ -59,6 +59,7 @@ from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
 from .maintenance.formats import FORMATS, render_stats
+from .migrations._app_revision import register_alembic
 from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
@@ -832,6 +833,7 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
     register_stats,
     register_prune,
     register_migrate,
+    register_alembic,  # programma_sa/migrations/_app_revision.py
     register_demo,
 ]
 

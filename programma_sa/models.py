@@ -39,11 +39,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
+from ._portable import JSON_TYPE, UUID_TYPE, empty_json_object, random_uuid
 from ._validation import check_identifier, check_table_name
 from .exceptions import ConfigurationError
 
@@ -88,6 +89,11 @@ FAILED_PREDICATE = f"state = '{JobState.FAILED.value}'"
 STATE_CHECK = f"state IN ({_quoted_list(tuple(state.value for state in JobState))})"
 
 
+def _partial(predicate: Any) -> dict[str, Any]:
+    """A partial index's predicate, for each database that has partial indexes."""
+    return {"postgresql_where": predicate, "sqlite_where": predicate}
+
+
 class JobMixin:
     """Columns, indexes and constraints of a programma jobs table.
 
@@ -99,13 +105,29 @@ class JobMixin:
     __tablename__ = DEFAULT_TABLE_NAME
     programma_schema: ClassVar[str | None] = None
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
-    )
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # SQLModel's pydantic metaclass would fail on the Mapped[] columns with a
+        # schema error that names neither this class nor a way out.
+        if any(base.__module__.partition(".")[0] == "sqlmodel" for base in cls.__mro__):
+            raise ConfigurationError(
+                f"{cls.__name__}: JobMixin is a SQLAlchemy declarative mixin and cannot be "
+                "combined with SQLModel. Put the jobs table in SQLModel.metadata with a "
+                "plain declarative base sharing it (docs/sqlmodel.md):\n"
+                "    class JobsBase(DeclarativeBase):\n"
+                "        metadata = SQLModel.metadata\n"
+                "    class Job(JobMixin, JobsBase):\n"
+                "        pass"
+            )
+        super().__init_subclass__(**kwargs)
+
+    # PostgreSQL's own types and defaults there (UUID, JSONB, timestamptz), portable
+    # ones elsewhere, so that an application's SQLite test suite can create_all its
+    # metadata (see programma_sa._portable).
+    id: Mapped[uuid.UUID] = mapped_column(UUID_TYPE, primary_key=True, server_default=random_uuid())
     topic: Mapped[str] = mapped_column(Text, nullable=False)
-    data: Mapped[Any] = mapped_column(JSONB(none_as_null=False), nullable=False)
+    data: Mapped[Any] = mapped_column(JSON_TYPE, nullable=False)
     attributes: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+        JSON_TYPE, nullable=False, server_default=empty_json_object()
     )
     state: Mapped[str] = mapped_column(
         String(16), nullable=False, server_default=text(f"'{JobState.CREATED.value}'")
@@ -113,11 +135,11 @@ class JobMixin:
     # When the job is next claimable. NULL while a job is ACTIVE with no visibility
     # timeout (retry_after_seconds IS NULL): such a job is never redelivered.
     start_after: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True, server_default=text("now()")
+        DateTime(timezone=True), nullable=True, server_default=func.now()
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=text("now()")
+        DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     retry_after_seconds: Mapped[int | None] = mapped_column(
@@ -142,14 +164,14 @@ class JobMixin:
                 "topic",
                 "start_after",
                 "id",
-                postgresql_where=text(CLAIMABLE_PREDICATE),
+                **_partial(text(CLAIMABLE_PREDICATE)),
             ),
             # Retention and "recently finished" statistics: finished rows by topic and age.
             Index(
                 f"ix_{table}_finished",
                 "topic",
                 "finished_at",
-                postgresql_where=text(FINISHED_PREDICATE),
+                **_partial(text(FINISHED_PREDICATE)),
             ),
             # Statistics (revision programma_0002): PROCESSING jobs by topic and claim
             # time, so stats count them (and find the oldest, a stuck-job signal)
@@ -158,7 +180,7 @@ class JobMixin:
                 f"ix_{table}_processing",
                 "topic",
                 "started_at",
-                postgresql_where=text(PROCESSING_PREDICATE),
+                **_partial(text(PROCESSING_PREDICATE)),
             ),
             # Statistics and retention (revision programma_0002): FAILED jobs by topic
             # and age. Stats count COMPLETED as finished - failed, both index-only; the
@@ -168,7 +190,7 @@ class JobMixin:
                 f"ix_{table}_failed",
                 "topic",
                 "finished_at",
-                postgresql_where=text(FAILED_PREDICATE),
+                **_partial(text(FAILED_PREDICATE)),
             ),
             # Marks the table for programma_sa.migrations.include_object, so the
             # application's own autogenerated revisions leave it to our chain.

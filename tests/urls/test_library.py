@@ -95,23 +95,7 @@ def _databases(admin_url: str) -> set[str]:
         engine.dispose()
 
 
-#: migrations.upgrade builds its engine from the URL as given (programma_sa/migrations/
-#: is not this branch's to change): these forms need it to use programma_sa._urls.sync_url.
-NEEDS_SYNC_URL_IN_MIGRATIONS = pytest.mark.xfail(
-    strict=True,
-    reason="migrations.standalone_config must pass the URL through programma_sa._urls.sync_url",
-)
-
-
-@pytest.mark.parametrize(
-    "form",
-    [
-        pytest.param(form, marks=NEEDS_SYNC_URL_IN_MIGRATIONS)
-        if form in ("heroku", "asyncpg")
-        else form
-        for form in FORMS
-    ],
-)
+@pytest.mark.parametrize("form", FORMS)
 def test_migrations_upgrade_takes_a_url_in_every_form(form: str, admin_url: str) -> None:
     with fresh_database(admin_url, prefix="programma_urls") as url:
         migrations.upgrade(in_form(url, form))

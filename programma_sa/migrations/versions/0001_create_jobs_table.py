@@ -8,17 +8,21 @@ Branch ``programma``; depends on nothing, so an application's ``alembic upgrade
 heads`` applies it beside the application's own chain. Table name and schema come
 from the Alembic options ``programma_table_name`` / ``programma_schema``.
 
-Append-only: this revision is a snapshot and never imports the model.
+Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
+it writes exactly what it always did; elsewhere (an application's SQLite development
+database) the portable types and defaults of ``programma_sa._portable`` and no schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from alembic import op
+from programma_sa._portable import empty_json_object, random_uuid
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0001"
@@ -27,31 +31,33 @@ branch_labels: str | Sequence[str] | None = ("programma",)
 depends_on: str | Sequence[str] | None = None
 
 
+# PostgreSQL's types there; SQLAlchemy's portable ones on other databases.
+_UUID = sa.Uuid(as_uuid=True).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _partial(predicate: str) -> dict[str, Any]:
+    return {"postgresql_where": sa.text(predicate), "sqlite_where": sa.text(predicate)}
+
+
 def upgrade() -> None:
     name, schema = table_location(op.get_context().config)
     if schema is not None:
         op.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
     op.create_table(
         name,
-        sa.Column(
-            "id",
-            postgresql.UUID(as_uuid=True),
-            primary_key=True,
-            server_default=sa.text("gen_random_uuid()"),
-        ),
+        sa.Column("id", _UUID, primary_key=True, server_default=random_uuid()),
         sa.Column("topic", sa.Text(), nullable=False),
-        sa.Column("data", postgresql.JSONB(), nullable=False),
-        sa.Column(
-            "attributes", postgresql.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
-        ),
+        sa.Column("data", _JSON, nullable=False),
+        sa.Column("attributes", _JSON, nullable=False, server_default=empty_json_object()),
         sa.Column("state", sa.String(16), nullable=False, server_default=sa.text("'created'")),
-        sa.Column("start_after", sa.DateTime(timezone=True), server_default=sa.text("now()")),
+        sa.Column("start_after", sa.DateTime(timezone=True), server_default=sa.func.now()),
         sa.Column("started_at", sa.DateTime(timezone=True)),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             nullable=False,
-            server_default=sa.text("now()"),
+            server_default=sa.func.now(),
         ),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
         sa.Column("retry_after_seconds", sa.Integer(), server_default=sa.text("30")),
@@ -68,14 +74,14 @@ def upgrade() -> None:
         name,
         ["topic", "start_after", "id"],
         schema=schema,
-        postgresql_where=sa.text("state IN ('created', 'active')"),
+        **_partial("state IN ('created', 'active')"),
     )
     op.create_index(
         f"ix_{name}_finished",
         name,
         ["topic", "finished_at"],
         schema=schema,
-        postgresql_where=sa.text("state IN ('completed', 'failed')"),
+        **_partial("state IN ('completed', 'failed')"),
     )
 
 

@@ -16,12 +16,15 @@ Create Date: 2026-11-29
   blocks neither reads nor writes; ``fillfactor`` applies to pages written from now
   on). docs/maintenance.md gives the reasoning for each value.
 
-Append-only: this revision is a snapshot and never imports the model.
+Append-only: this revision is a snapshot and never imports the model. On a database
+other than PostgreSQL (an application's SQLite development database) it creates the
+two indexes only: storage parameters are PostgreSQL's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -56,6 +59,14 @@ def _qualified_table(name: str, schema: str | None) -> str:
     return preparer.format_table(sa.table(name, schema=schema))
 
 
+def _partial(predicate: str) -> dict[str, Any]:
+    return {"postgresql_where": sa.text(predicate), "sqlite_where": sa.text(predicate)}
+
+
+def _on_postgresql() -> bool:
+    return bool(op.get_context().dialect.name == "postgresql")
+
+
 def upgrade() -> None:
     name, schema = table_location(op.get_context().config)
     op.create_index(
@@ -63,25 +74,28 @@ def upgrade() -> None:
         name,
         ["topic", "started_at"],
         schema=schema,
-        postgresql_where=sa.text("state = 'processing'"),
         if_not_exists=True,
+        **_partial("state = 'processing'"),
     )
     op.create_index(
         f"ix_{name}_failed",
         name,
         ["topic", "finished_at"],
         schema=schema,
-        postgresql_where=sa.text("state = 'failed'"),
         if_not_exists=True,
+        **_partial("state = 'failed'"),
     )
+    if not _on_postgresql():
+        return
     settings = ", ".join(f"{key} = {value}" for key, value in STORAGE_PARAMETERS.items())
     op.execute(f"ALTER TABLE {_qualified_table(name, schema)} SET ({settings})")
 
 
 def downgrade() -> None:
     name, schema = table_location(op.get_context().config)
-    op.execute(
-        f"ALTER TABLE {_qualified_table(name, schema)} RESET ({', '.join(STORAGE_PARAMETERS)})"
-    )
+    if _on_postgresql():
+        op.execute(
+            f"ALTER TABLE {_qualified_table(name, schema)} RESET ({', '.join(STORAGE_PARAMETERS)})"
+        )
     op.drop_index(f"ix_{name}_failed", table_name=name, schema=schema)
     op.drop_index(f"ix_{name}_processing", table_name=name, schema=schema)

@@ -1,0 +1,144 @@
+"""The model on SQLite (an application's test suite) and on PostgreSQL (its DDL, unchanged).
+
+Trap 4 of issue 16: an application that added ``class Job(JobMixin, db.Model)`` could no
+longer ``create_all`` its metadata on ``sqlite://`` ("Compiler <SQLiteTypeCompiler>
+can't render element of type UUID", then JSONB). The model now uses portable types with
+PostgreSQL variants; the PostgreSQL DDL is byte-for-byte what it was (the expected text
+below is what the model rendered before the change), so the shipped migrations and the
+model still agree there (tests/migration compares them on a real server).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+
+import pytest
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from programma_sa import ConfigurationError, JobMixin, JobQueue
+from programma_sa.models import standalone_jobs_table
+
+POSTGRESQL_DDL = """\
+CREATE TABLE programma_jobs (
+\tid UUID DEFAULT gen_random_uuid() NOT NULL, 
+\ttopic TEXT NOT NULL, 
+\tdata JSONB NOT NULL, 
+\tattributes JSONB DEFAULT '{}'::jsonb NOT NULL, 
+\tstate VARCHAR(16) DEFAULT 'created' NOT NULL, 
+\tstart_after TIMESTAMP WITH TIME ZONE DEFAULT now(), 
+\tstarted_at TIMESTAMP WITH TIME ZONE, 
+\tcreated_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+\tfinished_at TIMESTAMP WITH TIME ZONE, 
+\tretry_after_seconds INTEGER DEFAULT 30, 
+\tattempts INTEGER DEFAULT 0 NOT NULL, 
+\tPRIMARY KEY (id), 
+\tCONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed'))
+)
+CREATE INDEX ix_programma_jobs_claim ON programma_jobs (topic, start_after, id) WHERE state IN ('created', 'active')
+CREATE INDEX ix_programma_jobs_failed ON programma_jobs (topic, finished_at) WHERE state = 'failed'
+CREATE INDEX ix_programma_jobs_finished ON programma_jobs (topic, finished_at) WHERE state IN ('completed', 'failed')
+CREATE INDEX ix_programma_jobs_processing ON programma_jobs (topic, started_at) WHERE state = 'processing'"""  # noqa: E501, W291
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Job(JobMixin, Base):
+    pass
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+@pytest.fixture
+def sqlite() -> Engine:
+    """An application's SQLite test database, made by ``create_all``."""
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def test_the_postgresql_ddl_is_unchanged() -> None:
+    table = standalone_jobs_table()
+    dialect = postgresql.dialect()
+    statements = [CreateTable(table)] + [
+        CreateIndex(index) for index in sorted(table.indexes, key=lambda index: str(index.name))
+    ]
+    rendered = "\n".join(str(stmt.compile(dialect=dialect)).strip() for stmt in statements)
+    assert rendered == POSTGRESQL_DDL
+
+
+def test_create_all_on_sqlite_makes_the_table_and_its_partial_indexes(sqlite: Engine) -> None:
+    inspector = inspect(sqlite)
+    assert set(inspector.get_table_names()) == {"programma_jobs", "orders"}
+    with sqlite.connect() as connection:
+        indexes = dict(
+            connection.execute(
+                text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+            ).all()
+        )
+    assert indexes["ix_programma_jobs_claim"].endswith("WHERE state IN ('created', 'active')")
+    assert indexes["ix_programma_jobs_failed"].endswith("WHERE state = 'failed'")
+    assert len(indexes) == 4
+
+
+def test_a_job_row_round_trips_on_sqlite(sqlite: Engine) -> None:
+    job_id = uuid.uuid4()
+    with Session(sqlite) as session, session.begin():
+        session.add(Job(id=job_id, topic="emails", data={"to": ["ada"], "n": 1}))
+    with Session(sqlite) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert (job.topic, job.data, job.attributes, job.state) == (
+            "emails",
+            {"to": ["ada"], "n": 1},
+            {},
+            "created",
+        )
+        assert (job.retry_after_seconds, job.attempts) == (30, 0)
+        assert isinstance(job.created_at, datetime) and isinstance(job.start_after, datetime)
+        # JSON null, not SQL NULL, as on PostgreSQL (none_as_null=False).
+        job.data = None
+        session.commit()
+        assert session.scalar(select(Job.data).where(Job.id == job_id)) is None
+        assert session.scalar(text("SELECT data FROM programma_jobs")) == "null"
+
+
+def test_the_server_default_id_is_a_random_version_4_uuid_on_sqlite(sqlite: Engine) -> None:
+    with sqlite.begin() as connection:
+        for _ in range(20):
+            connection.execute(text("INSERT INTO programma_jobs (topic, data) VALUES ('t', '1')"))
+        raw = connection.scalars(text("SELECT id FROM programma_jobs")).all()
+    # Stored as SQLAlchemy's Uuid stores a UUID there: 32 hex digits, so lookups match.
+    assert all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", value) for value in raw)
+    assert len(set(raw)) == 20
+    with Session(sqlite) as session:
+        ids = session.scalars(select(Job.id)).all()
+        assert {uuid.UUID(value) for value in raw} == set(ids)
+        assert all(job_id.version == 4 for job_id in ids)
+        assert session.get(Job, ids[0]) is not None
+
+
+def test_the_queue_on_sqlite_is_refused_at_its_first_call_naming_the_dialect(
+    sqlite: Engine,
+) -> None:
+    statements: list[str] = []
+    event.listen(sqlite, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with Session(sqlite) as session, session.begin():
+        session.add(Order(id=1))
+        with pytest.raises(ConfigurationError) as refused:
+            JobQueue(Job).add_job(session, "emails", {"n": 1})
+        assert session.scalar(select(Order.id)) == 1  # the caller's transaction goes on
+    assert str(refused.value) == (
+        "programma_sa does not run on the 'sqlite' database (SQLAlchemy dialect 'sqlite'); "
+        "it supports: postgresql"
+    )
+    assert not any("programma_jobs" in statement for statement in statements)
