@@ -54,7 +54,7 @@ class DatabaseError(ProgrammaError):
 
 
 class SchemaNotReady(DatabaseError):
-    """The jobs table does not exist: run the programma migrations (``alembic upgrade heads``)."""
+    """The jobs table does not exist: run the programma migrations (docs/alembic.md)."""
 
 
 class TransactionLost(DatabaseError):

@@ -6,12 +6,13 @@
 * :mod:`.jobs` — the worker's handler, which marks the signup as welcomed (in the
   app context, through ``db.session``).
 * ``migrations/`` — the app's own Alembic directory (as ``flask db init`` makes
-  it), with programma's chain added in ``alembic.ini``.
+  it): the app's first revision, then the one ``programma-sa alembic revision
+  --directory migrations`` wrote, which creates the jobs table. One head.
 
 Run it::
 
     export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/signups
-    flask --app examples.flask_app.app db upgrade heads
+    flask --app examples.flask_app.app db upgrade
     flask --app examples.flask_app.app run
     curl -X POST localhost:5000/signups -H 'content-type: application/json' \\
          -d '{"email": "ada@example.com"}'

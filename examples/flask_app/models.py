@@ -1,8 +1,9 @@
 """The app's models on Flask-SQLAlchemy's ``db.Model``: a business table and the jobs table.
 
-Both live in ``db.metadata``. The ``signups`` table is created by the app's own
-migration (``migrations/versions``); the jobs table by programma's shipped chain,
-which ``migrations/alembic.ini`` adds to ``version_locations``.
+Both live in ``db.metadata`` and are created by the app's own migrations
+(``migrations/versions``): ``signups`` by its first revision, the jobs table by the
+revision ``programma-sa alembic revision --directory migrations`` wrote, which
+applies programma's migration steps. One chain, one head: ``flask db upgrade``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ db = SQLAlchemy(model_class=Base)
 
 
 class Job(JobMixin, db.Model):  # type: ignore[name-defined,misc]  # db.Model is dynamic
-    """The jobs table ("programma_jobs"), created by programma's migration chain."""
+    """The jobs table ("programma_jobs"), created by programma's migration steps."""
 
 
 class Signup(db.Model):  # type: ignore[name-defined,misc]

@@ -1,4 +1,4 @@
-"""OpenTelemetry for tasks (``pip install "programma-sa[otel]"``; ``TaskRegistry(...,
+"""OpenTelemetry for tasks (the ``otel`` extra: ``opentelemetry-api``; ``TaskRegistry(...,
 tracing=True)``).
 
 *Enqueue*: a ``PRODUCER`` span ``send <topic>`` around the insert; its W3C trace

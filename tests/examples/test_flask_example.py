@@ -1,11 +1,14 @@
 """The Flask-SQLAlchemy + Flask-Migrate example, against fresh real databases.
 
-* ``flask db upgrade`` (to ``head``) refuses the two heads; ``flask db upgrade
-  heads`` creates the app's table and programma's jobs table.
+* The app's chain has one head: its first revision, then the revision
+  ``programma-sa alembic revision`` wrote (the committed one is what the command
+  writes, and the command has nothing newer to add). ``flask db upgrade`` creates
+  the app's table and the jobs table; ``flask db downgrade`` steps back that last
+  revision alone.
 * ``POST /signups`` writes the signup and its welcome job in one ``db.session``
   transaction; a refused signup (duplicate address) rolls its job back too.
-* ``flask db migrate`` with the app's env.py never touches the jobs table, and needs
-  ``--head app@head`` to place a new revision once there are two heads.
+* ``flask db migrate`` with the app's env.py never touches the jobs table, and its
+  new revision follows the app's one head.
 * The worker handler (in the app context, through ``db.session``) marks the signup
   welcomed and completes the job together; ``flask programma worker`` runs it.
 
@@ -15,6 +18,7 @@ calls ``logging.config.fileConfig``, which would disable this process's loggers.
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -39,17 +43,22 @@ from programma_sa.testing import fresh_database
 from .support import argv, background, documented, environment, run, run_argv, wait_until
 
 FLASK = "flask --app examples.flask_app.app"
-UPGRADE_HEAD = f"{FLASK} db upgrade"
-UPGRADE_HEADS = f"{FLASK} db upgrade heads"
-MIGRATE = f'{FLASK} db migrate --head app@head -m "add a table"'
+#: The example's migrations directory as the guide names it (from the repository root).
+MIGRATIONS_ARGUMENT = "examples/flask_app/migrations"
+REVISION = f"programma-sa alembic revision --directory {MIGRATIONS_ARGUMENT}"
+UPGRADE = f"{FLASK} db upgrade"
+MIGRATE = f'{FLASK} db migrate -m "add a table"'
 WORKER = (
     f"{FLASK} programma worker examples.flask_app.jobs:send_welcome"
     " --topic send-welcome --mode transaction"
 )
 #: The shell commands of the guide's Flask section.
-COMMANDS = (UPGRADE_HEAD, UPGRADE_HEADS, MIGRATE, WORKER)
-#: The app's one revision (examples/flask_app/migrations/versions).
+COMMANDS = (REVISION, UPGRADE, MIGRATE, WORKER)
+#: The app's first revision (examples/flask_app/migrations/versions): the signups table.
 APP_REVISION = "3f1c2a9d8e01"
+#: The revision ``programma-sa alembic revision`` wrote after it: the jobs table.
+STEPS_REVISION = "736c0aa782e4"
+STEPS_FILE = MIGRATIONS / "versions" / f"{STEPS_REVISION}_programma_jobs_to_programma_0002.py"
 JOBS = Job.__tablename__
 
 #: ``flask`` after adding a table to the app's metadata: a model change to migrate.
@@ -70,11 +79,59 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def versions(url: str) -> set[str]:
+    """The rows of the database's ``alembic_version``: one per head it is at."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    finally:
+        engine.dispose()
+
+
+def copy_of_the_migrations(tmp_path: Path) -> Path:
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    return migrations
+
+
+def revision_command(migrations: Path) -> str:
+    """The guide's ``programma-sa alembic revision`` line, on another migrations directory."""
+    return documented(REVISION).replace(MIGRATIONS_ARGUMENT, str(migrations))
+
+
+#: What a revision does, beyond its id and its formatting.
+MEANING = (
+    "programma_steps",
+    "down_revision",
+    "branch_labels",
+    "depends_on",
+    "upgrade",
+    "downgrade",
+)
+
+
+def meaning(source: str) -> dict[str, str]:
+    """The revision's statements that say what it does, by name, as syntax trees."""
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+        elif isinstance(node, ast.FunctionDef):
+            name = node.name
+        else:
+            continue
+        if name in MEANING:
+            found[name] = ast.dump(node)
+    assert sorted(found) == sorted(MEANING), source
+    return found
+
+
 @pytest.fixture(scope="module")
 def flask_url(admin_url: str) -> Iterator[str]:
-    """A fresh database migrated the way the guide says: ``flask db upgrade heads``."""
+    """A fresh database migrated the way the guide says: ``flask db upgrade``."""
     with fresh_database(admin_url, prefix="programma_flask") as url:
-        upgraded = run(documented(UPGRADE_HEADS), environment(DATABASE_URL=url))
+        upgraded = run(documented(UPGRADE), environment(DATABASE_URL=url))
         assert upgraded.returncode == 0, upgraded.stderr
         yield url
 
@@ -115,30 +172,58 @@ def welcome_jobs(engine: Engine) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in rows]
 
 
-def test_upgrade_to_head_refuses_two_heads_and_heads_applies_both(admin_url: str) -> None:
+def test_upgrade_applies_both_revisions_at_one_head_and_downgrade_steps_back_one(
+    admin_url: str,
+) -> None:
     with fresh_database(admin_url, prefix="programma_flask") as url:
         env = environment(DATABASE_URL=url)
 
-        refused = run(documented(UPGRADE_HEAD), env)
-
-        assert refused.returncode == 1
-        assert "Multiple head revisions are present" in refused.stderr
-        assert tables(url) & {"signups", JOBS} == set()
-
-        upgraded = run(documented(UPGRADE_HEADS), env)
+        upgraded = run(documented(UPGRADE), env)
 
         assert upgraded.returncode == 0, upgraded.stderr
         assert {"signups", JOBS} <= tables(url)
-        engine = create_engine(url)
-        try:
-            with engine.connect() as connection:
-                versions = set(connection.scalars(text("SELECT version_num FROM alembic_version")))
-        finally:
-            engine.dispose()
-        # One row per head: the app's revision and the last of programma's chain.
-        assert len(versions) == 2
-        assert APP_REVISION in versions
-        assert any(version.startswith("programma_") for version in versions)
+        # One head: the database records the revision applying programma's steps alone.
+        assert versions(url) == {STEPS_REVISION}
+
+        downgraded = run(f"{FLASK} db downgrade", env)
+
+        # `downgrade -1` is the app's last revision: the jobs table, nothing of the app's.
+        assert downgraded.returncode == 0, downgraded.stderr
+        assert JOBS not in tables(url)
+        assert "signups" in tables(url)
+        assert versions(url) == {APP_REVISION}
+
+
+def test_the_committed_revision_is_what_the_command_writes(tmp_path: Path) -> None:
+    migrations = copy_of_the_migrations(tmp_path)
+    (migrations / "versions" / STEPS_FILE.name).unlink()
+
+    written = run(revision_command(migrations), environment())
+
+    assert written.returncode == 0, written.stderr
+    assert "takes programma_jobs from nothing to programma_0002" in written.stdout
+    [path] = [
+        p for p in (migrations / "versions").glob("*.py") if p.name != "0001_create_signups.py"
+    ]
+    # The same steps, after the same revision, run the same way (the committed file is
+    # also formatted by ruff, and its revision id is another).
+    assert meaning(path.read_text()) == meaning(STEPS_FILE.read_text())
+
+
+def test_the_command_has_no_newer_step_to_add(tmp_path: Path) -> None:
+    """A programma-sa with a new step fails this: run the command in the example again."""
+    migrations = copy_of_the_migrations(tmp_path)
+
+    refused = run(revision_command(migrations), environment())
+
+    assert refused.returncode != 0
+    assert (
+        f"nothing to write: revision {STEPS_REVISION} already takes programma_jobs to "
+        "programma_0002, the newest programma_sa migration step"
+    ) in refused.stderr
+    assert sorted(p.name for p in (migrations / "versions").glob("*.py")) == sorted(
+        p.name for p in (MIGRATIONS / "versions").glob("*.py")
+    )
 
 
 def test_a_signup_and_its_welcome_job_commit_together(
@@ -238,9 +323,10 @@ def test_the_worker_command_welcomes_new_signups(
 
 
 def test_autogenerate_leaves_the_jobs_table_to_programma(admin_url: str) -> None:
-    """Only the app's chain applied: the jobs table is missing, yet the filter hides it."""
+    """Only the app's first revision applied: the jobs table is missing, yet the filter
+    hides it (as before the revision applying programma's steps is written)."""
     with fresh_database(admin_url, prefix="programma_flask") as url:
-        upgraded = run(f"{FLASK} db upgrade app@head", environment(DATABASE_URL=url))
+        upgraded = run(f"{FLASK} db upgrade {APP_REVISION}", environment(DATABASE_URL=url))
         assert upgraded.returncode == 0, upgraded.stderr
         engine = create_engine(url)
         try:
@@ -257,12 +343,12 @@ def test_autogenerate_leaves_the_jobs_table_to_programma(admin_url: str) -> None
             engine.dispose()
 
 
-def test_flask_db_migrate_needs_the_app_head_and_skips_the_jobs_table(
+def test_flask_db_migrate_follows_the_one_head_and_skips_the_jobs_table(
     flask_url: str, tmp_path: Path
 ) -> None:
-    migrations = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    versions = migrations / "versions"
+    migrations = copy_of_the_migrations(tmp_path)
+    revisions = migrations / "versions"
+    committed = sorted(path.name for path in revisions.glob("*.py"))
     env = environment(DATABASE_URL=flask_url)
     directory = f" -d {migrations}"
 
@@ -270,20 +356,16 @@ def test_flask_db_migrate_needs_the_app_head_and_skips_the_jobs_table(
     unchanged = run(documented(MIGRATE) + directory, env)
     assert unchanged.returncode == 0, unchanged.stderr
     assert "No changes in schema detected" in unchanged.stderr
-    assert [path.name for path in versions.glob("*.py")] == ["0001_create_signups.py"]
+    assert sorted(path.name for path in revisions.glob("*.py")) == committed
 
     def migrate_a_new_table(command: str) -> subprocess.CompletedProcess[str]:
         return run_argv([sys.executable, "-c", FLASK_WITH_A_NEW_TABLE, *argv(command)[1:]], env)
 
-    # A model change and two heads: the new revision needs to know which it follows.
-    refused = migrate_a_new_table(f"{FLASK} db migrate -m 'add a table'{directory}")
-    assert refused.returncode == 1
-    assert "Multiple heads are present" in refused.stderr
-
+    # A model change: the new revision follows the one head, no --head needed.
     generated = migrate_a_new_table(documented(MIGRATE) + directory)
     assert generated.returncode == 0, generated.stderr
-    [revision] = [path for path in versions.glob("*.py") if path.name != "0001_create_signups.py"]
+    [revision] = [path for path in revisions.glob("*.py") if path.name not in committed]
     source = revision.read_text()
-    assert f"down_revision = '{APP_REVISION}'" in source
+    assert f"down_revision = '{STEPS_REVISION}'" in source
     assert "op.create_table('newsletters'" in source
     assert JOBS not in source

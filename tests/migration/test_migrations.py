@@ -99,7 +99,8 @@ def test_upgrade_downgrade_upgrade_round_trips(empty_url: str) -> None:
 
 
 def test_chain_applies_inside_an_applications_own_alembic(empty_url: str, tmp_path: Path) -> None:
-    """The documented set-up: one version_locations line, then `alembic upgrade heads`."""
+    """Earlier releases' set-up (one version_locations line, then `alembic upgrade heads`)
+    still works where the line is split at spaces, not at os.pathsep (docs/alembic.md)."""
     versions = tmp_path / "versions"
     versions.mkdir()
     (tmp_path / "env.py").write_text(

@@ -3,9 +3,10 @@
 1. The first command of the README — create a virtualenv, install from the clone,
    run the demo — runs as written (stock Debian/Ubuntu refuse a bare ``pip install``
    outside a virtualenv, PEP 668, so the README must not start with one).
-2. The README's ``programma-sa worker myapp.jobs:ship …`` line runs the README's own
-   handler (which writes through ``ctx.session``, so it needs transaction mode) and
-   ships the README's order.
+2. The README's two ``programma-sa worker`` lines run the README's own code: the
+   main path's ``myapp.jobs:tasks`` runs its task and ships the quickstart's order; the
+   layer under it, ``myapp.jobs:ship …``, runs its handler (which writes through
+   ``ctx.session``, so it needs transaction mode) and ships that section's order.
 
 Bounded: pip resolves from the index with pip's cache (about 20 s warm); each step
 has a timeout.
@@ -46,14 +47,25 @@ def first_shell_command() -> str:
     return line
 
 
-def worker_command() -> str:
-    """The ``programma-sa worker`` line the README shows inline."""
-    [command] = re.findall(r"`(programma-sa worker [^`]+)`", README.read_text())
+def worker_command(target: str) -> str:
+    """The ``programma-sa worker`` line the README shows inline for ``MODULE:NAME``
+    (shown once, or each time the same)."""
+    [command] = {
+        command
+        for command in re.findall(r"`(programma-sa worker [^`]+)`", README.read_text())
+        if command.split()[2] == target
+    }
     return command
 
 
 def python_blocks() -> list[str]:
     return [b.code for b in blocks(README) if b.language == "python"]
+
+
+def block_with(text: str) -> str:
+    """The README's one Python block that contains ``text``."""
+    [block] = [code for code in python_blocks() if text in code]
+    return block
 
 
 def user_environment(**variables: str) -> dict[str, str]:
@@ -66,12 +78,14 @@ def user_environment(**variables: str) -> dict[str, str]:
 
 
 def readme_app(directory: Path) -> None:
-    """``myapp/jobs.py`` as the README builds it: its first block (the models, the
-    engine, the queue) and the handler ``ship`` of its worker block."""
-    model, _, _, worker, *_ = python_blocks()
-    tree = ast.parse(worker)
+    """``myapp/jobs.py`` as the README builds it: the models, the engine and the queue;
+    the task registry and its task; and the handler ``ship`` of its handler block."""
+    model = block_with("class Order(Base)")
+    declared = block_with("@tasks.task")
+    handler = block_with("def ship(")
+    tree = ast.parse(handler)
     kept = [
-        ast.get_source_segment(worker, node)
+        ast.get_source_segment(handler, node)
         for node in tree.body
         if isinstance(node, (ast.Import, ast.ImportFrom))
         or (isinstance(node, ast.FunctionDef) and node.name == "ship")
@@ -79,7 +93,8 @@ def readme_app(directory: Path) -> None:
     package = directory / "myapp"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "jobs.py").write_text(model + "\n\n" + "\n\n".join(filter(None, kept)) + "\n")
+    source = "\n\n".join([model, declared, *filter(None, kept)])
+    (package / "jobs.py").write_text(source + "\n")
 
 
 @pytest.fixture
@@ -119,15 +134,16 @@ def test_the_readme_commands_work_in_a_fresh_virtualenv(
     with fresh_database(admin_url, prefix="programma_readme") as url:
         env = user_environment(DATABASE_URL=url, PATH=f"{venv_bin}{os.pathsep}")
         env["PATH"] += user_environment()["PATH"]
-        # The README's blocks 2 and 3: the jobs table, the orders table, order 42 and
-        # its ship-order job, committed.
-        _, migrate, enqueue, *_ = python_blocks()
+        # The README's set-up and enqueue blocks: the jobs table, the orders table,
+        # order 41 and its task's job, order 42 and its ship-order job, committed.
+        setup_code = [
+            "from myapp.jobs import *",
+            block_with("migrations.upgrade("),
+            block_with("ship_order.enqueue("),
+            block_with('queue.add_job(session, "ship-order", {"order_id": 42})'),
+        ]
         setup = subprocess.run(
-            [
-                str(venv_bin / "python"),
-                "-c",
-                "\n".join(["from myapp.jobs import *", migrate, enqueue]),
-            ],
+            [str(venv_bin / "python"), "-c", "\n".join(setup_code)],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -137,9 +153,19 @@ def test_the_readme_commands_work_in_a_fresh_virtualenv(
         )
         assert setup.returncode == 0, setup.stderr
         engine = create_engine(url)
-        try:
+
+        def shipped(order_id: int) -> bool:
+            with engine.connect() as connection:
+                return bool(
+                    connection.scalar(
+                        text("SELECT shipped FROM orders WHERE id = :id"), {"id": order_id}
+                    )
+                )
+
+        def run_until_shipped(command: str, order_id: int) -> tuple[int, str]:
+            """Run a worker command until the order ships (or it exits), then SIGTERM."""
             worker = subprocess.Popen(
-                ["bash", "-c", worker_command()],
+                ["bash", "-c", command],
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -147,19 +173,18 @@ def test_the_readme_commands_work_in_a_fresh_virtualenv(
                 text=True,
             )
             try:
-
-                def shipped() -> bool:
-                    with engine.connect() as connection:
-                        return bool(
-                            connection.scalar(text("SELECT shipped FROM orders WHERE id = 42"))
-                        )
-
-                eventually(lambda: worker.poll() is not None or shipped(), timeout=60)
+                eventually(lambda: worker.poll() is not None or shipped(order_id), timeout=60)
                 worker.send_signal(signal.SIGTERM)
                 output, _ = worker.communicate(timeout=60)
             finally:
                 worker.kill()
-            assert worker.returncode == 0, output
-            assert shipped(), output
+            return worker.returncode, output
+
+        try:
+            for target, order_id in [("myapp.jobs:tasks", 41), ("myapp.jobs:ship", 42)]:
+                assert not shipped(order_id)  # each worker line ships its own order
+                returncode, output = run_until_shipped(worker_command(target), order_id)
+                assert returncode == 0, output
+                assert shipped(order_id), output
         finally:
             engine.dispose()

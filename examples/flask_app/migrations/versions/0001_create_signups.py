@@ -4,10 +4,9 @@ Revision ID: 3f1c2a9d8e01
 Revises:
 Create Date: 2026-11-28 12:00:00
 
-The app's first revision: what ``flask db migrate`` generates (without the jobs
-table: ``include_object`` in env.py leaves it to programma's chain), plus a branch
-label naming the app's chain, so that ``flask db migrate --head app@head`` can say
-which of the two heads a new revision follows.
+The app's first revision, as ``flask db migrate`` generates it: without the jobs
+table, which ``include_object`` in env.py leaves to the revision applying
+programma's migration steps.
 """
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from alembic import op
 # revision identifiers, used by Alembic.
 revision = "3f1c2a9d8e01"
 down_revision = None
-branch_labels = ("app",)
+branch_labels = None
 depends_on = None
 
 
