@@ -81,7 +81,8 @@ def translated_errors() -> Iterator[None]:
         if _sqlstate(error) == _UNDEFINED_TABLE:
             raise SchemaNotReady(
                 "the programma jobs table does not exist; run the programma migrations "
-                "(`alembic upgrade heads` or `programma-sa migrate`)"
+                "(`programma-sa alembic revision` then `alembic upgrade head` in an "
+                "application with Alembic, else `programma-sa migrate`)"
             ) from error
         raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
 

@@ -787,14 +787,14 @@ def register_migrate(commands: Subcommands) -> None:
     commands.add(
         "migrate",
         _run_migrate,
-        help="create or upgrade the jobs table (the programma Alembic branch)",
+        help="create or upgrade the jobs table (without an Alembic setup of your own)",
         description="Apply the programma migration chain to one jobs table (--table, "
         "--schema), recording it in a version table of that table's own, in its schema: "
         f"{migrations.STANDALONE_VERSION_TABLE} for {DEFAULT_TABLE_NAME}, "
         f"{migrations.STANDALONE_VERSION_TABLE}_TABLE for any other (shortened with a hash "
         "past 58 characters). Several jobs tables in one database are migrated each on "
-        "its own. Applications with their own Alembic setup run `alembic upgrade heads` "
-        "instead.",
+        "its own. Applications with their own Alembic setup add the steps to their own "
+        "chain instead: `programma-sa alembic revision`, then `alembic upgrade head`.",
         default_log_level="info",
     )
 

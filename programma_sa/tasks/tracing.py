@@ -71,7 +71,8 @@ class Tracing(NoTracing):
             )
         except ImportError as error:
             raise ConfigurationError(
-                'tracing=True needs OpenTelemetry: pip install "programma-sa[otel]"'
+                "tracing=True needs OpenTelemetry: install opentelemetry-api "
+                '(the extra "otel" of programma-sa)'
             ) from error
         self._trace = trace
         self._tracer = trace.get_tracer("programma_sa.tasks")

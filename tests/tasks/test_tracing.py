@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from programma_sa import JobQueue, TaskRegistry, Worker
+from programma_sa import ConfigurationError, JobQueue, TaskRegistry, Worker
 
 from ..workers.support import get_job
 
@@ -159,3 +160,17 @@ async def test_an_async_worker_runs_each_job_in_a_linked_span_with_its_hooks(
     assert process.attributes["messaging.message.id"] == str(job_id)
     assert process.attributes["programma.job.outcome"] == "success"
     assert seen == [("before", "process async-ship"), ("after", 2)]
+
+
+def test_tracing_without_opentelemetry_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, queue: JobQueue
+) -> None:
+    # None in sys.modules makes `import opentelemetry` raise ImportError, as when the
+    # package is not installed.
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    with pytest.raises(ConfigurationError) as refused:
+        TaskRegistry(queue, tracing=True)
+    assert str(refused.value) == (
+        'tracing=True needs OpenTelemetry: install opentelemetry-api (the extra "otel" '
+        "of programma-sa)"
+    )
