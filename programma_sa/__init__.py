@@ -16,6 +16,7 @@ from .exceptions import (
     CommitFailed,
     ConfigurationError,
     DatabaseError,
+    DuplicateJob,
     InstanceNotFound,
     InvalidJobInput,
     PayloadTooLarge,
@@ -29,9 +30,12 @@ from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
+from .schedules import Schedule
 from .tasks import Task, TaskRegistry, TaskRun
+from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
+from .worker.steps import JobSnoozed
 
 try:
     __version__ = version("programma-sa")
@@ -48,14 +52,17 @@ __all__ = [
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateJob",
     "InstanceNotFound",
     "InvalidJobInput",
     "JobContext",
     "JobDetail",
     "JobMixin",
     "JobQueue",
+    "JobSnoozed",
     "JobSpec",
     "JobState",
+    "OnConflict",
     "PassResult",
     "PayloadTooLarge",
     "PermanentFailure",
@@ -65,6 +72,7 @@ __all__ = [
     "QueueStats",
     "Retention",
     "RetryPolicy",
+    "Schedule",
     "SchemaNotReady",
     "Task",
     "TaskDocumentError",
@@ -76,4 +84,5 @@ __all__ = [
     "WorkerSettings",
     "__version__",
     "jobs_table",
+    "unique_key",
 ]

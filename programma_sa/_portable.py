@@ -25,19 +25,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Uuid
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy import JSON, Text, Uuid
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-__all__ = ["JSON_TYPE", "UUID_TYPE", "empty_json_object", "random_uuid"]
+__all__ = ["JSON_TYPE", "TEXT_ARRAY_TYPE", "UUID_TYPE", "empty_json_object", "random_uuid"]
 
 #: A UUID column: ``UUID`` on PostgreSQL, SQLAlchemy's portable ``Uuid`` elsewhere.
 UUID_TYPE = Uuid(as_uuid=True).with_variant(UUID(as_uuid=True), "postgresql")
 #: A JSON column: ``JSONB`` on PostgreSQL, ``JSON`` elsewhere. A Python ``None`` is
 #: stored as JSON ``null``, not SQL NULL (``none_as_null=False``, as for ``data``).
 JSON_TYPE = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
+#: A list of strings: ``text[]`` on PostgreSQL, a JSON array elsewhere.
+TEXT_ARRAY_TYPE = JSON().with_variant(ARRAY(Text), "postgresql")
 
 
 class random_uuid(FunctionElement[Any]):  # named like the SQL functions in func

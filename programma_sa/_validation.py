@@ -78,20 +78,23 @@ def _utf8(text: str, what: str) -> bytes:
         ) from error
 
 
+def _key_text(value: object, what: str, max_bytes: int) -> str:
+    """A non-empty string without NUL characters, at most ``max_bytes`` in UTF-8."""
+    if not isinstance(value, str):
+        raise InvalidJobInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidJobInput(f"{what} must not be empty")
+    if "\x00" in value:
+        raise InvalidJobInput(f"{what} must not contain NUL characters")
+    size = len(_utf8(value, what))
+    if size > max_bytes:
+        raise InvalidJobInput(f"{what} is {size} bytes in UTF-8; the limit is {max_bytes} bytes")
+    return value
+
+
 def check_topic(topic: object) -> str:
     """A topic is a non-empty string without NUL characters (it is data, never SQL)."""
-    if not isinstance(topic, str):
-        raise InvalidJobInput(f"topic must be a string, got {type(topic).__name__}")
-    if not topic:
-        raise InvalidJobInput("topic must not be empty")
-    if "\x00" in topic:
-        raise InvalidJobInput("topic must not contain NUL characters")
-    size = len(_utf8(topic, "topic"))
-    if size > MAX_TOPIC_BYTES:
-        raise InvalidJobInput(
-            f"topic is {size} bytes in UTF-8; the limit is {MAX_TOPIC_BYTES} bytes"
-        )
-    return topic
+    return _key_text(topic, "topic", MAX_TOPIC_BYTES)
 
 
 # One encoder for every payload: json.dumps with non-default options builds a new
@@ -212,3 +215,28 @@ def payload_limit(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"max_payload_bytes must be a positive int, got {value!r}")
     return value
+
+
+#: The range of a job's priority: PostgreSQL's ``integer``.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+
+
+def check_priority(value: object) -> int:
+    """A job's priority: an ``int`` in PostgreSQL's ``integer`` range (higher first)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobInput(f"priority must be an int, got {value!r}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidJobInput(
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {value}"
+        )
+    return value
+
+
+#: Longest unique key, in UTF-8 bytes: it is the key of a btree index entry (at most
+#: 2704 bytes), refused up front rather than inside the caller's transaction.
+MAX_UNIQUE_KEY_BYTES = 1024
+
+
+def check_unique_key(value: object) -> str:
+    """A unique key: a non-empty string without NUL characters, at most 1,024 bytes."""
+    return _key_text(value, "unique_key", MAX_UNIQUE_KEY_BYTES)

@@ -8,7 +8,8 @@
     programma-sa job      0192f7c4-...
     programma-sa stats    --format prometheus
     programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
-    programma-sa demo     # no URL: an embedded PostgreSQL (the "embedded" extra)
+    programma-sa schedules --schedules myapp.jobs:SCHEDULES
+    programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
 
 A ``worker`` whose handler is an ``async def`` function runs an
 :class:`~programma_sa.AsyncWorker` under ``asyncio.run``, on an async engine for the
@@ -43,7 +44,9 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
@@ -63,6 +66,7 @@ from .migrations._app_revision import register_alembic
 from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
+from .schedules import Schedule, check_schedules
 from .tasks import TaskRegistry
 from .worker import Handler, Worker, WorkerOptions, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
@@ -331,28 +335,43 @@ def _json_argument(text: str, option: str) -> Any:
 # -- worker ------------------------------------------------------------------------------
 
 
-def load_target(spec: str) -> Handler | TaskRegistry:
-    """Import ``module:attribute`` — a handler or a task registry (the current directory
-    is importable, as for uvicorn)."""
+def import_attribute(spec: str, what: str, shape: str) -> Any:
+    """Import ``module:attribute`` (the current directory is importable, as for uvicorn);
+    ``what`` names it in errors, ``shape`` is the form it must have."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise UsageError(f"handler must look like module:function, got {spec!r}")
+        raise UsageError(f"{what} must look like {shape}, got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise UsageError(f"cannot import handler module {module_name!r}: {error}") from error
+        raise UsageError(f"cannot import {what} module {module_name!r}: {error}") from error
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return target
+
+
+def load_target(spec: str) -> Handler | TaskRegistry:
+    """The handler (``module:function``) or task registry (``module:registry``) named."""
+    target = import_attribute(spec, "handler", "module:function")
     if isinstance(target, TaskRegistry):
         return target
     if not callable(target):
         raise UsageError(f"handler {spec!r} is not callable")
     return cast(Handler, target)
+
+
+def load_schedules(spec: str) -> tuple[Schedule, ...]:
+    """The schedules named by ``module:attribute`` (a list of :class:`Schedule`)."""
+    target = import_attribute(spec, "--schedules", "module:attribute")
+    try:
+        return check_schedules(target)
+    except ConfigurationError as error:
+        raise UsageError(f"--schedules {spec}: {error}") from error
 
 
 def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
@@ -387,6 +406,8 @@ def _worker_options(args: argparse.Namespace) -> WorkerOptions:
         options["mode"] = args.mode
     if args.host.handler_context is not None:  # a framework's command: flask programma
         options["handler_context"] = args.host.handler_context
+    if args.schedules is not None:
+        options["schedules"] = load_schedules(args.schedules)
     return options
 
 
@@ -507,7 +528,9 @@ def register_worker(commands: Subcommands) -> None:
         "the mode its tasks ask for unless --mode says; on asyncio when a task is async "
         "def (plain tasks then run in threads).\n\n"
         "With a TTL option the worker also prunes finished jobs every --prune-interval "
-        "seconds (one worker at a time across processes).",
+        "seconds (one worker at a time across processes). With --schedules it enqueues "
+        "the jobs of those periodic schedules (each fire time once, however many "
+        "workers run them).",
         default_log_level="info",
     )
     parser.add_argument(
@@ -593,6 +616,60 @@ def register_worker(commands: Subcommands) -> None:
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"rows deleted per prune transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+    add_schedules_argument(parser, "periodic schedules whose jobs this worker enqueues")
+
+
+def add_schedules_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--schedules MODULE:ATTRIBUTE``: a list of :class:`~programma_sa.Schedule`."""
+    parser.add_argument(
+        "--schedules",
+        metavar="MODULE:ATTRIBUTE",
+        help=f"{help}: a list of programma_sa.Schedule objects",
+    )
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def _run_schedules(args: argparse.Namespace) -> int:
+    if args.schedules is None:
+        raise UsageError("give --schedules MODULE:ATTRIBUTE")
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    now = datetime.now(timezone.utc)
+    for schedule in load_schedules(args.schedules):
+        zone = ZoneInfo(schedule.timezone)
+        when = (
+            f"cron {schedule.cron!r} in {schedule.timezone}"
+            if schedule.cron is not None
+            else f"every {schedule.every} from {schedule.start.isoformat()}"
+        )
+        print(
+            f"{schedule.name}: topic {schedule.topic}, {when}, catch_up {schedule.catch_up}, "
+            f"grace {schedule.grace_period.total_seconds():g} s"
+        )
+        for fire in schedule.next_fire_times(now, args.count):
+            local = fire.astimezone(zone)
+            shown_local = "" if local.utcoffset() == timedelta(0) else f"  ({local.isoformat()})"
+            print(f"  {fire.isoformat()}{shown_local}")
+    return 0
+
+
+def register_schedules(commands: Subcommands) -> None:
+    parser = commands.add(
+        "schedules",
+        _run_schedules,
+        help="list periodic schedules and their next fire times",
+        description="Import the schedules named by --schedules (a list of "
+        "programma_sa.Schedule objects, as given to workers) and print each with its next "
+        "fire times, in UTC (and in the schedule's time zone), counted from this host's "
+        "clock. Reads no database.",
+        table_options=False,
+    )
+    add_schedules_argument(parser, "the schedules to list")
+    parser.add_argument(
+        "--count", type=int, default=5, metavar="N", help="fire times per schedule (default 5)"
     )
 
 
@@ -774,7 +851,10 @@ def _run_migrate(args: argparse.Namespace) -> int:
     version_table = Table(version_name, MetaData(), schema=version_schema)
     url = sync_database_url(args)
     migrations.upgrade(
-        url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
+        url.render_as_string(hide_password=False),
+        table_name=args.table,
+        schema=args.schema,
+        concurrent_indexes=args.concurrently,
     )
     print(
         f"programma migrations applied: table {table.fullname} on {shown(url)} "
@@ -784,7 +864,7 @@ def _run_migrate(args: argparse.Namespace) -> int:
 
 
 def register_migrate(commands: Subcommands) -> None:
-    commands.add(
+    parser = commands.add(
         "migrate",
         _run_migrate,
         help="create or upgrade the jobs table (without an Alembic setup of your own)",
@@ -796,6 +876,12 @@ def register_migrate(commands: Subcommands) -> None:
         "its own. Applications with their own Alembic setup add the steps to their own "
         "chain instead: `programma-sa alembic revision`, then `alembic upgrade head`.",
         default_log_level="info",
+    )
+    parser.add_argument(
+        "--concurrently",
+        action="store_true",
+        help="build new indexes with CREATE INDEX CONCURRENTLY (no lock on writes; not "
+        "atomic: re-run after a failure) — for large live tables",
     )
 
 
@@ -828,6 +914,7 @@ def register_demo(commands: Subcommands) -> None:
 #: The subcommands, in ``--help`` order: each function registers one.
 COMMANDS: list[Callable[[Subcommands], None]] = [
     register_worker,
+    register_schedules,
     register_enqueue,
     register_job,
     register_stats,

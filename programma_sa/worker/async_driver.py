@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -69,7 +69,7 @@ from .listen import AsyncListener
 from .results import UNTOUCHED, PassResult
 from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
 
 if TYPE_CHECKING:
     # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see async_queue).
@@ -113,6 +113,11 @@ class AsyncJobContext:
     def sessions(self) -> Callable[[], AsyncSession]:
         """The worker's session factory, for a lease-mode handler's own transactions."""
         return self._worker.session_factory
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """:meth:`JobContext.snooze <programma_sa.JobContext.snooze>` (not a coroutine:
+        it raises :class:`~programma_sa.JobSnoozed` to end the handler)."""
+        raise JobSnoozed.checked(seconds)
 
     async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self.session is not None:

@@ -26,6 +26,7 @@ from .._retention import Retention
 from .._urls import parse_url
 from ..exceptions import ConfigurationError, InvalidJobInput
 from ..retry import DEFAULT_RETRY, RetryPolicy
+from ..schedules import Schedule, check_schedules
 
 __all__ = [
     "DEFAULT_PRUNE_INTERVAL",
@@ -146,6 +147,9 @@ class WorkerSettings:
         a failure in it counts as the handler's. What frameworks plug in:
         :meth:`programma_sa.flask.Programma.handler_context` runs each handler in
         the Flask app context.
+    :param schedules: periodic :class:`~programma_sa.Schedule` objects whose jobs
+        this worker enqueues between its claims (default none); any number of
+        workers may run the same schedules: each fire time is enqueued once.
     """
 
     topics: Sequence[str]
@@ -163,6 +167,7 @@ class WorkerSettings:
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     prune_batch_size: int = DEFAULT_BATCH_SIZE
     handler_context: HandlerContext | None = None
+    schedules: Sequence[Schedule] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -193,6 +198,7 @@ class WorkerSettings:
             "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
             "database_url": _database_url(self.database_url),
             "topic_retry": _topic_retry(self.topic_retry),
+            "schedules": check_schedules(self.schedules),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -226,3 +232,4 @@ class WorkerOptions(TypedDict, total=False):
     prune_interval: float
     prune_batch_size: int
     handler_context: HandlerContext | None
+    schedules: Sequence[Schedule]

@@ -66,7 +66,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -86,7 +86,7 @@ from .listen import Listener
 from .results import UNTOUCHED, PassResult
 from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
 
 __all__ = ["Handler", "JobContext", "Worker"]
 
@@ -125,6 +125,19 @@ class JobContext:
     def sessions(self) -> Callable[[], Session]:
         """The worker's session factory, for a lease-mode handler's own transactions."""
         return self._worker.session_factory
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """End the handler here and run this job again in ``seconds``, without
+        spending an attempt (unlike a retry, ``attempts`` is given back).
+
+        It raises :class:`~programma_sa.JobSnoozed` (let it through, do not catch
+        it); the worker then writes the snooze under the same guard as its other
+        outcomes: only if the job is still as its claim left it. In transaction mode
+        the handler's writes roll back to its SAVEPOINT, as when it raises.
+
+        :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
+        """
+        raise JobSnoozed.checked(seconds)
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:
@@ -338,7 +351,7 @@ class Worker(WorkerCore):
         thread runs the handlers and :meth:`run` still returns after
         ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
         ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
-        ``prune_batch_size``, ``handler_context``, ``topic_retry``: see
+        ``prune_batch_size``, ``handler_context``, ``topic_retry``, ``schedules``: see
         :class:`~programma_sa.WorkerSettings` for each.
 
     In place of ``queue`` a task registry (:class:`~programma_sa.TaskRegistry`): no

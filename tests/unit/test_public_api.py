@@ -21,13 +21,16 @@ PUBLIC_NAMES = {
     "ConfigurationError",
     "DatabaseError",
     "InstanceNotFound",
+    "DuplicateJob",
     "InvalidJobInput",
     "JobContext",
     "JobDetail",
     "JobMixin",
     "JobQueue",
+    "JobSnoozed",
     "JobSpec",
     "JobState",
+    "OnConflict",
     "PassResult",
     "PayloadTooLarge",
     "PermanentFailure",
@@ -37,6 +40,7 @@ PUBLIC_NAMES = {
     "QueueStats",
     "Retention",
     "RetryPolicy",
+    "Schedule",
     "SchemaNotReady",
     "Task",
     "TaskDocumentError",
@@ -48,6 +52,7 @@ PUBLIC_NAMES = {
     "WorkerSettings",
     "__version__",
     "jobs_table",
+    "unique_key",
 }
 
 
