@@ -24,6 +24,26 @@ CREATE INDEX IF NOT EXISTS ix_programma_jobs_failed ON programma_jobs (topic, fi
 
 ALTER TABLE programma_jobs SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02);
 
+ALTER TABLE programma_jobs ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS unique_key text, ADD COLUMN IF NOT EXISTS unique_states text[];
+
+CREATE UNIQUE INDEX uq_programma_jobs_unique_key ON programma_jobs (unique_key) WHERE state = ANY (unique_states);
+
+CREATE INDEX ix_programma_jobs_claim_new ON programma_jobs (topic, priority DESC, start_after, id) WHERE state IN ('created', 'active');
+
+DROP INDEX IF EXISTS ix_programma_jobs_claim;
+
+ALTER INDEX ix_programma_jobs_claim_new RENAME TO ix_programma_jobs_claim;
+
+DROP INDEX uq_programma_jobs_unique_key;
+
+CREATE INDEX ix_programma_jobs_claim_new ON programma_jobs (topic, start_after, id) WHERE state IN ('created', 'active');
+
+DROP INDEX IF EXISTS ix_programma_jobs_claim;
+
+ALTER INDEX ix_programma_jobs_claim_new RENAME TO ix_programma_jobs_claim;
+
+ALTER TABLE programma_jobs DROP COLUMN unique_states, DROP COLUMN unique_key, DROP COLUMN priority;
+
 ALTER TABLE programma_jobs RESET (fillfactor, autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold, autovacuum_analyze_scale_factor);
 
 DROP INDEX ix_programma_jobs_failed;
@@ -62,7 +82,27 @@ CREATE INDEX IF NOT EXISTS ix_audit_jobs_failed ON queue.audit_jobs (topic, fini
 
 ALTER TABLE queue.audit_jobs SET (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.02);
 
+ALTER TABLE queue.audit_jobs ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0, ADD COLUMN IF NOT EXISTS unique_key text, ADD COLUMN IF NOT EXISTS unique_states text[];
+
+CREATE UNIQUE INDEX uq_audit_jobs_unique_key ON queue.audit_jobs (unique_key) WHERE state = ANY (unique_states);
+
+CREATE INDEX ix_audit_jobs_claim_new ON queue.audit_jobs (topic, priority DESC, start_after, id) WHERE state IN ('created', 'active');
+
+DROP INDEX IF EXISTS queue.ix_audit_jobs_claim;
+
+ALTER INDEX queue.ix_audit_jobs_claim_new RENAME TO ix_audit_jobs_claim;
+
 CREATE SCHEMA IF NOT EXISTS queue;
+
+DROP INDEX queue.uq_audit_jobs_unique_key;
+
+CREATE INDEX ix_audit_jobs_claim_new ON queue.audit_jobs (topic, start_after, id) WHERE state IN ('created', 'active');
+
+DROP INDEX IF EXISTS queue.ix_audit_jobs_claim;
+
+ALTER INDEX queue.ix_audit_jobs_claim_new RENAME TO ix_audit_jobs_claim;
+
+ALTER TABLE queue.audit_jobs DROP COLUMN unique_states, DROP COLUMN unique_key, DROP COLUMN priority;
 
 ALTER TABLE queue.audit_jobs RESET (fillfactor, autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold, autovacuum_analyze_scale_factor);
 

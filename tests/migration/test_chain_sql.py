@@ -3,8 +3,10 @@ the default table and for a custom table in a schema, up and down.
 
 ``chain_postgresql.sql`` holds the statements the revisions wrote before they were made
 portable (issue 16: they also run on an application's SQLite development database);
-on PostgreSQL they must stay byte-identical. The version table's own statements are
-Alembic's and left out.
+on PostgreSQL they must stay byte-identical. A new revision's statements join it as
+:func:`chain_statements` renders them while the revision is still PostgreSQL-only
+(programma_0004's: as the scheduling work wrote it). The version table's own statements
+are Alembic's and left out.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Trap 4 of issue 16: an application that added ``class Job(JobMixin, db.Model)`` 
 longer ``create_all`` its metadata on ``sqlite://`` ("Compiler <SQLiteTypeCompiler>
 can't render element of type UUID", then JSONB). The model now uses portable types with
 PostgreSQL variants; the PostgreSQL DDL is byte-for-byte what it was (the expected text
-below is what the model rendered before the change), so the shipped migrations and the
-model still agree there (tests/migration compares them on a real server).
+below is what the model rendered before the change; the columns and indexes of revision
+programma_0004 as the model of the scheduling work rendered them, before ``unique_states``
+got its portable type), so the shipped migrations and the model still agree there
+(tests/migration compares them on a real server).
 """
 
 from __future__ import annotations
@@ -36,13 +38,17 @@ CREATE TABLE programma_jobs (
 \tfinished_at TIMESTAMP WITH TIME ZONE, 
 \tretry_after_seconds INTEGER DEFAULT 30, 
 \tattempts INTEGER DEFAULT 0 NOT NULL, 
+\tpriority INTEGER DEFAULT 0 NOT NULL, 
+\tunique_key TEXT, 
+\tunique_states TEXT[], 
 \tPRIMARY KEY (id), 
 \tCONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed'))
 )
-CREATE INDEX ix_programma_jobs_claim ON programma_jobs (topic, start_after, id) WHERE state IN ('created', 'active')
+CREATE INDEX ix_programma_jobs_claim ON programma_jobs (topic, priority DESC, start_after, id) WHERE state IN ('created', 'active')
 CREATE INDEX ix_programma_jobs_failed ON programma_jobs (topic, finished_at) WHERE state = 'failed'
 CREATE INDEX ix_programma_jobs_finished ON programma_jobs (topic, finished_at) WHERE state IN ('completed', 'failed')
-CREATE INDEX ix_programma_jobs_processing ON programma_jobs (topic, started_at) WHERE state = 'processing'"""  # noqa: E501, W291
+CREATE INDEX ix_programma_jobs_processing ON programma_jobs (topic, started_at) WHERE state = 'processing'
+CREATE UNIQUE INDEX uq_programma_jobs_unique_key ON programma_jobs (unique_key) WHERE state = ANY (unique_states)"""  # noqa: E501, W291
 
 
 class Base(DeclarativeBase):
