@@ -39,6 +39,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     desc,
     func,
     text,
@@ -91,6 +92,10 @@ STATE_CHECK = f"state IN ({_quoted_list(tuple(state.value for state in JobState)
 #: The unique index's predicate (revision programma_0004): a job holds its unique key
 #: while its state is one of its own ``unique_states``.
 UNIQUE_PREDICATE = "state = ANY (unique_states)"
+#: The same predicate where ``unique_states`` is a JSON array (SQLite, whose partial
+#: indexes may not read ``json_each``): the array's text holds the quoted state exactly
+#: when the state is one of its elements (state names need no escaping).
+UNIQUE_PREDICATE_IN_JSON = "instr(unique_states, '\"' || state || '\"') > 0"
 
 
 def _partial(predicate: Any) -> dict[str, Any]:
@@ -169,11 +174,13 @@ class JobMixin:
             # The claim's index: it holds exactly the rows a claim may take, in claim
             # order within a priority, so a claim reads O(batch) entries (plus one
             # descent per priority level it passes) however many finished rows the
-            # table holds. Priority DESC since revision programma_0004.
+            # table holds. Priority DESC since revision programma_0004: of a column, not of
+            # the name's text (desc("priority")), so that Alembic compares it as a
+            # column where it cannot reflect expressions (SQLite) — same DDL.
             Index(
                 f"ix_{table}_claim",
                 "topic",
-                desc("priority"),
+                desc(column("priority")),
                 "start_after",
                 "id",
                 **_partial(text(CLAIMABLE_PREDICATE)),
@@ -182,11 +189,13 @@ class JobMixin:
             # jobs whose state is in their own unique_states. The database enforces it
             # at insert, so two concurrent enqueues of one key cannot both succeed (a
             # look-then-insert could); enqueues use it as their ON CONFLICT arbiter.
+            # On SQLite (an application's test suite) the same rule over a JSON array.
             Index(
                 f"uq_{table}_unique_key",
                 "unique_key",
                 unique=True,
                 postgresql_where=text(UNIQUE_PREDICATE),
+                sqlite_where=text(UNIQUE_PREDICATE_IN_JSON),
             ),
             # Retention and "recently finished" statistics: finished rows by topic and age.
             Index(

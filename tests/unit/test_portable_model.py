@@ -19,6 +19,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -93,7 +94,35 @@ def test_create_all_on_sqlite_makes_the_table_and_its_partial_indexes(sqlite: En
         )
     assert indexes["ix_programma_jobs_claim"].endswith("WHERE state IN ('created', 'active')")
     assert indexes["ix_programma_jobs_failed"].endswith("WHERE state = 'failed'")
-    assert len(indexes) == 4
+    assert "(topic, priority DESC, start_after, id)" in indexes["ix_programma_jobs_claim"]
+    assert indexes["uq_programma_jobs_unique_key"].endswith(
+        "WHERE instr(unique_states, '\"' || state || '\"') > 0"
+    )
+    assert len(indexes) == 5
+
+
+def test_a_unique_key_is_held_only_in_its_unique_states_on_sqlite(sqlite: Engine) -> None:
+    """The unique index means on SQLite what it means on PostgreSQL, over a JSON array."""
+
+    def add(state: str, key: str | None, states: list[str] | None) -> None:
+        with Session(sqlite) as session, session.begin():
+            session.add(Job(topic="t", data={}, state=state, unique_key=key, unique_states=states))
+
+    unfinished = ["created", "active", "processing"]
+    add("completed", "k", unfinished)
+    add("failed", "k", unfinished)  # finished jobs hold no key
+    add("created", "k", unfinished)
+    with pytest.raises(IntegrityError, match="UNIQUE constraint failed"):
+        add("processing", "k", unfinished)
+    add("processing", "other", unfinished)
+    add("created", None, None)  # jobs without a key
+    add("created", None, None)
+    add("active", "k", ["created"])  # each job's own states
+    add("active", "k", ["created", "inactive"])  # whole names: "active" is not "inactive"
+    with Session(sqlite) as session:
+        assert session.scalars(select(Job.unique_states).where(Job.state == "completed")).all() == [
+            unfinished
+        ]
 
 
 def test_a_job_row_round_trips_on_sqlite(sqlite: Engine) -> None:

@@ -24,7 +24,12 @@ commits what ran before it and runs those statements in autocommit
 (``autocommit_block``). Such a run is not atomic: if it fails half-way, run it
 again — it drops a half-built index left by the failed run and builds it anew.
 
-Append-only: this revision is a snapshot and never imports the model.
+Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
+it writes exactly what it was designed to write; elsewhere (an application's SQLite
+development database) the same columns and indexes in portable form: ``unique_states``
+a JSON array, the unique index's predicate in terms SQLite accepts, the claim index
+dropped and built again in the migration's transaction (SQLite cannot rename an
+index), and never ``CONCURRENTLY`` (SQLite has no such build; the option is ignored).
 """
 
 from __future__ import annotations
@@ -44,8 +49,17 @@ depends_on: str | Sequence[str] | None = None
 
 CLAIMABLE = "state IN ('created', 'active')"
 HOLDS_ITS_KEY = "state = ANY (unique_states)"
+#: HOLDS_ITS_KEY where unique_states is a JSON array of state names (SQLite): a partial
+#: index's predicate may not read json_each (a subquery), but the array's text holds
+#: the quoted state exactly when the state is one of its elements (state names are
+#: plain words, no quotes to escape). NULL (no key) matches no row, as on PostgreSQL.
+HOLDS_ITS_KEY_IN_JSON = "instr(unique_states, '\"' || state || '\"') > 0"
 #: The Alembic main option that asks for CREATE INDEX CONCURRENTLY.
 CONCURRENT_OPTION = "programma_concurrent_indexes"
+
+
+def _on_postgresql() -> bool:
+    return bool(op.get_context().dialect.name == "postgresql")
 
 
 def _concurrently() -> bool:
@@ -86,6 +100,9 @@ def _rename_claim_index(name: str, schema: str | None) -> None:
 
 def upgrade() -> None:
     name, schema = table_location(op.get_context().config)
+    if not _on_postgresql():
+        _upgrade_portable(name, schema)
+        return
     table = _quoted(name, schema)
     op.execute(
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0, "
@@ -103,6 +120,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     name, schema = table_location(op.get_context().config)
+    if not _on_postgresql():
+        _downgrade_portable(name, schema)
+        return
     op.execute(f"DROP INDEX {_quoted(f'uq_{name}_unique_key', schema)}")
     _swap_claim_index("", name, schema, "start_after")
     _rename_claim_index(name, schema)
@@ -110,3 +130,49 @@ def downgrade() -> None:
         f"ALTER TABLE {_quoted(name, schema)} DROP COLUMN unique_states, "
         "DROP COLUMN unique_key, DROP COLUMN priority"
     )
+
+
+# -- elsewhere: an application's SQLite development database ----------------------------
+
+
+def _rebuild_claim_index(
+    name: str, schema: str | None, order: Sequence[str | sa.TextClause]
+) -> None:
+    """Drop the claim index and build it ordered by ``order``. SQLite renames no index,
+    but its DDL is transactional and the migration's transaction holds the database's
+    write lock: nobody sees the table between the two statements."""
+    op.drop_index(f"ix_{name}_claim", table_name=name, schema=schema)
+    op.create_index(
+        f"ix_{name}_claim",
+        name,
+        ["topic", *order, "id"],
+        schema=schema,
+        sqlite_where=sa.text(CLAIMABLE),
+    )
+
+
+def _upgrade_portable(name: str, schema: str | None) -> None:
+    # One column per ALTER TABLE: SQLite adds no more in one statement.
+    op.add_column(
+        name,
+        sa.Column("priority", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        schema=schema,
+    )
+    op.add_column(name, sa.Column("unique_key", sa.Text()), schema=schema)
+    op.add_column(name, sa.Column("unique_states", sa.JSON()), schema=schema)
+    op.create_index(
+        f"uq_{name}_unique_key",
+        name,
+        ["unique_key"],
+        unique=True,
+        schema=schema,
+        sqlite_where=sa.text(HOLDS_ITS_KEY_IN_JSON),
+    )
+    _rebuild_claim_index(name, schema, [sa.text("priority DESC"), "start_after"])
+
+
+def _downgrade_portable(name: str, schema: str | None) -> None:
+    op.drop_index(f"uq_{name}_unique_key", table_name=name, schema=schema)
+    _rebuild_claim_index(name, schema, ["start_after"])
+    for column in ("unique_states", "unique_key", "priority"):
+        op.drop_column(name, column, schema=schema)
