@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import Engine, bindparam, create_engine, inspect, text
 
 from programma_sa import migrations
+from programma_sa.models import standalone_jobs_table
 
+from ..helpers import chain_steps
 from .projects import Project, alembic_project, chain_files
 
-FIRST_STEP, LAST_STEP = "programma_0001", "programma_0002"
+#: The first step, and the newest: what the command writes up to.
+FIRST_STEP, LAST_STEP = "programma_0001", chain_steps()[-1]
 
 
 def written(result_stdout: str) -> Path:
@@ -196,6 +200,10 @@ def test_the_apps_sqlite_development_database_is_migrated_too(tmp_path: Path) ->
     project.ok("upgrade", "head")
     assert "programma_jobs" in project.tables()
     assert project.jobs_table_differences() == []
+    # Alembic compares no index predicate: the indexes are the model's, WHERE included.
+    assert _sqlite_schema(project.engine(), "index") == _sqlite_schema(
+        _the_model_on_sqlite(), "index"
+    )
     project.ok("revision", "--autogenerate", "-m", "customers")
     project.ok("upgrade", "head")
     project.ok("check")
@@ -214,3 +222,49 @@ def test_switching_from_programma_sa_migrate_to_one_head(tmp_path: Path, app_url
     project.ok("upgrade", "head")
     assert project.versions_in_database() == {steps_id}
     assert project.jobs_table_differences() == []
+
+
+def test_a_later_step_on_the_sqlite_development_database(tmp_path: Path) -> None:
+    """The newest step on SQLite, as one more revision: up to the model, down to exactly
+    the table the step before it left."""
+    *_, previous_step, _ = chain_steps()
+    project = alembic_project(tmp_path / "app", f"sqlite:///{tmp_path / 'dev.db'}", "new")
+    assert project.programma("alembic", "revision", "--to", previous_step).returncode == 0
+    project.ok("upgrade", "head")
+    before = _sqlite_schema(project.engine(), "table", "index")
+
+    later = project.programma("alembic", "revision")
+    assert later.returncode == 0, later.stderr
+    assert f"from {previous_step} to {LAST_STEP}" in later.stdout
+    # Asking for CREATE INDEX CONCURRENTLY (PostgreSQL's) changes nothing on SQLite.
+    project.set_ini("programma_concurrent_indexes", "true")
+    project.ok("upgrade", "head")
+    assert project.jobs_table_differences() == []
+    assert _sqlite_schema(project.engine(), "index") == _sqlite_schema(
+        _the_model_on_sqlite(), "index"
+    )
+
+    project.ok("downgrade", "-1")
+    assert _sqlite_schema(project.engine(), "table", "index") == before
+
+
+_SQLITE_SCHEMA = text(
+    "SELECT type, name, sql FROM sqlite_master "
+    "WHERE tbl_name = 'programma_jobs' AND type IN :types AND sql IS NOT NULL ORDER BY name"
+).bindparams(bindparam("types", expanding=True))
+
+
+def _sqlite_schema(engine: Engine, *types: str) -> list[tuple[Any, ...]]:
+    """The jobs table's CREATE statements as SQLite keeps them (``types``: table, index)."""
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(_SQLITE_SCHEMA, {"types": types})]
+    finally:
+        engine.dispose()
+
+
+def _the_model_on_sqlite() -> Engine:
+    """A SQLite database with the table the model's ``create_all`` makes there."""
+    engine = create_engine("sqlite://")
+    standalone_jobs_table().metadata.create_all(engine)
+    return engine

@@ -11,6 +11,11 @@ from sqlalchemy import create_engine
 
 from programma_sa import ConfigurationError, migrations
 
+from ..helpers import chain_steps
+
+#: How a refusal lists the steps there are.
+THE_STEPS = ", ".join(chain_steps())
+
 
 def test_steps_name_the_chains_revisions() -> None:
     steps = migrations.Steps(start=None, end="programma_0002")
@@ -23,12 +28,12 @@ def test_steps_name_the_chains_revisions() -> None:
         (
             {"start": None, "end": "programma_0009"},
             "'programma_0009' is not a programma_sa migration step; the steps are: "
-            "programma_0001, programma_0002 (a newer programma-sa may have more)",
+            f"{THE_STEPS} (a newer programma-sa may have more)",
         ),
         (
             {"start": "0001", "end": "programma_0002"},
             "'0001' is not a programma_sa migration step; the steps are: "
-            "programma_0001, programma_0002 (a newer programma-sa may have more)",
+            f"{THE_STEPS} (a newer programma-sa may have more)",
         ),
         (
             {"start": "programma_0002", "end": "programma_0001"},
