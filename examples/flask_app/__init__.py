@@ -6,8 +6,10 @@
 * :mod:`.jobs` — the worker's handler, which marks the signup as welcomed (in the
   app context, through ``db.session``).
 * ``migrations/`` — the app's own Alembic directory (as ``flask db init`` makes
-  it): the app's first revision, then the one ``programma-sa alembic revision
-  --directory migrations`` wrote, which creates the jobs table. One head.
+  it): the app's first revision, then the ones ``programma-sa alembic revision
+  --directory migrations`` wrote, one per release with a new step: the jobs table
+  (to ``programma_0002``), then priorities and unique jobs (to ``programma_0004``).
+  One head.
 
 Run it::
 

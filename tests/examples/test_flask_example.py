@@ -1,10 +1,10 @@
 """The Flask-SQLAlchemy + Flask-Migrate example, against fresh real databases.
 
-* The app's chain has one head: its first revision, then the revision
-  ``programma-sa alembic revision`` wrote (the committed one is what the command
-  writes, and the command has nothing newer to add). ``flask db upgrade`` creates
-  the app's table and the jobs table; ``flask db downgrade`` steps back that last
-  revision alone.
+* The app's chain has one head: its first revision, then the revisions
+  ``programma-sa alembic revision`` wrote, one per programma-sa release with a new
+  step (each committed one is what the command writes, and the command has nothing
+  newer to add). ``flask db upgrade`` creates the app's table and the jobs table;
+  each ``flask db downgrade`` steps back the last revision alone.
 * ``POST /signups`` writes the signup and its welcome job in one ``db.session``
   transaction; a refused signup (duplicate address) rolls its job back too.
 * ``flask db migrate`` with the app's env.py never touches the jobs table, and its
@@ -40,6 +40,7 @@ from programma_sa import JobState, PassResult
 from programma_sa.migrations import include_object
 from programma_sa.testing import fresh_database
 
+from ..helpers import chain_steps
 from .support import argv, background, documented, environment, run, run_argv, wait_until
 
 FLASK = "flask --app examples.flask_app.app"
@@ -56,9 +57,11 @@ WORKER = (
 COMMANDS = (REVISION, UPGRADE, MIGRATE, WORKER)
 #: The app's first revision (examples/flask_app/migrations/versions): the signups table.
 APP_REVISION = "3f1c2a9d8e01"
-#: The revision ``programma-sa alembic revision`` wrote after it: the jobs table.
-STEPS_REVISION = "736c0aa782e4"
-STEPS_FILE = MIGRATIONS / "versions" / f"{STEPS_REVISION}_programma_jobs_to_programma_0002.py"
+#: The revisions ``programma-sa alembic revision`` wrote after it, oldest first, each
+#: with the step it takes the jobs table to: the table, then priorities and unique jobs.
+STEPS_REVISIONS = (("736c0aa782e4", "programma_0002"), ("60a3819a03a1", "programma_0004"))
+#: The app's one head: the newest of them.
+HEAD_REVISION = STEPS_REVISIONS[-1][0]
 JOBS = Job.__tablename__
 
 #: ``flask`` after adding a table to the app's metadata: a model change to migrate.
@@ -93,6 +96,11 @@ def copy_of_the_migrations(tmp_path: Path) -> Path:
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
     return migrations
+
+
+def steps_file(revision: str, step: str) -> Path:
+    """A committed revision applying programma's steps, as the command named it."""
+    return MIGRATIONS / "versions" / f"{revision}_programma_jobs_to_{step}.py"
 
 
 def revision_command(migrations: Path) -> str:
@@ -172,7 +180,7 @@ def welcome_jobs(engine: Engine) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in rows]
 
 
-def test_upgrade_applies_both_revisions_at_one_head_and_downgrade_steps_back_one(
+def test_upgrade_applies_every_revision_at_one_head_and_downgrade_steps_back_one(
     admin_url: str,
 ) -> None:
     with fresh_database(admin_url, prefix="programma_flask") as url:
@@ -182,32 +190,46 @@ def test_upgrade_applies_both_revisions_at_one_head_and_downgrade_steps_back_one
 
         assert upgraded.returncode == 0, upgraded.stderr
         assert {"signups", JOBS} <= tables(url)
-        # One head: the database records the revision applying programma's steps alone.
-        assert versions(url) == {STEPS_REVISION}
+        # One head: the database records the newest revision applying programma's steps.
+        assert versions(url) == {HEAD_REVISION}
+
+        # `downgrade -1` is the app's last revision: programma's newest steps alone.
+        for previous, _ in reversed(STEPS_REVISIONS[:-1]):
+            downgraded = run(f"{FLASK} db downgrade", env)
+            assert downgraded.returncode == 0, downgraded.stderr
+            assert versions(url) == {previous}
+            assert {"signups", JOBS} <= tables(url)
 
         downgraded = run(f"{FLASK} db downgrade", env)
 
-        # `downgrade -1` is the app's last revision: the jobs table, nothing of the app's.
+        # Then the revision that made the jobs table: it goes, nothing of the app's.
         assert downgraded.returncode == 0, downgraded.stderr
         assert JOBS not in tables(url)
         assert "signups" in tables(url)
         assert versions(url) == {APP_REVISION}
 
 
-def test_the_committed_revision_is_what_the_command_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", range(len(STEPS_REVISIONS)), ids=lambda i: STEPS_REVISIONS[i][1])
+def test_each_committed_revision_is_what_the_command_writes(tmp_path: Path, index: int) -> None:
+    """Back where the chain stood before the command wrote it, the command writes it
+    again (with ``--to`` where a later release's command has newer steps)."""
     migrations = copy_of_the_migrations(tmp_path)
-    (migrations / "versions" / STEPS_FILE.name).unlink()
+    for revision, step in STEPS_REVISIONS[index:]:
+        (migrations / "versions" / steps_file(revision, step).name).unlink()
+    kept = {path.name for path in (migrations / "versions").glob("*.py")}
+    revision, step = STEPS_REVISIONS[index]
+    start = "nothing" if index == 0 else STEPS_REVISIONS[index - 1][1]
+    newest = index == len(STEPS_REVISIONS) - 1
+    command = revision_command(migrations) + ("" if newest else f" --to {step}")
 
-    written = run(revision_command(migrations), environment())
+    written = run(command, environment())
 
     assert written.returncode == 0, written.stderr
-    assert "takes programma_jobs from nothing to programma_0002" in written.stdout
-    [path] = [
-        p for p in (migrations / "versions").glob("*.py") if p.name != "0001_create_signups.py"
-    ]
+    assert f"takes programma_jobs from {start} to {step}" in written.stdout
+    [path] = [p for p in (migrations / "versions").glob("*.py") if p.name not in kept]
     # The same steps, after the same revision, run the same way (the committed file is
     # also formatted by ruff, and its revision id is another).
-    assert meaning(path.read_text()) == meaning(STEPS_FILE.read_text())
+    assert meaning(path.read_text()) == meaning(steps_file(revision, step).read_text())
 
 
 def test_the_command_has_no_newer_step_to_add(tmp_path: Path) -> None:
@@ -218,8 +240,8 @@ def test_the_command_has_no_newer_step_to_add(tmp_path: Path) -> None:
 
     assert refused.returncode != 0
     assert (
-        f"nothing to write: revision {STEPS_REVISION} already takes programma_jobs to "
-        "programma_0002, the newest programma_sa migration step"
+        f"nothing to write: revision {HEAD_REVISION} already takes programma_jobs to "
+        f"{chain_steps()[-1]}, the newest programma_sa migration step"
     ) in refused.stderr
     assert sorted(p.name for p in (migrations / "versions").glob("*.py")) == sorted(
         p.name for p in (MIGRATIONS / "versions").glob("*.py")
@@ -366,6 +388,6 @@ def test_flask_db_migrate_follows_the_one_head_and_skips_the_jobs_table(
     assert generated.returncode == 0, generated.stderr
     [revision] = [path for path in revisions.glob("*.py") if path.name not in committed]
     source = revision.read_text()
-    assert f"down_revision = '{STEPS_REVISION}'" in source
+    assert f"down_revision = '{HEAD_REVISION}'" in source
     assert "op.create_table('newsletters'" in source
     assert JOBS not in source
