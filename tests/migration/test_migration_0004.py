@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from programma_sa import migrations
 from programma_sa.testing import fresh_database
 
+from .projects import Project
 from .test_migrations import _DefaultBase, _differences
 
 CLAIM_BEFORE = (
@@ -117,3 +118,26 @@ def test_downgrade_to_0002_restores_the_fifo_claim_index_and_upgrade_round_trips
     assert _differences(url, _DefaultBase.metadata) == []
     with db.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM programma_jobs")) == 100
+
+
+def test_in_the_one_head_way_the_option_is_read_from_the_apps_alembic_ini(
+    project: Project,
+) -> None:
+    """docs/alembic.md: ``programma_concurrent_indexes = true`` in the application's own
+    ``alembic.ini`` reaches the revision that ``programma-sa alembic revision`` wrote."""
+    assert project.programma("alembic", "revision", "--to", "programma_0002").returncode == 0
+    project.ok("upgrade", "head")
+    assert project.programma("alembic", "revision", "--to", "programma_0004").returncode == 0
+    project.set_ini("programma_concurrent_indexes", "true")
+
+    script = project.ok("upgrade", "head", "--sql")
+    assert "CREATE UNIQUE INDEX CONCURRENTLY uq_programma_jobs_unique_key" in script
+    assert "DROP INDEX CONCURRENTLY IF EXISTS ix_programma_jobs_claim;" in script
+
+    project.ok("upgrade", "head")
+    assert project.jobs_table_differences() == []
+    engine = project.engine()
+    try:
+        assert _indexes(engine)["ix_programma_jobs_claim"] == CLAIM_AFTER
+    finally:
+        engine.dispose()
