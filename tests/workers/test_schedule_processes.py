@@ -1,8 +1,9 @@
 """Periodic schedules run by several real worker processes, with no leader.
 
-Each process is ``programma-sa worker … --schedules tests.worker.schedules:…``. What
-counts is the jobs table afterwards: one job per fire time, no fire time left out
-while workers ran, and the missed-fire policy across a stretch with no worker.
+Each process is ``programma-sa worker tests.worker.handlers:noop … --schedules
+tests.worker.schedules:…``. What counts is the jobs table afterwards: one job per fire
+time, no fire time left out while workers ran, and the missed-fire policy across a
+stretch with no worker.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import Engine, func, select
 from programma_sa import jobs_table
 
 from ..app import Job
-from .support import wait_for
+from .support import HANDLERS, blocking_wait_for
 from .test_processes import start_worker
 
 TABLE = jobs_table(Job)
@@ -29,6 +30,7 @@ def start_scheduling_worker(database_url: str, schedules: str) -> subprocess.Pop
     """A worker process of topic ``ticks`` (too) running ``schedules``."""
     return start_worker(
         database_url,
+        f"{HANDLERS['sync']}:noop",
         "--topic",
         "ticks",
         "--heartbeat",
@@ -49,10 +51,10 @@ def stop(workers: list[subprocess.Popen[str]], how: signal.Signals) -> None:
 
 def fire_times(engine: Engine, schedule: str) -> list[datetime]:
     """Each job's fire time, for the jobs of ``schedule`` (sorted, duplicates kept)."""
-    fire_time = TABLE.c.attributes["fire_time"].astext
+    fire_time = TABLE.c.attributes["fire_time"].as_string()
     with engine.connect() as connection:
         rows = connection.scalars(
-            select(fire_time).where(TABLE.c.attributes["schedule"].astext == schedule)
+            select(fire_time).where(TABLE.c.attributes["schedule"].as_string() == schedule)
         )
         return sorted(datetime.fromisoformat(value) for value in rows)
 
@@ -63,7 +65,7 @@ def count_of(engine: Engine, schedule: str) -> int:
             connection.scalar(
                 select(func.count())
                 .select_from(TABLE)
-                .where(TABLE.c.attributes["schedule"].astext == schedule)
+                .where(TABLE.c.attributes["schedule"].as_string() == schedule)
             )
             or 0
         )
@@ -78,9 +80,9 @@ def test_four_workers_enqueue_exactly_one_job_per_fire_time(
 ) -> None:
     workers = [start_scheduling_worker(database_url, "TICKS") for _ in range(4)]
     try:
-        wait_for(lambda: count_of(engine, "tick") >= 3, timeout=30)
+        blocking_wait_for(lambda: count_of(engine, "tick") >= 3, timeout=30)
         start = count_of(engine, "tick")
-        wait_for(lambda: count_of(engine, "tick") >= start + 5, timeout=30)
+        blocking_wait_for(lambda: count_of(engine, "tick") >= start + 5, timeout=30)
     finally:
         stop(workers, signal.SIGTERM)
     times = fire_times(engine, "tick")
@@ -94,14 +96,14 @@ def test_workers_killed_and_restarted_across_fire_times_follow_the_missed_fire_p
 ) -> None:
     workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
     try:
-        wait_for(lambda: count_of(engine, "skip") >= 3, timeout=30)
+        blocking_wait_for(lambda: count_of(engine, "skip") >= 3, timeout=30)
     finally:
         stop(workers, signal.SIGKILL)
     down = count_of(engine, "skip")
     time.sleep(6)  # no worker: fire times go by (more than grace + catch_up of them)
     workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
     try:
-        wait_for(lambda: count_of(engine, "skip") >= down + 3, timeout=30)
+        blocking_wait_for(lambda: count_of(engine, "skip") >= down + 3, timeout=30)
     finally:
         stop(workers, signal.SIGTERM)
 
