@@ -39,9 +39,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    desc,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 from ._validation import check_identifier, check_table_name
@@ -86,6 +87,9 @@ FINISHED_PREDICATE = f"state IN ({_quoted_list(FINISHED_STATES)})"
 PROCESSING_PREDICATE = f"state = '{JobState.PROCESSING.value}'"
 FAILED_PREDICATE = f"state = '{JobState.FAILED.value}'"
 STATE_CHECK = f"state IN ({_quoted_list(tuple(state.value for state in JobState))})"
+#: The unique index's predicate (revision programma_0004): a job holds its unique key
+#: while its state is one of its own ``unique_states``.
+UNIQUE_PREDICATE = "state = ANY (unique_states)"
 
 
 class JobMixin:
@@ -124,6 +128,12 @@ class JobMixin:
         Integer, nullable=True, server_default=text("30")
     )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Revision programma_0004. Claims take higher priorities first.
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # An optional uniqueness key, held while the job's state is in unique_states (both
+    # NULL for a job without a key): see UNIQUE_PREDICATE and programma_sa.uniqueness.
+    unique_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    unique_states: Mapped[list[str] | None] = mapped_column(ARRAY(Text), nullable=True)
 
     @declared_attr.directive
     @classmethod
@@ -135,14 +145,26 @@ class JobMixin:
         return (
             CheckConstraint(STATE_CHECK, name=f"ck_{table}_state"),
             # The claim's index: it holds exactly the rows a claim may take, in claim
-            # order, so a claim reads O(batch) entries however many finished rows
-            # the table holds.
+            # order within a priority, so a claim reads O(batch) entries (plus one
+            # descent per priority level it passes) however many finished rows the
+            # table holds. Priority DESC since revision programma_0004.
             Index(
                 f"ix_{table}_claim",
                 "topic",
+                desc("priority"),
                 "start_after",
                 "id",
                 postgresql_where=text(CLAIMABLE_PREDICATE),
+            ),
+            # Unique jobs (revision programma_0004): at most one job per key among the
+            # jobs whose state is in their own unique_states. The database enforces it
+            # at insert, so two concurrent enqueues of one key cannot both succeed (a
+            # look-then-insert could); enqueues use it as their ON CONFLICT arbiter.
+            Index(
+                f"uq_{table}_unique_key",
+                "unique_key",
+                unique=True,
+                postgresql_where=text(UNIQUE_PREDICATE),
             ),
             # Retention and "recently finished" statistics: finished rows by topic and age.
             Index(

@@ -80,8 +80,8 @@ def test_custom_table_name_and_schema_match_the_model(empty_url: str) -> None:
 def test_the_model_differs_from_an_empty_database(empty_url: str) -> None:
     # The comparison can fail: without the migration the table is reported missing.
     differences = _differences(empty_url, _DefaultBase.metadata)
-    # One table and its four indexes (claim, finished; processing, failed).
-    assert [difference[0] for difference in differences] == ["add_table"] + ["add_index"] * 4
+    # One table and its five indexes (claim, finished; processing, failed; unique key).
+    assert [difference[0] for difference in differences] == ["add_table"] + ["add_index"] * 5
 
 
 def test_upgrade_downgrade_upgrade_round_trips(empty_url: str) -> None:

@@ -1,0 +1,114 @@
+"""Priorities and unique jobs: two columns of each, the claim index by priority, a unique index.
+
+Revision ID: programma_0004
+Revises: programma_0002 (to be re-chained after programma_0003; it uses nothing of it)
+Create Date: 2026-12-05
+
+* ``priority integer NOT NULL DEFAULT 0``, ``unique_key text``, ``unique_states
+  text[]``: ``ADD COLUMN`` with a constant default is a catalog change since
+  PostgreSQL 11 (no table rewrite), under a brief ACCESS EXCLUSIVE lock.
+* ``ix_<table>_claim`` becomes (topic, priority DESC, start_after, id), same
+  predicate: built as ``ix_<table>_claim_new``, then the old one is dropped and the
+  new one renamed, so the claim always has an index.
+* ``uq_<table>_unique_key`` (unique_key) WHERE state = ANY (unique_states): the
+  uniqueness of unique jobs, enforced by the database.
+
+A plain ``CREATE INDEX`` blocks writes to the table (enqueues, claims, completions)
+while it reads the whole table. By default the indexes are built so, inside the
+migration's transaction: atomic, and quick on a small table. On a large live table
+set the Alembic main option ``programma_concurrent_indexes = true`` (``programma-sa
+migrate --concurrently``): the indexes are then built with ``CREATE INDEX
+CONCURRENTLY`` (and the old claim index dropped with ``DROP INDEX CONCURRENTLY``),
+which blocks no reads nor writes but cannot run in a transaction, so this revision
+commits what ran before it and runs those statements in autocommit
+(``autocommit_block``). Such a run is not atomic: if it fails half-way, run it
+again — it drops a half-built index left by the failed run and builds it anew.
+
+Append-only: this revision is a snapshot and never imports the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import sqlalchemy as sa
+
+from alembic import op
+from programma_sa.migrations import table_location
+
+revision: str = "programma_0004"
+down_revision: str | Sequence[str] | None = "programma_0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CLAIMABLE = "state IN ('created', 'active')"
+HOLDS_ITS_KEY = "state = ANY (unique_states)"
+#: The Alembic main option that asks for CREATE INDEX CONCURRENTLY.
+CONCURRENT_OPTION = "programma_concurrent_indexes"
+
+
+def _concurrently() -> bool:
+    config = op.get_context().config
+    value = "" if config is None else config.get_main_option(CONCURRENT_OPTION) or ""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _quoted(name: str, schema: str | None = None) -> str:
+    # table_location validated both as plain identifiers; the dialect quotes them.
+    preparer = op.get_context().dialect.identifier_preparer
+    return preparer.format_table(sa.table(name, schema=schema))
+
+
+def _create_index(how: str, unique: bool, name: str, schema: str | None, on: str) -> None:
+    """``CREATE [UNIQUE] INDEX [CONCURRENTLY] name ON …``. Concurrently, an index of that
+    name a failed run left behind (maybe invalid: half-built) is dropped first."""
+    if how:
+        op.execute(f"DROP INDEX{how} IF EXISTS {_quoted(name, schema)}")
+    op.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX{how} {_quoted(name)} ON {on}")
+
+
+def upgrade() -> None:
+    name, schema = table_location(op.get_context().config)
+    table = _quoted(name, schema)
+    claim, claim_new = f"ix_{name}_claim", f"ix_{name}_claim_new"
+    op.execute(
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN IF NOT EXISTS unique_key text, "
+        "ADD COLUMN IF NOT EXISTS unique_states text[]"
+    )
+    concurrently = _concurrently()
+    with op.get_context().autocommit_block() if concurrently else nullcontext():
+        how = " CONCURRENTLY" if concurrently else ""
+        _create_index(
+            how,
+            False,
+            claim_new,
+            schema,
+            f"{table} (topic, priority DESC, start_after, id) WHERE {CLAIMABLE}",
+        )
+        _create_index(
+            how,
+            True,
+            f"uq_{name}_unique_key",
+            schema,
+            f"{table} (unique_key) WHERE {HOLDS_ITS_KEY}",
+        )
+        op.execute(f"DROP INDEX{how} IF EXISTS {_quoted(claim, schema)}")
+    op.execute(f"ALTER INDEX {_quoted(claim_new, schema)} RENAME TO {_quoted(claim)}")
+
+
+def downgrade() -> None:
+    name, schema = table_location(op.get_context().config)
+    table = _quoted(name, schema)
+    claim, claim_new = f"ix_{name}_claim", f"ix_{name}_claim_new"
+    op.execute(f"DROP INDEX {_quoted(f'uq_{name}_unique_key', schema)}")
+    _create_index(
+        "", False, claim_new, schema, f"{table} (topic, start_after, id) WHERE {CLAIMABLE}"
+    )
+    op.execute(f"DROP INDEX {_quoted(claim, schema)}")
+    op.execute(f"ALTER INDEX {_quoted(claim_new, schema)} RENAME TO {_quoted(claim)}")
+    op.execute(
+        f"ALTER TABLE {table} DROP COLUMN unique_states, DROP COLUMN unique_key, "
+        "DROP COLUMN priority"
+    )
