@@ -24,19 +24,20 @@ same for coroutine executors, so a decision is written once for sync and async.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Executable
+from sqlalchemy import Connection, Executable, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from ._drivers import statements_for
 from ._operations import Operation
 from ._session_types import AsyncExecutor, Executor
-from .exceptions import DatabaseError, SchemaNotReady
+from .exceptions import DatabaseError, DuplicateJob, SchemaNotReady
 
 __all__ = [
     "InTransaction",
@@ -54,8 +55,11 @@ __all__ = [
 T = TypeVar("T")
 S = TypeVar("S")
 
-# SQLSTATE 42P01: undefined_table.
+# SQLSTATE 42P01: undefined_table; 23505: unique_violation.
 _UNDEFINED_TABLE = "42P01"
+_UNIQUE_VIOLATION = "23505"
+# What PostgreSQL says of a unique violation: 'Key (unique_key)=(<key>) already exists.'
+_KEY_DETAIL = re.compile(r"Key \(unique_key\)=\((?P<key>.*)\) already exists\.", re.DOTALL)
 
 
 def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
@@ -68,21 +72,50 @@ def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
     return None
 
 
+def _constraint_name(error: sa_exc.DBAPIError) -> str | None:
+    # psycopg 3 and psycopg2: ``diag.constraint_name``; asyncpg: ``constraint_name``.
+    original = error.orig
+    diag = getattr(original, "diag", None)
+    name = getattr(diag if diag is not None else original, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+def _duplicate_job(error: sa_exc.DBAPIError, table: Table) -> DuplicateJob:
+    text = str(error.orig) if error.orig is not None else str(error)
+    match = _KEY_DETAIL.search(text)
+    key = None if match is None else match["key"]
+    return DuplicateJob(
+        f"a job with unique key {key!r} is already enqueued in {table.fullname} "
+        f"(unique_key held by a job in one of its unique_states): {text.splitlines()[0]}",
+        unique_key=key,
+    )
+
+
 @contextmanager
-def translated_errors() -> Iterator[None]:
+def translated_errors(table: Table | None = None) -> Iterator[None]:
     """Re-raise SQLAlchemy/driver errors as :class:`~programma_sa.DatabaseError` subclasses.
 
     A lost connection becomes a ``DatabaseError`` too, so a worker catches one type;
     the SQLAlchemy error (with ``connection_invalidated``) stays the ``__cause__``.
+    With the jobs ``table`` a statement ran on, a unique violation of that table's
+    ``uq_<table>_unique_key`` index — found by the constraint's name, which the
+    database reports — is :class:`~programma_sa.DuplicateJob`.
     """
     try:
         yield
     except sa_exc.DBAPIError as error:
-        if _sqlstate(error) == _UNDEFINED_TABLE:
+        sqlstate = _sqlstate(error)
+        if sqlstate == _UNDEFINED_TABLE:
             raise SchemaNotReady(
                 "the programma jobs table does not exist; run the programma migrations "
                 "(`alembic upgrade heads` or `programma-sa migrate`)"
             ) from error
+        if (
+            sqlstate == _UNIQUE_VIOLATION
+            and table is not None
+            and _constraint_name(error) == f"uq_{table.name}_unique_key"
+        ):
+            raise _duplicate_job(error, table) from error
         raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
 
 
@@ -104,7 +137,7 @@ def execute(executor: Executor, operation: Operation[T]) -> T:
     statement = _statement(executor, operation)
     if not isinstance(executor, Connection) and executor.autoflush:
         executor.flush()  # the caller's rows: their errors stay theirs (see module docs)
-    with translated_errors():
+    with translated_errors(operation.table):
         return operation.read(executor.execute(statement, operation.params))
 
 
@@ -113,7 +146,7 @@ async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
     statement = _statement(executor, operation)
     if getattr(executor, "autoflush", False):  # an AsyncSession, not an AsyncConnection
         await executor.flush()  # type: ignore[union-attr]
-    with translated_errors():
+    with translated_errors(operation.table):
         return operation.read(await executor.execute(statement, operation.params))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,11 @@ class JobDetail:
     finished_at: datetime | None
     retry_after_seconds: int | None
     attempts: int
+    #: Claims take higher priorities first (revision programma_0004).
+    priority: int = 0
+    #: The job's unique key, held while its state is one of ``unique_states``.
+    unique_key: str | None = None
+    unique_states: tuple[JobState, ...] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> JobDetail:
@@ -43,6 +48,13 @@ class JobDetail:
             finished_at=row["finished_at"],
             retry_after_seconds=row["retry_after_seconds"],
             attempts=row["attempts"],
+            priority=row["priority"],
+            unique_key=row["unique_key"],
+            unique_states=(
+                None
+                if row["unique_states"] is None
+                else tuple(JobState(state) for state in row["unique_states"])
+            ),
         )
 
 
@@ -60,3 +72,7 @@ class JobSpec:
     run_after_seconds: float | None = None
     run_after_date: datetime | str | None = None
     retry_after_seconds: int | None = 30
+    priority: int = 0
+    unique_key: str | None = None
+    #: Default (``None``): the unfinished states, as in ``add_job``.
+    unique_states: Collection[JobState | str] | None = None

@@ -203,3 +203,39 @@ def payload_limit(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"max_payload_bytes must be a positive int, got {value!r}")
     return value
+
+
+#: The range of a job's priority: PostgreSQL's ``integer``.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+
+
+def check_priority(value: object) -> int:
+    """A job's priority: an ``int`` in PostgreSQL's ``integer`` range (higher first)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobInput(f"priority must be an int, got {value!r}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidJobInput(
+            f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {value}"
+        )
+    return value
+
+
+#: Longest unique key, in UTF-8 bytes: it is the key of a btree index entry (at most
+#: 2704 bytes), refused up front rather than inside the caller's transaction.
+MAX_UNIQUE_KEY_BYTES = 1024
+
+
+def check_unique_key(value: object) -> str:
+    """A unique key: a non-empty string without NUL characters, at most 1,024 bytes."""
+    if not isinstance(value, str):
+        raise InvalidJobInput(f"unique_key must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidJobInput("unique_key must not be empty")
+    if "\x00" in value:
+        raise InvalidJobInput("unique_key must not contain NUL characters")
+    size = len(_utf8(value, "unique_key"))
+    if size > MAX_UNIQUE_KEY_BYTES:
+        raise InvalidJobInput(
+            f"unique_key is {size} bytes in UTF-8; the limit is {MAX_UNIQUE_KEY_BYTES} bytes"
+        )
+    return value

@@ -47,6 +47,8 @@ from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import AsyncSessionLike
 from ._stats import QueueStats
+from .models import JobState
+from .uniqueness import OnConflict
 
 __all__ = ["AsyncJobQueue"]
 
@@ -71,27 +73,48 @@ class AsyncJobQueue(QueueBase):
         run_after_seconds: float | None = None,
         run_after_date: datetime | str | None = None,
         retry_after_seconds: int | None = 30,
+        priority: int = 0,
+        unique_key: str | None = None,
+        unique_states: Iterable[JobState | str] | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> uuid.UUID:
         """Enqueue one job in the session's transaction; see :meth:`JobQueue.add_job`."""
-        job_id, operation = self.operations.add_job(
+        if unique_key is None and unique_states is None:
+            job_id, operation = self.operations.add_job(
+                topic,
+                data,
+                attributes=attributes,
+                run_after_seconds=run_after_seconds,
+                run_after_date=run_after_date,
+                retry_after_seconds=retry_after_seconds,
+                priority=priority,
+            )
+            await execute_async(session, operation)
+            return job_id
+        steps = self.operations.add_unique_job(
             topic,
             data,
             attributes=attributes,
             run_after_seconds=run_after_seconds,
             run_after_date=run_after_date,
             retry_after_seconds=retry_after_seconds,
+            priority=priority,
+            unique_key=unique_key,
+            unique_states=unique_states,
+            on_conflict=on_conflict,
         )
-        await execute_async(session, operation)
-        return job_id
+        return await run_steps_async(session, steps)
 
     async def add_jobs(
-        self, session: AsyncSessionLike, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+        self,
+        session: AsyncSessionLike,
+        topic: str,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        *,
+        on_conflict: OnConflict = "keep",
     ) -> list[uuid.UUID]:
         """Enqueue many jobs in one statement; see :meth:`JobQueue.add_jobs`."""
-        job_ids, operation = self.operations.add_jobs(topic, specs)
-        if operation is not None:
-            await execute_async(session, operation)
-        return job_ids
+        return await run_steps_async(session, self.operations.add_jobs(topic, specs, on_conflict))
 
     async def claim_jobs(
         self, session: AsyncSessionLike, topic: str, max_jobs: int = 1

@@ -7,7 +7,9 @@ Two families matter to callers:
   and nothing was written.
 * :class:`DatabaseError` — the database refused a statement. The driver's exception
   is kept as ``__cause__``; driver errors become ours in one place
-  (``programma_sa._execute.translated_errors``). :class:`TransactionLost` and
+  (``programma_sa._execute.translated_errors``). :class:`DuplicateJob` is the one
+  refusal named by the database's constraint: a unique job's key is taken.
+  :class:`TransactionLost` and
   :class:`CommitFailed` are what a transaction-mode worker pass raises when its
   transaction is lost under a handler, or when its COMMIT fails.
 """
@@ -18,6 +20,7 @@ __all__ = [
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateJob",
     "InvalidJobInput",
     "PayloadTooLarge",
     "ProgrammaError",
@@ -44,6 +47,22 @@ class ConfigurationError(ProgrammaError):
 
 class DatabaseError(ProgrammaError):
     """PostgreSQL refused a statement; the driver's error is the ``__cause__``."""
+
+
+class DuplicateJob(DatabaseError):
+    """A unique job's key is already held by another job (``on_conflict="raise"``, or
+    a job moved back into its ``unique_states`` while another holds its key).
+
+    The database refused the statement (a unique violation on the jobs table's
+    ``uq_<table>_unique_key`` index): like any refused statement it aborts the
+    caller's transaction, and nothing of the statement was written (for
+    ``add_jobs``, none of the batch). ``unique_key`` is the key, when the database
+    named it.
+    """
+
+    def __init__(self, message: str, *, unique_key: str | None = None) -> None:
+        super().__init__(message)
+        self.unique_key = unique_key
 
 
 class SchemaNotReady(DatabaseError):

@@ -50,7 +50,8 @@ from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import SessionLike
 from ._stats import QueueStats
-from .models import jobs_table
+from .models import JobState, jobs_table
+from .uniqueness import OnConflict
 
 __all__ = ["BackgroundWorker", "JobQueue", "jobs_table", "set_worker_starter"]
 
@@ -97,6 +98,10 @@ class JobQueue(QueueBase):
         run_after_seconds: float | None = None,
         run_after_date: datetime | str | None = None,
         retry_after_seconds: int | None = 30,
+        priority: int = 0,
+        unique_key: str | None = None,
+        unique_states: Iterable[JobState | str] | None = None,
+        on_conflict: OnConflict = "keep",
     ) -> uuid.UUID:
         """Enqueue one job in the session's transaction and return its id.
 
@@ -107,30 +112,71 @@ class JobQueue(QueueBase):
             an ISO-8601 string with an offset); wins over ``run_after_seconds``.
         :param retry_after_seconds: the visibility timeout: a claimed job still ACTIVE
             after this many seconds is delivered again. ``None``: never redelivered.
+        :param priority: claims take jobs of a higher priority first (then by
+            ``start_after``, then by id); default 0, any ``int`` of PostgreSQL's
+            ``integer`` range.
+        :param unique_key: at most one job holds this key while its state is one of
+            ``unique_states``; an enqueue of a held key does what ``on_conflict``
+            says (see :func:`programma_sa.unique_key` to derive one from the data).
+        :param unique_states: the states in which the job holds its key (default
+            :data:`programma_sa.uniqueness.UNFINISHED`: created, active, processing):
+            ``created`` and, with each state, the one before it.
+        :param on_conflict: when the key is held: ``"keep"`` (default) the holder and
+            return its id; ``"replace"`` the holder's data, attributes, start time,
+            priority and visibility timeout with these if it is still CREATED (a
+            claimed or finished holder is kept) and return its id; ``"raise"``
+            :class:`~programma_sa.DuplicateJob` (the database refuses the INSERT,
+            which aborts the transaction, as any refused statement does).
+        :returns: the id of the new job — or, with a unique key that was held, of
+            the job holding it.
         """
-        job_id, operation = self.operations.add_job(
+        if unique_key is None and unique_states is None:
+            job_id, operation = self.operations.add_job(
+                topic,
+                data,
+                attributes=attributes,
+                run_after_seconds=run_after_seconds,
+                run_after_date=run_after_date,
+                retry_after_seconds=retry_after_seconds,
+                priority=priority,
+            )
+            execute(session, operation)
+            return job_id
+        steps = self.operations.add_unique_job(
             topic,
             data,
             attributes=attributes,
             run_after_seconds=run_after_seconds,
             run_after_date=run_after_date,
             retry_after_seconds=retry_after_seconds,
+            priority=priority,
+            unique_key=unique_key,
+            unique_states=unique_states,
+            on_conflict=on_conflict,
         )
-        execute(session, operation)
-        return job_id
+        return run_steps(session, steps)
 
     def add_jobs(
-        self, session: SessionLike, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+        self,
+        session: SessionLike,
+        topic: str,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        *,
+        on_conflict: OnConflict = "keep",
     ) -> list[uuid.UUID]:
         """Enqueue many jobs in one statement; ids in the order of ``specs``.
 
         Each spec is a :class:`JobSpec` or a mapping with its field names. Every
         spec is checked before the statement is sent: one bad spec adds nothing.
+
+        With unique keys (``JobSpec.unique_key``), ``on_conflict`` applies to each
+        held key as in :meth:`add_job`, and specs of the batch that share a key are
+        one job: ``"keep"`` enqueues the first of them, ``"replace"`` the last (the
+        latest settings win), and each of them gets the id of the job that holds
+        the key afterwards (so an id may appear several times); ``"raise"`` refuses
+        the whole batch with :class:`~programma_sa.DuplicateJob`, nothing inserted.
         """
-        job_ids, operation = self.operations.add_jobs(topic, specs)
-        if operation is not None:
-            execute(session, operation)
-        return job_ids
+        return run_steps(session, self.operations.add_jobs(topic, specs, on_conflict))
 
     def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.

@@ -32,6 +32,13 @@ StatementName = Literal[
     "insert_many_notify",
     "insert_many_uniform",
     "insert_many_uniform_notify",
+    "insert_unique",
+    "insert_unique_notify",
+    "insert_unique_keep",
+    "insert_unique_keep_notify",
+    "insert_unique_replace",
+    "insert_unique_replace_notify",
+    "unique_key_holders",
     "claim",
     "move_to_processing",
     "move_to_completed",
@@ -46,6 +53,8 @@ StatementName = Literal[
     "fail_unchanged",
     "reclaim_rolled_back",
     "seconds_until_due",
+    "snooze_unchanged",
+    "clock",
     "stats_all",
     "stats_topic",
     "finished_topics",
@@ -60,12 +69,13 @@ class Statements:
     """Every statement of one jobs table on one database.
 
     The job's life: ``insert_*`` (one job, many jobs with one or several settings,
-    each with or without a wake-up notification), ``claim``, the seed's per-id
-    moves and setters, ``get_by_id``. The worker's guarded outcome writes (only a
-    job still as its claim left it): ``complete_unchanged``, ``retry_unchanged``,
-    ``fail_unchanged``, ``reclaim_rolled_back``, and ``seconds_until_due`` for its
-    idle wait. Maintenance: ``stats_*``, ``finished_topics``, ``prune_*`` and the
-    prune lock.
+    each with or without a wake-up notification; unique jobs by conflict policy,
+    and ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
+    ``get_by_id``. The worker's guarded outcome writes (only a job still as its
+    claim left it): ``complete_unchanged``, ``retry_unchanged``, ``fail_unchanged``,
+    ``snooze_unchanged``, ``reclaim_rolled_back``; ``seconds_until_due`` for its
+    idle wait and ``clock`` (the database's time) for its schedules. Maintenance:
+    ``stats_*``, ``finished_topics``, ``prune_*`` and the prune lock.
     """
 
     table: Table
@@ -75,6 +85,13 @@ class Statements:
     insert_many_notify: Executable
     insert_many_uniform: Executable
     insert_many_uniform_notify: Executable
+    insert_unique: Executable
+    insert_unique_notify: Executable
+    insert_unique_keep: Executable
+    insert_unique_keep_notify: Executable
+    insert_unique_replace: Executable
+    insert_unique_replace_notify: Executable
+    unique_key_holders: Executable
     claim: Executable
     move_to_processing: Executable
     move_to_completed: Executable
@@ -89,6 +106,8 @@ class Statements:
     fail_unchanged: Executable
     reclaim_rolled_back: Executable
     seconds_until_due: Executable
+    snooze_unchanged: Executable
+    clock: Executable
     stats_all: Executable
     stats_topic: Executable
     finished_topics: Executable

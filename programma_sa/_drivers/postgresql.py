@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     DateTime,
     Delete,
@@ -52,9 +53,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.dml import Insert
 
-from ..models import CLAIMABLE_STATES, FINISHED_STATES, JobState
+from ..models import CLAIMABLE_STATES, FINISHED_STATES, UNIQUE_PREDICATE, JobState
 from .base import STATS_COUNTS, STATS_TIMES, Statements
 
 __all__ = ["build_statements", "notify_channel"]
@@ -170,6 +172,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
             _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
         ),
         "retry_after_seconds": bindparam("p_retry_after_seconds", type_=Integer()),
+        "priority": bindparam("p_priority", type_=Integer()),
     }
     insert_one = insert(table).values(**one_job)
     # The same row selected FROM the one row of (SELECT pg_notify(...)): still an
@@ -187,11 +190,12 @@ def _job_statements(table: Table) -> dict[str, Any]:
     # round trip and one statement however many jobs. The jobs come as ONE JSON
     # text, a row per job: ["<id>", <data>] when every job has the same settings
     # (sent once, as scalars: insert_many_uniform), else ["<id>", <data>,
-    # <attributes>, <run_after_date>, <run_after_seconds>, <retry_after_seconds>]
-    # (insert_many). Each job's data is JSON text already, so the document is
-    # joined, not escaped: psycopg dumps a text[] parameter element by element in
-    # Python, escaping every quote of every payload with a regex, which cost more
-    # than the INSERT itself. The document is an argument of the function in
+    # <attributes>, <run_after_date>, <run_after_seconds>, <retry_after_seconds>,
+    # <priority>] (insert_many; unique jobs add <unique_key>, <unique_states>).
+    # Each job's data is JSON text already, so the document is joined, not
+    # escaped: psycopg dumps a text[] parameter element by element in Python,
+    # escaping every quote of every payload with a regex, which cost more than the
+    # INSERT itself. The document is an argument of the function in
     # FROM, so PostgreSQL parses it once per statement.
     job = (
         func.jsonb_array_elements(cast(bindparam("p_jobs", type_=Text()), JSONB))
@@ -199,7 +203,15 @@ def _job_statements(table: Table) -> dict[str, Any]:
         .render_derived(name="job")
     )
     row = job.c.value
-    columns = ["id", "topic", "data", "attributes", "start_after", "retry_after_seconds"]
+    columns = [
+        "id",
+        "topic",
+        "data",
+        "attributes",
+        "start_after",
+        "retry_after_seconds",
+        "priority",
+    ]
     insert_many_uniform = insert(table).from_select(
         columns,
         select(
@@ -212,40 +224,54 @@ def _job_statements(table: Table) -> dict[str, Any]:
                 _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
             ),
             bindparam("p_retry_after_seconds", type_=Integer()),
+            bindparam("p_priority", type_=Integer()),
         ),
     )
-    insert_many = insert(table).from_select(
-        columns,
-        select(
-            cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
-            bindparam("p_topic", type_=Text()),
-            _element(row, 1),
-            _element(row, 2),
-            func.coalesce(
-                cast(_element(row, 3, as_text=True), _TIMESTAMPTZ),
-                _after_seconds(cast(_element(row, 4, as_text=True), Float())),
-            ),
-            cast(_element(row, 5, as_text=True), Integer()),
-        ),
-    )
+    each_row = _bulk_row_columns(row)
+    insert_many = insert(table).from_select(columns, select(*each_row).select_from(job))
 
-    # The claim: pick due jobs FIFO and lease them, in one round trip.
+    # The claim: pick due jobs, higher priority first, FIFO within a priority, and
+    # lease them, in one round trip. The priority levels the topic's claimable jobs
+    # have are walked from the highest down (_priority_levels: one descent of the
+    # claim index per level), and each level's due jobs are read in (start_after,
+    # id) order from the index position (topic, priority) — so a claim reads about
+    # as many index entries as it takes, plus a descent per level it passes, and
+    # never steps over the not-yet-due jobs (scheduled, or leased: ACTIVE with a
+    # start_after in the future) of a higher level one by one. The outer LIMIT
+    # stops the nested loop as soon as the batch is full: levels below are not
+    # read, and no row is locked beyond the batch (each level's LockRows locks the
+    # rows it hands out, and only as many are pulled as the batch needs).
     # FOR UPDATE SKIP LOCKED: concurrent claimers skip rows another transaction
     # has locked instead of waiting, so no two claims take the same job while a
     # claim's transaction is open. Under READ COMMITTED a row updated by a claim
     # that committed meanwhile is re-checked against the WHERE clause (its new
     # state/start_after) before it is locked, so a freshly leased job is not
     # taken again.
-    picked = (
+    topic = bindparam("p_topic", type_=Text())
+    max_jobs = bindparam("p_max_jobs", type_=Integer())
+    levels = _priority_levels(table, topic, "levels")
+    due = (
         select(t.id, t.start_after)
         .where(
-            t.topic == bindparam("p_topic", type_=Text()),
-            t.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES]),
+            t.topic == topic,
+            _claimable(table),
+            t.priority == levels.c.priority,
             t.start_after <= _db_now(),
         )
         .order_by(t.start_after, t.id)
-        .limit(bindparam("p_max_jobs", type_=Integer()))
+        .limit(max_jobs)
         .with_for_update(skip_locked=True)
+        .lateral("due")
+    )
+    # No ORDER BY here: the rows come level by level, highest first, each level in
+    # (start_after, id) order — the claim order — and sorting would read every
+    # level's batch (and lock it) before the LIMIT.
+    picked = (
+        select(due.c.id, due.c.start_after)
+        .select_from(levels)
+        .join(due, true())
+        .where(levels.c.priority.is_not(None))
+        .limit(max_jobs)
         .cte("picked")
     )
     claim = (
@@ -272,6 +298,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
         "insert_many_notify": _with_notify(insert_many, table),
         "insert_many_uniform": insert_many_uniform,
         "insert_many_uniform_notify": _with_notify(insert_many_uniform, table),
+        **_unique_statements(table, columns, each_row, job),
         "claim": claim,
         "move_to_processing": move_to(JobState.PROCESSING),
         "move_to_completed": move_to(JobState.COMPLETED),
@@ -395,11 +422,29 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         .returning(*table.c)
     )
     # Seconds until the topic's next claimable job is due (negative: due now but
-    # locked by another claim; NULL: none). min() over the claim index's prefix
-    # (topic, start_after) is answered from the index's first entry.
-    seconds_until_due = select(func.extract("epoch", func.min(t.start_after) - _db_now())).where(
-        t.topic == bindparam("p_topic", type_=Text()),
-        t.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES]),
+    # locked by another claim; NULL: none): the soonest start_after of each priority
+    # level, each read from the first claim-index entry at (topic, priority).
+    topic = bindparam("p_topic", type_=Text())
+    levels = _priority_levels(table, topic, "levels")
+    soonest = (
+        select(func.min(t.start_after))
+        .where(t.topic == topic, _claimable(table), t.priority == levels.c.priority)
+        .scalar_subquery()
+    )
+    per_level = (
+        select(soonest.label("soonest")).where(levels.c.priority.is_not(None)).subquery("per_level")
+    )
+    seconds_until_due = select(
+        func.extract("epoch", func.min(per_level.c.soonest) - _db_now())
+    ).select_from(per_level)
+    # Snooze: the job is due again after p_delay seconds and its attempt is given
+    # back (the claim counted one): a snoozed job has not failed.
+    snooze_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            start_after=_after_seconds(bindparam("p_delay", type_=Float())), attempts=t.attempts - 1
+        )
     )
     return {
         "complete_unchanged": complete_unchanged,
@@ -407,7 +452,119 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         "fail_unchanged": fail_unchanged,
         "reclaim_rolled_back": reclaim_rolled_back,
         "seconds_until_due": seconds_until_due,
+        "snooze_unchanged": snooze_unchanged,
+        "clock": select(_db_now()),
     }
+
+
+def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
+    """The distinct priorities of ``topic``'s claimable jobs, highest first, then a NULL
+    row: a recursive CTE that jumps from one level to the next lower one (a loose
+    index scan of the claim index: one descent per level, however many jobs each
+    level has). It is read lazily: a claim whose batch fills on the first levels
+    never looks for the others."""
+    t = table.c
+    first = (
+        select(t.priority)
+        .where(t.topic == topic, _claimable(table))
+        .order_by(t.priority.desc())
+        .limit(1)
+    )
+    levels = first.cte(name, recursive=True)
+    lower = table.alias(f"{name}_lower")
+    next_level = (
+        select(lower.c.priority)
+        .where(lower.c.topic == topic, _claimable(lower), lower.c.priority < levels.c.priority)
+        .order_by(lower.c.priority.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return levels.union_all(select(next_level).where(levels.c.priority.is_not(None)))
+
+
+def _bulk_row_columns(row: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    """The values of one job of a bulk document row with every setting of its own."""
+    return [
+        cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
+        bindparam("p_topic", type_=Text()),
+        _element(row, 1),
+        _element(row, 2),
+        func.coalesce(
+            cast(_element(row, 3, as_text=True), _TIMESTAMPTZ),
+            _after_seconds(cast(_element(row, 4, as_text=True), Float())),
+        ),
+        cast(_element(row, 5, as_text=True), Integer()),
+        cast(_element(row, 6, as_text=True), Integer()),
+    ]
+
+
+def _unique_statements(
+    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], job: Any
+) -> dict[str, Any]:
+    """Enqueues of unique jobs: the bulk row plus ``<unique_key>, <unique_states>`` (a
+    PostgreSQL array literal), one statement per conflict policy, each with and
+    without the wake-up notification.
+
+    * ``insert_unique`` — a plain INSERT: a key already held makes the database
+      refuse the statement (unique violation on ``uq_<table>_unique_key``, raised
+      as :class:`~programma_sa.DuplicateJob`), the whole batch with it;
+    * ``insert_unique_keep`` — ``ON CONFLICT … DO NOTHING``: a job whose key is held
+      is not inserted; returns (unique_key, id) of the rows inserted. DO NOTHING
+      takes no row lock: it never waits for a transaction holding the existing job
+      (a transaction-mode worker's pass running it);
+    * ``insert_unique_replace`` — ``ON CONFLICT … DO UPDATE … WHERE state =
+      'created'``: a job still waiting takes the new data, attributes, start time,
+      priority and visibility timeout; returns (unique_key, id) of the rows
+      inserted or replaced. A claimed or finished holder is left as it is.
+
+    The arbiter of ON CONFLICT is the partial unique index, named by its column and
+    predicate. ``unique_key_holders`` finds the job that holds each of some keys
+    (read through the same index).
+    """
+    t = table.c
+    row = job.c.value
+    values = [
+        *each_row,
+        _element(row, 7, as_text=True),
+        cast(_element(row, 8, as_text=True), ARRAY(Text())),
+    ]
+    notified = select(
+        func.pg_notify(notify_channel(table), bindparam("p_topic", type_=Text())).label("notified")
+    ).subquery("notification")
+    targets = [*columns, "unique_key", "unique_states"]
+    arbiter: dict[str, Any] = {
+        "index_elements": [t.unique_key],
+        "index_where": literal_column(UNIQUE_PREDICATE),
+    }
+    statements: dict[str, Any] = {}
+    for notify in (False, True):
+        # The notification as in insert_one_notify: the rows selected FROM the one
+        # row of (SELECT pg_notify(...)), in the same statement.
+        source = (
+            select(*values).select_from(notified).join(job, true())
+            if notify
+            else select(*values).select_from(job)
+        )
+        plain = pg_insert(table).from_select(targets, source)
+        suffix = "_notify" if notify else ""
+        excluded = plain.excluded
+        statements[f"insert_unique{suffix}"] = plain
+        statements[f"insert_unique_keep{suffix}"] = plain.on_conflict_do_nothing(
+            **arbiter
+        ).returning(t.unique_key, t.id)
+        statements[f"insert_unique_replace{suffix}"] = plain.on_conflict_do_update(
+            **arbiter,
+            set_={
+                name: excluded[name]
+                for name in ("data", "attributes", "start_after", "retry_after_seconds", "priority")
+            },
+            where=t.state == _state(JobState.CREATED),
+        ).returning(t.unique_key, t.id)
+    statements["unique_key_holders"] = select(t.unique_key, t.id).where(
+        t.unique_key == any_(bindparam("p_keys", type_=ARRAY(Text()))),
+        literal_column(UNIQUE_PREDICATE, Boolean()),
+    )
+    return statements
 
 
 def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:
@@ -517,7 +674,7 @@ def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
     )
 
 
-def _claimable(table: Table) -> ColumnElement[bool]:
+def _claimable(table: FromClause) -> ColumnElement[bool]:
     """The claim index's predicate, as literals the planner can match to it."""
     return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,15 @@ from .. import _validation as check
 from .._drivers import StatementName
 from .._ids import uuid7, uuid7_many
 from .._job_records import ClaimedJob, JobDetail, JobSpec
-from ..exceptions import InvalidJobInput
+from ..exceptions import DatabaseError, InvalidJobInput
+from ..models import JobState
+from ..uniqueness import (
+    UNFINISHED,
+    OnConflict,
+    check_on_conflict,
+    check_unique_states,
+    states_literal,
+)
 from . import Operation
 
 __all__ = ["JobOperations"]
@@ -39,8 +47,10 @@ def _changed_a_row(result: Result[Any]) -> bool:
 
 
 def _claimed_rows(result: Result[Any]) -> list[RowMapping]:
-    # RETURNING has no order of its own; restore the claim's FIFO order.
-    return sorted(result.mappings().all(), key=lambda row: (row["due_at"], row["id"]))
+    # RETURNING has no order of its own; restore the claim's: priority, then FIFO.
+    return sorted(
+        result.mappings().all(), key=lambda row: (-row["priority"], row["due_at"], row["id"])
+    )
 
 
 def _claimed_jobs(result: Result[Any]) -> list[ClaimedJob]:
@@ -64,6 +74,12 @@ def _ids(result: Result[Any]) -> list[uuid.UUID]:
     return list(result.scalars().all())  # one fetchall, not a fetch per row
 
 
+def _key_holders(result: Result[Any]) -> dict[str, uuid.UUID]:
+    """``{unique_key: id}`` of the ``(unique_key, id)`` rows a unique enqueue (or a
+    holders query) returned."""
+    return {row.unique_key: row.id for row in result.all() if row.unique_key is not None}
+
+
 def _optional_float(result: Result[Any]) -> float | None:
     value = result.scalar_one()
     return None if value is None else float(value)
@@ -77,13 +93,42 @@ class _Settings:
     run_after_date: datetime | None
     run_after_seconds: float
     retry_after_seconds: int | None
+    priority: int
 
     @functools.cached_property
     def json_fields(self) -> str:
-        """The settings as the tail of a bulk row: ``attributes,date,seconds,retry``."""
+        """The settings as the tail of a bulk row: ``attributes,date,seconds,retry,priority``."""
         date = None if self.run_after_date is None else self.run_after_date.isoformat()
-        rest = _BATCH_ENCODER.encode([date, self.run_after_seconds, self.retry_after_seconds])
+        rest = _BATCH_ENCODER.encode(
+            [date, self.run_after_seconds, self.retry_after_seconds, self.priority]
+        )
         return f"{self.attributes},{rest[1:-1]}"
+
+
+@dataclass(frozen=True)
+class _UniqueJob:
+    """One job of a unique enqueue: its bulk row, and the key it holds (if any)."""
+
+    id: uuid.UUID
+    row: str  # the JSON row of the document, ["<id>",data,…,key,states]
+    key: str | None
+
+
+#: Rounds of a keep/replace enqueue: a round inserts what it can, then reads the
+#: holders of the keys it could not take. A holder that left its unique_states in
+#: between (finished) frees its key, and the next round inserts. Each round settles
+#: every key but such a race, so three rounds only fail under constant churn.
+_SETTLE_ROUNDS = 3
+
+#: The statement of each conflict policy, without and with the wake-up notification.
+_UNIQUE_STATEMENTS: dict[tuple[OnConflict, bool], StatementName] = {
+    ("raise", False): "insert_unique",
+    ("raise", True): "insert_unique_notify",
+    ("keep", False): "insert_unique_keep",
+    ("keep", True): "insert_unique_keep_notify",
+    ("replace", False): "insert_unique_replace",
+    ("replace", True): "insert_unique_replace_notify",
+}
 
 
 #: The types of setting values whose check a bulk enqueue may reuse from the spec
@@ -98,7 +143,7 @@ def _settings_key(spec: JobSpec) -> tuple[object, ...] | None:
     the next (a generator yielding specs that share a dict it updates), so a given
     one is serialised for every spec. A datetime's tzinfo is not a plain value.
     """
-    key = (spec.run_after_seconds, spec.run_after_date, spec.retry_after_seconds)
+    key = (spec.run_after_seconds, spec.run_after_date, spec.retry_after_seconds, spec.priority)
     if spec.attributes is None and all(type(value) in _PLAIN_TYPES for value in key):
         return key
     return None
@@ -139,6 +184,7 @@ class JobOperations:
         run_after_seconds: float | None,
         run_after_date: datetime | str | None,
         retry_after_seconds: int | None,
+        priority: int,
     ) -> tuple[str, _Settings]:
         """``data`` as JSON text and the checked settings; the arguments are checked in
         this order, so the first bad one is the one reported."""
@@ -155,6 +201,7 @@ class JobOperations:
             ),
             run_after_seconds=0.0 if seconds is None else seconds,
             retry_after_seconds=check.retry_seconds(retry_after_seconds),
+            priority=check.check_priority(priority),
         )
         return text, settings
 
@@ -167,10 +214,11 @@ class JobOperations:
         run_after_seconds: float | None,
         run_after_date: datetime | str | None,
         retry_after_seconds: int | None,
+        priority: int = 0,
     ) -> tuple[uuid.UUID, Operation[None]]:
         topic = check.check_topic(topic)
         text, settings = self._checked(
-            data, attributes, run_after_seconds, run_after_date, retry_after_seconds
+            data, attributes, run_after_seconds, run_after_date, retry_after_seconds, priority
         )
         job_id = uuid7()
         statement: StatementName = "insert_one_notify" if self.notify else "insert_one"
@@ -182,22 +230,127 @@ class JobOperations:
             "p_run_after_date": settings.run_after_date,
             "p_run_after_seconds": settings.run_after_seconds,
             "p_retry_after_seconds": settings.retry_after_seconds,
+            "p_priority": settings.priority,
         }
         return job_id, Operation(self.table, statement, params, _discard)
 
+    def add_unique_job(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        attributes: Mapping[str, Any] | None,
+        run_after_seconds: float | None,
+        run_after_date: datetime | str | None,
+        retry_after_seconds: int | None,
+        priority: int,
+        unique_key: str | None,
+        unique_states: Iterable[JobState | str] | None,
+        on_conflict: OnConflict,
+    ) -> Generator[Operation[Any], Any, uuid.UUID]:
+        """:meth:`add_job` of a job with a unique key: the steps of the enqueue, which
+        return the id of the job holding the key (see :meth:`add_jobs`)."""
+        topic = check.check_topic(topic)
+        text, settings = self._checked(
+            data, attributes, run_after_seconds, run_after_date, retry_after_seconds, priority
+        )
+        policy = check_on_conflict(on_conflict)
+        uniqueness = self._uniqueness(unique_key, unique_states)
+        job = self._unique_job(uuid7(), text, settings, uniqueness)
+        (job_id,) = yield from self._unique_steps(topic, [job], policy)
+        return job_id
+
+    @staticmethod
+    def _uniqueness(
+        key: str | None, states: Iterable[JobState | str] | None
+    ) -> tuple[str, str] | None:
+        """The checked key and its unique_states (an array literal); ``None``: no key."""
+        if key is None:
+            if states is not None:
+                raise InvalidJobInput("unique_states needs a unique_key")
+            return None
+        held_in = UNFINISHED if states is None else check_unique_states(states)
+        return check.check_unique_key(key), states_literal(held_in)
+
+    @staticmethod
+    def _unique_job(
+        job_id: uuid.UUID, data: str, settings: _Settings, uniqueness: tuple[str, str] | None
+    ) -> _UniqueJob:
+        tail = "null,null" if uniqueness is None else _BATCH_ENCODER.encode(uniqueness)[1:-1]
+        row = f'["{job_id}",{data},{settings.json_fields},{tail}]'
+        return _UniqueJob(job_id, row, None if uniqueness is None else uniqueness[0])
+
+    def _unique_steps(
+        self, topic: str, jobs: Sequence[_UniqueJob], on_conflict: OnConflict
+    ) -> Generator[Operation[Any], Any, list[uuid.UUID]]:
+        """Enqueue ``jobs`` (some with a unique key) by ``on_conflict``; the id of each
+        job's key holder (or of the job itself), in order.
+
+        ``raise``: one INSERT; a held key (or a key twice in ``jobs``) makes the
+        database refuse it whole (:class:`~programma_sa.DuplicateJob`). ``keep`` /
+        ``replace``: a key is sent once — its first job (keep) or its last (replace,
+        the latest settings win) — and every job of that key gets the id of the job
+        that holds it afterwards: inserted, replaced, or kept as it was. The keys the
+        INSERT could not take are looked up (``unique_key_holders``), and a key whose
+        holder finished in between is inserted in the next round.
+        """
+        statement = _UNIQUE_STATEMENTS[(on_conflict, self.notify)]
+
+        def insert(batch: Sequence[_UniqueJob], read: Any) -> Operation[Any]:
+            document = f"[{','.join([job.row for job in batch])}]"
+            return Operation(self.table, statement, {"p_topic": topic, "p_jobs": document}, read)
+
+        if on_conflict == "raise":
+            yield insert(jobs, _discard)
+            return [job.id for job in jobs]
+        sent: dict[str, _UniqueJob] = {}
+        for job in jobs:
+            if job.key is not None and (on_conflict == "replace" or job.key not in sent):
+                sent[job.key] = job
+        pending = [job for job in jobs if job.key is None or sent[job.key] is job]
+        holders: dict[str, uuid.UUID] = {}
+        for _ in range(_SETTLE_ROUNDS):
+            holders.update((yield insert(pending, _key_holders)))
+            unsettled = [
+                job.key for job in pending if job.key is not None and job.key not in holders
+            ]
+            if not unsettled:
+                break
+            params = {"p_keys": unsettled}
+            holders.update(
+                (yield Operation(self.table, "unique_key_holders", params, _key_holders))
+            )
+            pending = [sent[key] for key in unsettled if key not in holders]
+            if not pending:
+                break
+        else:
+            raise DatabaseError(
+                f"could not enqueue unique keys {sorted(job.key or '' for job in pending)} in "
+                f"{_SETTLE_ROUNDS} rounds: their holders kept finishing in between"
+            )
+        return [job.id if job.key is None else holders[job.key] for job in jobs]
+
     def add_jobs(
-        self, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
-    ) -> tuple[list[uuid.UUID], Operation[None] | None]:
-        """Validate every spec first; ``None`` operation when there is nothing to add.
+        self,
+        topic: str,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        on_conflict: OnConflict = "keep",
+    ) -> Generator[Operation[Any], Any, list[uuid.UUID]]:
+        """Validate every spec first, then the steps of the enqueue; they return the
+        ids, in the order of ``specs`` (no step when there is nothing to add).
 
         The jobs travel as ONE JSON document (see ``Statements.insert_many``): each
         job's data is already JSON text, so the document is joined, never escaped.
         When every job has the same settings (the usual bulk: all defaults) they are
-        sent once, as scalars, and each row is just ``["<id>",<data>]``.
+        sent once, as scalars, and each row is just ``["<id>",<data>]``. When a spec
+        has a ``unique_key`` the batch is enqueued by ``on_conflict``
+        (:meth:`_unique_steps`).
         """
         topic = check.check_topic(topic)
+        policy = check_on_conflict(on_conflict)
         datas: list[str] = []
         settings: list[_Settings] = []
+        uniqueness: list[tuple[str, str] | None] = []
         last_key: tuple[object, ...] | None = None
         last: _Settings | None = None
         for index, item in enumerate(specs):
@@ -214,15 +367,29 @@ class JobOperations:
                         spec.run_after_seconds,
                         spec.run_after_date,
                         spec.retry_after_seconds,
+                        spec.priority,
                     )
                     last_key = key
                     datas.append(text)
+                uniqueness.append(
+                    None
+                    if spec.unique_key is None and spec.unique_states is None
+                    else self._uniqueness(spec.unique_key, spec.unique_states)
+                )
             except InvalidJobInput as error:
                 raise type(error)(f"job spec #{index}: {error}") from error
             settings.append(last)
         if not datas:
-            return [], None
+            return []
         job_ids = uuid7_many(len(datas))
+        if any(uniqueness):
+            jobs = [
+                self._unique_job(job_id, data, each, unique)
+                for job_id, data, each, unique in zip(
+                    job_ids, datas, settings, uniqueness, strict=True
+                )
+            ]
+            return (yield from self._unique_steps(topic, jobs, policy))
         first = settings[0]
         if all(each is first or each == first for each in settings):
             rows = ",".join(
@@ -235,6 +402,7 @@ class JobOperations:
                 "p_run_after_date": first.run_after_date,
                 "p_run_after_seconds": first.run_after_seconds,
                 "p_retry_after_seconds": first.retry_after_seconds,
+                "p_priority": first.priority,
             }
             statement: StatementName = (
                 "insert_many_uniform_notify" if self.notify else "insert_many_uniform"
@@ -248,7 +416,8 @@ class JobOperations:
             )
             params = {"p_topic": topic, "p_jobs": f"[{rows}]"}
             statement = "insert_many_notify" if self.notify else "insert_many"
-        return job_ids, Operation(self.table, statement, params, _discard)
+        yield Operation(self.table, statement, params, _discard)
+        return job_ids
 
     # -- claim -----------------------------------------------------------------------
 
