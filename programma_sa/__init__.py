@@ -16,6 +16,7 @@ from .exceptions import (
     CommitFailed,
     ConfigurationError,
     DatabaseError,
+    DuplicateJob,
     InvalidJobInput,
     PayloadTooLarge,
     ProgrammaError,
@@ -26,8 +27,11 @@ from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
+from .schedules import Schedule
+from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
+from .worker.steps import JobSnoozed
 
 try:
     __version__ = version("programma-sa")
@@ -44,13 +48,16 @@ __all__ = [
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateJob",
     "InvalidJobInput",
     "JobContext",
     "JobDetail",
     "JobMixin",
     "JobQueue",
+    "JobSnoozed",
     "JobSpec",
     "JobState",
+    "OnConflict",
     "PassResult",
     "PayloadTooLarge",
     "ProgrammaError",
@@ -59,6 +66,7 @@ __all__ = [
     "QueueStats",
     "Retention",
     "RetryPolicy",
+    "Schedule",
     "SchemaNotReady",
     "TopicStats",
     "TransactionLost",
@@ -66,4 +74,5 @@ __all__ = [
     "WorkerSettings",
     "__version__",
     "jobs_table",
+    "unique_key",
 ]

@@ -80,6 +80,11 @@ def _key_holders(result: Result[Any]) -> dict[str, uuid.UUID]:
     return {row.unique_key: row.id for row in result.all() if row.unique_key is not None}
 
 
+def _scalar_datetime(result: Result[Any]) -> datetime:
+    value: datetime = result.scalar_one()
+    return value
+
+
 def _optional_float(result: Result[Any]) -> float | None:
     value = result.scalar_one()
     return None if value is None else float(value)
@@ -330,24 +335,11 @@ class JobOperations:
             )
         return [job.id if job.key is None else holders[job.key] for job in jobs]
 
-    def add_jobs(
-        self,
-        topic: str,
-        specs: Iterable[JobSpec | Mapping[str, Any]],
-        on_conflict: OnConflict = "keep",
-    ) -> Generator[Operation[Any], Any, list[uuid.UUID]]:
-        """Validate every spec first, then the steps of the enqueue; they return the
-        ids, in the order of ``specs`` (no step when there is nothing to add).
-
-        The jobs travel as ONE JSON document (see ``Statements.insert_many``): each
-        job's data is already JSON text, so the document is joined, never escaped.
-        When every job has the same settings (the usual bulk: all defaults) they are
-        sent once, as scalars, and each row is just ``["<id>",<data>]``. When a spec
-        has a ``unique_key`` the batch is enqueued by ``on_conflict``
-        (:meth:`_unique_steps`).
-        """
-        topic = check.check_topic(topic)
-        policy = check_on_conflict(on_conflict)
+    def _checked_specs(
+        self, specs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> tuple[list[str], list[_Settings], list[tuple[str, str] | None]]:
+        """Each spec's data (JSON text), settings and uniqueness, checked in order;
+        the error of a bad spec names its index."""
         datas: list[str] = []
         settings: list[_Settings] = []
         uniqueness: list[tuple[str, str] | None] = []
@@ -379,6 +371,50 @@ class JobOperations:
             except InvalidJobInput as error:
                 raise type(error)(f"job spec #{index}: {error}") from error
             settings.append(last)
+        return datas, settings, uniqueness
+
+    def add_jobs_if_keys_free(
+        self, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
+    ) -> Operation[dict[str, uuid.UUID]] | None:
+        """Insert the jobs of ``specs`` — each with a unique key — whose key no job
+        holds; ``{unique_key: id}`` of those inserted. Held keys are left to their
+        holders, unread: one statement (``ON CONFLICT DO NOTHING``), what a periodic
+        schedule's fire times need. ``None``: nothing to add."""
+        topic = check.check_topic(topic)
+        datas, settings, uniqueness = self._checked_specs(specs)
+        if None in uniqueness:
+            raise InvalidJobInput(f"job spec #{uniqueness.index(None)} has no unique_key")
+        if not datas:
+            return None
+        rows = [
+            self._unique_job(job_id, data, each, unique).row
+            for job_id, data, each, unique in zip(
+                uuid7_many(len(datas)), datas, settings, uniqueness, strict=True
+            )
+        ]
+        statement = _UNIQUE_STATEMENTS[("keep", self.notify)]
+        params = {"p_topic": topic, "p_jobs": f"[{','.join(rows)}]"}
+        return Operation(self.table, statement, params, _key_holders)
+
+    def add_jobs(
+        self,
+        topic: str,
+        specs: Iterable[JobSpec | Mapping[str, Any]],
+        on_conflict: OnConflict = "keep",
+    ) -> Generator[Operation[Any], Any, list[uuid.UUID]]:
+        """Validate every spec first, then the steps of the enqueue; they return the
+        ids, in the order of ``specs`` (no step when there is nothing to add).
+
+        The jobs travel as ONE JSON document (see ``Statements.insert_many``): each
+        job's data is already JSON text, so the document is joined, never escaped.
+        When every job has the same settings (the usual bulk: all defaults) they are
+        sent once, as scalars, and each row is just ``["<id>",<data>]``. When a spec
+        has a ``unique_key`` the batch is enqueued by ``on_conflict``
+        (:meth:`_unique_steps`).
+        """
+        topic = check.check_topic(topic)
+        policy = check_on_conflict(on_conflict)
+        datas, settings, uniqueness = self._checked_specs(specs)
         if not datas:
             return []
         job_ids = uuid7_many(len(datas))
@@ -523,6 +559,22 @@ class JobOperations:
         seconds (``None``: keep the claim's visibility timeout)."""
         seconds = check.optional_seconds(delay, "delay")
         return self._unchanged("retry_unchanged", job, error, p_delay=seconds)
+
+    def snooze_unchanged(self, job: ClaimedJob, delay: float) -> Operation[bool]:
+        """Make the job due in ``delay`` seconds and give its attempt back (the claim
+        counted one): a snooze is not a failure."""
+        seconds = check.optional_seconds(delay, "snooze delay")
+        return self._by_id(
+            "snooze_unchanged",
+            job.id,
+            p_attempts=job.attempts,
+            p_start_after=job.start_after,
+            p_delay=seconds,
+        )
+
+    def clock(self) -> Operation[datetime]:
+        """The database's time (``statement_timestamp()``)."""
+        return Operation(self.table, "clock", {}, _scalar_datetime)
 
     def fail_unchanged(self, job: ClaimedJob, error: Mapping[str, Any]) -> Operation[bool]:
         """Record ``error`` (merged into attributes) and move the job to FAILED."""

@@ -49,13 +49,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from typing_extensions import Unpack
 
+from .. import _validation as check
 from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive_async, execute_async, run_steps_async
 from .._job_records import ClaimedJob
@@ -66,7 +67,7 @@ from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
 from .listen import AsyncListener
 from .results import UNTOUCHED, PassResult
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
 
 if TYPE_CHECKING:
     # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see async_queue).
@@ -105,6 +106,20 @@ class AsyncJobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down: a long handler may wrap up early."""
         return self._worker.stopping
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """End the handler here and run this job again in ``seconds``, without
+        spending an attempt (unlike a retry, ``attempts`` is given back).
+
+        It raises :class:`~programma_sa.JobSnoozed` (let it through, do not catch
+        it); the worker then writes the snooze under the same guard as its other
+        outcomes: only if the job is still as its claim left it. In transaction mode
+        the handler's writes roll back to its SAVEPOINT, as when it raises.
+
+        :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
+        """
+        checked = check.optional_seconds(seconds, "snooze seconds")
+        raise JobSnoozed(0.0 if checked is None else checked)
 
     async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self.session is not None:

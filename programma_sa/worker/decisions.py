@@ -55,8 +55,18 @@ from ..retry import describe_error
 from .duties import Duty, PruneDuty
 from .listen import conninfo_from_url
 from .results import NOTHING_WRITTEN, UNTOUCHED, PassResult
+from .schedules import ScheduleDuty
 from .settings import WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, InTransaction, RunHandler, Step, single
+from .steps import (
+    Commit,
+    ConnectionLost,
+    EachCommitted,
+    InTransaction,
+    JobSnoozed,
+    RunHandler,
+    Step,
+    single,
+)
 
 __all__ = [
     "DB_ERRORS",
@@ -295,6 +305,8 @@ class WorkerCore(ABC):
         )
         #: The periodic duties the loop runs between claims.
         self.duties: list[Duty[Any]] = [] if self._prune_duty is None else [self._prune_duty]
+        if settings.schedules:
+            self.duties.append(ScheduleDuty(self._operations, settings.schedules))
 
     # -- state shared by both workers ----------------------------------------------------
 
@@ -348,6 +360,12 @@ class WorkerCore(ABC):
         error: Exception | None = yield RunHandler(job)
         if error is None:
             return NOTHING_WRITTEN, True
+        if isinstance(error, JobSnoozed):
+            try:
+                snoozed: bool = yield EachCommitted(single(self._snooze(job, error)))
+            except DB_ERRORS:
+                return self._failure_lost(job, "the snooze"), False
+            return self._outcome_written(job, PassResult(snoozed=1), snoozed, "snoozing"), False
         operation, outcome = self._failure(job, error)
         try:
             changed: bool = yield EachCommitted(single(operation))
@@ -415,6 +433,12 @@ class WorkerCore(ABC):
                 raise self._transaction_lost(batch, job, error.error) from error.error
             if error is None:
                 batch.record(PassResult(), returned=job)
+                continue
+            if isinstance(error, JobSnoozed):
+                # The handler's writes were rolled back to its SAVEPOINT, as for any
+                # exception; the snooze commits with the pass.
+                snoozed: bool = yield self._snooze(job, error)
+                batch.record(self._outcome_written(job, PassResult(snoozed=1), snoozed, "snoozing"))
                 continue
             operation, outcome = self._failure(job, error)
             changed: bool = yield operation
@@ -524,15 +548,35 @@ class WorkerCore(ABC):
     def _failure_written(self, job: ClaimedJob, outcome: PassResult, changed: bool) -> PassResult:
         """What writing the verdict did: ``changed`` is False when the handler had
         moved its job first (the conditional UPDATE matched nothing)."""
+        return self._outcome_written(job, outcome, changed, "failing")
+
+    def _outcome_written(
+        self, job: ClaimedJob, outcome: PassResult, changed: bool, before: str
+    ) -> PassResult:
+        """What writing an outcome did: ``changed`` is False when the handler had moved
+        its job first (the conditional UPDATE matched nothing)."""
         if changed:
             return outcome
         log.info(
-            "job %s [%s] changed by its handler before failing; its state stands",
+            "job %s [%s] changed by its handler before %s; its state stands",
             job.id,
             job.topic,
+            before,
             extra=job_log(job),
         )
         return PassResult(left_untouched=1)
+
+    def _snooze(self, job: ClaimedJob, request: JobSnoozed) -> Operation[bool]:
+        """The guarded write of a snooze: due again in ``request.seconds``, attempt given back."""
+        log.debug(
+            "job %s [%s] attempt %d snoozed for %g s",
+            job.id,
+            job.topic,
+            job.attempts,
+            request.seconds,
+            extra=job_log(job),
+        )
+        return self._operations.snooze_unchanged(job, request.seconds)
 
     def _transaction_lost(self, batch: Batch, job: ClaimedJob, error: Exception) -> TransactionLost:
         """Log (once, as a WARNING) and build the error of a pass whose connection
@@ -625,13 +669,13 @@ class WorkerCore(ABC):
             return  # logged where it was detected (_transaction_lost, _commit_failed)
         log.error("a transaction-mode pass failed; its jobs were rolled back", exc_info=error)
 
-    def _failure_lost(self, job: ClaimedJob) -> PassResult:
+    def _failure_lost(self, job: ClaimedJob, what: str = "the failure") -> PassResult:
         """The outcome when the verdict could not be written (the database is gone)."""
         log.exception(
-            "job %s [%s]: could not record the failure; the job comes back after "
-            "its visibility timeout",
+            "job %s [%s]: could not record %s; the job comes back after its visibility timeout",
             job.id,
             job.topic,
+            what,
             extra=job_log(job),
         )
         return PassResult(left_untouched=1)

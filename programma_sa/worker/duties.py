@@ -6,8 +6,9 @@ whether it is due, drives its steps with the same driver that runs the claims, a
 wakes from its idle wait in time for the next one; a failed pass is logged and
 retried at the next interval, never stopping the loop.
 
-Pruning is the one duty today (:class:`PruneDuty`); lease renewal, cron and the
-rescue of stuck jobs belong here too.
+Pruning (:class:`PruneDuty`) and periodic schedules
+(:class:`~.schedules.ScheduleDuty`) are duties; lease renewal and the rescue of
+stuck jobs belong here too.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ class DutySchedule:
     def due(self) -> bool:
         return self._clock() >= self._next_at
 
-    def ran(self) -> None:
-        self._next_at = self._clock() + self.interval
+    def ran(self, next_in: float | None = None) -> None:
+        """A pass ran: the next one in ``next_in`` seconds (default: ``interval``)."""
+        self._next_at = self._clock() + (self.interval if next_in is None else next_in)
 
     def seconds_left(self) -> float:
         return max(0.0, self._next_at - self._clock())

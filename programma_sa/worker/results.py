@@ -22,6 +22,8 @@ class PassResult:
     retried: int = 0
     failed: int = 0
     left_untouched: int = 0
+    #: Snoozed by their handler (``ctx.snooze``): due again later, attempt given back.
+    snoozed: int = 0
 
     def __str__(self) -> str:
         return ", ".join(
@@ -36,6 +38,7 @@ class PassResult:
             self.retried + other.retried,
             self.failed + other.failed,
             self.left_untouched + other.left_untouched,
+            self.snoozed + other.snoozed,
         )
 
 

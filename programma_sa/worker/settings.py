@@ -24,6 +24,7 @@ from .._operations.maintenance import DEFAULT_BATCH_SIZE
 from .._retention import Retention
 from ..exceptions import ConfigurationError, InvalidJobInput
 from ..retry import DEFAULT_RETRY, RetryPolicy
+from ..schedules import Schedule, check_schedules
 
 __all__ = ["DEFAULT_PRUNE_INTERVAL", "WorkerMode", "WorkerOptions", "WorkerSettings"]
 
@@ -110,6 +111,9 @@ class WorkerSettings:
         pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
         worker at a time prunes across processes.
     :param prune_batch_size: rows deleted per prune transaction (default 1000).
+    :param schedules: periodic :class:`~programma_sa.Schedule` objects whose jobs
+        this worker enqueues between its claims (default none); any number of
+        workers may run the same schedules: each fire time is enqueued once.
     """
 
     topics: Sequence[str]
@@ -125,6 +129,7 @@ class WorkerSettings:
     retention: Retention | None = None
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     prune_batch_size: int = DEFAULT_BATCH_SIZE
+    schedules: Sequence[Schedule] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -150,6 +155,7 @@ class WorkerSettings:
             "prune_interval": _positive_seconds(self.prune_interval, "prune_interval"),
             "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
             "database_url": _database_url(self.database_url),
+            "schedules": check_schedules(self.schedules),
         }
         for name, value in normalised.items():
             object.__setattr__(self, name, value)
@@ -177,3 +183,4 @@ class WorkerOptions(TypedDict, total=False):
     retention: Retention | None
     prune_interval: float
     prune_batch_size: int
+    schedules: Sequence[Schedule]

@@ -30,7 +30,15 @@ from .._execute import InTransaction
 from .._job_records import ClaimedJob
 from .._operations import Operation
 
-__all__ = ["Commit", "ConnectionLost", "EachCommitted", "InTransaction", "RunHandler", "Step"]
+__all__ = [
+    "Commit",
+    "ConnectionLost",
+    "EachCommitted",
+    "InTransaction",
+    "JobSnoozed",
+    "RunHandler",
+    "Step",
+]
 
 T = TypeVar("T")
 
@@ -41,11 +49,23 @@ class RunHandler:
     transaction-mode pass inside a SAVEPOINT of the pass's transaction.
 
     Send back ``None`` when it returned, the ``Exception`` it raised (or its
-    SAVEPOINT's end raised), or a :class:`ConnectionLost` when, after such an
-    exception, the pass's connection is invalidated.
+    SAVEPOINT's end raised) — :class:`JobSnoozed` when it asked for a snooze — or a
+    :class:`ConnectionLost` when, after such an exception, the pass's connection is
+    invalidated.
     """
 
     job: ClaimedJob
+
+
+class JobSnoozed(Exception):  # not an error: a handler's request
+    """Raised by ``ctx.snooze(seconds)`` to end a handler: the worker then makes the
+    job due again in ``seconds`` without spending an attempt (see
+    :meth:`JobContext.snooze <programma_sa.JobContext.snooze>`). A handler that
+    catches every ``Exception`` must let this one through."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"snoozed for {seconds:g} s")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)

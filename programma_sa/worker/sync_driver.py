@@ -65,7 +65,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -73,6 +73,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
+from .. import _validation as check
 from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive, execute, run_steps
 from .._job_records import ClaimedJob
@@ -83,7 +84,7 @@ from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
 from .listen import Listener
 from .results import UNTOUCHED, PassResult
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
 
 __all__ = ["Handler", "JobContext", "Worker"]
 
@@ -117,6 +118,20 @@ class JobContext:
     def stopping(self) -> bool:
         """True once the worker is shutting down: a long handler may wrap up early."""
         return self._worker.stopping
+
+    def snooze(self, seconds: float) -> NoReturn:
+        """End the handler here and run this job again in ``seconds``, without
+        spending an attempt (unlike a retry, ``attempts`` is given back).
+
+        It raises :class:`~programma_sa.JobSnoozed` (let it through, do not catch
+        it); the worker then writes the snooze under the same guard as its other
+        outcomes: only if the job is still as its claim left it. In transaction mode
+        the handler's writes roll back to its SAVEPOINT, as when it raises.
+
+        :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
+        """
+        checked = check.optional_seconds(seconds, "snooze seconds")
+        raise JobSnoozed(0.0 if checked is None else checked)
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:

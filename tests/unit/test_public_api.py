@@ -20,13 +20,16 @@ PUBLIC_NAMES = {
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
+    "DuplicateJob",
     "InvalidJobInput",
     "JobContext",
     "JobDetail",
     "JobMixin",
     "JobQueue",
+    "JobSnoozed",
     "JobSpec",
     "JobState",
+    "OnConflict",
     "PassResult",
     "PayloadTooLarge",
     "ProgrammaError",
@@ -35,6 +38,7 @@ PUBLIC_NAMES = {
     "QueueStats",
     "Retention",
     "RetryPolicy",
+    "Schedule",
     "SchemaNotReady",
     "TopicStats",
     "TransactionLost",
@@ -42,6 +46,7 @@ PUBLIC_NAMES = {
     "WorkerSettings",
     "__version__",
     "jobs_table",
+    "unique_key",
 }
 
 
