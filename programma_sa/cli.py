@@ -8,6 +8,7 @@
     programma-sa job      0192f7c4-...
     programma-sa stats    --format prometheus
     programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
+    programma-sa schedules --schedules myapp.jobs:SCHEDULES
     programma-sa demo     # no URL: an embedded PostgreSQL (pip install "programma-sa[embedded]")
 
 A ``worker`` whose handler is an ``async def`` function runs an
@@ -36,7 +37,9 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, MetaData, Table, create_engine
 from sqlalchemy import exc as sa_exc
@@ -54,6 +57,7 @@ from .maintenance.formats import FORMATS, render_stats
 from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
+from .schedules import Schedule, check_schedules
 from .worker import Handler, Worker, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
 from .worker.decisions import is_async_handler
@@ -279,25 +283,41 @@ def _json_argument(text: str, option: str) -> Any:
 # -- worker ------------------------------------------------------------------------------
 
 
-def load_handler(spec: str) -> Handler:
-    """Import ``module:attribute`` (the current directory is importable, as for uvicorn)."""
+def import_attribute(spec: str, what: str, shape: str) -> Any:
+    """Import ``module:attribute`` (the current directory is importable, as for uvicorn);
+    ``what`` names it in errors, ``shape`` is the form it must have."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise UsageError(f"handler must look like module:function, got {spec!r}")
+        raise UsageError(f"{what} must look like {shape}, got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as error:
-        raise UsageError(f"cannot import handler module {module_name!r}: {error}") from error
+        raise UsageError(f"cannot import {what} module {module_name!r}: {error}") from error
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return target
+
+
+def load_handler(spec: str) -> Handler:
+    """The handler named by ``module:function``."""
+    target = import_attribute(spec, "handler", "module:function")
     if not callable(target):
         raise UsageError(f"handler {spec!r} is not callable")
     return cast(Handler, target)
+
+
+def load_schedules(spec: str) -> tuple[Schedule, ...]:
+    """The schedules named by ``module:attribute`` (a list of :class:`Schedule`)."""
+    target = import_attribute(spec, "--schedules", "module:attribute")
+    try:
+        return check_schedules(target)
+    except ConfigurationError as error:
+        raise UsageError(f"--schedules {spec}: {error}") from error
 
 
 def _retry_policy(args: argparse.Namespace) -> RetryPolicy | None:
@@ -331,6 +351,7 @@ def _worker_settings(args: argparse.Namespace) -> WorkerSettings:
             retention=retention,
             prune_interval=args.prune_interval,
             prune_batch_size=args.prune_batch_size,
+            schedules=() if args.schedules is None else load_schedules(args.schedules),
         )
     except ConfigurationError as error:
         raise UsageError(str(error)) from error
@@ -404,7 +425,9 @@ def register_worker(commands: Subcommands) -> None:
         "An async def HANDLER runs on asyncio (programma_sa.AsyncWorker) and receives a "
         "programma_sa.AsyncJobContext; --concurrency then bounds its tasks.\n\n"
         "With a TTL option the worker also prunes finished jobs every --prune-interval "
-        "seconds (one worker at a time across processes).",
+        "seconds (one worker at a time across processes). With --schedules it enqueues "
+        "the jobs of those periodic schedules (each fire time once, however many "
+        "workers run them).",
         default_log_level="info",
     )
     parser.add_argument("handler", metavar="HANDLER", help="module:function to call per job")
@@ -488,6 +511,60 @@ def register_worker(commands: Subcommands) -> None:
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"rows deleted per prune transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+    add_schedules_argument(parser, "periodic schedules whose jobs this worker enqueues")
+
+
+def add_schedules_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--schedules MODULE:ATTRIBUTE``: a list of :class:`~programma_sa.Schedule`."""
+    parser.add_argument(
+        "--schedules",
+        metavar="MODULE:ATTRIBUTE",
+        help=f"{help}: a list of programma_sa.Schedule objects",
+    )
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def _run_schedules(args: argparse.Namespace) -> int:
+    if args.schedules is None:
+        raise UsageError("give --schedules MODULE:ATTRIBUTE")
+    if args.count < 1:
+        raise UsageError(f"--count must be at least 1, got {args.count}")
+    now = datetime.now(timezone.utc)
+    for schedule in load_schedules(args.schedules):
+        zone = ZoneInfo(schedule.timezone)
+        when = (
+            f"cron {schedule.cron!r} in {schedule.timezone}"
+            if schedule.cron is not None
+            else f"every {schedule.every} from {schedule.start.isoformat()}"
+        )
+        print(
+            f"{schedule.name}: topic {schedule.topic}, {when}, catch_up {schedule.catch_up}, "
+            f"grace {schedule.grace_period.total_seconds():g} s"
+        )
+        for fire in schedule.next_fire_times(now, args.count):
+            local = fire.astimezone(zone)
+            shown_local = "" if local.utcoffset() == timedelta(0) else f"  ({local.isoformat()})"
+            print(f"  {fire.isoformat()}{shown_local}")
+    return 0
+
+
+def register_schedules(commands: Subcommands) -> None:
+    parser = commands.add(
+        "schedules",
+        _run_schedules,
+        help="list periodic schedules and their next fire times",
+        description="Import the schedules named by --schedules (a list of "
+        "programma_sa.Schedule objects, as given to workers) and print each with its next "
+        "fire times, in UTC (and in the schedule's time zone), counted from this host's "
+        "clock. Reads no database.",
+        table_options=False,
+    )
+    add_schedules_argument(parser, "the schedules to list")
+    parser.add_argument(
+        "--count", type=int, default=5, metavar="N", help="fire times per schedule (default 5)"
     )
 
 
@@ -670,7 +747,10 @@ def _run_migrate(args: argparse.Namespace) -> int:
     url = database_url(args)
     assert url is not None
     migrations.upgrade(
-        url.render_as_string(hide_password=False), table_name=args.table, schema=args.schema
+        url.render_as_string(hide_password=False),
+        table_name=args.table,
+        schema=args.schema,
+        concurrent_indexes=args.concurrently,
     )
     print(
         f"programma migrations applied: table {table.fullname} on {shown(url)} "
@@ -680,7 +760,7 @@ def _run_migrate(args: argparse.Namespace) -> int:
 
 
 def register_migrate(commands: Subcommands) -> None:
-    commands.add(
+    parser = commands.add(
         "migrate",
         _run_migrate,
         help="create or upgrade the jobs table (the programma Alembic branch)",
@@ -692,6 +772,12 @@ def register_migrate(commands: Subcommands) -> None:
         "its own. Applications with their own Alembic setup run `alembic upgrade heads` "
         "instead.",
         default_log_level="info",
+    )
+    parser.add_argument(
+        "--concurrently",
+        action="store_true",
+        help="build new indexes with CREATE INDEX CONCURRENTLY (no lock on writes; not "
+        "atomic: re-run after a failure) — for large live tables",
     )
 
 
@@ -722,6 +808,7 @@ def register_demo(commands: Subcommands) -> None:
 #: The subcommands, in ``--help`` order: each function registers one.
 COMMANDS: list[Callable[[Subcommands], None]] = [
     register_worker,
+    register_schedules,
     register_enqueue,
     register_job,
     register_stats,

@@ -64,6 +64,7 @@ from ..models import DEFAULT_TABLE_NAME
 
 __all__ = [
     "BRANCH_LABEL",
+    "CONCURRENT_INDEXES_OPTION",
     "STANDALONE_VERSION_TABLE",
     "VERSION_LOCATION",
     "downgrade",
@@ -80,6 +81,9 @@ __all__ = [
 BRANCH_LABEL = "programma"
 #: The chain's location in the ``package:path`` form ``alembic.ini`` accepts.
 VERSION_LOCATION = "programma_sa:migrations/versions"
+#: The Alembic main option asking revisions to build indexes with CREATE INDEX
+#: CONCURRENTLY (``programma_concurrent_indexes = true`` in ``alembic.ini``).
+CONCURRENT_INDEXES_OPTION = "programma_concurrent_indexes"
 #: The version table :func:`upgrade` keeps for the default table ``programma_jobs``;
 #: the version table of any other jobs table starts with it (see
 #: :func:`standalone_version_table`).
@@ -315,12 +319,15 @@ def standalone_config(
     table_name: str | None = None,
     schema: str | None = None,
     connection: Any = None,
+    concurrent_indexes: bool = False,
 ) -> Config:
     """An Alembic ``Config`` that runs only this chain on one jobs table.
 
     The version table is the table's own, :func:`standalone_version_table` (unless
     the main option ``version_table`` is set on the result). Names are checked when
-    a command runs, before it connects.
+    a command runs, before it connects. ``concurrent_indexes`` sets the main option
+    :data:`CONCURRENT_INDEXES_OPTION`: revisions that build indexes on an existing
+    table build them with ``CREATE INDEX CONCURRENTLY``.
     """
     config = Config()
     config.set_main_option("script_location", "programma_sa:migrations")
@@ -336,6 +343,8 @@ def standalone_config(
         config.set_main_option("programma_schema", schema)
     if connection is not None:
         config.attributes["connection"] = connection
+    if concurrent_indexes:
+        config.set_main_option(CONCURRENT_INDEXES_OPTION, "true")
     return config
 
 
@@ -346,6 +355,7 @@ def upgrade(
     table_name: str | None = None,
     schema: str | None = None,
     connection: Any = None,
+    concurrent_indexes: bool = False,
 ) -> None:
     """Apply the chain to one jobs table, given the database's URL or an open ``Connection``.
 
@@ -355,8 +365,20 @@ def upgrade(
     than ``programma_jobs`` in ``programma_alembic_version`` is moved to that
     table's version table; migrating ``programma_jobs`` while such a revision is
     still there raises :class:`~programma_sa.exceptions.ConfigurationError`.
+
+    ``concurrent_indexes``: build the indexes a revision adds to an existing table
+    with ``CREATE INDEX CONCURRENTLY`` — no lock on the table's writes, but outside
+    the migration's transaction, so not atomic (programma_0004: see docs/alembic.md).
+    It needs a migration that begins its own transaction: not a ``connection`` in a
+    transaction of the caller's.
     """
-    config = standalone_config(url, table_name=table_name, schema=schema, connection=connection)
+    config = standalone_config(
+        url,
+        table_name=table_name,
+        schema=schema,
+        connection=connection,
+        concurrent_indexes=concurrent_indexes,
+    )
     command.upgrade(config, revision)
 
 
