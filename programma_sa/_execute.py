@@ -72,17 +72,23 @@ def _sqlstate(error: sa_exc.DBAPIError) -> str | None:
     return None
 
 
-def _constraint_name(error: sa_exc.DBAPIError) -> str | None:
-    # psycopg 3 and psycopg2: ``diag.constraint_name``; asyncpg: ``constraint_name``.
+def _diagnostic(error: sa_exc.DBAPIError, name: str) -> str | None:
+    """A field of the server's error report: psycopg 3 and psycopg2 keep it in
+    ``diag.<name>``; asyncpg's own error (the cause of SQLAlchemy's adapted one) in
+    ``constraint_name`` / ``detail``."""
     original = error.orig
     diag = getattr(original, "diag", None)
-    name = getattr(diag if diag is not None else original, "constraint_name", None)
-    return name if isinstance(name, str) else None
+    if diag is not None:
+        value = getattr(diag, name, None)
+    else:
+        cause = getattr(original, "__cause__", None)
+        value = getattr(cause, {"message_detail": "detail"}.get(name, name), None)
+    return value if isinstance(value, str) else None
 
 
 def _duplicate_job(error: sa_exc.DBAPIError, table: Table) -> DuplicateJob:
     text = str(error.orig) if error.orig is not None else str(error)
-    match = _KEY_DETAIL.search(text)
+    match = _KEY_DETAIL.fullmatch(_diagnostic(error, "message_detail") or "")
     key = None if match is None else match["key"]
     return DuplicateJob(
         f"a job with unique key {key!r} is already enqueued in {table.fullname} "
@@ -113,7 +119,7 @@ def translated_errors(table: Table | None = None) -> Iterator[None]:
         if (
             sqlstate == _UNIQUE_VIOLATION
             and table is not None
-            and _constraint_name(error) == f"uq_{table.name}_unique_key"
+            and _diagnostic(error, "constraint_name") == f"uq_{table.name}_unique_key"
         ):
             raise _duplicate_job(error, table) from error
         raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
