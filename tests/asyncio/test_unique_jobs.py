@@ -7,10 +7,18 @@ driver matters: the statements' results, and the unique violation's constraint n
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncio
+import uuid
 
-from programma_sa import AsyncJobQueue, DuplicateJob, JobSpec, JobState
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from programma_sa import AsyncJobQueue, DuplicateJob, JobSpec, JobState, jobs_table
+
+from ..app import Job
+
+TABLE = jobs_table(Job)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,3 +75,22 @@ async def test_raise_is_duplicate_job_on_either_driver(
         async with async_session.begin_nested():
             await aqueue.add_job(async_session, "t", {}, unique_key="order-7", on_conflict="raise")
     assert raised.value.unique_key == "order-7"
+
+
+async def test_concurrent_enqueues_of_one_key_leave_one_job(
+    aqueue: AsyncJobQueue, async_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    async def enqueue_many() -> set[uuid.UUID]:
+        ids = set()
+        for n in range(25):
+            async with async_sessions() as session, session.begin():
+                ids.add(await aqueue.add_job(session, "t", {"n": n}, unique_key="k"))
+        return ids
+
+    results = await asyncio.gather(*(enqueue_many() for _ in range(8)))
+    async with async_sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(TABLE).where(TABLE.c.unique_key == "k")
+        )
+    assert count == 1
+    assert len(set().union(*results)) == 1
