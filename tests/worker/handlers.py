@@ -21,3 +21,7 @@ def not_a_handler() -> None:
 
 
 NOT_CALLABLE = 42
+
+
+def noop(ctx: JobContext) -> None:
+    """Does nothing (the jobs of the schedule tests only need to exist)."""
