@@ -114,3 +114,107 @@ def test_the_claim_reads_its_index(engine: Engine) -> None:
     assert "Seq Scan" not in {
         node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name
     }
+
+
+# -- the claim with priorities, at scale ---------------------------------------------------
+
+FINISHED_AT_SCALE = 1_000_000
+DUE_AT_SCALE = 100_000
+LEVELS = 5  # the due jobs' priorities: 0 … 4
+LATER_AT_SCALE = 50_000  # priority 9, due tomorrow: a claim must not step over them
+
+
+def _fill_at_scale(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                INSERT INTO programma_jobs (topic, data, state, start_after, started_at,
+                                            finished_at, attempts)
+                SELECT 'bulk', jsonb_build_object('n', n), 'completed', NULL,
+                       now() - interval '2 days', now() - interval '1 day', 1
+                FROM generate_series(1, :rows) AS n
+                """
+            ),
+            {"rows": FINISHED_AT_SCALE},
+        )
+        connection.execute(
+            text(
+                """
+                INSERT INTO programma_jobs (topic, data, priority, start_after)
+                SELECT 'bulk', jsonb_build_object('n', n), n % :levels,
+                       now() - interval '1 hour' + n * interval '1 millisecond'
+                FROM generate_series(1, :rows) AS n
+                """
+            ),
+            {"rows": DUE_AT_SCALE, "levels": LEVELS},
+        )
+        connection.execute(
+            text(
+                """
+                INSERT INTO programma_jobs (topic, data, priority, start_after)
+                SELECT 'bulk', '{}', 9, now() + interval '1 day'
+                FROM generate_series(1, :rows) AS n
+                """
+            ),
+            {"rows": LATER_AT_SCALE},
+        )
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("VACUUM ANALYZE programma_jobs")
+        )
+
+
+def _analyzed(
+    engine: Engine, statement: ClauseElement, params: dict[str, Any]
+) -> tuple[dict[str, Any], list[Any]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of ``statement``, run and rolled back: its plan, and
+    the rows it returned when run again for real (and rolled back)."""
+    with engine.connect() as connection:
+        compiled = statement.compile(dialect=connection.dialect)
+        bound = {**compiled.params, **params}
+        with connection.begin() as transaction:
+            plan = connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}", bound
+            ).scalar_one()[0]
+            transaction.rollback()
+        with connection.begin() as transaction:
+            rows = list(connection.execute(statement, params).mappings())
+            transaction.rollback()
+    return plan, rows
+
+
+def test_the_claim_by_priority_reads_a_batch_among_a_million_finished_jobs(
+    engine: Engine,
+) -> None:
+    _fill_at_scale(engine)
+    statements = statements_for("postgresql", TABLE)
+    plan, rows = _analyzed(engine, statements.claim, {"p_topic": "bulk", "p_max_jobs": 10})
+    nodes = list(_nodes(plan["Plan"]))
+    on_table = [node for node in nodes if node.get("Relation Name") == TABLE.name]
+    assert "Seq Scan" not in {node["Node Type"] for node in on_table}
+    claim_scans = [node for node in on_table if node.get("Index Name") == f"ix_{TABLE.name}_claim"]
+    assert claim_scans  # the levels and each level's due jobs come from the claim index
+    # The due jobs are read from (topic, priority) in start_after order, so the scans
+    # read about a batch: not the 100,000 due jobs, nor the 50,000 later ones of
+    # priority 9 (one descent finds that level has nothing due).
+    read = sum(node["Actual Rows"] * node["Actual Loops"] for node in claim_scans)
+    assert read <= 20, read
+    buffers = plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+    assert buffers < 300, buffers  # the table is over 15,000 pages
+    # The batch: the highest priority with due jobs, oldest first.
+    assert [row["priority"] for row in rows] == [LEVELS - 1] * 10
+    due = [row["due_at"] for row in sorted(rows, key=lambda row: row["due_at"])]
+    assert [row["due_at"] for row in rows] == due
+
+
+def test_the_idle_look_ahead_reads_one_entry_per_level_at_scale(engine: Engine) -> None:
+    _fill_at_scale(engine)
+    statement = statements_for("postgresql", TABLE).seconds_until_due
+    plan, rows = _analyzed(engine, statement, {"p_topic": "bulk"})
+    nodes = list(_nodes(plan["Plan"]))
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes if n.get("Relation Name") == TABLE.name}
+    buffers = plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+    assert buffers < 200, buffers
+    (row,) = rows
+    assert next(iter(row.values())) < 0  # due jobs exist: the soonest is in the past
