@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from programma_sa import ConfigurationError, Schedule
+from programma_sa import ConfigurationError, Schedule, WorkerSettings
 from programma_sa._operations.jobs import JobOperations
 from programma_sa.worker.schedules import ScheduleDuty
 from programma_sa.worker.steps import EachCommitted
@@ -326,3 +326,14 @@ def test_a_cron_schedule_across_the_spring_change() -> None:
         enqueued += run_pass(duty, now)
         now += timedelta(minutes=5)
     assert enqueued == [iso(local(BERLIN, 2026, 3, 29, 3, 30))]
+
+
+def test_a_worker_takes_a_list_of_schedules_with_distinct_names() -> None:
+    tick = Schedule("a", "t", every=1)
+    assert WorkerSettings(topics="t", schedules=[tick]).schedules == (tick,)
+    with pytest.raises(ConfigurationError, match=r"^schedules: two schedules are named 'a'$"):
+        WorkerSettings(topics="t", schedules=[tick, Schedule("a", "u", every=2)])
+    with pytest.raises(
+        ConfigurationError, match=r"^schedules must be a list of Schedule objects, got 'a'$"
+    ):
+        WorkerSettings(topics="t", schedules="a")  # type: ignore[arg-type]
