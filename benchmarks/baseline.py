@@ -73,8 +73,10 @@ _INSERT_JSONB = (
     f"INSERT INTO {_TABLE} (topic, data) SELECT %s, d FROM jsonb_array_elements(%s::jsonb) AS d"
 )
 
-# The same claim the library makes (FIFO by start_after, lease = now + the job's
-# visibility timeout, attempts counted), returning only what a handler needs.
+# The same claim the library makes (higher priority first, then FIFO by start_after;
+# lease = now + the job's visibility timeout, attempts counted), returning only what a
+# handler needs. Written the way a careful developer would, in the order the claim
+# index (topic, priority DESC, start_after, id) serves.
 RAW_CLAIM = f"""
 UPDATE {_TABLE} SET
     state = 'active',
@@ -84,7 +86,7 @@ UPDATE {_TABLE} SET
 WHERE id IN (
     SELECT id FROM {_TABLE}
     WHERE topic = %s AND state IN ('created', 'active') AND start_after <= statement_timestamp()
-    ORDER BY start_after, id
+    ORDER BY priority DESC, start_after, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
@@ -102,10 +104,12 @@ SELECT id, pg_notify('{CHANNEL}', topic) FROM job
 """
 
 # Due jobs for the drain and scale workloads, in one statement (untimed setup):
-# distinct start_after values one microsecond apart, all in the past.
+# distinct start_after values one microsecond apart, all in the past, their
+# priorities spread evenly over the given number of levels (0 …).
 _LOAD_DUE = f"""
-INSERT INTO {_TABLE} (topic, data, start_after)
-SELECT %s, jsonb_build_object('n', g), now() - INTERVAL '1 hour' + g * INTERVAL '1 microsecond'
+INSERT INTO {_TABLE} (topic, data, start_after, priority)
+SELECT %s, jsonb_build_object('n', g), now() - INTERVAL '1 hour' + g * INTERVAL '1 microsecond',
+       g %% %s
 FROM generate_series(1, %s) AS g
 """
 
@@ -163,9 +167,10 @@ def bulk_insert_jsonb(conninfo: str, topic: str, jobs: int) -> float:
         return time.perf_counter() - start
 
 
-def load_due_jobs(conninfo: str, topic: str, jobs: int) -> None:
+def load_due_jobs(conninfo: str, topic: str, jobs: int, levels: int = 1) -> None:
+    """``jobs`` due jobs of ``topic``, over ``levels`` priorities (1: all priority 0)."""
     with psycopg.connect(conninfo) as conn:
-        conn.execute(_LOAD_DUE, (topic, jobs))
+        conn.execute(_LOAD_DUE, (topic, levels, jobs))
 
 
 def load_finished_jobs(conninfo: str, topic: str, rows: int) -> None:

@@ -13,6 +13,13 @@ hand-written ``INSERT … SELECT FROM unnest(%s::text[])`` of the same payloads;
 second hand-written reference sends them as one JSON array
 (``jsonb_array_elements``), the way ``add_jobs`` does.
 
+*Priorities and unique keys*: the same single and bulk loops with a priority (five
+levels) and a new unique key per job — the claim index and the unique index each
+get an entry — and a single loop whose every enqueue asks for a key another job
+holds (``on_conflict="keep"``: ``ON CONFLICT DO NOTHING``, then the holder's id is
+read: two statements, nothing inserted). Compare the latter with
+``enqueue.single.library`` for what a conflict costs against a plain enqueue.
+
 A few untimed transactions warm the connection pool and SQLAlchemy's compiled
 cache first, so every loop is measured in its steady state.
 """
@@ -69,6 +76,31 @@ def _with_library(queue: JobQueue, business_row: bool) -> SessionBody:
     return body
 
 
+def _with_priority_and_key(queue: JobQueue) -> SessionBody:
+    """``add_job`` with a priority (5 levels) and a unique key no job holds yet."""
+
+    def body(session: Session, n: int) -> None:
+        session.add(_order(n))
+        queue.add_job(session, TOPIC, baseline.payload(n), priority=n % 5, unique_key=f"k-{n}")
+
+    return body
+
+
+def _with_held_key(queue: JobQueue) -> SessionBody:
+    """``add_job`` of a key another job holds (``on_conflict="keep"``): nothing is
+    inserted, the holder's id comes back."""
+
+    def body(session: Session, n: int) -> None:
+        session.add(_order(n))
+        queue.add_job(session, TOPIC, baseline.payload(n), unique_key=HELD_KEY)
+
+    return body
+
+
+#: The key every enqueue of the conflict workload asks for (held by its first job).
+HELD_KEY = "held"
+
+
 def _with_text_insert(session: Session, n: int) -> None:
     session.add(_order(n))
     session.execute(_SESSION_INSERT_JOB, {"topic": TOPIC, "data": json.dumps(baseline.payload(n))})
@@ -93,6 +125,14 @@ def library_job_only(ctx: RunContext) -> dict[str, float]:
     return _session_loop(ctx, ctx.sizes.single_enqueue, body)
 
 
+def library_priority_unique(ctx: RunContext) -> dict[str, float]:
+    return _session_loop(ctx, ctx.sizes.single_enqueue, _with_priority_and_key(JobQueue(Job)))
+
+
+def library_unique_conflict(ctx: RunContext) -> dict[str, float]:
+    return _session_loop(ctx, ctx.sizes.single_enqueue, _with_held_key(JobQueue(Job)))
+
+
 def raw_psycopg(ctx: RunContext) -> dict[str, float]:
     jobs = ctx.sizes.single_enqueue
     with ctx.database() as db:
@@ -112,17 +152,27 @@ def bulk_raw_jsonb(ctx: RunContext) -> dict[str, float]:
         return jobs_per_second(jobs, baseline.bulk_insert_jsonb(db.conninfo, TOPIC, jobs))
 
 
-def _bulk_library(ctx: RunContext, queue: JobQueue) -> dict[str, float]:
+def _plain_spec(n: int) -> JobSpec:
+    return JobSpec(baseline.payload(n))
+
+
+def _unique_spec(n: int) -> JobSpec:
+    return JobSpec(baseline.payload(n), priority=n % 5, unique_key=f"k-{n}")
+
+
+def _bulk_library(
+    ctx: RunContext, queue: JobQueue, spec: Callable[[int], JobSpec] = _plain_spec
+) -> dict[str, float]:
     jobs = ctx.sizes.bulk_enqueue
     with ctx.database() as db:
         engine = db.engine()
         try:
             sessions = sessionmaker(engine)
             with sessions.begin() as session:  # warm the pool and the compiled cache
-                queue.add_jobs(session, TOPIC, [JobSpec(baseline.payload(0))])
+                queue.add_jobs(session, TOPIC, [spec(-1)])
             start = time.perf_counter()
             with sessions.begin() as session:
-                queue.add_jobs(session, TOPIC, [JobSpec(baseline.payload(n)) for n in range(jobs)])
+                queue.add_jobs(session, TOPIC, [spec(n) for n in range(jobs)])
             return jobs_per_second(jobs, time.perf_counter() - start)
         finally:
             engine.dispose()
@@ -134,6 +184,10 @@ def bulk_library(ctx: RunContext) -> dict[str, float]:
 
 def bulk_library_no_notify(ctx: RunContext) -> dict[str, float]:
     return _bulk_library(ctx, JobQueue(Job, notify=False))
+
+
+def bulk_library_priority_unique(ctx: RunContext) -> dict[str, float]:
+    return _bulk_library(ctx, JobQueue(Job), _unique_spec)
 
 
 def _single(sizes: Sizes) -> dict[str, int]:
@@ -169,6 +223,22 @@ WORKLOADS = [
         "1/tx + order row, add_job (notify=False)",
         JOBS_PER_S,
         library_no_notify,
+        baseline=SESSION_TEXT,
+        params=_single,
+    ),
+    Workload(
+        "enqueue.single.library_priority_unique",
+        "1/tx + order row, add_job with a priority and a new unique key",
+        JOBS_PER_S,
+        library_priority_unique,
+        baseline=SESSION_TEXT,
+        params=_single,
+    ),
+    Workload(
+        "enqueue.single.library_unique_conflict",
+        "1/tx + order row, add_job of a held unique key (keep: nothing inserted)",
+        JOBS_PER_S,
+        library_unique_conflict,
         baseline=SESSION_TEXT,
         params=_single,
     ),
@@ -215,6 +285,14 @@ WORKLOADS = [
         "bulk, add_jobs (notify=False)",
         JOBS_PER_S,
         bulk_library_no_notify,
+        baseline=BULK_RAW,
+        params=_bulk,
+    ),
+    Workload(
+        "enqueue.bulk.library_priority_unique",
+        "bulk, add_jobs with priorities and a new unique key each",
+        JOBS_PER_S,
+        bulk_library_priority_unique,
         baseline=BULK_RAW,
         params=_bulk,
     ),

@@ -18,8 +18,10 @@ through shared memory.
 The handler is a no-op, so the figure is the queue's own cost. ``max_jobs`` per
 setting is in :data:`DRAIN_MAX_JOBS` (the best we found, see ``docs/benchmarks.md``);
 ``drain.worker.lease.c1.p1.batch100`` is the like-for-like row, with the raw
-baseline's batch of 100. ``drain.async_worker.lease.c16.p1`` is the same drain with
-``AsyncWorker`` on ``create_async_engine`` (psycopg), in one event loop.
+baseline's batch of 100; ``drain.worker.lease.c1.p1.priorities5`` drains jobs
+spread over five priority levels (each claim batch crosses levels).
+``drain.async_worker.lease.c16.p1`` is the same drain with ``AsyncWorker`` on
+``create_async_engine`` (psycopg), in one event loop.
 
 **Pickup latency** (``latency.worker.notify`` / ``latency.worker.polling``, baseline
 ``latency.raw_listen_notify``). An idle Worker (``heartbeat`` 10 s with LISTEN/NOTIFY;
@@ -79,6 +81,8 @@ DRAIN_MAX_JOBS: dict[tuple[str, int], int] = {
 }
 #: The like-for-like row: the Worker with the raw baseline's batch size.
 SAME_BATCH = 100
+#: The priority levels of the drain with priorities: a claim passes across them.
+PRIORITY_LEVELS = 5
 ASYNC_CONCURRENCY = 16
 ASYNC_MAX_JOBS = 1000
 #: The polling-only Worker's heartbeat (seconds): its pickup latency is about half of it.
@@ -231,9 +235,10 @@ def _drain_in_processes(
     return seconds
 
 
-def _load(conninfo: str, sizes: Sizes, processes: int) -> int:
-    """Load the due jobs and each process's warm-up jobs; return how many in all."""
-    baseline.load_due_jobs(conninfo, TOPIC, sizes.drain)
+def _load(conninfo: str, sizes: Sizes, processes: int, levels: int = 1) -> int:
+    """Load the due jobs (over ``levels`` priorities) and each process's warm-up jobs;
+    return how many in all."""
+    baseline.load_due_jobs(conninfo, TOPIC, sizes.drain, levels)
     for index in range(processes):
         baseline.load_due_jobs(conninfo, _warmup_topic(index), sizes.drain_warmup)
     baseline.vacuum_analyze(conninfo)
@@ -241,16 +246,21 @@ def _load(conninfo: str, sizes: Sizes, processes: int) -> int:
 
 
 def drain_with_worker(
-    mode: WorkerMode, concurrency: int, processes: int, max_jobs: int | None = None
+    mode: WorkerMode,
+    concurrency: int,
+    processes: int,
+    max_jobs: int | None = None,
+    levels: int = 1,
 ) -> RunFunction:
     """The Worker draining ``ctx.sizes.drain`` jobs (protocol in the module docs);
-    ``max_jobs`` defaults to the best setting, :data:`DRAIN_MAX_JOBS`."""
+    ``max_jobs`` defaults to the best setting, :data:`DRAIN_MAX_JOBS`; the jobs'
+    priorities spread over ``levels`` levels."""
 
     def run(ctx: RunContext) -> dict[str, float]:
         batch = DRAIN_MAX_JOBS[mode, concurrency] if max_jobs is None else max_jobs
         jobs = ctx.sizes.drain
         with ctx.database() as db:
-            loaded = _load(db.conninfo, ctx.sizes, processes)
+            loaded = _load(db.conninfo, ctx.sizes, processes, levels)
             if processes == 1:
                 seconds = _drain_here(db.url, mode, concurrency, batch, jobs)
             else:
@@ -421,6 +431,18 @@ WORKLOADS = [
         drain_with_worker("lease", 1, 1, SAME_BATCH),
         baseline=raw_key(100),
         params=_drain_params("lease", 1, 1, SAME_BATCH),
+    ),
+    Workload(
+        f"drain.worker.lease.c1.p1.priorities{PRIORITY_LEVELS}",
+        f"Worker, lease mode, concurrency 1, 1 process, max_jobs "
+        f"{DRAIN_MAX_JOBS['lease', 1]}, jobs over {PRIORITY_LEVELS} priorities",
+        JOBS_PER_S,
+        drain_with_worker("lease", 1, 1, levels=PRIORITY_LEVELS),
+        baseline=raw_key(100),
+        params=lambda sizes: {
+            **_drain_params("lease", 1, 1)(sizes),
+            "priority_levels": PRIORITY_LEVELS,
+        },
     ),
     Workload(
         "drain.async_worker.lease.c16.p1",
