@@ -78,20 +78,23 @@ def _utf8(text: str, what: str) -> bytes:
         ) from error
 
 
+def _key_text(value: object, what: str, max_bytes: int) -> str:
+    """A non-empty string without NUL characters, at most ``max_bytes`` in UTF-8."""
+    if not isinstance(value, str):
+        raise InvalidJobInput(f"{what} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidJobInput(f"{what} must not be empty")
+    if "\x00" in value:
+        raise InvalidJobInput(f"{what} must not contain NUL characters")
+    size = len(_utf8(value, what))
+    if size > max_bytes:
+        raise InvalidJobInput(f"{what} is {size} bytes in UTF-8; the limit is {max_bytes} bytes")
+    return value
+
+
 def check_topic(topic: object) -> str:
     """A topic is a non-empty string without NUL characters (it is data, never SQL)."""
-    if not isinstance(topic, str):
-        raise InvalidJobInput(f"topic must be a string, got {type(topic).__name__}")
-    if not topic:
-        raise InvalidJobInput("topic must not be empty")
-    if "\x00" in topic:
-        raise InvalidJobInput("topic must not contain NUL characters")
-    size = len(_utf8(topic, "topic"))
-    if size > MAX_TOPIC_BYTES:
-        raise InvalidJobInput(
-            f"topic is {size} bytes in UTF-8; the limit is {MAX_TOPIC_BYTES} bytes"
-        )
-    return topic
+    return _key_text(topic, "topic", MAX_TOPIC_BYTES)
 
 
 # One encoder for every payload: json.dumps with non-default options builds a new
@@ -227,15 +230,4 @@ MAX_UNIQUE_KEY_BYTES = 1024
 
 def check_unique_key(value: object) -> str:
     """A unique key: a non-empty string without NUL characters, at most 1,024 bytes."""
-    if not isinstance(value, str):
-        raise InvalidJobInput(f"unique_key must be a string, got {type(value).__name__}")
-    if not value:
-        raise InvalidJobInput("unique_key must not be empty")
-    if "\x00" in value:
-        raise InvalidJobInput("unique_key must not contain NUL characters")
-    size = len(_utf8(value, "unique_key"))
-    if size > MAX_UNIQUE_KEY_BYTES:
-        raise InvalidJobInput(
-            f"unique_key is {size} bytes in UTF-8; the limit is {MAX_UNIQUE_KEY_BYTES} bytes"
-        )
-    return value
+    return _key_text(value, "unique_key", MAX_UNIQUE_KEY_BYTES)

@@ -79,19 +79,7 @@ class AsyncJobQueue(QueueBase):
         on_conflict: OnConflict = "keep",
     ) -> uuid.UUID:
         """Enqueue one job in the session's transaction; see :meth:`JobQueue.add_job`."""
-        if unique_key is None and unique_states is None:
-            job_id, operation = self.operations.add_job(
-                topic,
-                data,
-                attributes=attributes,
-                run_after_seconds=run_after_seconds,
-                run_after_date=run_after_date,
-                retry_after_seconds=retry_after_seconds,
-                priority=priority,
-            )
-            await execute_async(session, operation)
-            return job_id
-        steps = self.operations.add_unique_job(
+        steps = self.operations.add_job(
             topic,
             data,
             attributes=attributes,

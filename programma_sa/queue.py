@@ -130,19 +130,7 @@ class JobQueue(QueueBase):
         :returns: the id of the new job — or, with a unique key that was held, of
             the job holding it.
         """
-        if unique_key is None and unique_states is None:
-            job_id, operation = self.operations.add_job(
-                topic,
-                data,
-                attributes=attributes,
-                run_after_seconds=run_after_seconds,
-                run_after_date=run_after_date,
-                retry_after_seconds=retry_after_seconds,
-                priority=priority,
-            )
-            execute(session, operation)
-            return job_id
-        steps = self.operations.add_unique_job(
+        steps = self.operations.add_job(
             topic,
             data,
             attributes=attributes,

@@ -509,9 +509,9 @@ def _unique_statements(
       refuse the statement (unique violation on ``uq_<table>_unique_key``, raised
       as :class:`~programma_sa.DuplicateJob`), the whole batch with it;
     * ``insert_unique_keep`` — ``ON CONFLICT … DO NOTHING``: a job whose key is held
-      is not inserted; returns (unique_key, id) of the rows inserted. DO NOTHING
-      takes no row lock: it never waits for a transaction holding the existing job
-      (a transaction-mode worker's pass running it);
+      is not inserted (the row count says how many were). DO NOTHING takes no row
+      lock: it never waits for a transaction holding the existing job (a
+      transaction-mode worker's pass running it);
     * ``insert_unique_replace`` — ``ON CONFLICT … DO UPDATE … WHERE state =
       'created'``: a job still waiting takes the new data, attributes, start time,
       priority and visibility timeout; returns (unique_key, id) of the rows
@@ -549,9 +549,7 @@ def _unique_statements(
         suffix = "_notify" if notify else ""
         excluded = plain.excluded
         statements[f"insert_unique{suffix}"] = plain
-        statements[f"insert_unique_keep{suffix}"] = plain.on_conflict_do_nothing(
-            **arbiter
-        ).returning(t.unique_key, t.id)
+        statements[f"insert_unique_keep{suffix}"] = plain.on_conflict_do_nothing(**arbiter)
         statements[f"insert_unique_replace{suffix}"] = plain.on_conflict_do_update(
             **arbiter,
             set_={

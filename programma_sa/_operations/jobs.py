@@ -74,6 +74,10 @@ def _ids(result: Result[Any]) -> list[uuid.UUID]:
     return list(result.scalars().all())  # one fetchall, not a fetch per row
 
 
+def _row_count(result: Result[Any]) -> int:
+    return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+
+
 def _key_holders(result: Result[Any]) -> dict[str, uuid.UUID]:
     """``{unique_key: id}`` of the ``(unique_key, id)`` rows a unique enqueue (or a
     holders query) returned."""
@@ -119,6 +123,8 @@ class _UniqueJob:
     key: str | None
 
 
+_UNFINISHED_LITERAL = states_literal(UNFINISHED)
+
 #: Rounds of a keep/replace enqueue: a round inserts what it can, then reads the
 #: holders of the keys it could not take. A holder that left its unique_states in
 #: between (finished) frees its key, and the next round inserts. Each round settles
@@ -136,8 +142,8 @@ _UNIQUE_STATEMENTS: dict[tuple[OnConflict, bool], StatementName] = {
 }
 
 
-#: The types of setting values whose check a bulk enqueue may reuse from the spec
-#: before when they are equal (immutable values, checked by value alone).
+#: The types of setting values whose check a bulk enqueue may reuse from an earlier
+#: spec when they are equal (immutable values, checked by value alone).
 _PLAIN_TYPES = (type(None), int, float, str)
 
 
@@ -220,12 +226,25 @@ class JobOperations:
         run_after_date: datetime | str | None,
         retry_after_seconds: int | None,
         priority: int = 0,
-    ) -> tuple[uuid.UUID, Operation[None]]:
+        unique_key: str | None = None,
+        unique_states: Iterable[JobState | str] | None = None,
+        on_conflict: OnConflict = "keep",
+    ) -> Generator[Operation[Any], Any, uuid.UUID]:
+        """The steps of one enqueue; they return the job's id — or, with a unique key
+        that is held, the holder's (see :meth:`_unique_steps`). The arguments are
+        checked when the first step is asked for, before it is sent."""
         topic = check.check_topic(topic)
         text, settings = self._checked(
             data, attributes, run_after_seconds, run_after_date, retry_after_seconds, priority
         )
+        policy = check_on_conflict(on_conflict)
         job_id = uuid7()
+        if unique_key is not None or unique_states is not None:
+            job = self._unique_job(
+                job_id, text, settings, self._uniqueness(unique_key, unique_states)
+            )
+            (holder,) = yield from self._unique_steps(topic, [job], policy)
+            return holder
         statement: StatementName = "insert_one_notify" if self.notify else "insert_one"
         params = {
             "p_id": job_id,
@@ -237,32 +256,7 @@ class JobOperations:
             "p_retry_after_seconds": settings.retry_after_seconds,
             "p_priority": settings.priority,
         }
-        return job_id, Operation(self.table, statement, params, _discard)
-
-    def add_unique_job(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        attributes: Mapping[str, Any] | None,
-        run_after_seconds: float | None,
-        run_after_date: datetime | str | None,
-        retry_after_seconds: int | None,
-        priority: int,
-        unique_key: str | None,
-        unique_states: Iterable[JobState | str] | None,
-        on_conflict: OnConflict,
-    ) -> Generator[Operation[Any], Any, uuid.UUID]:
-        """:meth:`add_job` of a job with a unique key: the steps of the enqueue, which
-        return the id of the job holding the key (see :meth:`add_jobs`)."""
-        topic = check.check_topic(topic)
-        text, settings = self._checked(
-            data, attributes, run_after_seconds, run_after_date, retry_after_seconds, priority
-        )
-        policy = check_on_conflict(on_conflict)
-        uniqueness = self._uniqueness(unique_key, unique_states)
-        job = self._unique_job(uuid7(), text, settings, uniqueness)
-        (job_id,) = yield from self._unique_steps(topic, [job], policy)
+        yield Operation(self.table, statement, params, _discard)
         return job_id
 
     @staticmethod
@@ -274,8 +268,10 @@ class JobOperations:
             if states is not None:
                 raise InvalidJobInput("unique_states needs a unique_key")
             return None
-        held_in = UNFINISHED if states is None else check_unique_states(states)
-        return check.check_unique_key(key), states_literal(held_in)
+        held_in = (
+            _UNFINISHED_LITERAL if states is None else states_literal(check_unique_states(states))
+        )
+        return check.check_unique_key(key), held_in
 
     @staticmethod
     def _unique_job(
@@ -315,12 +311,20 @@ class JobOperations:
         pending = [job for job in jobs if job.key is None or sent[job.key] is job]
         holders: dict[str, uuid.UUID] = {}
         for _ in range(_SETTLE_ROUNDS):
-            holders.update((yield insert(pending, _key_holders)))
-            unsettled = [
-                job.key for job in pending if job.key is not None and job.key not in holders
-            ]
-            if not unsettled:
-                break
+            keys = [job.key for job in pending if job.key is not None]
+            if on_conflict == "keep":
+                # DO NOTHING returns nothing to read: when every row went in (the usual
+                # case) the ids are our own; else every key's holder is read.
+                inserted: int = yield insert(pending, _row_count)
+                if inserted == len(pending):
+                    holders.update((job.key, job.id) for job in pending if job.key is not None)
+                    break
+                unsettled = keys
+            else:  # replace: the rows inserted or replaced come back, with their ids
+                holders.update((yield insert(pending, _key_holders)))
+                unsettled = [key for key in keys if key not in holders]
+                if not unsettled:
+                    break
             params = {"p_keys": unsettled}
             holders.update(
                 (yield Operation(self.table, "unique_key_holders", params, _key_holders))
@@ -343,14 +347,16 @@ class JobOperations:
         datas: list[str] = []
         settings: list[_Settings] = []
         uniqueness: list[tuple[str, str] | None] = []
-        last_key: tuple[object, ...] | None = None
-        last: _Settings | None = None
+        # The checked settings of each plain key seen so far (a batch has few: all
+        # defaults, or a handful of priorities): a spec with the same plain settings
+        # reuses them, only its data is new.
+        seen: dict[tuple[object, ...], _Settings] = {}
         for index, item in enumerate(specs):
             spec = _as_spec(index, item)
             key = _settings_key(spec)
             try:
-                if last is not None and key is not None and key == last_key:
-                    # Same plain settings as the spec before: only the data is new.
+                last = None if key is None else seen.get(key)
+                if last is not None:
                     datas.append(check.json_text(spec.data, "data", self.max_payload_bytes))
                 else:
                     text, last = self._checked(
@@ -361,7 +367,8 @@ class JobOperations:
                         spec.retry_after_seconds,
                         spec.priority,
                     )
-                    last_key = key
+                    if key is not None:
+                        seen[key] = last
                     datas.append(text)
                 uniqueness.append(
                     None
@@ -375,11 +382,11 @@ class JobOperations:
 
     def add_jobs_if_keys_free(
         self, topic: str, specs: Iterable[JobSpec | Mapping[str, Any]]
-    ) -> Operation[dict[str, uuid.UUID]] | None:
+    ) -> Operation[int] | None:
         """Insert the jobs of ``specs`` — each with a unique key — whose key no job
-        holds; ``{unique_key: id}`` of those inserted. Held keys are left to their
-        holders, unread: one statement (``ON CONFLICT DO NOTHING``), what a periodic
-        schedule's fire times need. ``None``: nothing to add."""
+        holds; how many were inserted. Held keys are left to their holders, unread:
+        one statement (``ON CONFLICT DO NOTHING``), what a periodic schedule's fire
+        times need. ``None``: nothing to add."""
         topic = check.check_topic(topic)
         datas, settings, uniqueness = self._checked_specs(specs)
         if None in uniqueness:
@@ -394,7 +401,7 @@ class JobOperations:
         ]
         statement = _UNIQUE_STATEMENTS[("keep", self.notify)]
         params = {"p_topic": topic, "p_jobs": f"[{','.join(rows)}]"}
-        return Operation(self.table, statement, params, _key_holders)
+        return Operation(self.table, statement, params, _row_count)
 
     def add_jobs(
         self,

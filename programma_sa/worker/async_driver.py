@@ -56,7 +56,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from typing_extensions import Unpack
 
-from .. import _validation as check
 from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive_async, execute_async, run_steps_async
 from .._job_records import ClaimedJob
@@ -108,18 +107,9 @@ class AsyncJobContext:
         return self._worker.stopping
 
     def snooze(self, seconds: float) -> NoReturn:
-        """End the handler here and run this job again in ``seconds``, without
-        spending an attempt (unlike a retry, ``attempts`` is given back).
-
-        It raises :class:`~programma_sa.JobSnoozed` (let it through, do not catch
-        it); the worker then writes the snooze under the same guard as its other
-        outcomes: only if the job is still as its claim left it. In transaction mode
-        the handler's writes roll back to its SAVEPOINT, as when it raises.
-
-        :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
-        """
-        checked = check.optional_seconds(seconds, "snooze seconds")
-        raise JobSnoozed(0.0 if checked is None else checked)
+        """:meth:`JobContext.snooze <programma_sa.JobContext.snooze>` (not a coroutine:
+        it raises :class:`~programma_sa.JobSnoozed` to end the handler)."""
+        raise JobSnoozed.checked(seconds)
 
     async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self.session is not None:

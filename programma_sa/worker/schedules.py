@@ -62,10 +62,8 @@ class ScheduleDuty(Duty[int]):
         for topic, specs in by_topic.items():
             operation = self._operations.add_jobs_if_keys_free(topic, specs)
             assert operation is not None  # specs is never empty
-            keys: dict[str, Any] = yield EachCommitted(single(operation))
-            inserted += len(keys)
-            for key, job_id in keys.items():
-                log.debug("enqueued job %s for %s", job_id, key)
+            count: int = yield EachCommitted(single(operation))
+            inserted += count
         self._horizons = {schedule.name: now for schedule in self.schedules}
         upcoming = [schedule.next_after(now) for schedule in self.schedules]
         seconds = [(fire - now).total_seconds() for fire in upcoming if fire is not None]

@@ -26,6 +26,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .. import _validation as check
 from .._execute import InTransaction
 from .._job_records import ClaimedJob
 from .._operations import Operation
@@ -66,6 +67,13 @@ class JobSnoozed(Exception):  # not an error: a handler's request
     def __init__(self, seconds: float) -> None:
         super().__init__(f"snoozed for {seconds:g} s")
         self.seconds = seconds
+
+    @classmethod
+    def checked(cls, seconds: object) -> JobSnoozed:
+        """The request to snooze for ``seconds``, checked: ``InvalidJobInput`` unless
+        a finite number >= 0."""
+        checked = check.optional_seconds(seconds, "snooze seconds")
+        return cls(0.0 if checked is None else checked)
 
 
 @dataclass(frozen=True)

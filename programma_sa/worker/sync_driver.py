@@ -73,7 +73,6 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
-from .. import _validation as check
 from .._drivers.postgresql import notify_channel
 from .._execute import InTransaction, drive, execute, run_steps
 from .._job_records import ClaimedJob
@@ -130,8 +129,7 @@ class JobContext:
 
         :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
         """
-        checked = check.optional_seconds(seconds, "snooze seconds")
-        raise JobSnoozed(0.0 if checked is None else checked)
+        raise JobSnoozed.checked(seconds)
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:

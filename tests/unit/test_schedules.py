@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -226,7 +225,7 @@ def run_pass(duty: ScheduleDuty, now: datetime, held: set[str] | None = None) ->
                 # Due at its fire time, which its attributes name.
                 assert datetime.fromisoformat(row[3]) == datetime.fromisoformat(row[2]["fire_time"])
             tried.extend(row[3] for row in rows)
-            reply = {row[7]: uuid.uuid4() for row in rows if row[7] not in (held or set())}
+            reply = sum(1 for row in rows if row[7] not in (held or set()))  # rows inserted
     except StopIteration as done:
         duty.finished(done.value)
     return [datetime.fromisoformat(fire).astimezone(UTC).isoformat() for fire in tried]

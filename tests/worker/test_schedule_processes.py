@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 
@@ -20,33 +19,22 @@ from programma_sa import jobs_table
 
 from ..app import Job
 from .support import wait_for
-from .test_processes import ROOT
+from .test_processes import start_worker
 
 TABLE = jobs_table(Job)
 SECOND = timedelta(seconds=1)
 
 
-def start_worker(database_url: str, schedules: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "programma_sa",
-            "worker",
-            "tests.worker.handlers:noop",
-            "--topic",
-            "ticks",
-            "--heartbeat",
-            "10",
-            "--schedules",
-            f"tests.worker.schedules:{schedules}",
-            "--database-url",
-            database_url,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+def start_scheduling_worker(database_url: str, schedules: str) -> subprocess.Popen[str]:
+    """A worker process of topic ``ticks`` (too) running ``schedules``."""
+    return start_worker(
+        database_url,
+        "--topic",
+        "ticks",
+        "--heartbeat",
+        "10",
+        "--schedules",
+        f"tests.worker.schedules:{schedules}",
     )
 
 
@@ -54,9 +42,9 @@ def stop(workers: list[subprocess.Popen[str]], how: signal.Signals) -> None:
     for worker in workers:
         worker.send_signal(how)
     for worker in workers:
-        _, errors = worker.communicate(timeout=30)
+        output, _ = worker.communicate(timeout=30)
         if how is signal.SIGTERM:
-            assert worker.returncode == 0, errors
+            assert worker.returncode == 0, output
 
 
 def fire_times(engine: Engine, schedule: str) -> list[datetime]:
@@ -88,7 +76,7 @@ def gaps(times: list[datetime]) -> list[tuple[datetime, datetime]]:
 def test_four_workers_enqueue_exactly_one_job_per_fire_time(
     database_url: str, engine: Engine
 ) -> None:
-    workers = [start_worker(database_url, "TICKS") for _ in range(4)]
+    workers = [start_scheduling_worker(database_url, "TICKS") for _ in range(4)]
     try:
         wait_for(lambda: count_of(engine, "tick") >= 3, timeout=30)
         start = count_of(engine, "tick")
@@ -104,14 +92,14 @@ def test_four_workers_enqueue_exactly_one_job_per_fire_time(
 def test_workers_killed_and_restarted_across_fire_times_follow_the_missed_fire_policy(
     database_url: str, engine: Engine
 ) -> None:
-    workers = [start_worker(database_url, "RESTART") for _ in range(2)]
+    workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
     try:
         wait_for(lambda: count_of(engine, "skip") >= 3, timeout=30)
     finally:
         stop(workers, signal.SIGKILL)
     down = count_of(engine, "skip")
     time.sleep(6)  # no worker: fire times go by (more than grace + catch_up of them)
-    workers = [start_worker(database_url, "RESTART") for _ in range(2)]
+    workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
     try:
         wait_for(lambda: count_of(engine, "skip") >= down + 3, timeout=30)
     finally:

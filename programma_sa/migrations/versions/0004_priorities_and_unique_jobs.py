@@ -68,10 +68,25 @@ def _create_index(how: str, unique: bool, name: str, schema: str | None, on: str
     op.execute(f"CREATE {'UNIQUE ' if unique else ''}INDEX{how} {_quoted(name)} ON {on}")
 
 
+def _swap_claim_index(how: str, name: str, schema: str | None, order: str) -> None:
+    """Build the claim index ordered by ``order`` as ``ix_<table>_claim_new`` and drop
+    the old one; the rename to ``ix_<table>_claim`` is :func:`_rename_claim_index`'s."""
+    table = _quoted(name, schema)
+    on = f"{table} (topic, {order}, id) WHERE {CLAIMABLE}"
+    _create_index(how, False, f"ix_{name}_claim_new", schema, on)
+    op.execute(f"DROP INDEX{how} IF EXISTS {_quoted(f'ix_{name}_claim', schema)}")
+
+
+def _rename_claim_index(name: str, schema: str | None) -> None:
+    op.execute(
+        f"ALTER INDEX {_quoted(f'ix_{name}_claim_new', schema)} "
+        f"RENAME TO {_quoted(f'ix_{name}_claim')}"
+    )
+
+
 def upgrade() -> None:
     name, schema = table_location(op.get_context().config)
     table = _quoted(name, schema)
-    claim, claim_new = f"ix_{name}_claim", f"ix_{name}_claim_new"
     op.execute(
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0, "
         "ADD COLUMN IF NOT EXISTS unique_key text, "
@@ -80,35 +95,18 @@ def upgrade() -> None:
     concurrently = _concurrently()
     with op.get_context().autocommit_block() if concurrently else nullcontext():
         how = " CONCURRENTLY" if concurrently else ""
-        _create_index(
-            how,
-            False,
-            claim_new,
-            schema,
-            f"{table} (topic, priority DESC, start_after, id) WHERE {CLAIMABLE}",
-        )
-        _create_index(
-            how,
-            True,
-            f"uq_{name}_unique_key",
-            schema,
-            f"{table} (unique_key) WHERE {HOLDS_ITS_KEY}",
-        )
-        op.execute(f"DROP INDEX{how} IF EXISTS {_quoted(claim, schema)}")
-    op.execute(f"ALTER INDEX {_quoted(claim_new, schema)} RENAME TO {_quoted(claim)}")
+        unique = f"{table} (unique_key) WHERE {HOLDS_ITS_KEY}"
+        _create_index(how, True, f"uq_{name}_unique_key", schema, unique)
+        _swap_claim_index(how, name, schema, "priority DESC, start_after")
+    _rename_claim_index(name, schema)
 
 
 def downgrade() -> None:
     name, schema = table_location(op.get_context().config)
-    table = _quoted(name, schema)
-    claim, claim_new = f"ix_{name}_claim", f"ix_{name}_claim_new"
     op.execute(f"DROP INDEX {_quoted(f'uq_{name}_unique_key', schema)}")
-    _create_index(
-        "", False, claim_new, schema, f"{table} (topic, start_after, id) WHERE {CLAIMABLE}"
-    )
-    op.execute(f"DROP INDEX {_quoted(claim, schema)}")
-    op.execute(f"ALTER INDEX {_quoted(claim_new, schema)} RENAME TO {_quoted(claim)}")
+    _swap_claim_index("", name, schema, "start_after")
+    _rename_claim_index(name, schema)
     op.execute(
-        f"ALTER TABLE {table} DROP COLUMN unique_states, DROP COLUMN unique_key, "
-        "DROP COLUMN priority"
+        f"ALTER TABLE {_quoted(name, schema)} DROP COLUMN unique_states, "
+        "DROP COLUMN unique_key, DROP COLUMN priority"
     )
