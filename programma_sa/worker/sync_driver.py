@@ -306,7 +306,8 @@ class Worker(WorkerCore):
         thread runs the handlers and :meth:`run` still returns after
         ``shutdown_timeout``), ``listen``, ``database_url``, ``retry``,
         ``auto_complete``, ``shutdown_timeout``, ``retention``, ``prune_interval``,
-        ``prune_batch_size``: see :class:`~programma_sa.WorkerSettings` for each.
+        ``prune_batch_size``, ``schedules``: see :class:`~programma_sa.WorkerSettings`
+        for each.
     """
 
     #: Longest the loop waits, after handing a partial batch to the handler
