@@ -549,7 +549,11 @@ def _unique_statements(
         suffix = "_notify" if notify else ""
         excluded = plain.excluded
         statements[f"insert_unique{suffix}"] = plain
-        statements[f"insert_unique_keep{suffix}"] = plain.on_conflict_do_nothing(**arbiter)
+        # preserve_rowcount: SQLAlchemy reports an INSERT's row count only when asked
+        # (since 2.0.28; before, or elsewhere, -1: the holders are then read).
+        statements[f"insert_unique_keep{suffix}"] = plain.on_conflict_do_nothing(
+            **arbiter
+        ).execution_options(preserve_rowcount=True)
         statements[f"insert_unique_replace{suffix}"] = plain.on_conflict_do_update(
             **arbiter,
             set_={

@@ -277,7 +277,12 @@ class JobOperations:
     def _unique_job(
         job_id: uuid.UUID, data: str, settings: _Settings, uniqueness: tuple[str, str] | None
     ) -> _UniqueJob:
-        tail = "null,null" if uniqueness is None else _BATCH_ENCODER.encode(uniqueness)[1:-1]
+        # The states literal is plain words, braces and commas: no JSON escaping needed.
+        tail = (
+            "null,null"
+            if uniqueness is None
+            else f'{_BATCH_ENCODER.encode(uniqueness[0])},"{uniqueness[1]}"'
+        )
         row = f'["{job_id}",{data},{settings.json_fields},{tail}]'
         return _UniqueJob(job_id, row, None if uniqueness is None else uniqueness[0])
 

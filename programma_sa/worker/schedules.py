@@ -63,7 +63,7 @@ class ScheduleDuty(Duty[int]):
             operation = self._operations.add_jobs_if_keys_free(topic, specs)
             assert operation is not None  # specs is never empty
             count: int = yield EachCommitted(single(operation))
-            inserted += count
+            inserted += max(count, 0)  # -1: the driver did not say
         self._horizons = {schedule.name: now for schedule in self.schedules}
         upcoming = [schedule.next_after(now) for schedule in self.schedules]
         seconds = [(fire - now).total_seconds() for fire in upcoming if fire is not None]
