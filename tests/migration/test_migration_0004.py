@@ -45,7 +45,7 @@ def _indexes(engine: Engine) -> dict[str, str]:
         rows = connection.execute(
             text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'programma_jobs'")
         )
-        return dict(rows.tuples().all())
+        return {str(name): str(definition) for name, definition in rows}
 
 
 def _columns(engine: Engine) -> set[str]:
