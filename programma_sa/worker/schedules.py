@@ -20,6 +20,7 @@ from typing import Any
 from .._error_text import first_line
 from .._job_records import JobSpec
 from .._operations.jobs import JobOperations
+from ..exceptions import ConfigurationError, InvalidJobInput
 from ..schedules import Schedule
 from ..uniqueness import ALL_STATES
 from .duties import Duty
@@ -45,6 +46,13 @@ class ScheduleDuty(Duty[int]):
         super().__init__(self.max_wait)
         self._operations = operations
         self.schedules = tuple(schedules)
+        for schedule in self.schedules:
+            # A job the queue would refuse (data over its max_payload_bytes) is refused
+            # here, when the worker is built, not by every pass of its loop.
+            try:
+                operations.add_jobs_if_keys_free(schedule.topic, [_job(schedule, schedule.start)])
+            except InvalidJobInput as error:
+                raise ConfigurationError(f"schedule {schedule.name!r}: {error}") from error
         #: Per schedule, the database time of this worker's last pass that went
         #: through: fire times up to it are settled.
         self._horizons: dict[str, datetime] = {}

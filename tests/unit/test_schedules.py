@@ -336,3 +336,13 @@ def test_a_worker_takes_a_list_of_schedules_with_distinct_names() -> None:
         ConfigurationError, match=r"^schedules must be a list of Schedule objects, got 'a'$"
     ):
         WorkerSettings(topics="t", schedules="a")  # type: ignore[arg-type]
+
+
+def test_a_schedule_whose_jobs_the_queue_would_refuse_is_refused_by_the_worker() -> None:
+    operations = JobOperations(Job.__table__, notify=False, max_payload_bytes=10)  # type: ignore[arg-type]
+    big = Schedule("big", "t", every=1, data={"text": "x" * 20})
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^schedule 'big': job spec #0: data is 31 bytes as JSON; the limit is 10 bytes$",
+    ):
+        ScheduleDuty(operations, [big])
