@@ -20,7 +20,13 @@ def test_default_table_sits_in_the_applications_metadata() -> None:
         "ix_programma_jobs_finished",
         "ix_programma_jobs_processing",
         "ix_programma_jobs_failed",
+        "ix_programma_jobs_cancelled",
+        "ix_programma_jobs_history",
     }
+    # Its companion of paused topics (programma_0003) sits beside it.
+    paused = Base.metadata.tables["programma_jobs_paused"]
+    assert [column.name for column in paused.primary_key] == ["topic"]
+    assert paused.info == {"programma": True}
 
 
 def test_custom_table_name_and_schema() -> None:
@@ -32,6 +38,7 @@ def test_custom_table_name_and_schema() -> None:
         programma_schema = "queue"
 
     assert AuditJob.__table__.fullname == "queue.audit_jobs"
+    assert "queue.audit_jobs_paused" in OtherBase.metadata.tables
     assert "ix_audit_jobs_claim" in {index.name for index in AuditJob.__table__.indexes}
     assert jobs_table(AuditJob) is AuditJob.__table__
 
@@ -91,4 +98,6 @@ def test_the_longest_table_name_names_every_index_within_63_characters() -> None
     names = [index.name for index in model.__table__.indexes]
     names += [constraint.name for constraint in model.__table__.constraints if constraint.name]
     names.append(f"{model.__table__.name}_pkey")  # PostgreSQL's name for the primary key
-    assert len(names) == 6 and all(len(str(name)) <= 63 for name in names), names
+    # The companion table of paused topics and its primary key (programma_0003).
+    names += [f"{model.__table__.name}_paused", f"{model.__table__.name}_paused_pkey"]
+    assert len(names) == 10 and all(len(str(name)) <= 63 for name in names), names
