@@ -19,10 +19,13 @@ __all__ = [
     "ConfigurationError",
     "DatabaseError",
     "InvalidJobInput",
+    "JobCancelled",
+    "JobNotFound",
     "PayloadTooLarge",
     "ProgrammaError",
     "SchemaNotReady",
     "TransactionLost",
+    "WaitTimeout",
 ]
 
 
@@ -31,7 +34,23 @@ class ProgrammaError(Exception):
 
 
 class InvalidJobInput(ProgrammaError, ValueError):
-    """An argument was refused before anything was written."""
+    """An argument was refused before anything was written — or, for an operation on
+    one job, the job's state does not allow it (say, re-running a completed job):
+    the statement found that out and wrote nothing."""
+
+
+class JobNotFound(ProgrammaError, LookupError):
+    """No job has the id given (the statement that found it out wrote nothing)."""
+
+
+class JobCancelled(ProgrammaError):
+    """The running job was cancelled: what ``ctx.raise_if_cancelled()`` raises in a
+    handler, and what a worker records when a cancelled handler ends. The worker
+    ends the job CANCELLED; it is never retried."""
+
+
+class WaitTimeout(ProgrammaError, TimeoutError):
+    """:meth:`~programma_sa.JobQueue.wait_for_job` gave up: the job had not finished."""
 
 
 class PayloadTooLarge(InvalidJobInput):

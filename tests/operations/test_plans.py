@@ -71,8 +71,12 @@ def _plan(engine: Engine, statement: ClauseElement, params: dict[str, Any]) -> l
 STATS = {"p_window_seconds": 300.0}
 PRUNE = {"p_topic": "bulk", "p_ttl_seconds": 3600.0, "p_limit": 1000}
 CASES = [
-    ("stats_all", STATS, {"claim", "processing", "finished", "failed"}),
-    ("stats_topic", {**STATS, "p_topic": "bulk"}, {"claim", "processing", "finished", "failed"}),
+    ("stats_all", STATS, {"claim", "processing", "finished", "failed", "cancelled"}),
+    (
+        "stats_topic",
+        {**STATS, "p_topic": "bulk"},
+        {"claim", "processing", "finished", "failed", "cancelled"},
+    ),
     ("finished_topics", {}, {"finished"}),
     ("prune_completed", PRUNE, {"finished", "pkey"}),
     ("prune_failed", PRUNE, {"failed", "pkey"}),
@@ -103,6 +107,7 @@ def test_the_finished_counts_are_index_only(engine: Engine) -> None:
     assert by_index[f"ix_{TABLE.name}_finished"] == "Index Only Scan"
     assert by_index[f"ix_{TABLE.name}_failed"] == "Index Only Scan"
     assert by_index[f"ix_{TABLE.name}_processing"] == "Index Only Scan"
+    assert by_index[f"ix_{TABLE.name}_cancelled"] == "Index Only Scan"
 
 
 def test_the_claim_reads_its_index(engine: Engine) -> None:
