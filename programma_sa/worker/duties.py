@@ -6,8 +6,10 @@ whether it is due, drives its steps with the same driver that runs the claims, a
 wakes from its idle wait in time for the next one; a failed pass is logged and
 retried at the next interval, never stopping the loop.
 
-Pruning is the one duty today (:class:`PruneDuty`); lease renewal, cron and the
-rescue of stuck jobs belong here too.
+:class:`PruneDuty` runs between claims. :class:`LeaseDuty` — the renewal of a
+lease-mode worker's leases — cannot wait for a claim (the loop may be running a
+long handler itself): the worker's *keeper* (a thread, or a task) runs it when it
+is due, as a round of the writer (see :mod:`.leases`).
 """
 
 from __future__ import annotations
@@ -17,15 +19,23 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import exc as sa_exc
+
 from .._error_text import first_line
+from .._job_records import ClaimedJob
+from .._operations.jobs import JobOperations, LeaseState
 from .._retention import Retention
+from ..exceptions import DatabaseError
 from ..maintenance._target import QueueLike, maintenance_operations
 from ..maintenance.prune import DEFAULT_MAX_BATCHES, PruneResult, prune_pass
-from .steps import Step
+from ..models import JobState
+from .leases import Holdings
+from .steps import EachCommitted, Step, single
 
-__all__ = ["Duty", "DutySchedule", "PruneDuty"]
+__all__ = ["Duty", "DutySchedule", "LeaseDuty", "LeasePass", "PruneDuty"]
 
 log = logging.getLogger("programma_sa.worker")
 
@@ -104,3 +114,150 @@ class PruneDuty(Duty[PruneResult]):
             self.deleted += result.deleted
             if result.deleted:
                 log.info("pruned %d finished jobs in %d batches", result.deleted, result.batches)
+
+
+@dataclass(frozen=True)
+class LeasePass:
+    """What one :class:`LeaseDuty` pass did."""
+
+    renewed: int = 0
+    #: Held jobs found cancelled (their handlers are told now).
+    cancelled: int = 0
+    #: Held jobs another worker has claimed since (their lease ran out).
+    lost: int = 0
+
+
+def _named(jobs: list[ClaimedJob]) -> str:
+    shown = ", ".join(f"{job.id} [{job.topic}]" for job in jobs[:5])
+    return shown + (f" and {len(jobs) - 5} more" if len(jobs) > 5 else "")
+
+
+class LeaseDuty(Duty[LeasePass]):
+    """Renews the lease of every job a lease-mode worker holds (waiting for a
+    handler, or running one), and reads what became of the others — the fallback by
+    which a cancellation whose notification was lost still reaches the handler.
+
+    A job's lease (its visibility timeout, ``retry_after_seconds``) is written again
+    when a third of it has passed since it was last written — at least every
+    ``heartbeat`` seconds, never more often than every ``min_interval`` — so a
+    renewal that fails once still leaves two thirds of the lease for the next. The
+    lease stays the crash-recovery window: a worker that dies stops renewing, and
+    its jobs come back when their last lease runs out.
+
+    Only a job still exactly as the worker holds it is renewed. One that is not was
+    changed by its handler (moved, rescheduled), cancelled, deleted — or claimed by
+    another worker after its lease ran out (a WARNING: it may run twice).
+    """
+
+    #: The shortest time between two passes for one job (seconds).
+    min_interval = 0.5
+    #: After a failed pass, the next is tried this soon (seconds).
+    retry_interval = 1.0
+
+    def __init__(
+        self, operations: JobOperations, holdings: Holdings, *, heartbeat: float, renew: bool
+    ) -> None:
+        super().__init__(heartbeat)
+        self._operations = operations
+        self._holdings = holdings
+        self._renew = renew
+        self._failed_at: float | None = None
+
+    def _interval(self, job: ClaimedJob, renewable: bool) -> float:
+        heartbeat = self.schedule.interval
+        if not (self._renew and renewable and job.retry_after_seconds):
+            return heartbeat  # only read (cancellation): every heartbeat
+        return min(heartbeat, max(self.min_interval, job.retry_after_seconds / 3))
+
+    def due_at(self) -> float | None:
+        """When the next pass is due (``time.monotonic``); ``None``: nothing held."""
+        due = self._holdings.lease_due_at(self._interval)
+        if due is not None and self._failed_at is not None:
+            return self._failed_at + self.retry_interval  # not at once: the database is down
+        return due
+
+    def steps(self) -> Generator[Step, Any, LeasePass]:
+        renew, check = self._holdings.lease_pass()
+        if not self._renew:
+            renew, check = [], renew + check
+        leases: dict[Any, Any] = {}
+        if renew:
+            try:
+                leases = yield EachCommitted(single(self._operations.renew_leases(renew)))
+            except (DatabaseError, sa_exc.DBAPIError) as error:
+                self._failed(renew, error, "renew the leases of")
+                raise
+            # At once: every outcome written from now on compares the new lease end.
+            self._holdings.renewed(leases, ())
+        checked = [job for job in renew if job.id not in leases] + check
+        states: dict[Any, LeaseState] = {}
+        if checked:
+            try:
+                states = yield EachCommitted(
+                    single(self._operations.lease_states([job.id for job in checked]))
+                )
+            except (DatabaseError, sa_exc.DBAPIError) as error:
+                self._failed(checked, error, "read the state of")
+                raise
+            self._holdings.renewed({}, [job.id for job in checked])
+        self._failed_at = None
+        return self._judge(checked, states, renewed=len(leases))
+
+    def _failed(self, jobs: list[ClaimedJob], error: BaseException, what: str) -> None:
+        self._failed_at = time.monotonic()
+        log.warning(
+            "could not %s %d held jobs (%s); trying again in %.1f s; jobs: %s",
+            what,
+            len(jobs),
+            first_line(error),
+            self.retry_interval,
+            _named(jobs),
+        )
+
+    def _judge(
+        self, jobs: list[ClaimedJob], states: dict[Any, LeaseState], renewed: int
+    ) -> LeasePass:
+        """What became of each held job its pass did not renew."""
+        cancelled = lost = 0
+        changed: list[Any] = []
+        for job in jobs:
+            state = states.get(job.id)
+            extra = {"job_id": str(job.id), "topic": job.topic}
+            if state is not None and state.state is JobState.CANCELLED:
+                if self._holdings.request_cancel(job.id):
+                    cancelled += 1
+                    log.info(
+                        "job %s [%s] was cancelled; telling its handler to stop",
+                        job.id,
+                        job.topic,
+                        extra=extra,
+                    )
+                changed.append(job.id)
+            elif state is not None and state.attempts != job.attempts:
+                lost += 1
+                changed.append(job.id)
+                log.warning(
+                    "job %s [%s]: its lease could not be renewed: another worker claimed "
+                    "it again (attempt %d) after the lease of attempt %d ran out; its "
+                    "handler here may still run — the job runs twice",
+                    job.id,
+                    job.topic,
+                    state.attempts,
+                    job.attempts,
+                    extra=extra,
+                )
+            elif (
+                state is None
+                or state.state is not JobState.ACTIVE
+                or (state.start_after != job.start_after)
+            ):
+                # Deleted, moved or rescheduled (by its handler, most likely): the
+                # lease is the handler's business now.
+                changed.append(job.id)
+        self._holdings.not_renewable(changed)
+        return LeasePass(renewed, cancelled, lost)
+
+    def finished(self, result: LeasePass | None, error: BaseException | None = None) -> None:
+        # Scheduled by the held jobs' leases (due_at), not by the schedule's interval.
+        if result is not None and result.renewed and log.isEnabledFor(logging.DEBUG):
+            log.debug("renewed the leases of %d held jobs", result.renewed)

@@ -25,7 +25,13 @@ from .._retention import Retention
 from ..exceptions import ConfigurationError, InvalidJobInput
 from ..retry import DEFAULT_RETRY, RetryPolicy
 
-__all__ = ["DEFAULT_PRUNE_INTERVAL", "WorkerMode", "WorkerOptions", "WorkerSettings"]
+__all__ = [
+    "DEFAULT_CANCEL_GRACE_PERIOD",
+    "DEFAULT_PRUNE_INTERVAL",
+    "WorkerMode",
+    "WorkerOptions",
+    "WorkerSettings",
+]
 
 #: ``"lease"``: claim and commit, run the handler outside any transaction;
 #: ``"transaction"``: claim, handler and outcome in one transaction.
@@ -33,6 +39,8 @@ WorkerMode = Literal["lease", "transaction"]
 _MODES: tuple[WorkerMode, ...] = ("lease", "transaction")
 #: Seconds between two prune passes of a worker with a ``retention``.
 DEFAULT_PRUNE_INTERVAL = 60.0
+#: Seconds an AsyncWorker waits for a cancelled job's handler before cancelling its task.
+DEFAULT_CANCEL_GRACE_PERIOD = 5.0
 
 
 def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
@@ -110,6 +118,16 @@ class WorkerSettings:
         pass is a :meth:`Pruner.run_once <programma_sa.Pruner.run_once>`, so one
         worker at a time prunes across processes.
     :param prune_batch_size: rows deleted per prune transaction (default 1000).
+    :param lease_renewal: lease mode: while a job is held — waiting for a handler
+        or running one — renew its lease (default True), when a third of it has
+        passed and at least every ``heartbeat`` seconds, so a handler may run past
+        the job's visibility timeout; the timeout stays the crash-recovery window
+        (a worker that dies stops renewing). False: the visibility timeout bounds
+        the time from the claim to the outcome, as before programma_0003.
+    :param cancel_grace_period: seconds an ``AsyncWorker`` gives a handler whose
+        job was cancelled to end on its own (it sees ``ctx.cancelled``) before it
+        cancels the handler's task (default 5.0). A sync handler cannot be stopped
+        from outside: it should look at ``ctx.cancelled``.
     """
 
     topics: Sequence[str]
@@ -125,6 +143,8 @@ class WorkerSettings:
     retention: Retention | None = None
     prune_interval: float = DEFAULT_PRUNE_INTERVAL
     prune_batch_size: int = DEFAULT_BATCH_SIZE
+    lease_renewal: bool = True
+    cancel_grace_period: float = DEFAULT_CANCEL_GRACE_PERIOD
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -135,7 +155,7 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"retention must be a Retention or None, got {self.retention!r}"
             )
-        for name in ("listen", "auto_complete"):
+        for name in ("listen", "auto_complete", "lease_renewal"):
             flag = getattr(self, name)
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
@@ -149,6 +169,9 @@ class WorkerSettings:
             ),
             "prune_interval": _positive_seconds(self.prune_interval, "prune_interval"),
             "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
+            "cancel_grace_period": _positive_seconds(
+                self.cancel_grace_period, "cancel_grace_period", allow_zero=True
+            ),
             "database_url": _database_url(self.database_url),
         }
         for name, value in normalised.items():
@@ -177,3 +200,5 @@ class WorkerOptions(TypedDict, total=False):
     retention: Retention | None
     prune_interval: float
     prune_batch_size: int
+    lease_renewal: bool
+    cancel_grace_period: float

@@ -30,7 +30,15 @@ from .._execute import InTransaction
 from .._job_records import ClaimedJob
 from .._operations import Operation
 
-__all__ = ["Commit", "ConnectionLost", "EachCommitted", "InTransaction", "RunHandler", "Step"]
+__all__ = [
+    "Commit",
+    "ConnectionLost",
+    "EachCommitted",
+    "InTransaction",
+    "Returned",
+    "RunHandler",
+    "Step",
+]
 
 T = TypeVar("T")
 
@@ -40,12 +48,22 @@ class RunHandler:
     """Run the handler on ``job``: outside any transaction in lease mode; in a
     transaction-mode pass inside a SAVEPOINT of the pass's transaction.
 
-    Send back ``None`` when it returned, the ``Exception`` it raised (or its
-    SAVEPOINT's end raised), or a :class:`ConnectionLost` when, after such an
-    exception, the pass's connection is invalidated.
+    Send back :class:`Returned` when it returned, the ``Exception`` it raised (or
+    its SAVEPOINT's end raised; :class:`~programma_sa.JobCancelled` when its job's
+    cancellation reached it — in a transaction-mode pass its SAVEPOINT is rolled
+    back then, even if the handler returned), or a :class:`ConnectionLost` when,
+    after such an exception, the pass's connection is invalidated.
     """
 
     job: ClaimedJob
+
+
+@dataclass(frozen=True)
+class Returned:
+    """The reply to a :class:`RunHandler` whose handler returned: what it returned
+    (stored as the job's result with its completion)."""
+
+    value: object = None
 
 
 @dataclass(frozen=True)
