@@ -8,7 +8,7 @@ claimed with ``FOR UPDATE SKIP LOCKED`` inside your transaction boundaries.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
 from .async_queue import AsyncJobQueue
@@ -17,10 +17,13 @@ from .exceptions import (
     ConfigurationError,
     DatabaseError,
     InvalidJobInput,
+    JobCancelled,
+    JobNotFound,
     PayloadTooLarge,
     ProgrammaError,
     SchemaNotReady,
     TransactionLost,
+    WaitTimeout,
 )
 from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState, jobs_table
@@ -40,18 +43,23 @@ __all__ = [
     "AsyncJobQueue",
     "AsyncPruner",
     "AsyncWorker",
+    "CancelOutcome",
     "ClaimedJob",
     "CommitFailed",
     "ConfigurationError",
     "DatabaseError",
     "InvalidJobInput",
+    "JobCancelled",
     "JobContext",
     "JobDetail",
     "JobMixin",
+    "JobNotFound",
+    "JobPage",
     "JobQueue",
     "JobSpec",
     "JobState",
     "PassResult",
+    "PausedTopic",
     "PayloadTooLarge",
     "ProgrammaError",
     "PruneResult",
@@ -62,6 +70,7 @@ __all__ = [
     "SchemaNotReady",
     "TopicStats",
     "TransactionLost",
+    "WaitTimeout",
     "Worker",
     "WorkerSettings",
     "__version__",

@@ -226,7 +226,9 @@ def test_the_default_table_named_with_its_schema_is_the_same_table(url: str, db:
     oid = _oid(db, DEFAULT)
     _upgrade(url, ("programma_jobs", "public"))
     assert _oid(db, DEFAULT) == oid
-    assert inspect(db).get_table_names() == sorted(["programma_jobs", "programma_jobs_paused", LEGACY])
+    assert inspect(db).get_table_names() == sorted(
+        ["programma_jobs", "programma_jobs_paused", LEGACY]
+    )
     assert migrations.standalone_version_table("programma_jobs", "public") == (LEGACY, "public")
     assert _versions(db, LEGACY, "public") == [HEAD]
     _assert_at_head(db, DEFAULT)
