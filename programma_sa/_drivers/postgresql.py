@@ -696,14 +696,36 @@ def _rerun_jobs(table: Table) -> Any:
     @functools.lru_cache(maxsize=256)
     def build(shape: Hashable) -> Executable:
         assert isinstance(shape, JobsShape) and shape.states is not None
-        picked = (
-            select(t.id)
-            .where(*_shape_filters(table, shape))
-            .order_by(t.finished_at)
-            .limit(bindparam("p_limit", type_=Integer()))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
+        limit = bindparam("p_limit", type_=Integer())
+        filters = _shape_filters(table, replace(shape, states=None))
+
+        def oldest(state: str) -> Select[Any]:
+            # One state: its partial index (ix_<table>_failed, _cancelled) hands out
+            # the rows in finished_at order.
+            return (
+                select(t.id, t.finished_at)
+                .where(_states(table, (state,)), *filters)
+                .order_by(t.finished_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+
+        if len(shape.states) == 1:
+            (state,) = shape.states
+            picked = oldest(state).with_only_columns(t.id).scalar_subquery()
+        else:
+            # FOR UPDATE is not allowed in a UNION's own branches, so each is a
+            # subquery of its own (the rows a branch locks beyond the outer LIMIT
+            # stay locked, unchanged, until the caller's transaction ends).
+            branches = union_all(
+                *(select(*oldest(state).subquery().c) for state in shape.states)
+            ).subquery("oldest")
+            picked = (
+                select(branches.c.id)
+                .order_by(branches.c.finished_at)
+                .limit(limit)
+                .scalar_subquery()
+            )
         rerun = (
             update(table)
             .where(t.id == any_(func.array(picked, type_=ARRAY(UUID(as_uuid=True)))))

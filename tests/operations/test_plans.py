@@ -1,13 +1,17 @@
-"""With most rows finished, no maintenance statement (nor the claim) reads the whole table.
+"""With most rows finished, no maintenance statement (nor the claim, a listing, a
+re-run or a cancel) reads the whole table.
 
 The planner's choice is checked with ``EXPLAIN (FORMAT JSON)`` on a table of 30,000
 finished jobs of one topic — the case where reading the table is most tempting,
 since the topic's finished rows are nearly all of it — right after ANALYZE (no
-page all-visible yet) and after VACUUM ANALYZE.
+page all-visible yet) and after VACUUM ANALYZE. ``PROGRAMMA_PLAN_ROWS=1000000``
+checks the same with a million finished rows (by hand: it takes a minute or two).
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,10 +20,11 @@ from sqlalchemy import ClauseElement, Engine, text
 
 from programma_sa import jobs_table
 from programma_sa._drivers import statements_for
+from programma_sa._drivers.base import JobsShape
 
 from ..app import Job
 
-FINISHED_ROWS = 30_000
+FINISHED_ROWS = int(os.environ.get("PROGRAMMA_PLAN_ROWS", "30000"))
 TABLE = jobs_table(Job)
 
 
@@ -119,3 +124,133 @@ def test_the_claim_reads_its_index(engine: Engine) -> None:
     assert "Seq Scan" not in {
         node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name
     }
+
+
+# -- control of jobs in flight (issue #15) ----------------------------------------------
+
+LIMIT = {"p_limit": 101}
+CURSOR = {"p_cursor": uuid.UUID(int=2**127)}  # ids below it: every UUIDv7 of this century
+LIST_CASES = [
+    # (shape, params, indexes the plan may use, one index it must use)
+    (JobsShape(), LIMIT, {"pkey"}, "pkey"),
+    (JobsShape(cursor=True), {**LIMIT, **CURSOR}, {"pkey"}, "pkey"),
+    (
+        JobsShape(topic=True),
+        {**LIMIT, "p_topic": "bulk"},
+        {"history", "claim", "processing"},
+        "history",
+    ),
+    (
+        JobsShape(topic=True, cursor=True),
+        {**LIMIT, **CURSOR, "p_topic": "bulk"},
+        {"history", "claim", "processing"},
+        "history",
+    ),
+    (
+        JobsShape(states=("completed",), topic=True),
+        {**LIMIT, "p_topic": "bulk"},
+        {"history"},
+        "history",
+    ),
+    (
+        JobsShape(states=("failed",), topic=True),
+        {**LIMIT, "p_topic": "bulk"},
+        {"history", "failed"},
+        None,
+    ),
+    (
+        JobsShape(states=("created", "active"), topic=True),
+        {**LIMIT, "p_topic": "bulk"},
+        {"claim"},
+        "claim",
+    ),
+    (JobsShape(states=("failed",)), LIMIT, {"failed", "pkey", "history"}, None),
+    (
+        JobsShape(states=("cancelled",), topic=True),
+        {**LIMIT, "p_topic": "bulk"},
+        {"cancelled", "history"},
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
+@pytest.mark.parametrize(
+    ("shape", "params", "allowed", "required"),
+    LIST_CASES,
+    ids=[f"list-{index}" for index in range(len(LIST_CASES))],
+)
+def test_a_listing_page_reads_an_index(
+    engine: Engine,
+    vacuum: bool,
+    shape: JobsShape,
+    params: dict[str, Any],
+    allowed: set[str],
+    required: str | None,
+) -> None:
+    _fill(engine, vacuum)
+    nodes = _plan(engine, statements_for("postgresql", TABLE).list_jobs(shape), params)
+    _assert_reads(nodes, allowed, required)
+
+
+RERUN = {"p_limit": 1000, "p_topic": "bulk"}
+CONTROL_CASES = [
+    ("rerun by topic", "rerun_jobs", JobsShape(states=("failed",), topic=True), RERUN),
+    (
+        "rerun by topic and type",
+        "rerun_jobs",
+        JobsShape(states=("failed", "cancelled"), topic=True, error_type=True),
+        {**RERUN, "p_error_type": "app.Boom"},
+    ),
+    ("rerun failed anywhere", "rerun_jobs", JobsShape(states=("failed",)), {"p_limit": 1000}),
+]
+
+
+@pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
+@pytest.mark.parametrize(
+    ("statement", "shape", "params"),
+    [case[1:] for case in CONTROL_CASES],
+    ids=[case[0] for case in CONTROL_CASES],
+)
+def test_a_rerun_by_filter_reads_the_failed_rows_by_index(
+    engine: Engine, vacuum: bool, statement: str, shape: JobsShape, params: dict[str, Any]
+) -> None:
+    _fill(engine, vacuum)
+    nodes = _plan(engine, getattr(statements_for("postgresql", TABLE), statement)(shape), params)
+    _assert_reads(nodes, {"failed", "cancelled", "pkey", "history"}, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("cancel_job", {"p_job_id": uuid.uuid4()}),
+        ("rerun_job", {"p_job_id": uuid.uuid4()}),
+        ("lease_states", {"p_ids": [uuid.uuid4()]}),
+    ],
+)
+def test_one_job_is_found_by_its_key(engine: Engine, name: str, params: dict[str, Any]) -> None:
+    _fill(engine, vacuum=False)
+    nodes = _plan(engine, getattr(statements_for("postgresql", TABLE), name), params)
+    _assert_reads(nodes, {"pkey"}, "pkey")
+
+
+def test_the_lease_writes_never_read_the_finished_rows(engine: Engine) -> None:
+    """By key, or — while few jobs are live — from the claim index, which holds only
+    the live ones (the completion's plans alike)."""
+    _fill(engine, vacuum=False)
+    held = '[{"id": "%s", "attempts": 1, "start_after": null}]' % uuid.uuid4()
+    for name in ("renew_leases", "release_unstarted"):
+        nodes = _plan(engine, getattr(statements_for("postgresql", TABLE), name), {"p_held": held})
+        _assert_reads(nodes, {"pkey", "claim"}, None)
+
+
+def _assert_reads(nodes: list[dict[str, Any]], allowed: set[str], required: str | None) -> None:
+    scans = {node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name}
+    assert "Seq Scan" not in scans, nodes
+    used = {node["Index Name"] for node in nodes if "Index Name" in node}
+    names = {f"{TABLE.name}_pkey" if i == "pkey" else f"ix_{TABLE.name}_{i}" for i in allowed}
+    assert used and used <= names, used
+    if required is not None:
+        assert (f"{TABLE.name}_pkey" if required == "pkey" else f"ix_{TABLE.name}_{required}") in (
+            used
+        )
