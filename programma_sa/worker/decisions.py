@@ -493,7 +493,11 @@ class WorkerCore(ABC):
         conditional, so writing it again is harmless. Raises the second error."""
         try:
             written: T = yield EachCommitted(single(operation))
-        except DB_ERRORS:
+        except DB_ERRORS as error:
+            log.info(
+                "writing outcomes failed (%s); writing them again on a fresh connection",
+                first_line(error),
+            )
             written = yield EachCommitted(single(operation))
         return written
 

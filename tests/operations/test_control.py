@@ -402,9 +402,9 @@ def test_a_paused_topic_is_not_claimed_but_still_takes_jobs(
 
 
 def test_pausing_a_bad_topic_is_refused(session: Session, queue: JobQueue) -> None:
-    with pytest.raises(InvalidJobInput, match="^topic must not contain NUL characters$"):
+    with pytest.raises(InvalidJobInput, match=r"^topic must not contain NUL characters$"):
         queue.pause_topic(session, "a\x00b")
-    with pytest.raises(InvalidJobInput, match="^topic must not be empty$"):
+    with pytest.raises(InvalidJobInput, match=r"^topic must not be empty$"):
         queue.resume_topic(session, "")
 
 
@@ -467,9 +467,11 @@ def test_waiting_for_nothing_is_refused(engine: Engine, queue: JobQueue) -> None
     missing = uuid.uuid4()
     with pytest.raises(JobNotFound, match=f"^no job with id {missing}$"):
         queue.wait_for_job(engine, missing, timeout=1)
-    with pytest.raises(InvalidJobInput, match="^timeout must not be negative, got -1$"):
+    with pytest.raises(InvalidJobInput, match=r"^timeout must not be negative, got -1$"):
         queue.wait_for_job(engine, missing, timeout=-1)
-    with pytest.raises(InvalidJobInput, match="^poll_interval must be more than 0 seconds, got 0$"):
+    with pytest.raises(
+        InvalidJobInput, match=r"^poll_interval must be more than 0 seconds, got 0$"
+    ):
         queue.wait_for_job(engine, missing, timeout=1, poll_interval=0)
 
 

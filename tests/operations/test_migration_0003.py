@@ -43,14 +43,14 @@ def test_upgrade_keeps_the_jobs_and_admits_cancelled_ones(url: str, db: Engine) 
         connection.execute(
             text("INSERT INTO programma_jobs (topic, data, state) VALUES ('a', '{}', 'failed')")
         )
-        with pytest.raises(sa_exc.IntegrityError):  # not a state before 0003
-            with connection.begin_nested():
-                connection.execute(
-                    text(
-                        "INSERT INTO programma_jobs (topic, data, state)"
-                        " VALUES ('b', '{}', 'cancelled')"
-                    )
+        # Not a state before 0003.
+        with pytest.raises(sa_exc.IntegrityError), connection.begin_nested():
+            connection.execute(
+                text(
+                    "INSERT INTO programma_jobs (topic, data, state)"
+                    " VALUES ('b', '{}', 'cancelled')"
                 )
+            )
     migrations.upgrade(url)
     assert _differences(url, _DefaultBase.metadata) == []
     with db.begin() as connection:

@@ -10,6 +10,7 @@ checks the same with a million finished rows (by hand: it takes a minute or two)
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -238,7 +239,7 @@ def test_the_lease_writes_never_read_the_finished_rows(engine: Engine) -> None:
     """By key, or — while few jobs are live — from the claim index, which holds only
     the live ones (the completion's plans alike)."""
     _fill(engine, vacuum=False)
-    held = '[{"id": "%s", "attempts": 1, "start_after": null}]' % uuid.uuid4()
+    held = json.dumps([{"id": str(uuid.uuid4()), "attempts": 1, "start_after": None}])
     for name in ("renew_leases", "release_unstarted"):
         nodes = _plan(engine, getattr(statements_for("postgresql", TABLE), name), {"p_held": held})
         _assert_reads(nodes, {"pkey", "claim"}, None)
