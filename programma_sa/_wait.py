@@ -20,7 +20,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -28,7 +29,7 @@ from sqlalchemy import Engine
 
 from . import _validation as check
 from ._drivers.postgresql import finished_channel
-from ._execute import execute, execute_async
+from ._execute import drive, drive_async, execute, execute_async
 from ._job_records import JobDetail
 from ._listening import conninfo_from_url, listen_command
 from ._operations.jobs import JobOperations
@@ -56,17 +57,37 @@ def _checked(timeout: object, poll_interval: object) -> tuple[float, float]:
     return seconds, interval
 
 
-def _finished(job: JobDetail | None, job_id: uuid.UUID) -> JobDetail | None:
-    """The job if it finished; raises when it does not exist (any more)."""
-    if job is None:
-        raise JobNotFound(f"no job with id {job_id}")
-    return job if job.state.value in TERMINAL_STATES else None
+@dataclass(frozen=True)
+class _Read:
+    """A step of :func:`_waiting`: read the job (send back its ``JobDetail`` or ``None``)."""
 
 
-def _timed_out(job_id: uuid.UUID, timeout: float, job: JobDetail) -> WaitTimeout:
-    return WaitTimeout(
-        f"job {job_id} did not finish within {timeout:g} s (it is {job.state.value})"
-    )
+@dataclass(frozen=True)
+class _Wait:
+    """A step of :func:`_waiting`: wait up to ``seconds`` for an announcement of
+    ``topic`` (or just sleep, without a listener)."""
+
+    topic: str
+    seconds: float
+
+
+def _waiting(
+    job_id: uuid.UUID, timeout: float, interval: float
+) -> Generator[_Read | _Wait, JobDetail | None, JobDetail]:
+    """The wait, as steps for a sync or an async driver (:func:`~._execute.drive`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = yield _Read()
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id}")
+        if job.state.value in TERMINAL_STATES:
+            return job
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(
+                f"job {job_id} did not finish within {timeout:g} s (it is {job.state.value})"
+            )
+        yield _Wait(job.topic, min(interval, remaining))
 
 
 def _unheard(error: Exception) -> None:
@@ -102,27 +123,24 @@ def wait_for_job(
         raise ConfigurationError(f"wait_for_job needs an Engine, got {engine!r}")
     seconds, interval = _checked(timeout, poll_interval)
     read = operations.get_job(job_id)
-    checked_id = check.job_id(job_id)
-    deadline = time.monotonic() + seconds
+
     with _listening(engine, finished_channel(operations.table)) as listener:
-        while True:
-            with engine.connect() as connection:
-                job = execute(connection.execution_options(isolation_level="AUTOCOMMIT"), read)
-            done = _finished(job, checked_id)
-            if done is not None:
-                return done
-            assert job is not None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(checked_id, seconds, job)
-            wait = min(interval, remaining)
+
+        def step(step: _Read | _Wait) -> JobDetail | None:
+            if isinstance(step, _Read):
+                with engine.connect() as connection:
+                    autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    return execute(autocommit, read)
             if listener is None:
-                time.sleep(wait)
-                continue
+                time.sleep(step.seconds)
+                return None
             # Any announcement of the job's topic may be its own: read it again.
-            for notification in listener.notifies(timeout=wait):
-                if notification.payload == job.topic:
+            for notification in listener.notifies(timeout=step.seconds):
+                if notification.payload == step.topic:
                     break
+            return None
+
+        return drive(_waiting(read.params["p_job_id"], seconds, interval), step)
 
 
 @contextlib.asynccontextmanager
@@ -163,22 +181,18 @@ async def wait_for_job_async(
         raise ConfigurationError(f"wait_for_job needs an AsyncEngine, got {engine!r}")
     seconds, interval = _checked(timeout, poll_interval)
     read = operations.get_job(job_id)
-    checked_id = check.job_id(job_id)
-    deadline = time.monotonic() + seconds
+
     async with _listening_async(engine, finished_channel(operations.table)) as listener:
-        while True:
-            async with engine.connect() as connection:
-                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                job = await execute_async(autocommit, read)
-            done = _finished(job, checked_id)
-            if done is not None:
-                return done
-            assert job is not None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _timed_out(checked_id, seconds, job)
-            wait = min(interval, remaining)
+
+        async def step(step: _Read | _Wait) -> JobDetail | None:
+            if isinstance(step, _Read):
+                async with engine.connect() as connection:
+                    autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    return await execute_async(autocommit, read)
             if listener is None:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(step.seconds)
             else:
-                await _announced(listener, job.topic, wait)
+                await _announced(listener, step.topic, step.seconds)
+            return None
+
+        return await drive_async(_waiting(read.params["p_job_id"], seconds, interval), step)

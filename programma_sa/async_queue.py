@@ -36,20 +36,27 @@ without greenlet::
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Unpack
+
 from ._execute import execute_async, run_steps_async
 from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
-from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, JobCriteria
+from ._operations.control import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RERUN_LIMIT,
+    JobCriteria,
+    ListCriteria,
+    RerunCriteria,
+)
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import AsyncSessionLike
 from ._stats import QueueStats
 from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job_async
-from .models import JobState
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -165,53 +172,25 @@ class AsyncJobQueue(QueueBase):
         self,
         session: AsyncSessionLike,
         *,
-        topic: str | None = None,
-        state: JobState | str | Sequence[JobState | str] | None = None,
-        finished_after: datetime | str | None = None,
-        finished_before: datetime | str | None = None,
-        error_type: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
         limit: int = DEFAULT_RERUN_LIMIT,
+        **criteria: Unpack[RerunCriteria],
     ) -> list[uuid.UUID]:
         """Re-run failed (or cancelled) jobs by filter; see :meth:`JobQueue.retry_jobs`."""
-        criteria = JobCriteria(
-            topic=topic,
-            state=state,
-            finished_after=finished_after,
-            finished_before=finished_before,
-            error_type=error_type,
-            attributes=attributes,
-        )
-        operation = self.control_operations.retry_jobs(criteria, limit=limit)
+        operation = self.control_operations.retry_jobs(JobCriteria(**criteria), limit=limit)
         return await execute_async(session, operation)
 
     async def list_jobs(
         self,
         session: AsyncSessionLike,
         *,
-        topic: str | None = None,
-        state: JobState | str | Sequence[JobState | str] | None = None,
-        created_after: datetime | str | None = None,
-        created_before: datetime | str | None = None,
-        finished_after: datetime | str | None = None,
-        finished_before: datetime | str | None = None,
-        error_type: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
         cursor: uuid.UUID | str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
+        **criteria: Unpack[ListCriteria],
     ) -> JobPage:
         """One page of jobs, newest first; see :meth:`JobQueue.list_jobs`."""
-        criteria = JobCriteria(
-            topic=topic,
-            state=state,
-            created_after=created_after,
-            created_before=created_before,
-            finished_after=finished_after,
-            finished_before=finished_before,
-            error_type=error_type,
-            attributes=attributes,
+        operation = self.control_operations.list_jobs(
+            JobCriteria(**criteria), cursor=cursor, limit=limit
         )
-        operation = self.control_operations.list_jobs(criteria, cursor=cursor, limit=limit)
         return await execute_async(session, operation)
 
     async def pause_topic(self, session: AsyncSessionLike, topic: str) -> bool:

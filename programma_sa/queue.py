@@ -42,17 +42,24 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from typing_extensions import Unpack
 
 from ._execute import execute, run_steps
 from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
-from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, JobCriteria
+from ._operations.control import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RERUN_LIMIT,
+    JobCriteria,
+    ListCriteria,
+    RerunCriteria,
+)
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import SessionLike
 from ._stats import QueueStats
 from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job
-from .models import JobState, jobs_table
+from .models import jobs_table
 
 __all__ = ["BackgroundWorker", "JobQueue", "jobs_table", "set_worker_starter"]
 
@@ -216,48 +223,31 @@ class JobQueue(QueueBase):
         self,
         session: SessionLike,
         *,
-        topic: str | None = None,
-        state: JobState | str | Sequence[JobState | str] | None = None,
-        finished_after: datetime | str | None = None,
-        finished_before: datetime | str | None = None,
-        error_type: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
         limit: int = DEFAULT_RERUN_LIMIT,
+        **criteria: Unpack[RerunCriteria],
     ) -> list[uuid.UUID]:
         """Re-run up to ``limit`` FAILED jobs (``state``: or CANCELLED ones) that match
         every criterion given, oldest finished first, as :meth:`retry_job` does; returns
         their ids. Call again while it returns ``limit`` ids.
 
-        :param finished_after: finished at or after this moment; ``finished_before``:
-            before it.
+        :param topic: only this topic.
+        :param state: ``"failed"`` (the default), ``"cancelled"``, or both.
+        :param finished_after: finished at or after this moment (an aware datetime or
+            an ISO-8601 string with an offset); ``finished_before``: before it.
         :param error_type: the type recorded in ``attributes.last_error``, e.g.
             ``"myapp.errors.PushError"``.
         :param attributes: a JSON object the job's attributes contain.
         """
-        criteria = JobCriteria(
-            topic=topic,
-            state=state,
-            finished_after=finished_after,
-            finished_before=finished_before,
-            error_type=error_type,
-            attributes=attributes,
-        )
-        return execute(session, self.control_operations.retry_jobs(criteria, limit=limit))
+        operation = self.control_operations.retry_jobs(JobCriteria(**criteria), limit=limit)
+        return execute(session, operation)
 
     def list_jobs(
         self,
         session: SessionLike,
         *,
-        topic: str | None = None,
-        state: JobState | str | Sequence[JobState | str] | None = None,
-        created_after: datetime | str | None = None,
-        created_before: datetime | str | None = None,
-        finished_after: datetime | str | None = None,
-        finished_before: datetime | str | None = None,
-        error_type: str | None = None,
-        attributes: Mapping[str, Any] | None = None,
         cursor: uuid.UUID | str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
+        **criteria: Unpack[ListCriteria],
     ) -> JobPage:
         """One page of the jobs matching every criterion given, newest first.
 
@@ -265,6 +255,7 @@ class JobQueue(QueueBase):
         was the last). Pages are keyed by id — UUIDv7, so creation order — and stay
         stable while jobs are added: a new job sorts before the first page.
 
+        :param topic: only this topic.
         :param state: one state or several.
         :param created_after: created at or after this moment (``created_before``:
             before it); ``finished_after`` / ``finished_before`` likewise.
@@ -272,17 +263,9 @@ class JobQueue(QueueBase):
         :param attributes: a JSON object the job's attributes contain.
         :param limit: jobs per page, 1 to 1000.
         """
-        criteria = JobCriteria(
-            topic=topic,
-            state=state,
-            created_after=created_after,
-            created_before=created_before,
-            finished_after=finished_after,
-            finished_before=finished_before,
-            error_type=error_type,
-            attributes=attributes,
+        operation = self.control_operations.list_jobs(
+            JobCriteria(**criteria), cursor=cursor, limit=limit
         )
-        operation = self.control_operations.list_jobs(criteria, cursor=cursor, limit=limit)
         return execute(session, operation)
 
     def pause_topic(self, session: SessionLike, topic: str) -> bool:

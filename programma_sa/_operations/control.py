@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Result, Table
 
@@ -34,6 +34,8 @@ __all__ = [
     "MAX_RERUN_LIMIT",
     "ControlOperations",
     "JobCriteria",
+    "ListCriteria",
+    "RerunCriteria",
 ]
 
 #: Jobs per page of a listing by default, and at most.
@@ -85,6 +87,29 @@ def _window(
             f"{what}_before ({bounds[f'{what}_before'].isoformat()})"
         )
     return bounds
+
+
+States = JobState | str | Sequence[JobState | str]
+Moment = datetime | str
+
+
+class RerunCriteria(TypedDict, total=False):
+    """The criteria of :meth:`JobQueue.retry_jobs <programma_sa.JobQueue.retry_jobs>`
+    (the keywords of both faces): a job is re-run when it matches every one given."""
+
+    topic: str
+    state: States
+    finished_after: Moment
+    finished_before: Moment
+    error_type: str
+    attributes: Mapping[str, Any]
+
+
+class ListCriteria(RerunCriteria, total=False):
+    """The criteria of :meth:`JobQueue.list_jobs <programma_sa.JobQueue.list_jobs>`."""
+
+    created_after: Moment
+    created_before: Moment
 
 
 @dataclass(frozen=True)

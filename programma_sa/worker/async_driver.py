@@ -70,7 +70,8 @@ from .._job_records import ClaimedJob
 from .._operations import Operation
 from ..async_queue import AsyncJobQueue
 from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
-from .decisions import DB_ERRORS, Backoff, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .duties import KeeperPlan
 from .leases import Cancellation, Outcome, Tally
 from .listen import AsyncListener
 from .results import UNTOUCHED, PassResult
@@ -249,18 +250,13 @@ class _LeaseBatch:
 
 class _Keeper:
     """The lease-mode worker's keeper task: the sync Worker's keeper thread, on the
-    event loop (see ``programma_sa.worker.sync_driver``)."""
-
-    #: The longest a queued completion waits for others to share its statement.
-    completion_delay = 0.25
+    event loop (it runs the same :class:`~.duties.KeeperPlan`)."""
 
     def __init__(self, worker: AsyncWorker) -> None:
         self._worker = worker
+        self._plan = KeeperPlan(worker.holdings, worker.lease_duty)
         self._kicked = asyncio.Event()
         self._closing = False
-        self._released = False
-        self._retry_at = 0.0
-        self._backoff = Backoff(0.1, 5.0)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -277,46 +273,21 @@ class _Keeper:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=timeout)
 
-    def _next_wake(self, now: float) -> float | None:
-        holdings, duty = self._worker.holdings, self._worker.lease_duty
-        moments = [duty.due_at() if duty is not None else None]
-        queued = holdings.queued_since()
-        if queued is not None:
-            moments.append(max(queued + self.completion_delay, self._retry_at))
-        due = [moment for moment in moments if moment is not None]
-        return None if not due else max(0.0, min(due) - now)
-
     async def _run(self) -> None:
-        worker = self._worker
+        plan = self._plan
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self._next_wake(time.monotonic()))
+                await asyncio.wait_for(self._kicked.wait(), plan.next_wake(time.monotonic()))
             self._kicked.clear()
             closing = self._closing
-            urgent = closing
-            if worker.stopping and not self._released:
-                self._released = True
-                urgent = worker.holdings.release_unstarted() > 0 or urgent
-            now = time.monotonic()
-            duty = worker.lease_duty
-            if duty is not None and (due := duty.due_at()) is not None and due <= now:
-                worker.holdings.want_renewal()
-                urgent = True
-            queued = worker.holdings.queued_since()
-            if queued is not None and queued + self.completion_delay <= now:
-                urgent = True
-            if urgent and (closing or now >= self._retry_at):
+            if plan.write_now(time.monotonic(), stopping=self._worker.stopping, closing=closing):
                 try:
-                    written = await worker._write_queued(final=closing)
+                    written = await self._worker._write_queued(final=closing)
                 except Exception:
                     log.exception("unexpected error in the worker's keeper")
                     written = False
-                if written:
-                    self._backoff.reset()
-                    self._retry_at = 0.0
-                else:
-                    self._retry_at = time.monotonic() + self._backoff.next()
-            if closing and worker.holdings.queued_since() is None:
+                plan.written(written, time.monotonic())
+            if closing and plan.done:
                 return
 
 

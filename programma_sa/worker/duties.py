@@ -35,7 +35,7 @@ from ..models import JobState
 from .leases import Holdings
 from .steps import EachCommitted, Step, single
 
-__all__ = ["Duty", "DutySchedule", "LeaseDuty", "LeasePass", "PruneDuty"]
+__all__ = ["Duty", "DutySchedule", "KeeperPlan", "LeaseDuty", "LeasePass", "PruneDuty"]
 
 log = logging.getLogger("programma_sa.worker")
 
@@ -261,3 +261,60 @@ class LeaseDuty(Duty[LeasePass]):
         # Scheduled by the held jobs' leases (due_at), not by the schedule's interval.
         if result is not None and result.renewed and log.isEnabledFor(logging.DEBUG):
             log.debug("renewed the leases of %d held jobs", result.renewed)
+
+
+class KeeperPlan:
+    """What a lease-mode worker's keeper (a thread, or a task: the drivers) does, and
+    when (no I/O): it writes the completions left queued ``completion_delay``
+    seconds, runs the :class:`LeaseDuty` when it is due, releases the jobs not
+    started once the worker stops, and after a failed write waits out a backoff
+    (0.1 s doubling to 5 s) before it writes again — but not when closing, where it
+    writes what is left once more and gives up on what fails.
+    """
+
+    #: The longest a queued completion waits for others to share its statement.
+    completion_delay = 0.25
+
+    def __init__(self, holdings: Holdings, duty: LeaseDuty | None) -> None:
+        self._holdings = holdings
+        self._duty = duty
+        self._released = False
+        self._retry_at = 0.0
+        self._delay = self._first_delay = 0.1
+        self._max_delay = 5.0
+
+    def next_wake(self, now: float) -> float | None:
+        """Seconds until there may be something to do (``None``: nothing is due)."""
+        moments = [self._duty.due_at() if self._duty is not None else None]
+        queued = self._holdings.queued_since()
+        if queued is not None:
+            moments.append(max(queued + self.completion_delay, self._retry_at))
+        due = [moment for moment in moments if moment is not None]
+        return None if not due else max(0.0, min(due) - now)
+
+    def write_now(self, now: float, *, stopping: bool, closing: bool) -> bool:
+        """Whether the keeper should write now (a renewal is wanted if one is due)."""
+        urgent = closing
+        if stopping and not self._released:
+            self._released = True
+            urgent = self._holdings.release_unstarted() > 0 or urgent
+        if self._duty is not None and (due := self._duty.due_at()) is not None and due <= now:
+            self._holdings.want_renewal()
+            urgent = True
+        queued = self._holdings.queued_since()
+        if queued is not None and queued + self.completion_delay <= now:
+            urgent = True
+        return urgent and (closing or now >= self._retry_at)
+
+    def written(self, ok: bool, now: float) -> None:
+        """What the keeper's write did: on failure, back off before the next."""
+        if ok:
+            self._delay, self._retry_at = self._first_delay, 0.0
+            return
+        self._retry_at = now + self._delay
+        self._delay = min(self._delay * 2, self._max_delay)
+
+    @property
+    def done(self) -> bool:
+        """Nothing is queued any more (a closing keeper may end)."""
+        return self._holdings.queued_since() is None

@@ -80,7 +80,8 @@ from .._job_records import ClaimedJob
 from .._operations import Operation
 from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
 from ..queue import JobQueue
-from .decisions import DB_ERRORS, Backoff, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .duties import KeeperPlan
 from .leases import Cancellation, Outcome, Tally
 from .listen import Listener
 from .results import UNTOUCHED, PassResult
@@ -313,23 +314,17 @@ class _LeaseBatch:
 
 
 class _Keeper:
-    """The lease-mode worker's keeper thread: it writes the completions left queued
-    (after ``completion_delay``), runs the lease renewal when it is due, releases
-    the jobs not started when the worker stops, and writes again what failed to be
-    written (with backoff) — all through the writer token (:mod:`.leases`)."""
-
-    #: The longest a queued completion waits for others to share its statement.
-    completion_delay = 0.25
+    """The lease-mode worker's keeper thread: it runs the :class:`~.duties.KeeperPlan`
+    (renewals, completions left queued, the release at stop, writes again after a
+    failure), each write through the writer token (:mod:`.leases`)."""
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
-        # Guards the three flags below; the thread waits on it.
+        self._plan = KeeperPlan(worker.holdings, worker.lease_duty)
+        # Guards the two flags below; the thread waits on it.
         self._cond = threading.Condition()
         self._kicked = False
         self._closing = False
-        self._released = False
-        self._retry_at = 0.0
-        self._backoff = Backoff(0.1, 5.0)
         self._thread = threading.Thread(target=self._run, name="programma-keeper", daemon=True)
 
     def start(self) -> None:
@@ -348,47 +343,22 @@ class _Keeper:
             self._cond.notify()
         self._thread.join(timeout)
 
-    def _next_wake(self, now: float) -> float | None:
-        holdings, duty = self._worker.holdings, self._worker.lease_duty
-        moments = [duty.due_at() if duty is not None else None]
-        queued = holdings.queued_since()
-        if queued is not None:
-            moments.append(max(queued + self.completion_delay, self._retry_at))
-        due = [moment for moment in moments if moment is not None]
-        return None if not due else max(0.0, min(due) - now)
-
     def _run(self) -> None:
-        worker = self._worker
+        plan = self._plan
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._kicked or self._closing, self._next_wake(time.monotonic())
+                    lambda: self._kicked or self._closing, plan.next_wake(time.monotonic())
                 )
                 self._kicked = False
                 closing = self._closing
-            urgent = closing
-            if worker.stopping and not self._released:
-                self._released = True
-                urgent = worker.holdings.release_unstarted() > 0 or urgent
-            now = time.monotonic()
-            duty = worker.lease_duty
-            if duty is not None and (due := duty.due_at()) is not None and due <= now:
-                worker.holdings.want_renewal()
-                urgent = True
-            queued = worker.holdings.queued_since()
-            if queued is not None and queued + self.completion_delay <= now:
-                urgent = True
-            if urgent and (closing or now >= self._retry_at):
+            if plan.write_now(time.monotonic(), stopping=self._worker.stopping, closing=closing):
                 _run_task(functools.partial(self._write, closing))
-            if closing and worker.holdings.queued_since() is None:
+            if closing and plan.done:
                 return
 
     def _write(self, final: bool) -> None:
-        if self._worker._write_queued(final=final):
-            self._backoff.reset()
-            self._retry_at = 0.0
-        else:
-            self._retry_at = time.monotonic() + self._backoff.next()
+        self._plan.written(self._worker._write_queued(final=final), time.monotonic())
 
 
 class Worker(WorkerCore):
