@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from programma_sa import DatabaseError, JobContext, JobQueue, JobState, PassResult
@@ -212,3 +212,43 @@ def test_the_loop_logs_the_lost_pass_once_and_runs_the_job_again(
     assert handler.calls == [0, 0]
     assert worker.totals == PassResult(claimed=1, completed=1)
     assert_logged_once_as_lost(caplog, job_id, claimed=1)
+
+
+def test_a_connection_killed_during_the_passs_own_completion_is_one_warning(
+    engine: Engine,
+    queue: JobQueue,
+    make_worker: MakeWorker,
+    worker_engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #15: the connection dies as the worker writes the pass's completion (not
+    under a handler): one WARNING "transaction lost", no ERROR with a traceback, and
+    the job is claimable at once, its attempt not counted."""
+    (job_id,) = enqueue(engine, queue)
+
+    def kill_before_the_completion(  # type: ignore[no-untyped-def]
+        conn, cursor, statement, parameters, context, executemany
+    ) -> None:
+        if "SET state='completed'" in statement.replace(" = ", "="):
+            with engine.connect() as other:
+                other.execute(
+                    text("SELECT pg_terminate_backend(:pid)"),
+                    {"pid": conn.connection.dbapi_connection.info.backend_pid},
+                )
+
+    event.listen(worker_engine, "before_cursor_execute", kill_before_the_completion)
+    try:
+        worker = make_worker(lambda ctx: None, mode="transaction", bind=worker_engine)
+        with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(TransactionLost):
+            worker.run_once()
+    finally:
+        event.remove(worker_engine, "before_cursor_execute", kill_before_the_completion)
+    records = [record for record in caplog.records if record.name == LOGGER]
+    (warning,) = lost_warnings(caplog)
+    assert [r for r in records if r.levelno >= logging.WARNING] == [warning]
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "while the worker wrote its outcomes" in warning.getMessage()
+    assert f"jobs: {job_id} [t]" in warning.getMessage()
+    job = get_job(engine, queue, job_id)
+    assert (job.state, job.attempts) == (JobState.CREATED, 0)
+    assert seconds_from_now(engine, job.start_after) <= 0
