@@ -122,9 +122,9 @@ class AsyncJobContext:
         self.session = session
         self.queue = worker.queue
         self._cancellation = cancellation
-        self._cancelled = asyncio.Event()  # set on the loop when the request arrives
-        if cancellation is not None and cancellation.requested:
-            self._cancelled.set()
+        # Made when a handler first waits (most never do), set on the loop when the
+        # request arrives.
+        self._cancelled: asyncio.Event | None = None
 
     @property
     def stopping(self) -> bool:
@@ -144,6 +144,10 @@ class AsyncJobContext:
     async def wait_cancelled(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds, waking at once if the job is cancelled
         (instead of ``asyncio.sleep``); True if it was."""
+        if self.cancelled:
+            return True
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._cancelled.wait(), timeout)
         return self.cancelled
@@ -343,8 +347,9 @@ class AsyncWorker(WorkerCore):
         self._keeper: _Keeper | None = None
         # The task running each job's handler, and the jobs whose task the grace
         # period's end cancelled (their CancelledError is the job's, not ours).
-        self._running_handlers: dict[Any, asyncio.Task[Any]] = {}
-        self._forced: set[Any] = set()
+        # (Keyed by the ids' integers, as the Holdings are.)
+        self._running_handlers: dict[int, asyncio.Task[Any]] = {}
+        self._forced: set[int] = set()
         self.listener: AsyncListener | None = None
 
     @classmethod
@@ -513,9 +518,9 @@ class AsyncWorker(WorkerCore):
             self.holdings.end_writing()
             raise
 
-    def _job_done(self, outcome: PassResult) -> None:
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
         self._totals += outcome
-        self._in_flight -= 1
+        self._in_flight -= count
         self._changed.set()
 
     # -- executing the decisions' steps --------------------------------------------------
@@ -526,7 +531,7 @@ class AsyncWorker(WorkerCore):
 
     async def _step(self, unit: _Pass | None, step: Step) -> Any:
         if isinstance(step, RunHandler):
-            return await self._run_handler(step.job, unit)
+            return await self._run_handler(step.job, step.cancellation, unit)
         if isinstance(step, EachCommitted):
             if self._autocommit is None:
                 return await self._in_transaction(step.steps)
@@ -545,7 +550,7 @@ class AsyncWorker(WorkerCore):
             return await run_steps_async(session, steps)
 
     async def _run_handler(
-        self, job: ClaimedJob, unit: _Pass | None
+        self, job: ClaimedJob, cancellation: Cancellation | None, unit: _Pass | None
     ) -> Returned | Exception | ConnectionLost:
         """:class:`~.steps.RunHandler`: run the handler; what it returned or raised.
 
@@ -555,7 +560,6 @@ class AsyncWorker(WorkerCore):
         the job's :class:`~programma_sa.JobCancelled`, not the worker's.
         """
         self._log_job_started(job)
-        cancellation = self.holdings.cancellation(job.id)
         context = AsyncJobContext(self, job, unit.session if unit else None, cancellation)
         task = asyncio.current_task()
         assert task is not None
@@ -568,7 +572,7 @@ class AsyncWorker(WorkerCore):
             cancellation.on_request = requested
             if cancellation.requested:
                 self._cancel_requested(job, context, task)
-        self._running_handlers[job.id] = task
+        self._running_handlers[job.id.int] = task
         try:
             if unit is None:  # lease mode: outside any transaction
                 try:
@@ -594,7 +598,7 @@ class AsyncWorker(WorkerCore):
                 return error
             return Returned(value)
         except asyncio.CancelledError:
-            if job.id not in self._forced:
+            if job.id.int not in self._forced:
                 raise  # the worker's own cancellation (shutdown_timeout passed)
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+
             if uncancel is not None:
@@ -604,21 +608,22 @@ class AsyncWorker(WorkerCore):
                 f"{self.settings.cancel_grace_period:g} s"
             )
         finally:
-            self._running_handlers.pop(job.id, None)
-            self._forced.discard(job.id)
+            self._running_handlers.pop(job.id.int, None)
+            self._forced.discard(job.id.int)
 
     def _cancel_requested(
         self, job: ClaimedJob, context: AsyncJobContext, task: asyncio.Task[Any]
     ) -> None:
         """On the loop: tell the handler, and cancel its task after the grace period."""
-        context._cancelled.set()
+        if context._cancelled is not None:
+            context._cancelled.set()
         asyncio.get_running_loop().call_later(
             self.settings.cancel_grace_period, self._force_cancel, job, task
         )
 
     def _force_cancel(self, job: ClaimedJob, task: asyncio.Task[Any]) -> None:
         """The grace period passed: cancel the task if it still runs the handler."""
-        if self._running_handlers.get(job.id) is task:
+        if self._running_handlers.get(job.id.int) is task:
             log.info(
                 "job %s [%s]: its handler is still running %g s after its cancellation; "
                 "cancelling its task",
@@ -627,7 +632,7 @@ class AsyncWorker(WorkerCore):
                 self.settings.cancel_grace_period,
                 extra={"job_id": str(job.id), "topic": job.topic},
             )
-            self._forced.add(job.id)
+            self._forced.add(job.id.int)
             task.cancel()
 
     async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
@@ -656,6 +661,7 @@ class AsyncWorker(WorkerCore):
         if self._running:
             raise ProgrammaError("this AsyncWorker is already running")
         self._running = True
+        self._gave_up = False
         loop = asyncio.get_running_loop()
         restore_signals = (
             self._install_signal_handlers(loop) if install_signal_handlers else (lambda: None)

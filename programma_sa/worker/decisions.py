@@ -407,7 +407,7 @@ class WorkerCore(ABC):
         cancellation = self.holdings.start(job.id)
         if cancellation is None:
             return None
-        reply: Returned | Exception = yield RunHandler(job)
+        reply: Returned | Exception = yield RunHandler(job, cancellation)
         if cancellation.requested or isinstance(reply, JobCancelled):
             self._log_cancelled(job, reply)
             return Outcome(job.id, "cancel")
@@ -415,6 +415,8 @@ class WorkerCore(ABC):
             return Outcome(job.id, "failure", error=reply)
         if not self.settings.auto_complete:
             return UNTOUCHED
+        if reply.value is None:  # most handlers: no result to encode
+            return Outcome(job.id, "complete")
         return Outcome(job.id, "complete", result=self._result_text(job, reply.value))
 
     def _result_text(self, job: ClaimedJob, value: object) -> str | None:
@@ -520,13 +522,14 @@ class WorkerCore(ABC):
         except DB_ERRORS as error:
             self._last_write_error = error
             return group
-        written = set(ids)
-        for _, job in group:
-            if job.id in written:
-                if kind == "complete":
+        written = {job_id.int for job_id in ids}  # ints: see Holdings
+        if kind == "complete" and log.isEnabledFor(logging.DEBUG):
+            for _, job in group:
+                if job.id.int in written:
                     log.debug("job %s [%s] completed", job.id, job.topic, extra=job_log(job))
-                self._record(job, done_outcome)
-        missed = [(outcome, job) for outcome, job in group if job.id not in written]
+        # One count for the whole statement: a drain's completions come by the thousand.
+        self._record_all(written, done_outcome)
+        missed = [(outcome, job) for outcome, job in group if job.id.int not in written]
         yield from self._missed_steps(missed)
         return []
 
@@ -629,14 +632,20 @@ class WorkerCore(ABC):
         self.holdings.write_again(outcome for outcome, _ in unwritten)
 
     def _record(self, job: ClaimedJob, outcome: PassResult) -> None:
-        """The job's outcome is settled: count it (see :meth:`_job_done`)."""
-        counted = self.holdings.written(job.id, outcome)
-        if counted is not None:
-            self._job_done(counted)
+        """The job's outcome is settled: count it (see :meth:`_jobs_done`)."""
+        self._record_all([job.id.int], outcome)
+
+    def _record_all(self, job_ids: Collection[int], outcome: PassResult) -> None:
+        """Each job of ``job_ids`` (``UUID.int``) has this outcome: count them."""
+        if job_ids:
+            counted = self.holdings.written(job_ids, outcome)
+            if counted:
+                self._jobs_done(outcome.times(counted), counted)
 
     @abstractmethod
-    def _job_done(self, outcome: PassResult) -> None:
-        """Add a held job's settled outcome to the totals; it is no longer in flight."""
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
+        """Add ``count`` held jobs' settled outcomes (``outcome`` is their sum) to the
+        totals; they are no longer in flight."""
 
     def _on_control(self, payload: str) -> None:
         """A message on the control channel: ``cancel:<job id>`` (the caller's cancel of
@@ -726,7 +735,7 @@ class WorkerCore(ABC):
             on_claimed(len(batch.jobs))
         for job in batch.jobs:
             cancellation = self.holdings.start(job.id)
-            reply: Returned | Exception | ConnectionLost = yield RunHandler(job)
+            reply: Returned | Exception | ConnectionLost = yield RunHandler(job, cancellation)
             if isinstance(reply, ConnectionLost):
                 # Not the handler's failure to retry: its record could never be
                 # written. The jobs are claimable again at once; stop the pass here.

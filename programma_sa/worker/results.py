@@ -45,6 +45,10 @@ class PassResult:
             if field.name in _ALWAYS_SHOWN or getattr(self, field.name)
         )
 
+    def times(self, count: int) -> PassResult:
+        """This outcome, ``count`` times over (the outcome of a batch of alike jobs)."""
+        return PassResult(*(getattr(self, field.name) * count for field in fields(self)))
+
     def __add__(self, other: PassResult) -> PassResult:
         # Spelled out rather than looped over fields(): a batch adds one per job.
         return PassResult(

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .._execute import InTransaction
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .leases import Cancellation
 
 __all__ = [
     "Commit",
@@ -56,12 +57,14 @@ class RunHandler:
     """
 
     job: ClaimedJob
+    #: The job's cancellation, which its context shows the handler (``None``: none
+    #: can reach it).
+    cancellation: Cancellation | None = None
 
 
-@dataclass(frozen=True)
-class Returned:
+class Returned(NamedTuple):
     """The reply to a :class:`RunHandler` whose handler returned: what it returned
-    (stored as the job's result with its completion)."""
+    (stored as the job's result with its completion). A tuple: one per job."""
 
     value: object = None
 

@@ -594,10 +594,10 @@ class Worker(WorkerCore):
             self.holdings.end_writing()
             raise
 
-    def _job_done(self, outcome: PassResult) -> None:
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
         with self._cond:
             self._totals += outcome
-            self._in_flight -= 1
+            self._in_flight -= count
             self._cond.notify_all()
 
     def _drive(self, steps: Generator[Step, Any, T], unit: _Pass | None = None) -> T:
@@ -606,7 +606,7 @@ class Worker(WorkerCore):
 
     def _step(self, unit: _Pass | None, step: Step) -> Any:
         if isinstance(step, RunHandler):
-            return self._run_handler(step.job, unit)
+            return self._run_handler(step.job, step.cancellation, unit)
         if isinstance(step, EachCommitted):
             if self._autocommit is None:
                 return self._in_transaction(step.steps)
@@ -625,11 +625,10 @@ class Worker(WorkerCore):
             return run_steps(session, steps)
 
     def _run_handler(
-        self, job: ClaimedJob, unit: _Pass | None
+        self, job: ClaimedJob, cancellation: Cancellation | None, unit: _Pass | None
     ) -> Returned | Exception | ConnectionLost:
         """:class:`~.steps.RunHandler`: run the handler; what it returned or raised."""
         self._log_job_started(job)
-        cancellation = self.holdings.cancellation(job.id)
         if unit is None:  # lease mode: outside any transaction
             try:
                 value = self.handler(JobContext(self, job, None, cancellation))
@@ -680,6 +679,7 @@ class Worker(WorkerCore):
             if self._running:
                 raise ProgrammaError("this Worker is already running")
             self._running = True
+            self._gave_up = False
         restore_signals = (
             self._install_signal_handlers() if install_signal_handlers else (lambda: None)
         )

@@ -86,12 +86,12 @@ def test_a_tally_counts_each_job_once_and_abandonment_ends_it() -> None:
     done, stuck = job(), job()
     tally = Tally(2)
     holdings.hold([done, stuck], tally)
-    assert holdings.written(done.id, PassResult(completed=1)) == PassResult(completed=1)
+    assert holdings.written([done.id.int], PassResult(completed=1)) == 1
     assert not tally.done
     assert holdings.abandon() == 1
     assert tally.done and tally.result == PassResult(claimed=2, completed=1, abandoned=1)
     # What the abandoned job's handler does later is not counted again.
-    assert holdings.written(stuck.id, PassResult(completed=1)) is None
+    assert holdings.written([stuck.id.int], PassResult(completed=1)) == 0
 
 
 @pytest.mark.parametrize(
