@@ -447,6 +447,24 @@ class WorkerCore(ABC):
 
     # -- the lease-mode writer (see .leases) ---------------------------------------------
 
+    def _writer_steps(self, *, final: bool) -> Generator[Step, Any, bool]:
+        """Take the writer token if it is free and write everything queued, round after
+        round; False if a write failed (queued again, unless ``final``). When another
+        writer holds the token, nothing to do: it writes what we queued (see .leases)."""
+        if not self.holdings.begin_writing():
+            return True
+        try:
+            while True:
+                written = yield from self._writer_round_steps(final=final)
+                if written is None:
+                    return True  # nothing left: take_work let the token go
+                if not written:
+                    self.holdings.end_writing()
+                    return False
+        except BaseException:
+            self.holdings.end_writing()
+            raise
+
     def _writer_round_steps(self, *, final: bool) -> Generator[Step, Any, bool | None]:
         """One round of the writer, which holds the writer token: the lease pass if
         it is due, then every queued outcome. ``None`` when there was nothing to do

@@ -578,21 +578,9 @@ class Worker(WorkerCore):
             self._keeper.kick()
 
     def _write_queued(self, *, final: bool = False) -> bool:
-        """Take the writer token if it is free and write everything queued; False if
-        a write failed (queued again, unless ``final``). See :mod:`.leases`."""
-        if not self.holdings.begin_writing():
-            return True  # the token's holder writes what we queued
-        try:
-            while True:
-                written = self._drive(self._writer_round_steps(final=final))
-                if written is None:
-                    return True  # nothing left: take_work let the token go
-                if not written:
-                    self.holdings.end_writing()
-                    return False
-        except BaseException:
-            self.holdings.end_writing()
-            raise
+        """Write everything queued, if no other writer is (see
+        :meth:`~.decisions.WorkerCore._writer_steps`); False if a write failed."""
+        return self._drive(self._writer_steps(final=final))
 
     def _jobs_done(self, outcome: PassResult, count: int) -> None:
         with self._cond:

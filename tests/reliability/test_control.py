@@ -254,9 +254,11 @@ def test_pause_stops_four_workers_and_resume_starts_them(
         )
         with Session(private_engine) as session, session.begin():
             assert QUEUE.pause_topic(session, "p")
+        # A moment after the pause committed, on the database clock. (Not paused_at,
+        # the pausing transaction's start: a claim between that and the commit does
+        # not see the pause yet, and rightly claims.)
         with private_engine.connect() as connection:
-            paused_at = connection.execute(text("SELECT paused_at FROM programma_jobs_paused"))
-            paused_at = paused_at.scalar_one()
+            paused_at = connection.execute(text("SELECT statement_timestamp()")).scalar_one()
         time.sleep(2)  # many wake-ups: the enqueues below notify every worker
         later = enqueue(private_engine, "p", [JobSpec(data={})] * 20)
         time.sleep(1)
