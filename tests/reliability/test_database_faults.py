@@ -116,8 +116,11 @@ def test_workers_ride_out_terminated_backends(
         private_engine, private_database_url, mode, scale, [terminate, terminate], rng
     )
     assert report.counters["terminations"] == 2
-    # Every worker's listener at least, each time.
-    assert report.counters["backends"] >= 2 * scale.fault_workers
+    # Every worker's listener at the first termination; at the second, a listener may
+    # still be between connections (reconnecting after the first), so the killer can
+    # find fewer. That every listener was cut each time is asserted from the workers'
+    # side (listener_losses, in _drain_through).
+    assert report.counters["backends"] >= scale.fault_workers + 1
     figures.add(
         f"pg_terminate_backend x2, {mode} mode (Worker)",
         jobs=scale.fault_jobs,

@@ -655,7 +655,8 @@ async def test_a_connection_lost_at_commit_raises_commit_failed_with_the_outcome
     assert error.__cause__.connection_invalidated
     message = str(error)
     assert "the database connection of a transaction-mode pass died during its COMMIT" in message
-    assert "terminating connection" in message
+    # The server's notice, or (asyncpg, when the socket closes first) the driver's own.
+    assert "terminating connection" in message or "connection was closed" in message
     assert "whether it committed is unknown: either all of the pass did" in message
     assert "claimed 1, completed 1, retried 0, failed 0, left untouched 0" in message
     assert "or none of it did and its 1 claimed job is claimable again at once" in message
