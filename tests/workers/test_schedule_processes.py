@@ -11,42 +11,81 @@ from __future__ import annotations
 import itertools
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
 from programma_sa import jobs_table
 
 from ..app import Job
-from .support import HANDLERS, blocking_wait_for
-from .test_processes import start_worker
+from .support import HANDLERS, ROOT, blocking_wait_for
 
 TABLE = jobs_table(Job)
 SECOND = timedelta(seconds=1)
 
 
-def start_scheduling_worker(database_url: str, schedules: str) -> subprocess.Popen[str]:
-    """A worker process of topic ``ticks`` (too) running ``schedules``."""
-    return start_worker(
-        database_url,
-        f"{HANDLERS['sync']}:noop",
-        "--topic",
-        "ticks",
-        "--heartbeat",
-        "10",
-        "--schedules",
-        f"tests.worker.schedules:{schedules}",
-    )
+class SchedulingWorkers:
+    """Worker processes of topic ``ticks`` (too) running a set of schedules.
 
+    Each writes its log to a file, so that a test can wait until every one of them
+    has started (its SIGTERM handler is installed only then: a SIGTERM that reaches
+    a process still importing ends it with -15, which says nothing of the worker).
+    """
 
-def stop(workers: list[subprocess.Popen[str]], how: signal.Signals) -> None:
-    for worker in workers:
-        worker.send_signal(how)
-    for worker in workers:
-        output, _ = worker.communicate(timeout=30)
-        if how is signal.SIGTERM:
-            assert worker.returncode == 0, output
+    def __init__(self, database_url: str, log_directory: Path) -> None:
+        self.database_url = database_url
+        self.log_directory = log_directory
+        self.logs: list[Path] = []
+
+    def start(self, schedules: str, count: int) -> list[subprocess.Popen[str]]:
+        processes = []
+        for _ in range(count):
+            log = self.log_directory / f"worker-{len(self.logs)}.log"
+            self.logs.append(log)
+            with log.open("w") as output:
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "programma_sa",
+                            "worker",
+                            f"{HANDLERS['sync']}:noop",
+                            "--topic",
+                            "ticks",
+                            "--heartbeat",
+                            "10",
+                            "--schedules",
+                            f"tests.worker.schedules:{schedules}",
+                            "--database-url",
+                            self.database_url,
+                        ],
+                        cwd=ROOT,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
+                )
+        started = self.logs[-count:]
+        try:
+            blocking_wait_for(
+                lambda: all("worker started" in log.read_text() for log in started), 30
+            )
+        except BaseException:
+            self.stop(processes, signal.SIGKILL)
+            raise
+        return processes
+
+    def stop(self, processes: list[subprocess.Popen[str]], how: signal.Signals) -> None:
+        for process in processes:
+            process.send_signal(how)
+        for process, log in zip(processes, self.logs[-len(processes) :], strict=True):
+            returncode = process.wait(timeout=30)
+            if how is signal.SIGTERM:
+                assert returncode == 0, log.read_text()
 
 
 def fire_times(engine: Engine, schedule: str) -> list[datetime]:
@@ -76,15 +115,16 @@ def gaps(times: list[datetime]) -> list[tuple[datetime, datetime]]:
 
 
 def test_four_workers_enqueue_exactly_one_job_per_fire_time(
-    database_url: str, engine: Engine
+    database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    workers = [start_scheduling_worker(database_url, "TICKS") for _ in range(4)]
+    scheduling = SchedulingWorkers(database_url, tmp_path)
+    workers = scheduling.start("TICKS", 4)
     try:
         blocking_wait_for(lambda: count_of(engine, "tick") >= 3, timeout=30)
         start = count_of(engine, "tick")
         blocking_wait_for(lambda: count_of(engine, "tick") >= start + 5, timeout=30)
     finally:
-        stop(workers, signal.SIGTERM)
+        scheduling.stop(workers, signal.SIGTERM)
     times = fire_times(engine, "tick")
     assert len(times) == len(set(times)), "a fire time was enqueued twice"
     assert gaps(times) == [], "a fire time was left out while workers ran"
@@ -92,20 +132,21 @@ def test_four_workers_enqueue_exactly_one_job_per_fire_time(
 
 
 def test_workers_killed_and_restarted_across_fire_times_follow_the_missed_fire_policy(
-    database_url: str, engine: Engine
+    database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
+    scheduling = SchedulingWorkers(database_url, tmp_path)
+    workers = scheduling.start("RESTART", 2)
     try:
         blocking_wait_for(lambda: count_of(engine, "skip") >= 3, timeout=30)
     finally:
-        stop(workers, signal.SIGKILL)
+        scheduling.stop(workers, signal.SIGKILL)
     down = count_of(engine, "skip")
     time.sleep(6)  # no worker: fire times go by (more than grace + catch_up of them)
-    workers = [start_scheduling_worker(database_url, "RESTART") for _ in range(2)]
+    workers = scheduling.start("RESTART", 2)
     try:
         blocking_wait_for(lambda: count_of(engine, "skip") >= down + 3, timeout=30)
     finally:
-        stop(workers, signal.SIGTERM)
+        scheduling.stop(workers, signal.SIGTERM)
 
     skipped = fire_times(engine, "skip")
     caught_up = fire_times(engine, "catch-up-2")
