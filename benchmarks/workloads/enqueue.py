@@ -126,19 +126,26 @@ def library_job_only(ctx: RunContext) -> dict[str, float]:
     return session_loop(ctx, ctx.sizes.single_enqueue, body)
 
 
-def library_connection(ctx: RunContext) -> dict[str, float]:
-    """Job only, ``add_job`` on a Core ``Connection``: no Session to set up per transaction."""
+def _connection_loop(ctx: RunContext, autocommit: bool) -> dict[str, float]:
+    """Job only, ``add_job`` on one Core ``Connection`` held across the loop: each job
+    in a transaction of its own (``connection.begin()``), or — a job on its own needs
+    none — on an AUTOCOMMIT connection, one round trip as in the raw reference."""
     queue = JobQueue(Job)
     jobs = ctx.sizes.single_enqueue
     with ctx.database() as db:
         engine = db.engine()
         try:
             with engine.connect() as connection:
+                if autocommit:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
 
                 def enqueue(numbers: range) -> None:
                     for n in numbers:
-                        with connection.begin():
+                        if autocommit:
                             queue.add_job(connection, TOPIC, baseline.payload(n))
+                        else:
+                            with connection.begin():
+                                queue.add_job(connection, TOPIC, baseline.payload(n))
 
                 enqueue(range(-_WARMUP, 0))
                 start = time.perf_counter()
@@ -146,6 +153,14 @@ def library_connection(ctx: RunContext) -> dict[str, float]:
                 return jobs_per_second(jobs, time.perf_counter() - start)
         finally:
             engine.dispose()
+
+
+def library_connection(ctx: RunContext) -> dict[str, float]:
+    return _connection_loop(ctx, autocommit=False)
+
+
+def library_connection_autocommit(ctx: RunContext) -> dict[str, float]:
+    return _connection_loop(ctx, autocommit=True)
 
 
 def library_priority_unique(ctx: RunContext) -> dict[str, float]:
@@ -285,6 +300,14 @@ WORKLOADS = [
         "1/tx job only, add_job on a Core Connection (notify)",
         JOBS_PER_S,
         library_connection,
+        baseline=RAW_PSYCOPG,
+        params=single_params,
+    ),
+    Workload(
+        "enqueue.single.library_connection_autocommit",
+        "1/tx job only, add_job on an AUTOCOMMIT Core Connection (notify)",
+        JOBS_PER_S,
+        library_connection_autocommit,
         baseline=RAW_PSYCOPG,
         params=single_params,
     ),

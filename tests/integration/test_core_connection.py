@@ -127,3 +127,18 @@ def test_commit_as_you_go_the_caller_decides(
     connection.commit()
     assert [job.data for job in queue.list_jobs(connection)] == [{"kept": True}]
     assert jobs_committed(engine) == 1
+
+
+def test_on_an_autocommit_connection_a_job_on_its_own_is_committed_by_its_statement(
+    engine: Engine, queue: JobQueue
+) -> None:
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        job_id = queue.add_job(autocommit, "t", {"alone": True})
+        assert jobs_committed(engine) == 1
+        (claimed,) = queue.claim_jobs(autocommit, "t")
+        assert claimed.id == job_id
+        assert queue.move_job_to_done(autocommit, job_id) is True
+    with engine.connect() as other:
+        job = queue.get_job(other, job_id)
+    assert job is not None and job.state is JobState.COMPLETED
