@@ -524,7 +524,10 @@ def test_a_rerun_whose_key_another_job_holds_is_refused_as_a_duplicate(
         lambda session: queue.retry_job(session, first),
         lambda session: queue.retry_jobs(session, topic="t"),
     ):
-        with pytest.raises(DuplicateJob, match="unique key 'report-7'"):
-            with Session(engine) as session, session.begin():
-                rerun(session)
+        with (
+            pytest.raises(DuplicateJob, match="unique key 'report-7'"),
+            Session(engine) as session,
+            session.begin(),
+        ):
+            rerun(session)
         assert state_of(engine, queue, first) is JobState.FAILED
