@@ -10,8 +10,8 @@ generators of :mod:`steps <.steps>` that each driver runs with
   look-ahead that decides how long an idle worker sleeps;
 * a lease-mode job: its handler, then what to write for it — its completion (with
   the handler's result), the verdict on its exception (retry after a backoff, or
-  FAILED), CANCELLED when its cancellation reached it — queued in the worker's
-  :class:`~.leases.Holdings`; and the rounds of the *writer* that write what is
+  FAILED), a snooze, CANCELLED when its cancellation reached it — queued in the
+  worker's :class:`~.leases.Holdings`; and the rounds of the *writer* that write what is
   queued (completions finishing at the same moment in one statement), renew the
   leases (:class:`~.duties.LeaseDuty`), release unstarted jobs at shutdown, and
   judge every write that found a job changed;
@@ -19,8 +19,8 @@ generators of :mod:`steps <.steps>` that each driver runs with
   a cancellation, the completion with the results, the COMMIT) — and after a
   refused COMMIT, the failed attempts it records in a transaction of the worker's
   own; a cancellation notice (:meth:`WorkerCore._on_control`);
-* the periodic :mod:`duties <.duties>` (pruning), the backoff after database
-  errors, what a shutdown signal means, and the log lines.
+* the periodic :mod:`duties <.duties>` (pruning, schedules), the backoff after
+  database errors, what a shutdown signal means, and the log lines.
 
 The settings are a :class:`~.settings.WorkerSettings`, checked when built.
 """
