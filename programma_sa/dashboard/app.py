@@ -124,7 +124,9 @@ class Dashboard:
         try:
             if request.path.startswith("/static/"):
                 return self._static(request.path.removeprefix("/static/"))
-            if request.method == "POST" and request.path.startswith("/actions/"):
+            if request.path.startswith("/actions/"):
+                if request.method != "POST":  # nothing changes on GET
+                    return self._error(request, 405, "an action is a POST of its form")
                 return self._act(request, request.path.removeprefix("/actions/"))
             if request.method not in ("GET", "HEAD"):
                 return self._error(request, 405, f"{request.method} is not allowed here")
