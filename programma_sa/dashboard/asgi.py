@@ -49,8 +49,8 @@ def asgi_app(dashboard: Dashboard) -> Starlette:
             return Response(status_code=204)  # EventSource stops; polling goes on
 
         async def stream() -> AsyncIterator[bytes]:
+            seen = feed.version  # before the first byte: no change is missed after it
             yield b"retry: 5000\n\n"
-            seen = feed.version
             while True:
                 version = await feed.wait_async(seen, KEEPALIVE_SECONDS)
                 if version is not None:

@@ -48,8 +48,8 @@ def blueprint(dashboard: Dashboard, name: str = "programma_dashboard") -> flask.
             return flask.Response(status=204)  # EventSource stops; polling goes on
 
         def stream() -> Iterator[bytes]:
+            seen = feed.version  # before the first byte: no change is missed after it
             yield b"retry: 5000\n\n"
-            seen = feed.version
             while True:
                 version = feed.wait(seen, KEEPALIVE_SECONDS)
                 if version is not None:
