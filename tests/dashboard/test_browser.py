@@ -20,8 +20,9 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -63,36 +64,41 @@ def shots(capsys: pytest.CaptureFixture[str]) -> Path:
 
 
 @pytest.fixture
-def served(engine: Engine) -> Iterator[str]:
-    """The dashboard at http://127.0.0.1:<port>/dash/, every action allowed."""
+def serve(engine: Engine) -> Iterator[Callable[..., str]]:
+    """Serves a dashboard with these options (every action allowed) on a free port;
+    returns its URL (``http://127.0.0.1:<port>/dash``)."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    dashboard = Dashboard(
-        queue,
-        engine,
-        permission=lambda request, action: True,
-        schedules=SCHEDULES,
-        poll_seconds=3600,
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = Starlette(routes=[Mount("/dash", asgi_app(dashboard))])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if server.started:
-            break
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}/dash"
-    # Open event streams never end by themselves: uvicorn is told to exit at once.
-    server.should_exit = True
-    server.force_exit = True
-    thread.join(PATIENCE_MS / 1000)
-    dashboard.close()
+    running: list[tuple[uvicorn.Server, threading.Thread, Dashboard]] = []
+
+    def start(**options: Any) -> str:
+        dashboard = Dashboard(
+            queue, engine, permission=lambda request, action: True, schedules=SCHEDULES, **options
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = Starlette(routes=[Mount("/dash", asgi_app(dashboard))])
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread, dashboard))
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}/dash"
+
+    yield start
+    for server, thread, dashboard in running:
+        # Open event streams never end by themselves: uvicorn is told to exit at once.
+        server.should_exit = True
+        server.force_exit = True
+        thread.join(PATIENCE_MS / 1000)
+        dashboard.close()
 
 
 def _enqueue(engine: Engine, topic: str, data: object, **options: object) -> str:
@@ -100,8 +106,13 @@ def _enqueue(engine: Engine, topic: str, data: object, **options: object) -> str
         return str(queue.add_job(session, topic, data, **options))  # type: ignore[arg-type]
 
 
-def test_the_dashboard_in_chromium(chromium: str, served: str, engine: Engine, shots: Path) -> None:
+def test_the_dashboard_in_chromium(
+    chromium: str, serve: Callable[..., str], engine: Engine, shots: Path
+) -> None:
     from playwright.sync_api import expect, sync_playwright
+
+    # Polling once an hour: whatever refreshes the page in time is the event stream.
+    served = serve(poll_seconds=3600)
 
     _enqueue(engine, "emails", {"to": "ann@example.com"})
     failed = _enqueue(engine, "emails", {"to": "bob@example.com"})
@@ -126,6 +137,8 @@ def test_the_dashboard_in_chromium(chromium: str, served: str, engine: Engine, s
             page.screenshot(path=shots / "overview.png", full_page=True)
             _enqueue(engine, "arrived-live", {})
             expect(page.locator('tr[data-topic="arrived-live"]')).to_be_visible()
+            _enqueue(engine, "arrived-live-again", {})  # the refreshed page stays live
+            expect(page.locator('tr[data-topic="arrived-live-again"]')).to_be_visible()
             page.screenshot(path=shots / "overview-after-live-update.png", full_page=True)
 
             # The job list, then the failed job.
@@ -162,5 +175,24 @@ def test_the_dashboard_in_chromium(chromium: str, served: str, engine: Engine, s
             expect(static.locator('tr[data-topic="reports"]')).to_be_visible()
             static.screenshot(path=shots / "overview-without-javascript.png", full_page=True)
             context.close()
+        finally:
+            browser.close()
+
+
+def test_without_the_event_stream_pages_poll(
+    chromium: str, serve: Callable[..., str], engine: Engine
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    served = serve(live=False, poll_seconds=0.5)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PATIENCE_MS)
+            page.goto(f"{served}/")
+            expect(page.locator("#live-status")).to_be_hidden()
+            _enqueue(engine, "arrived-by-polling", {})
+            expect(page.locator('tr[data-topic="arrived-by-polling"]')).to_be_visible()
         finally:
             browser.close()

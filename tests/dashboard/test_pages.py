@@ -142,3 +142,11 @@ def test_the_view_permission_is_the_hosts(web: Web) -> None:
     refused = web.get("/")
     assert refused.status == 403
     assert "you may not view the dashboard" in refused.text
+
+
+def test_pages_allow_only_the_dashboards_own_scripts(web: Web) -> None:
+    headers = web.get("/").headers
+    assert headers["content-security-policy"].startswith("default-src 'self';")
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["cache-control"] == "no-store"
