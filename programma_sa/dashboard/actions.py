@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .._job_records import JobDetail
 from .._session_types import SessionLike
@@ -40,8 +40,9 @@ class Action:
     #: What the action changes: a job (form field ``job_id``) or a topic (``topic``).
     target: Literal["job", "topic"]
     run: Run
-    #: For job actions: whether the job page offers it for this job.
-    offered: Callable[[JobDetail], bool] = lambda job: True
+    #: Whether its page offers it: given the job (a ``JobDetail``) or the topic's
+    #: figures (a ``TopicStats``).
+    offered: Callable[[Any], bool] = lambda target: True
     #: Further form fields, each required (rendered as text inputs).
     fields: tuple[str, ...] = ()
     #: Where to go when it is done: the target's own page, or the job list (the
@@ -66,7 +67,10 @@ def _reschedule(
     return queue.set_job_start_date(session, job_id, _field(form, "start_after"))
 
 
-_WAITING = frozenset({JobState.CREATED, JobState.ACTIVE})
+def _waiting(job: JobDetail) -> bool:
+    """Not claimed for good nor finished: a new start time means something."""
+    return job.state in (JobState.CREATED, JobState.ACTIVE)
+
 
 ACTIONS: Mapping[str, Action] = {
     action.name: action
@@ -76,7 +80,7 @@ ACTIONS: Mapping[str, Action] = {
             "Reschedule",
             "job",
             _reschedule,
-            offered=lambda job: job.state in _WAITING,
+            offered=lambda job: _waiting(job),
             fields=("start_after",),
         ),
         Action("delete", "Delete", "job", _delete, then="list"),

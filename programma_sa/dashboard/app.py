@@ -168,6 +168,8 @@ class Dashboard:
             live=self.live,
             poll_seconds=self.poll_seconds,
             notice=_notice(request.query.get("notice", "")),
+            # What a date field of an action's form starts from (the host's clock).
+            now=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **context,
         )
         response = WebResponse(
@@ -233,6 +235,14 @@ def _notice(code: str) -> str | None:
 
 # -- pages: each returns its template and context ------------------------------------
 
+
+def _offered(dashboard: Dashboard, target: str, thing: object) -> list[Action]:
+    """The actions a page of ``target`` ("job" or "topic") offers for ``thing``."""
+    if dashboard.read_only:
+        return []
+    return [a for a in ACTIONS.values() if a.target == target and a.offered(thing)]
+
+
 PageContext = tuple[str, dict[str, Any]]
 
 
@@ -248,8 +258,10 @@ def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
         raise _NotFound("no topic named: give ?name=")
     with dashboard.new_session() as session:
         stats = dashboard.queue.stats(session, name, window_seconds=_WINDOW_SECONDS)
+    topic = stats.topic(name)
     return "topic.html", {
-        "topic": stats.topic(name),
+        "topic": topic,
+        "actions": _offered(dashboard, "topic", topic),
         "measured_at": stats.measured_at,
         "states": list(JobState),
         "schedules": [s for s in dashboard.schedules if s.topic == name],
@@ -272,9 +284,7 @@ def _job(dashboard: Dashboard, request: WebRequest) -> PageContext:
         job = dashboard.queue.get_job(session, job_id)
     if job is None:
         raise _NotFound(f"no job with id {job_id}")
-    actions = [] if dashboard.read_only else [a for a in ACTIONS.values() if a.offered(job)]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return "job.html", {"job": job, "actions": actions, "now": now}
+    return "job.html", {"job": job, "actions": _offered(dashboard, "job", job)}
 
 
 def _schedules(dashboard: Dashboard, request: WebRequest) -> PageContext:

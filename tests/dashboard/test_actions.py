@@ -195,7 +195,9 @@ def test_poll_seconds_must_be_positive(engine: Engine) -> None:
         Dashboard(queue, engine, poll_seconds=0)
 
 
-def test_a_topic_action_goes_back_to_its_topic(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_topic_action_goes_back_to_its_topic(
+    web: Web, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The shape pause/resume take (issue #15): one entry with target "topic"."""
     seen: list[str] = []
 
@@ -205,6 +207,11 @@ def test_a_topic_action_goes_back_to_its_topic(web: Web, monkeypatch: pytest.Mon
 
     monkeypatch.setitem(ACTIONS, "note", Action("note", "Note", "topic", note))  # type: ignore[index]
     web.allowed.add("note")
+    assert 'action="/dash/actions/note"' in web.get("/topic?name=a+b").text
+    assert '<input type="hidden" name="topic" value="a b">' in web.get("/topic?name=a+b").text
+    with Session(engine) as session, session.begin():
+        job_id = queue.add_job(session, "a b", {})
+    assert 'action="/dash/actions/note"' not in web.get(f"/job?id={job_id}").text
     done = web.post("/actions/note", {"csrf_token": web.csrf_token(), "topic": "a b"})
     assert done.status == 303
     assert done.headers["location"] == "/dash/topic?name=a+b&notice=note-done"
