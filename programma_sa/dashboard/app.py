@@ -9,6 +9,7 @@ returns, so nothing else of the application's is ever committed by the dashboard
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -111,6 +112,7 @@ class Dashboard:
         self.poll_seconds = poll_seconds
         self.live = live
         self._feed: ChangeFeed | None = None
+        self._feed_lock = threading.Lock()
 
     # -- live updates ----------------------------------------------------------------
 
@@ -118,12 +120,15 @@ class Dashboard:
         """The change feed (started on first use), or ``None`` when ``live`` is off."""
         if not self.live:
             return None
-        if self._feed is None:
-            with self.new_session() as session:
-                url = session.get_bind().engine.url
-            self._feed = ChangeFeed(url, self.queue.table)
-        self._feed.start()
-        return self._feed
+        # Two first streams may arrive at once (threads of Flask or of Starlette's
+        # pool): the lock makes them share one feed, so one LISTEN connection.
+        with self._feed_lock:
+            if self._feed is None:
+                with self.new_session() as session:
+                    url = session.get_bind().engine.url
+                self._feed = ChangeFeed(url, self.queue.table)
+            self._feed.start()
+            return self._feed
 
     def close(self) -> None:
         """Stop the change feed's listener, if it runs."""

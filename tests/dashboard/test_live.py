@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import flask
 import pytest
@@ -119,3 +120,13 @@ def test_without_live_updates_the_stream_says_no_content(engine: Engine, framewo
     assert b'hx-trigger="programma-changed from:body, every 10.0s"' in (
         page.content if framework == "asgi" else page.data
     )
+
+
+def test_streams_opened_at_once_share_one_listen_connection(engine: Engine) -> None:
+    dashboard = Dashboard(queue, engine)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            feeds = list(pool.map(lambda _: dashboard.feed(), range(8)))
+        assert all(feed is feeds[0] for feed in feeds)
+    finally:
+        dashboard.close()
