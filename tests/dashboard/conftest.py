@@ -15,6 +15,7 @@ from typing import Any
 import flask
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -27,6 +28,12 @@ from programma_sa.dashboard.blueprint import blueprint
 from ..app import Job
 
 SCHEDULES = [Schedule("nightly-report", "reports", cron="30 2 * * *", timezone="Europe/Berlin")]
+
+
+def enqueue(engine: Engine, topic: str, data: object, **options: Any) -> str:
+    """Commits one job; its id."""
+    with Session(engine) as session, session.begin():
+        return str(JobQueue(Job).add_job(session, topic, data, **options))
 
 
 @dataclass

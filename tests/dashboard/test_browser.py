@@ -34,7 +34,7 @@ from programma_sa.dashboard import Dashboard
 from programma_sa.dashboard.asgi import asgi_app
 
 from ..app import Job
-from .conftest import SCHEDULES
+from .conftest import SCHEDULES, enqueue
 
 queue = JobQueue(Job)
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -101,11 +101,6 @@ def serve(engine: Engine) -> Iterator[Callable[..., str]]:
         dashboard.close()
 
 
-def _enqueue(engine: Engine, topic: str, data: object, **options: object) -> str:
-    with Session(engine) as session, session.begin():
-        return str(queue.add_job(session, topic, data, **options))  # type: ignore[arg-type]
-
-
 def test_the_dashboard_in_chromium(
     chromium: str, serve: Callable[..., str], engine: Engine, shots: Path
 ) -> None:
@@ -114,11 +109,11 @@ def test_the_dashboard_in_chromium(
     # Polling once an hour: whatever refreshes the page in time is the event stream.
     served = serve(poll_seconds=3600)
 
-    _enqueue(engine, "emails", {"to": "ann@example.com"})
-    failed = _enqueue(engine, "emails", {"to": "bob@example.com"})
+    enqueue(engine, "emails", {"to": "ann@example.com"})
+    failed = enqueue(engine, "emails", {"to": "bob@example.com"})
     with Session(engine) as session, session.begin():
         queue.move_job_to_failed(session, failed)
-    hostile = _enqueue(engine, "reports", {"html": XSS}, attributes={"note": XSS})
+    hostile = enqueue(engine, "reports", {"html": XSS}, attributes={"note": XSS})
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -135,9 +130,9 @@ def test_the_dashboard_in_chromium(
             )
             expect(page.locator("#live-status")).to_be_visible()  # the event stream is open
             page.screenshot(path=shots / "overview.png", full_page=True)
-            _enqueue(engine, "arrived-live", {})
+            enqueue(engine, "arrived-live", {})
             expect(page.locator('tr[data-topic="arrived-live"]')).to_be_visible()
-            _enqueue(engine, "arrived-live-again", {})  # the refreshed page stays live
+            enqueue(engine, "arrived-live-again", {})  # the refreshed page stays live
             expect(page.locator('tr[data-topic="arrived-live-again"]')).to_be_visible()
             page.screenshot(path=shots / "overview-after-live-update.png", full_page=True)
 
@@ -192,7 +187,7 @@ def test_without_the_event_stream_pages_poll(
             page.set_default_timeout(PATIENCE_MS)
             page.goto(f"{served}/")
             expect(page.locator("#live-status")).to_be_hidden()
-            _enqueue(engine, "arrived-by-polling", {})
+            enqueue(engine, "arrived-by-polling", {})
             expect(page.locator('tr[data-topic="arrived-by-polling"]')).to_be_visible()
         finally:
             browser.close()

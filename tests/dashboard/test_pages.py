@@ -8,14 +8,9 @@ from sqlalchemy.orm import Session
 from programma_sa import JobQueue
 
 from ..app import Job
-from .conftest import Web
+from .conftest import Web, enqueue
 
 queue = JobQueue(Job)
-
-
-def _enqueue(engine: Engine, topic: str, data: object, **options: object) -> str:
-    with Session(engine) as session, session.begin():
-        return str(queue.add_job(session, topic, data, **options))  # type: ignore[arg-type]
 
 
 def _fail(engine: Engine, job_id: str) -> None:
@@ -24,9 +19,9 @@ def _fail(engine: Engine, job_id: str) -> None:
 
 
 def test_the_overview_counts_each_topic_by_state(web: Web, engine: Engine) -> None:
-    _enqueue(engine, "emails", {"to": "a"})
-    _fail(engine, _enqueue(engine, "emails", {"to": "b"}))
-    _enqueue(engine, "reports", {})
+    enqueue(engine, "emails", {"to": "a"})
+    _fail(engine, enqueue(engine, "emails", {"to": "b"}))
+    enqueue(engine, "reports", {})
     page = web.get("/")
     assert page.status == 200
     assert '<tr data-topic="emails">' in page.text
@@ -37,7 +32,7 @@ def test_the_overview_counts_each_topic_by_state(web: Web, engine: Engine) -> No
 
 
 def test_a_page_is_readable_without_javascript(web: Web, engine: Engine) -> None:
-    _enqueue(engine, "emails", {})
+    enqueue(engine, "emails", {})
     page = web.get("/jobs")
     # The rows are in the HTML itself; the scripts only refresh them.
     assert "<td>emails</td>" in page.text
@@ -45,7 +40,7 @@ def test_a_page_is_readable_without_javascript(web: Web, engine: Engine) -> None
 
 
 def test_the_topic_page(web: Web, engine: Engine) -> None:
-    _enqueue(engine, "reports", {})
+    enqueue(engine, "reports", {})
     page = web.get("/topic?name=reports")
     assert page.status == 200
     assert "Topic reports" in page.text
@@ -61,8 +56,8 @@ def test_an_unknown_topic_has_zeros_and_a_missing_name_is_not_found(web: Web) ->
 
 
 def test_the_job_list(web: Web, engine: Engine) -> None:
-    emails = _enqueue(engine, "emails", {})
-    reports = _enqueue(engine, "reports", {})
+    emails = enqueue(engine, "emails", {})
+    reports = enqueue(engine, "reports", {})
     page = web.get("/jobs").text
     assert page.index(emails) < page.index(reports)  # oldest first
     assert f'<a href="/dash/job?id={emails}">' in page
@@ -77,7 +72,7 @@ def test_the_job_list_is_one_bounded_page(web: Web, engine: Engine) -> None:
 
 
 def test_the_job_page_shows_every_column(web: Web, engine: Engine) -> None:
-    job_id = _enqueue(
+    job_id = enqueue(
         engine,
         "emails",
         {"to": "ann@example.com"},
@@ -103,7 +98,7 @@ def test_the_job_page_shows_every_column(web: Web, engine: Engine) -> None:
 
 def test_script_in_data_and_attributes_is_shown_as_text(web: Web, engine: Engine) -> None:
     payload = "<script>alert('x')</script>"
-    job_id = _enqueue(engine, payload, {"html": payload}, attributes={payload: payload})
+    job_id = enqueue(engine, payload, {"html": payload}, attributes={payload: payload})
     for path in (f"/job?id={job_id}", "/jobs", "/"):
         page = web.get(path).text
         assert "<script>alert" not in page
