@@ -1,8 +1,11 @@
-"""The queue, on the caller's :class:`~sqlalchemy.orm.Session`.
+"""The queue, on the caller's :class:`~sqlalchemy.orm.Session` (or Core ``Connection``).
 
 Every method takes the session first and runs its statement in that session's
 transaction. Nothing here commits, begins, rolls back or closes the session: the
-caller's transaction boundary decides what a claim means.
+caller's transaction boundary decides what a claim means. Where this module says
+session, a Core ``Connection`` does as well (an application without the ORM, or
+an enqueue that should not pay for a Session): its transaction is the caller's in
+the same way, and there is nothing to flush first.
 
 *Enqueue beside business writes*::
 
@@ -48,7 +51,7 @@ from ._job_records import ClaimedJob, JobDetail, JobSpec
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
-from ._session_types import SessionLike
+from ._session_types import Executor
 from ._stats import QueueStats
 from .models import JobState, jobs_table
 from .uniqueness import OnConflict
@@ -86,11 +89,12 @@ def set_worker_starter(starter: WorkerStarter) -> None:
 
 
 class JobQueue(QueueBase):
-    """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
+    """Enqueue, claim and steer jobs inside the caller's ``Session`` (or ``Connection``)
+    transaction."""
 
     def add_job(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         data: Any,
         *,
@@ -146,7 +150,7 @@ class JobQueue(QueueBase):
 
     def add_jobs(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         specs: Iterable[JobSpec | Mapping[str, Any]],
         *,
@@ -166,7 +170,7 @@ class JobQueue(QueueBase):
         """
         return run_steps(session, self.operations.add_jobs(topic, specs, on_conflict))
 
-    def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
+    def claim_jobs(self, session: Executor, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.
 
         The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
@@ -174,50 +178,50 @@ class JobQueue(QueueBase):
         """
         return execute(session, self.operations.claim_jobs(topic, max_jobs))
 
-    def move_job_to_processing(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def move_job_to_processing(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return execute(session, self.operations.move_job_to_processing(job_id))
 
     def move_job_to_done(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_done(job_id, delete))
 
     def move_job_to_failed(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_failed(job_id, delete))
 
-    def delete_job(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def delete_job(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return execute(session, self.operations.delete_job(job_id))
 
     def set_attributes(
-        self, session: SessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: Executor, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return execute(session, self.operations.set_attributes(job_id, attributes))
 
     def set_retry_after_seconds(
-        self, session: SessionLike, job_id: uuid.UUID | str, seconds: int | None
+        self, session: Executor, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
         return execute(session, self.operations.set_retry_after_seconds(job_id, seconds))
 
     def set_job_start_date(
-        self, session: SessionLike, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: Executor, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return execute(session, self.operations.set_job_start_date(job_id, start_date))
 
-    def get_job(self, session: SessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
+    def get_job(self, session: Executor, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return execute(session, self.operations.get_job(job_id))
 
     def list_jobs(
-        self, session: SessionLike, topic: str | None = None, *, limit: int | None = 100
+        self, session: Executor, topic: str | None = None, *, limit: int | None = 100
     ) -> list[JobDetail]:
         """Every column of the jobs (of ``topic``, if given), oldest first, at most
         ``limit`` of them (``None``: all) — what ``session`` sees, its own
@@ -226,7 +230,7 @@ class JobQueue(QueueBase):
 
     def stats(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -236,7 +240,7 @@ class JobQueue(QueueBase):
         return execute(session, self.maintenance_operations.stats(topic, window_seconds))
 
     def prune(
-        self, session: SessionLike, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
+        self, session: Executor, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> int:
         """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
         transaction; return how many: :func:`programma_sa.maintenance.prune`."""
