@@ -91,12 +91,13 @@ class _ListenerBase:
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
-        self._topics = frozenset(topics)
+        # None: every topic (the dashboard's change feed watches them all).
+        self._topics = None if topics is None else frozenset(topics)
         self._on_wake = on_wake
         self._backend_pid: int | None = None
 
@@ -120,7 +121,7 @@ class _ListenerBase:
         raise NotImplementedError
 
     def _notified(self, notification: psycopg.Notify) -> None:
-        if notification.payload in self._topics:
+        if self._topics is None or notification.payload in self._topics:
             self._on_wake()
 
     def _lost(self, error: Exception, delay: float) -> float:
@@ -143,7 +144,7 @@ class Listener(_ListenerBase):
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
     ) -> None:
         super().__init__(conninfo, channel, topics, on_wake)
@@ -203,7 +204,7 @@ class AsyncListener(_ListenerBase):
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
     ) -> None:
         super().__init__(conninfo, channel, topics, on_wake)
