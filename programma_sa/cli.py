@@ -1121,6 +1121,57 @@ def register_stats(commands: Subcommands) -> None:
     )
 
 
+# -- dashboard ---------------------------------------------------------------------------
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    schedules = () if args.schedules is None else load_schedules(args.schedules)
+    try:
+        from .dashboard.serve import serve
+    except ImportError as missing:
+        raise UsageError(
+            f"the dashboard needs the dashboard extra (pip install 'programma-sa[dashboard]'): "
+            f"{missing}"
+        ) from None
+    url = sync_database_url(args)
+    print(
+        f"dashboard of {shown(url)} at http://{args.bind}:{args.port}/"
+        f"{' (read-only)' if args.read_only else ''}",
+        file=sys.stderr,
+    )
+    serve(
+        url,
+        queue_for(args).table,
+        host=args.bind,
+        port=args.port,
+        read_only=args.read_only,
+        schedules=schedules,
+    )
+    return 0
+
+
+def register_dashboard(commands: Subcommands) -> None:
+    parser = commands.add(
+        "dashboard",
+        _run_dashboard,
+        help="serve the web dashboard alone (uvicorn), for a quick look",
+        description="Serve the dashboard of the jobs table until interrupted. Nobody signs "
+        "in: it listens on 127.0.0.1 by default and allows every action unless --read-only. "
+        "To put it behind your application's authentication, mount it in the application "
+        "instead (docs/dashboard.md). Needs the dashboard extra.",
+    )
+    parser.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="offer no action and refuse every POST"
+    )
+    add_schedules_argument(parser, "the schedules to show")
+
+
 # -- prune -------------------------------------------------------------------------------
 
 
@@ -1244,6 +1295,7 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
     register_jobs,
     register_topics,
     register_stats,
+    register_dashboard,
     register_prune,
     register_migrate,
     register_alembic,  # programma_sa/migrations/_app_revision.py

@@ -1,8 +1,11 @@
-"""The queue, on the caller's :class:`~sqlalchemy.orm.Session`.
+"""The queue, on the caller's :class:`~sqlalchemy.orm.Session` (or Core ``Connection``).
 
 Every method takes the session first and runs its statement in that session's
 transaction. Nothing here commits, begins, rolls back or closes the session: the
-caller's transaction boundary decides what a claim means.
+caller's transaction boundary decides what a claim means. Where this module says
+session, a Core ``Connection`` does as well (an application without the ORM, or
+an enqueue that should not pay for a Session): its transaction is the caller's in
+the same way, and there is nothing to flush first.
 
 *Enqueue beside business writes*::
 
@@ -56,7 +59,7 @@ from ._operations.control import (
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
-from ._session_types import SessionLike
+from ._session_types import Executor
 from ._stats import QueueStats
 from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job
 from .models import JobState, jobs_table
@@ -95,11 +98,12 @@ def set_worker_starter(starter: WorkerStarter) -> None:
 
 
 class JobQueue(QueueBase):
-    """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
+    """Enqueue, claim and steer jobs inside the caller's ``Session`` (or ``Connection``)
+    transaction."""
 
     def add_job(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         data: Any,
         *,
@@ -155,7 +159,7 @@ class JobQueue(QueueBase):
 
     def add_jobs(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         specs: Iterable[JobSpec | Mapping[str, Any]],
         *,
@@ -175,7 +179,7 @@ class JobQueue(QueueBase):
         """
         return run_steps(session, self.operations.add_jobs(topic, specs, on_conflict))
 
-    def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
+    def claim_jobs(self, session: Executor, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.
 
         The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
@@ -183,51 +187,51 @@ class JobQueue(QueueBase):
         """
         return execute(session, self.operations.claim_jobs(topic, max_jobs))
 
-    def move_job_to_processing(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def move_job_to_processing(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return execute(session, self.operations.move_job_to_processing(job_id))
 
     def move_job_to_done(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_done(job_id, delete))
 
     def move_job_to_failed(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_failed(job_id, delete))
 
-    def delete_job(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def delete_job(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return execute(session, self.operations.delete_job(job_id))
 
     def set_attributes(
-        self, session: SessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: Executor, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return execute(session, self.operations.set_attributes(job_id, attributes))
 
     def set_retry_after_seconds(
-        self, session: SessionLike, job_id: uuid.UUID | str, seconds: int | None
+        self, session: Executor, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
         return execute(session, self.operations.set_retry_after_seconds(job_id, seconds))
 
     def set_job_start_date(
-        self, session: SessionLike, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: Executor, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return execute(session, self.operations.set_job_start_date(job_id, start_date))
 
-    def get_job(self, session: SessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
+    def get_job(self, session: Executor, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return execute(session, self.operations.get_job(job_id))
 
     # -- control of jobs in flight ----------------------------------------------------
 
-    def cancel_job(self, session: SessionLike, job_id: uuid.UUID | str) -> CancelOutcome:
+    def cancel_job(self, session: Executor, job_id: uuid.UUID | str) -> CancelOutcome:
         """Cancel a job that has not finished; it is never claimed again (nor retried).
 
         A waiting job (CREATED, or ACTIVE waiting for its retry) is CANCELLED at once
@@ -244,7 +248,7 @@ class JobQueue(QueueBase):
         """
         return execute(session, self.control_operations.cancel_job(job_id))
 
-    def retry_job(self, session: SessionLike, job_id: uuid.UUID | str) -> None:
+    def retry_job(self, session: Executor, job_id: uuid.UUID | str) -> None:
         """Re-run a FAILED or CANCELLED job: CREATED and due now, with a fresh attempt
         budget (``attempts`` 0); its data and attributes stay (``last_error`` too).
 
@@ -255,7 +259,7 @@ class JobQueue(QueueBase):
 
     def retry_jobs(
         self,
-        session: SessionLike,
+        session: Executor,
         *,
         limit: int = DEFAULT_RERUN_LIMIT,
         **criteria: Unpack[RerunCriteria],
@@ -277,7 +281,7 @@ class JobQueue(QueueBase):
 
     def list_jobs(
         self,
-        session: SessionLike,
+        session: Executor,
         *,
         cursor: uuid.UUID | str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
@@ -302,17 +306,17 @@ class JobQueue(QueueBase):
         )
         return execute(session, operation)
 
-    def pause_topic(self, session: SessionLike, topic: str) -> bool:
+    def pause_topic(self, session: Executor, topic: str) -> bool:
         """Stop every worker claiming jobs of ``topic`` (from each one's next claim, once
         the session commits); enqueues go on. False if it was paused already."""
         return execute(session, self.control_operations.pause_topic(topic))
 
-    def resume_topic(self, session: SessionLike, topic: str) -> bool:
+    def resume_topic(self, session: Executor, topic: str) -> bool:
         """Let workers claim jobs of ``topic`` again (idle ones are woken at once, when
         the session commits). False if it was not paused."""
         return execute(session, self.control_operations.resume_topic(topic))
 
-    def paused_topics(self, session: SessionLike) -> list[PausedTopic]:
+    def paused_topics(self, session: Executor) -> list[PausedTopic]:
         """The paused topics, by name."""
         return execute(session, self.control_operations.paused_topics())
 
@@ -341,7 +345,7 @@ class JobQueue(QueueBase):
 
     def stats(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -351,7 +355,7 @@ class JobQueue(QueueBase):
         return execute(session, self.maintenance_operations.stats(topic, window_seconds))
 
     def prune(
-        self, session: SessionLike, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
+        self, session: Executor, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> int:
         """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
         transaction; return how many: :func:`programma_sa.maintenance.prune`."""

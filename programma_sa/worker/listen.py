@@ -60,7 +60,7 @@ class _ListenerBase:
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
         *,
         control_channel: str | None = None,
@@ -68,7 +68,8 @@ class _ListenerBase:
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
-        self._topics = frozenset(topics)
+        # None: every topic (the dashboard's change feed watches them all).
+        self._topics = None if topics is None else frozenset(topics)
         self._on_wake = on_wake
         # The control channel (a job's cancellation) is listened to on the same
         # connection: one connection per worker, whatever it listens for.
@@ -98,7 +99,7 @@ class _ListenerBase:
 
     def _notified(self, notification: psycopg.Notify) -> None:
         if notification.channel == self._channel:
-            if notification.payload in self._topics:
+            if self._topics is None or notification.payload in self._topics:
                 self._on_wake()
         elif self._on_control is not None:
             self._on_control(notification.payload)
@@ -124,7 +125,7 @@ class Listener(_ListenerBase):
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
         *,
         control_channel: str | None = None,
@@ -195,7 +196,7 @@ class AsyncListener(_ListenerBase):
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
         *,
         control_channel: str | None = None,
