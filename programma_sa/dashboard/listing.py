@@ -1,11 +1,10 @@
 """The job list's one query.
 
-Today's :meth:`JobQueue.list_jobs` lists oldest first, by id (the primary key, so
-bounded by its limit however many rows the table holds); its topic filter reads the
-whole table (no index leads with the topic in id order), so the page offers no
-filter: it shows the first :data:`PAGE_SIZE` jobs and says when there are more.
-Filters (topic, state, time) and keyset pages come with the keyset ``list_jobs`` of
-issue #15, served by its listing index: this module is the one place to change.
+:meth:`JobQueue.list_jobs` (issue #15) lists newest first, keyset-paginated by id;
+without a filter it reads the primary key backwards, bounded by its limit however
+many rows the table holds. The page shows the newest :data:`PAGE_SIZE` jobs and
+says when there are more. The listing's filters (topic, state, time windows) and
+its next pages are there to offer here: this module is the one place to change.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ class JobPage:
 
 
 def job_page(queue: JobQueue, session: SessionLike) -> JobPage:
-    """The first page of the jobs; one row more is read to know whether there are
-    more, so the query stays bounded."""
-    jobs = queue.list_jobs(session, limit=PAGE_SIZE + 1)
-    return JobPage(jobs=jobs[:PAGE_SIZE], more=len(jobs) > PAGE_SIZE)
+    """The first page of the jobs, newest first (the listing reads one row more to
+    know whether there are more, so the query stays bounded)."""
+    page = queue.list_jobs(session, limit=PAGE_SIZE)
+    return JobPage(jobs=page.jobs, more=page.next_cursor is not None)

@@ -59,7 +59,7 @@ def test_the_job_list(web: Web, engine: Engine) -> None:
     emails = enqueue(engine, "emails", {})
     reports = enqueue(engine, "reports", {})
     page = web.get("/jobs").text
-    assert page.index(emails) < page.index(reports)  # oldest first
+    assert page.index(reports) < page.index(emails)  # newest first
     assert f'<a href="/dash/job?id={emails}">' in page
 
 
