@@ -38,17 +38,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Unpack
 
 from ._execute import execute_async, run_steps_async
-from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
+from ._operations.control import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RERUN_LIMIT,
+    JobCriteria,
+    ListCriteria,
+    RerunCriteria,
+)
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import AsyncExecutor
 from ._stats import QueueStats
+from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job_async
 from .models import JobState
 from .uniqueness import OnConflict
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["AsyncJobQueue"]
 
@@ -154,11 +167,66 @@ class AsyncJobQueue(QueueBase):
         """Every column of the job, or ``None`` when no job has that id."""
         return await execute_async(session, self.operations.get_job(job_id))
 
+    # -- control of jobs in flight ----------------------------------------------------
+
+    async def cancel_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> CancelOutcome:
+        """Cancel a job that has not finished; see :meth:`JobQueue.cancel_job`."""
+        return await execute_async(session, self.control_operations.cancel_job(job_id))
+
+    async def retry_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> None:
+        """Re-run a FAILED or CANCELLED job; see :meth:`JobQueue.retry_job`."""
+        await execute_async(session, self.control_operations.retry_job(job_id))
+
+    async def retry_jobs(
+        self,
+        session: AsyncExecutor,
+        *,
+        limit: int = DEFAULT_RERUN_LIMIT,
+        **criteria: Unpack[RerunCriteria],
+    ) -> list[uuid.UUID]:
+        """Re-run failed (or cancelled) jobs by filter; see :meth:`JobQueue.retry_jobs`."""
+        operation = self.control_operations.retry_jobs(JobCriteria(**criteria), limit=limit)
+        return await execute_async(session, operation)
+
     async def list_jobs(
-        self, session: AsyncExecutor, topic: str | None = None, *, limit: int | None = 100
-    ) -> list[JobDetail]:
-        """:meth:`JobQueue.list_jobs <programma_sa.JobQueue.list_jobs>`, awaited."""
-        return await execute_async(session, self.operations.list_jobs(topic, limit))
+        self,
+        session: AsyncExecutor,
+        *,
+        cursor: uuid.UUID | str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        **criteria: Unpack[ListCriteria],
+    ) -> JobPage:
+        """One page of jobs, newest first; see :meth:`JobQueue.list_jobs`."""
+        operation = self.control_operations.list_jobs(
+            JobCriteria(**criteria), cursor=cursor, limit=limit
+        )
+        return await execute_async(session, operation)
+
+    async def pause_topic(self, session: AsyncExecutor, topic: str) -> bool:
+        """Stop claims from ``topic``; see :meth:`JobQueue.pause_topic`."""
+        return await execute_async(session, self.control_operations.pause_topic(topic))
+
+    async def resume_topic(self, session: AsyncExecutor, topic: str) -> bool:
+        """Let claims take ``topic`` again; see :meth:`JobQueue.resume_topic`."""
+        return await execute_async(session, self.control_operations.resume_topic(topic))
+
+    async def paused_topics(self, session: AsyncExecutor) -> list[PausedTopic]:
+        """The paused topics, by name."""
+        return await execute_async(session, self.control_operations.paused_topics())
+
+    async def wait_for_job(
+        self,
+        engine: AsyncEngine,
+        job_id: uuid.UUID | str,
+        *,
+        timeout: float,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobDetail:
+        """Wait until the job has finished and return it; see :meth:`JobQueue.wait_for_job`
+        (here on an ``AsyncEngine``)."""
+        return await wait_for_job_async(
+            engine, self.operations, job_id, timeout=timeout, poll_interval=poll_interval
+        )
 
     async def stats(
         self,

@@ -71,13 +71,13 @@ async def test_every_method_on_an_async_connection(
             7,
             later,
         )
-        listed = await aqueue.list_jobs(connection, "t")
-        assert [job.id for job in listed] == [first, second, third]
+        listed = await aqueue.list_jobs(connection, topic="t")
+        assert [job.id for job in listed.jobs] == [third, second, first]  # newest first
         counts = (await aqueue.stats(connection, "t")).topic("t")
         assert (counts.created, counts.completed, counts.failed) == (1, 1, 1)
         assert await aqueue.prune(connection, Retention(TTL(completed=0, failed=0))) == 2
         with pytest.raises(InvalidJobInput, match=r"^topic must not be empty$"):
             await aqueue.add_job(connection, "", {})
         assert await aqueue.delete_job(connection, third) is True
-        assert await aqueue.list_jobs(connection) == []
+        assert (await aqueue.list_jobs(connection)).jobs == []
     assert committed(engine, JOBS) == 0

@@ -89,13 +89,14 @@ def test_every_method_on_a_connection(queue: JobQueue, connection: Connection) -
             7,
             later,
         )
-        assert [job.id for job in queue.list_jobs(connection, "t")] == [first, second, third]
+        listed = queue.list_jobs(connection, topic="t").jobs
+        assert [job.id for job in listed] == [third, second, first]  # newest first
         counts = queue.stats(connection, "t").topic("t")
         assert (counts.created, counts.completed, counts.failed) == (1, 1, 1)
         pruned = queue.prune(connection, Retention(TTL(completed=0, failed=0)))
         assert pruned == 2
         assert queue.delete_job(connection, third) is True
-        assert queue.list_jobs(connection) == []
+        assert queue.list_jobs(connection).jobs == []
 
 
 def test_bad_input_is_refused_before_anything_is_sent_and_the_transaction_goes_on(
@@ -125,7 +126,7 @@ def test_commit_as_you_go_the_caller_decides(
     connection.rollback()
     queue.add_job(connection, "t", {"kept": True})
     connection.commit()
-    assert [job.data for job in queue.list_jobs(connection)] == [{"kept": True}]
+    assert [job.data for job in queue.list_jobs(connection).jobs] == [{"kept": True}]
     assert jobs_committed(engine) == 1
 
 
