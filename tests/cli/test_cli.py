@@ -218,6 +218,14 @@ def test_python_dash_m_and_help() -> None:
             "concurrency must be an int >= 1, got 0",
         ),
         (
+            ["worker", "tests.worker.handlers:slow", "--topic", "t", "--max-jobs", "0"],
+            "max_jobs must be an int >= 1, or None for the adaptive claim size, got 0",
+        ),
+        (
+            ["worker", "tests.worker.handlers:slow", "--topic", "t", "--max-jobs", "lots"],
+            "--max-jobs must be a whole number or 'auto', got 'lots'",
+        ),
+        (
             ["worker", "tests.worker.handlers:slow", "--topic", "t", "--heartbeat", "-2"],
             "heartbeat must be a finite number of seconds > 0",
         ),
