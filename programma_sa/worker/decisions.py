@@ -465,7 +465,10 @@ class WorkerCore(ABC):
     def _timed_handler_steps(
         self, job: ClaimedJob, cancellation: Cancellation | None
     ) -> Generator[Step, Any, Any]:
-        """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`)."""
+        """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`) when
+        job lines are logged."""
+        if not self._job_log.wanted:
+            return (yield RunHandler(job, cancellation))
         started = time.perf_counter()
         reply = yield RunHandler(job, cancellation)
         self._job_log.ran(job, time.perf_counter() - started)
