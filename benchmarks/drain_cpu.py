@@ -17,10 +17,11 @@ so compare code by it, and by wall-clock rounds only as confirmation.
 one thread) under cProfile on ``time.process_time`` and prints the programma_sa
 functions by ``--sort``.
 
-To compare with an older checkout, run this file from there, with that tree first
-on the path (the helpers it imports exist since the drain workloads do)::
+To compare with an older checkout, copy this file into its ``benchmarks/`` and run it
+there, with that tree first on the path (the helpers it imports exist since the
+drain workloads do)::
 
-    cd /tmp/old && PYTHONPATH=/tmp/old python /path/to/benchmarks/drain_cpu.py --max-jobs 100
+    cd /tmp/old && PYTHONPATH=/tmp/old python -m benchmarks.drain_cpu --max-jobs 100
 """
 
 from __future__ import annotations
