@@ -31,7 +31,7 @@ from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .schedules import Schedule
-from .tasks import Task, TaskRegistry, TaskRun
+from .tasks import Task, TaskRegistry, TaskRun, Unique
 from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
@@ -80,6 +80,7 @@ __all__ = [
     "TaskRun",
     "TopicStats",
     "TransactionLost",
+    "Unique",
     "Worker",
     "WorkerSettings",
     "__version__",

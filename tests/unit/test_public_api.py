@@ -48,6 +48,7 @@ PUBLIC_NAMES = {
     "TaskRun",
     "TopicStats",
     "TransactionLost",
+    "Unique",
     "Worker",
     "WorkerSettings",
     "__version__",
