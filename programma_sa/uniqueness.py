@@ -55,6 +55,8 @@ _BEFORE = {
     JobState.PROCESSING: JobState.ACTIVE,
     JobState.COMPLETED: JobState.PROCESSING,
     JobState.FAILED: JobState.PROCESSING,
+    # Cancelled from any unfinished state: it needs the last of them (and so all).
+    JobState.CANCELLED: JobState.PROCESSING,
 }
 
 
@@ -72,7 +74,8 @@ def check_unique_states(value: object) -> tuple[JobState, ...]:
 
     They must include ``created`` (a job holds its key from its enqueue) and, with
     each state, the one before it (created → active → processing → completed |
-    failed): a job that left its states never enters them again, so no state change
+    failed | cancelled; cancelled needs processing, as a job is cancelled from any
+    unfinished state): a job that left its states never enters them again, so no state change
     of the worker can collide with a job enqueued meanwhile under the same key.
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
@@ -94,8 +97,8 @@ def check_unique_states(value: object) -> tuple[JobState, ...]:
     if JobState.CREATED not in states or missing:
         raise InvalidJobInput(
             "unique_states must include created and, with each state, the one before it "
-            "(created → active → processing → completed | failed), so that a job never "
-            f"takes its key back once it left them; got {sorted(s.value for s in states)}"
+            "(created → active → processing → completed | failed | cancelled), so that a "
+            f"job never takes its key back once it left them; got {sorted(s.value for s in states)}"
             + (f", missing {', '.join(missing)}" if missing else "")
         )
     return tuple(state for state in JobState if state in states)

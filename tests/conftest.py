@@ -87,7 +87,8 @@ def session(shared_engine: Engine) -> Iterator[Session]:
 def engine(shared_engine: Engine) -> Iterator[Engine]:
     yield shared_engine
     with shared_engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {Job.__table__.name}, {Order.__table__.name}"))
+        jobs = Job.__table__.name
+        connection.execute(text(f"TRUNCATE {jobs}, {jobs}_paused, {Order.__table__.name}"))
 
 
 @pytest.fixture

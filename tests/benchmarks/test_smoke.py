@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import claim_planning, pickup_breakdown, run
+from benchmarks import claim_planning, pickup_breakdown, pressure, run
 from benchmarks.workloads import all_workloads
 
 
@@ -129,3 +129,28 @@ def test_run_refuses_zero_rounds(capsys: pytest.CaptureFixture[str]) -> None:
         run.main(["--rounds", "0"])
     assert exit_info.value.code == 2
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_pressure_runs_both_phases(admin_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    pressure.main(
+        ["--database-url", admin_url, "--seconds", "1", "--rate", "100", "--readers", "1"]
+    )
+
+    table = capsys.readouterr().out
+    assert "| clean | " in table
+    assert "| pressured | " in table
+
+
+@pytest.mark.parametrize(
+    "argv", [["--seconds", "0"], ["--rate", "-1"], ["--readers", "0"], ["--reader-pause", "-1"]]
+)
+def test_pressure_refuses_bad_arguments(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pressure.main(argv)
+    assert exit_info.value.code == 2
+    assert (
+        "--seconds and --rate must be > 0, --readers >= 1, --reader-pause >= 0"
+        in capsys.readouterr().err
+    )

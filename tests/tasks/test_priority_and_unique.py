@@ -230,9 +230,9 @@ def test_enqueue_many_derives_a_key_per_call(
         (
             {"unique": Unique(states=["active"])},
             "task 't': unique_states must include created and, with each state, the one "
-            "before it (created → active → processing → completed | failed), so that a job "
-            "never takes its key back once it left them; got ['active'], missing created "
-            "(before active)",
+            "before it (created → active → processing → completed | failed | cancelled), so "
+            "that a job never takes its key back once it left them; got ['active'], missing "
+            "created (before active)",
         ),
     ],
     ids=[
