@@ -34,7 +34,7 @@ from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .schedules import Schedule
-from .tasks import Task, TaskRegistry, TaskRun
+from .tasks import Task, TaskRegistry, TaskRun, Unique
 from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
@@ -88,6 +88,7 @@ __all__ = [
     "TaskRun",
     "TopicStats",
     "TransactionLost",
+    "Unique",
     "WaitTimeout",
     "Worker",
     "WorkerSettings",

@@ -78,6 +78,9 @@ from .base import STATS_COUNTS, STATS_TIMES, JobsShape, Statements
 __all__ = ["build_statements", "control_channel", "finished_channel", "notify_channel"]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
+#: ``LIMIT 1`` written as such: a parameter (what ``.limit(1)`` sends) makes a
+#: prepared statement's generic plan guess a tenth of the rows instead.
+_ONE = literal_column("1", Integer())
 
 
 def _empty_as_null(attributes: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -314,7 +317,14 @@ def _job_statements(table: Table) -> dict[str, Any]:
     # state/start_after) before it is locked, so a freshly leased job is not
     # taken again.
     topic = bindparam("p_topic", type_=Text())
-    max_jobs = bindparam("p_max_jobs", type_=Integer())
+    # The batch size is written into the statement's text (a checked int, rendered
+    # by SQLAlchemy at execution), not sent as a parameter: a prepared claim (psycopg
+    # 3 prepares a statement run five times; asyncpg prepares every one) then gets a
+    # generic plan as good as a custom one and PostgreSQL stops planning it on every
+    # claim. With LIMIT $n the generic plan guesses a tenth of the table for the
+    # batch — a hash join over a sequential scan — so every claim was planned anew,
+    # which cost more than running it. One prepared statement per batch size in use.
+    max_jobs = bindparam("p_max_jobs", type_=Integer(), literal_execute=True)
     levels = _priority_levels(table, topic, "levels")
     due = (
         select(t.id, t.start_after)
@@ -865,13 +875,14 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
     row: a recursive CTE that jumps from one level to the next lower one (a loose
     index scan of the claim index: one descent per level, however many jobs each
     level has). It is read lazily: a claim whose batch fills on the first levels
-    never looks for the others."""
+    never looks for the others. Its LIMITs are literals, not parameters, for the
+    claim's generic plan (see the claim)."""
     t = table.c
     first = (
         select(t.priority)
         .where(t.topic == topic, _claimable(table))
         .order_by(t.priority.desc())
-        .limit(1)
+        .limit(_ONE)
     )
     levels = first.cte(name, recursive=True)
     lower = table.alias(f"{name}_lower")
@@ -879,7 +890,7 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
         select(lower.c.priority)
         .where(lower.c.topic == topic, _claimable(lower), lower.c.priority < levels.c.priority)
         .order_by(lower.c.priority.desc())
-        .limit(1)
+        .limit(_ONE)
         .scalar_subquery()
     )
     return levels.union_all(select(next_level).where(levels.c.priority.is_not(None)))

@@ -53,6 +53,7 @@ PUBLIC_NAMES = {
     "TaskRun",
     "TopicStats",
     "TransactionLost",
+    "Unique",
     "WaitTimeout",
     "Worker",
     "WorkerSettings",
