@@ -20,13 +20,13 @@ from urllib.parse import urlencode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ..exceptions import ConfigurationError, InvalidJobInput
+from ..exceptions import ConfigurationError, InvalidJobInput, JobNotFound
 from ..models import JobState
 from ..queue import JobQueue
 from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
-from .actions import ACTIONS, Action
-from .listing import PAGE_SIZE, job_page
+from .actions import ACTIONS, Action, TopicView
+from .listing import PAGE_SIZE, JobFilter, job_page
 from .live import ChangeFeed
 from .render import render
 
@@ -157,6 +157,8 @@ class Dashboard:
             return self._page(request, template, context)
         except _NotFound as missing:
             return self._error(request, 404, str(missing))
+        except InvalidJobInput as refused:  # a page's criteria, such as the list's filter
+            return self._error(request, 400, str(refused))
 
     def _page(
         self, request: WebRequest, template: str, context: dict[str, Any], status: int = 200
@@ -217,6 +219,8 @@ class Dashboard:
                 changed = action.run(self.queue, session, target, request.form)
         except InvalidJobInput as refused:
             return self._error(request, 400, f"{action.label} refused: {refused}")
+        except JobNotFound as missing:  # deleted meanwhile, or a made-up id
+            return self._error(request, 404, f"{action.label} refused: {missing}")
         notice = f"{action.name}-{'done' if changed else 'unchanged'}"
         return WebResponse(303, headers={"Location": _after(request.base, action, target, notice)})
 
@@ -263,10 +267,12 @@ def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
         raise _NotFound("no topic named: give ?name=")
     with dashboard.new_session() as session:
         stats = dashboard.queue.stats(session, name, window_seconds=_WINDOW_SECONDS)
+        paused = {p.topic: p.paused_at for p in dashboard.queue.paused_topics(session)}
     topic = stats.topic(name)
     return "topic.html", {
         "topic": topic,
-        "actions": _offered(dashboard, "topic", topic),
+        "paused_at": paused.get(name),
+        "actions": _offered(dashboard, "topic", TopicView(name, name in paused)),
         "measured_at": stats.measured_at,
         "states": list(JobState),
         "schedules": [s for s in dashboard.schedules if s.topic == name],
@@ -274,9 +280,15 @@ def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
 
 
 def _jobs(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    where = JobFilter.from_query(request.query)
     with dashboard.new_session() as session:
-        page = job_page(dashboard.queue, session)
-    return "jobs.html", {"page": page, "page_size": PAGE_SIZE}
+        page = job_page(dashboard.queue, session, where, request.query.get("cursor", ""))
+    return "jobs.html", {
+        "page": page,
+        "page_size": PAGE_SIZE,
+        "where": where,
+        "states": list(JobState),
+    }
 
 
 def _job(dashboard: Dashboard, request: WebRequest) -> PageContext:

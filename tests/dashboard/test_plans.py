@@ -3,7 +3,9 @@
 The pages read only through the queue's statements; this names the statement(s) of
 each page and checks the planner's choice as ``tests/maintenance/test_plans.py``
 does (same table of 30,000 finished jobs, right after ANALYZE and after VACUUM).
-Each listing is bounded by its LIMIT (the page size plus one).
+Each listing is bounded by its LIMIT (the page size plus one). The job list's
+filters give ``list_jobs`` statements of other shapes: the ones a filter form
+most often produces are checked here, every shape in ``tests/maintenance``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ..maintenance.test_plans import STATS, TABLE, _fill, _plan
 
 JOB = {"p_job_id": "0190a0b2-0000-7000-8000-000000000000"}
 LIST = {"p_limit": PAGE_SIZE + 1}
-#: page: (statement, parameters, the indexes it reads)
+NEXT = {**LIST, "p_cursor": JOB["p_job_id"]}
+#: page: (statement or listing shape, parameters, the indexes it reads)
 PAGES = [
     ("overview", "stats_all", STATS, {"claim", "processing", "finished", "failed", "cancelled"}),
     (
@@ -32,19 +35,38 @@ PAGES = [
     ),
     ("job", "get_by_id", JOB, {"pkey"}),
     # The listing without a filter (JobsShape()): the primary key, backwards.
-    ("jobs", "list_jobs", LIST, {"pkey"}),
+    ("jobs", JobsShape(), LIST, {"pkey"}),
+    ("jobs-next", JobsShape(cursor=True), NEXT, {"pkey"}),
+    # A topic's jobs, any state: a branch per index its states fall in.
+    (
+        "jobs-topic",
+        JobsShape(topic=True, cursor=True),
+        {**NEXT, "p_topic": "bulk"},
+        {"claim", "history", "processing"},
+    ),
+    (
+        "jobs-completed",
+        JobsShape(states=("completed",), topic=True),
+        {**LIST, "p_topic": "bulk"},
+        {"history"},
+    ),
 ]
 
 
 @pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
 @pytest.mark.parametrize(("page", "name", "params", "indexes"), PAGES, ids=[p[0] for p in PAGES])
 def test_each_page_reads_indexes_only(
-    engine: Engine, vacuum: bool, page: str, name: str, params: dict[str, Any], indexes: set[str]
+    engine: Engine,
+    vacuum: bool,
+    page: str,
+    name: str | JobsShape,
+    params: dict[str, Any],
+    indexes: set[str],
 ) -> None:
     _fill(engine, vacuum)
     statements = statements_for("postgresql", TABLE)
     statement = (
-        statements.list_jobs(JobsShape()) if name == "list_jobs" else getattr(statements, name)
+        statements.list_jobs(name) if isinstance(name, JobsShape) else getattr(statements, name)
     )
     nodes = _plan(engine, statement, params)
     scans = {node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name}
