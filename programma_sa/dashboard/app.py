@@ -26,6 +26,7 @@ from ..queue import JobQueue
 from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
 from .actions import ACTIONS, Action, TopicView
+from .bulk import BULK, BULK_LIMIT
 from .listing import PAGE_SIZE, JobFilter, job_page
 from .live import ChangeFeed
 from .render import render
@@ -146,6 +147,8 @@ class Dashboard:
                 if request.method != "POST":  # nothing changes on GET
                     return self._error(request, 405, "an action is a POST of its form")
                 return self._act(request, request.path.removeprefix("/actions/"))
+            if request.path == "/bulk" and request.method == "POST":
+                return self._bulk(request)
             if request.method not in ("GET", "HEAD"):
                 return self._error(request, 405, f"{request.method} is not allowed here")
             page = _PAGES.get(request.path)
@@ -199,6 +202,18 @@ class Dashboard:
 
     # -- actions -----------------------------------------------------------------------
 
+    def _refusal(self, request: WebRequest, permission: str) -> WebResponse | None:
+        """Why a POST may not change anything, checked in order: read-only, CSRF,
+        the host's hook (asked for ``permission``); ``None`` when it may."""
+        if self.read_only:
+            return self._error(request, 403, "the dashboard is read-only")
+        refusal = csrf_refusal(request)
+        if refusal is not None:
+            return self._error(request, 403, refusal)
+        if not self.permission(request.native, permission):
+            return self._error(request, 403, f"you may not {permission} here")
+        return None
+
     def _act(self, request: WebRequest, name: str) -> WebResponse:
         """Refusals in order: read-only, unknown action, CSRF, the host's hook, the
         form; only then the action, in a transaction of its own."""
@@ -207,11 +222,9 @@ class Dashboard:
         action = ACTIONS.get(name)
         if action is None:
             raise _NotFound(f"no action {name!r}")
-        refusal = csrf_refusal(request)
-        if refusal is not None:
-            return self._error(request, 403, refusal)
-        if not self.permission(request.native, action.name):
-            return self._error(request, 403, f"you may not {action.name} here")
+        refused = self._refusal(request, action.name)
+        if refused is not None:
+            return refused
         field = "job_id" if action.target == "job" else "topic"
         target = request.form.get(field, "")
         try:
@@ -223,6 +236,25 @@ class Dashboard:
             return self._error(request, 404, f"{action.label} refused: {missing}")
         notice = f"{action.name}-{'done' if changed else 'unchanged'}"
         return WebResponse(303, headers={"Location": _after(request.base, action, target, notice)})
+
+    def _bulk(self, request: WebRequest) -> WebResponse:
+        """A bulk action's POST: the refusals of any action (asked for
+        ``bulk-<name>``), then at most ``BULK_LIMIT`` jobs in one transaction."""
+        bulk = BULK.get(request.form.get("action", ""))
+        if bulk is None:
+            raise _NotFound(f"no bulk action {request.form.get('action', '')!r}")
+        refused = self._refusal(request, f"bulk-{bulk.name}")
+        if refused is not None:
+            return refused
+        where = JobFilter.from_query(request.form)
+        try:
+            criteria = bulk.criteria(where)
+            with self.new_session() as session, session.begin():
+                changed = bulk.run(self.queue, session, criteria)
+        except InvalidJobInput as refusal:
+            return self._error(request, 400, f"{bulk.label} by filter refused: {refusal}")
+        query = urlencode({**where.given(), "notice": f"bulk-{bulk.name}-{changed}"})
+        return WebResponse(303, headers={"Location": f"{request.base}/jobs?{query}"})
 
 
 def _after(base: str, action: Action, target: str, notice: str) -> str:
@@ -236,6 +268,10 @@ def _after(base: str, action: Action, target: str, notice: str) -> str:
 def _notice(code: str) -> str | None:
     """The text of a notice code an action redirected with (unknown codes: none)."""
     name, _, outcome = code.rpartition("-")
+    if name.startswith("bulk-") and name.removeprefix("bulk-") in BULK and outcome.isdigit():
+        bulk, count = BULK[name.removeprefix("bulk-")], int(outcome)
+        more = " (the most one confirmation takes: more may match)" if count >= BULK_LIMIT else ""
+        return f"{bulk.label} by filter: {count} job{'' if count == 1 else 's'}{more}."
     action = ACTIONS.get(name)
     if action is None or outcome not in ("done", "unchanged"):
         return None
@@ -291,6 +327,18 @@ def _jobs(dashboard: Dashboard, request: WebRequest) -> PageContext:
     }
 
 
+def _bulk_page(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    """The count a bulk action would take now, and (not read-only) its form."""
+    name = request.query.get("action", "")
+    bulk = BULK.get(name)
+    if bulk is None:
+        raise _NotFound(f"no bulk action {name!r} (retry or cancel)")
+    where = JobFilter.from_query(request.query)
+    with dashboard.new_session() as session:
+        count = bulk.count(dashboard.queue, session, where)
+    return "bulk.html", {"bulk": bulk, "where": where, "count": count, "limit": BULK_LIMIT}
+
+
 def _job(dashboard: Dashboard, request: WebRequest) -> PageContext:
     given = request.query.get("id", "")
     try:
@@ -315,5 +363,6 @@ _PAGES: dict[str, Callable[[Dashboard, WebRequest], PageContext]] = {
     "/topic": _topic,
     "/jobs": _jobs,
     "/job": _job,
+    "/bulk": _bulk_page,
     "/schedules": _schedules,
 }

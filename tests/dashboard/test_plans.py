@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 
 from programma_sa._drivers import statements_for
 from programma_sa._drivers.base import JobsShape
+from programma_sa.dashboard.bulk import BULK_LIMIT
 from programma_sa.dashboard.listing import PAGE_SIZE
 
-from ..maintenance.test_plans import STATS, TABLE, _fill, _plan
+from ..maintenance.test_plans import STATS, TABLE, _assert_reads, _fill, _plan
 
 JOB = {"p_job_id": "0190a0b2-0000-7000-8000-000000000000"}
 LIST = {"p_limit": PAGE_SIZE + 1}
@@ -75,3 +76,39 @@ def test_each_page_reads_indexes_only(
     assert used == {
         f"{TABLE.name}_pkey" if index == "pkey" else f"ix_{TABLE.name}_{index}" for index in indexes
     }
+
+
+BULK_PARAMS = {"p_limit": BULK_LIMIT + 1, "p_topic": "bulk"}
+#: A bulk action by a topic: (statement, shape, the indexes it may read)
+BULK = [
+    # Counting (and listing what to cancel): one listing per state.
+    *(
+        (f"count {state}", "list_jobs", JobsShape(states=(state,), topic=True), indexes)
+        for state, indexes in (
+            ("failed", {"failed", "history"}),
+            ("cancelled", {"cancelled", "history"}),
+            ("created", {"claim"}),
+            ("active", {"claim"}),
+            ("processing", {"processing"}),
+        )
+    ),
+    (
+        "retry",
+        "rerun_jobs",
+        JobsShape(states=("failed", "cancelled"), topic=True),
+        {"failed", "cancelled", "history", "pkey"},
+    ),
+]
+
+
+@pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
+@pytest.mark.parametrize(
+    ("statement", "shape", "allowed"), [b[1:] for b in BULK], ids=[b[0] for b in BULK]
+)
+def test_a_bulk_action_reads_its_states_indexes(
+    engine: Engine, vacuum: bool, statement: str, shape: JobsShape, allowed: set[str]
+) -> None:
+    """Bounded by BULK_LIMIT, through the indexes of the states it takes."""
+    _fill(engine, vacuum)
+    built = getattr(statements_for("postgresql", TABLE), statement)(shape)
+    _assert_reads(_plan(engine, built, BULK_PARAMS), allowed, None)

@@ -1,0 +1,115 @@
+"""Retry or cancel every job the list's filter matches: counted first, then done.
+
+``GET bulk?action=retry&<the list's filter>`` shows how many jobs the filter
+matches now (listings of at most :data:`BULK_LIMIT` rows in all, one per state,
+each through the index its criteria choose) and a form; only its POST changes
+anything, and it takes at most :data:`BULK_LIMIT` jobs, so one confirmation is one
+bounded transaction. When as
+many were taken, more may match: the page says so, and confirming again takes the
+next ones.
+
+- **retry** re-runs FAILED and CANCELLED jobs (``state`` narrows it to one) with
+  :meth:`JobQueue.retry_jobs` — one statement, the oldest finished first. Re-runs
+  are chosen by finish time, so the created window is refused rather than ignored.
+- **cancel** cancels jobs not finished (``state``: one of them) with
+  :meth:`JobQueue.cancel_job`, one statement per job listed (the queue has no cancel
+  by filter); a job that finished between the listing and its cancel is left as it
+  is and not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._job_records import CancelOutcome, JobDetail
+from .._session_types import SessionLike
+from ..exceptions import InvalidJobInput
+from ..queue import JobQueue
+from .actions import RERUNNABLE, UNFINISHED
+from .listing import JobFilter
+
+__all__ = ["BULK", "BULK_LIMIT", "Bulk"]
+
+#: Jobs one confirmation takes at most (and the most the count says exactly).
+BULK_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """One action by filter."""
+
+    name: str
+    label: str
+    #: The states it applies to: the filter's state must be one of them, and no
+    #: state means all of them.
+    states: tuple[str, ...]
+    #: What it runs, given the ``list_jobs`` / ``retry_jobs`` criteria; how many
+    #: jobs it changed.
+    run: Callable[[JobQueue, SessionLike, Mapping[str, Any]], int]
+    #: Criteria of the list's filter it cannot honour (refused, not ignored).
+    unsupported: tuple[str, ...] = ()
+
+    def criteria(self, where: JobFilter) -> dict[str, Any]:
+        """The criteria of ``where`` for this action.
+
+        :raises InvalidJobInput: the filter asks for what this action cannot do.
+        """
+        for name in self.unsupported:
+            if getattr(where, name):
+                raise InvalidJobInput(
+                    f"{self.name} by filter cannot use {name}; clear it from the filter"
+                )
+        if where.state and where.state not in self.states:
+            raise InvalidJobInput(
+                f"{self.name} by filter takes jobs in state {' or '.join(self.states)}; "
+                f"the filter asks for {where.state!r}"
+            )
+        criteria = where.criteria()
+        criteria["state"] = [where.state] if where.state else list(self.states)
+        return criteria
+
+    def count(self, queue: JobQueue, session: SessionLike, where: JobFilter) -> int:
+        """How many jobs it would take now, up to :data:`BULK_LIMIT`."""
+        return len(_matching(queue, session, self.criteria(where)))
+
+
+def _matching(
+    queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]
+) -> list[JobDetail]:
+    """Up to :data:`BULK_LIMIT` jobs matching ``criteria``, listed one state at a
+    time: a listing of two finished states with a limit this large can be planned as
+    a scan of the whole table (tests/dashboard/test_plans.py), one state's is served
+    by that state's index."""
+    jobs: list[JobDetail] = []
+    for state in criteria["state"]:
+        if len(jobs) == BULK_LIMIT:
+            break
+        limit = BULK_LIMIT - len(jobs)
+        jobs += queue.list_jobs(session, limit=limit, **{**criteria, "state": state}).jobs
+    return jobs
+
+
+def _retry(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -> int:
+    return len(queue.retry_jobs(session, limit=BULK_LIMIT, **criteria))
+
+
+def _cancel(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -> int:
+    outcomes = [queue.cancel_job(session, job.id) for job in _matching(queue, session, criteria)]
+    return sum(outcome is not CancelOutcome.ALREADY_FINISHED for outcome in outcomes)
+
+
+BULK: Mapping[str, Bulk] = {
+    bulk.name: bulk
+    for bulk in (
+        Bulk(
+            "retry",
+            "Retry",
+            tuple(s.value for s in RERUNNABLE),
+            _retry,
+            unsupported=("created_after", "created_before"),
+        ),
+        Bulk("cancel", "Cancel", tuple(s.value for s in UNFINISHED), _cancel),
+    )
+}
