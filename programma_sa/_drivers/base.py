@@ -108,6 +108,7 @@ StatementName = Literal[
     "paused_topics",
     "stats_all",
     "stats_topic",
+    "throughput",
     "finished_topics",
     "prune_completed",
     "prune_failed",
@@ -178,6 +179,10 @@ class Statements:
     paused_topics: Executable
     stats_all: Executable
     stats_topic: Executable
+    #: Jobs finished (COMPLETED or FAILED) and FAILED in each of ``p_buckets``
+    #: equal parts of the last ``p_window_seconds``: rows (bucket, finished, failed),
+    #: bucket 0 the most recent; buckets with none are absent.
+    throughput: Executable
     finished_topics: Executable
     prune_completed: Executable
     prune_failed: Executable

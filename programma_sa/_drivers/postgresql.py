@@ -1081,6 +1081,60 @@ def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
     )
 
 
+def _throughput(table: Table) -> Select[tuple[object, ...]]:
+    """Finished and failed jobs per bucket of the last ``p_window_seconds``.
+
+    Bounded by the window, not the table: the topics come from a loose index scan
+    of ``ix_<table>_finished`` (one descent per topic), and each topic's recent
+    rows from a range scan of ``ix_<table>_finished`` (COMPLETED and FAILED) and of
+    ``ix_<table>_failed`` on (topic, finished_at) — index-only, reading only the
+    entries finished inside the window. COMPLETED = finished - failed, as in stats.
+    Each topic's rows are counted inside their LATERAL subquery: a subquery with an
+    aggregate is not flattened into a join, which the planner (expecting a large
+    share of the table to be recent) would serve with a scan of the whole table.
+    """
+    t = table.c
+    now = _db_now()
+    window = bindparam("p_window_seconds", type_=Float())
+    buckets = bindparam("p_buckets", type_=Integer())
+    topics = _finished_topics(table).subquery("topics")
+    age = func.extract("epoch", now - t.finished_at)
+    # A job finished after this transaction's now() has a negative age: bucket 0.
+    bucket = func.greatest(
+        0, func.least(buckets - 1, cast(func.floor(age * buckets / window), Integer()))
+    )
+
+    def branch(states: ColumnElement[bool], kind: str) -> Select[Any]:
+        counted = (
+            select(bucket.label("bucket"), func.count().label("jobs"))
+            .where(
+                states, t.topic == topics.c.topic, t.finished_at >= now - _interval_seconds(window)
+            )
+            .group_by(bucket)
+            .lateral(f"recent_{kind}")
+        )
+        return select(
+            counted.c.bucket,
+            counted.c.jobs,
+            literal_column(f"'{kind}'", Text()).label("kind"),
+        ).select_from(topics.join(counted, true()))
+
+    rows = union_all(
+        branch(_finished(table), "finished"), branch(t.state == _state(JobState.FAILED), "failed")
+    ).subquery("rows")
+    return (
+        select(
+            rows.c.bucket,
+            func.coalesce(func.sum(rows.c.jobs).filter(rows.c.kind == "finished"), 0).label(
+                "finished"
+            ),
+            func.coalesce(func.sum(rows.c.jobs).filter(rows.c.kind == "failed"), 0).label("failed"),
+        )
+        .group_by(rows.c.bucket)
+        .order_by(rows.c.bucket)
+    )
+
+
 def _claimable(table: FromClause) -> ColumnElement[bool]:
     """The claim index's predicate, as literals the planner can match to it."""
     return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
@@ -1157,6 +1211,7 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
     return {
         "stats_all": _stats(table, one_topic=False),
         "stats_topic": _stats(table, one_topic=True),
+        "throughput": _throughput(table),
         "finished_topics": _finished_topics(table),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),

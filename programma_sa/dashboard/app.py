@@ -27,6 +27,7 @@ from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
 from .actions import ACTIONS, Action, TopicView
 from .bulk import BULK, BULK_LIMIT
+from .chart import throughput_chart
 from .listing import PAGE_SIZE, JobFilter, job_page
 from .live import ChangeFeed
 from .render import render
@@ -39,8 +40,9 @@ VIEW = "view"
 #: The host's permission hook: ``(framework request, "view" or an action name) -> bool``.
 Permission = Callable[[Any, str], bool]
 
-#: The window of the overview's "last hour" counts.
+#: The window of the overview's "last hour" counts and chart, and the chart's bars.
 _WINDOW_SECONDS = 3600.0
+_CHART_BARS = 12
 
 _STATIC_TYPES = {
     "htmx.min.js": "text/javascript; charset=utf-8",
@@ -294,7 +296,14 @@ PageContext = tuple[str, dict[str, Any]]
 def _overview(dashboard: Dashboard, request: WebRequest) -> PageContext:
     with dashboard.new_session() as session:
         stats = dashboard.queue.stats(session, window_seconds=_WINDOW_SECONDS)
-    return "overview.html", {"stats": stats, "states": list(JobState)}
+        throughput = dashboard.queue.throughput(
+            session, window_seconds=_WINDOW_SECONDS, buckets=_CHART_BARS
+        )
+    return "overview.html", {
+        "stats": stats,
+        "states": list(JobState),
+        "chart": throughput_chart(throughput),
+    }
 
 
 def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:

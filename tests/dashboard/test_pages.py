@@ -175,3 +175,21 @@ def test_oldest_processing_is_a_dash_when_nothing_processes(web: Web, engine: En
     assert (
         '<th>oldest processing</th><td class="num">—</td>' not in web.get("/topic?name=emails").text
     )
+
+
+def test_the_overview_charts_the_last_hour(web: Web, engine: Engine) -> None:
+    empty = web.get("/").text
+    assert '<figure class="chart" id="throughput">' in empty
+    assert "12 bars, oldest left; tallest 0." in empty
+    for _ in range(3):
+        _fail(engine, enqueue(engine, "emails", {}))
+    done = enqueue(engine, "emails", {})
+    with Session(engine) as session, session.begin():
+        assert queue.move_job_to_done(session, done)
+    page = web.get("/").text
+    assert "tallest 4." in page
+    assert "<title>5 to 0 min ago: 1 completed, 3 failed</title>" in page
+    assert "<title>60 to 55 min ago: 0 completed, 0 failed</title>" in page
+    # The newest bar is the tallest: full height, failures stacked on completions.
+    assert 'class="completed" x="441.0" y="72.0" width="38.0" height="24.0"' in page
+    assert 'class="failed" x="441.0" y="0.0" width="38.0" height="72.0"' in page

@@ -34,6 +34,12 @@ PAGES = [
         {**STATS, "p_topic": "bulk"},
         {"claim", "processing", "finished", "failed", "cancelled"},
     ),
+    (
+        "overview-throughput",
+        "throughput",
+        {"p_window_seconds": 3600.0, "p_buckets": 12},
+        {"finished", "failed"},
+    ),
     ("job", "get_by_id", JOB, {"pkey"}),
     # The listing without a filter (JobsShape()): the primary key, backwards.
     ("jobs", JobsShape(), LIST, {"pkey"}),
