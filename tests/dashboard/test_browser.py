@@ -165,6 +165,8 @@ def test_the_dashboard_in_chromium(
             assert worker.run_once().completed == 2  # ann's job and the retried one
             expect(page.locator("#job-state")).to_have_text("completed")
             expect(page.locator("#job-result")).to_contain_text('"sent": true')
+            # The actions offered follow the state the live update brought.
+            expect(page.locator('form[action="/dash/actions/cancel"]')).to_have_count(0)
             page.screenshot(path=shots / "job-retried-and-completed.png", full_page=True)
 
             # Pause its topic from the topic page.
