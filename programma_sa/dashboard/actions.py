@@ -9,6 +9,7 @@ of them (:mod:`.app`), so a new action is one :class:`Action` in :data:`ACTIONS`
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from ..exceptions import InvalidJobInput
 from ..models import JobState
 from ..queue import JobQueue
 
-__all__ = ["ACTIONS", "Action", "ActionRefused", "TopicView"]
+__all__ = ["ACTIONS", "RERUNNABLE", "UNFINISHED", "Action", "ActionRefused", "TopicView", "cancel"]
 
 #: What an action runs: the queue, the session, the job id or topic, the form.
 #: True when it changed something; False when there was nothing to change.
@@ -75,9 +76,14 @@ def _reschedule(
     return queue.set_job_start_date(session, job_id, _field(form, "start_after"))
 
 
-def _cancel(queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[str, str]) -> bool:
-    # REQUESTED counts as done: the worker running it ends it CANCELLED.
+def cancel(queue: JobQueue, session: SessionLike, job_id: str | uuid.UUID) -> bool:
+    """Cancel one job; False when it had finished already. (REQUESTED counts as
+    done: the worker running it ends it CANCELLED.)"""
     return queue.cancel_job(session, job_id) is not CancelOutcome.ALREADY_FINISHED
+
+
+def _cancel(queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[str, str]) -> bool:
+    return cancel(queue, session, job_id)
 
 
 def _retry(queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[str, str]) -> bool:

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._job_records import CancelOutcome, JobDetail
+from .._job_records import JobDetail
 from .._session_types import SessionLike
 from ..exceptions import InvalidJobInput
 from ..queue import JobQueue
-from .actions import RERUNNABLE, UNFINISHED
+from .actions import RERUNNABLE, UNFINISHED, cancel
 from .listing import JobFilter
 
 __all__ = ["BULK", "BULK_LIMIT", "Bulk"]
@@ -96,8 +96,7 @@ def _retry(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -
 
 
 def _cancel(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -> int:
-    outcomes = [queue.cancel_job(session, job.id) for job in _matching(queue, session, criteria)]
-    return sum(outcome is not CancelOutcome.ALREADY_FINISHED for outcome in outcomes)
+    return sum(cancel(queue, session, job.id) for job in _matching(queue, session, criteria))
 
 
 BULK: Mapping[str, Bulk] = {
