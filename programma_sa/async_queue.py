@@ -202,6 +202,11 @@ class AsyncJobQueue(QueueBase):
         )
         return await execute_async(session, operation)
 
+    async def count_jobs(self, session: AsyncExecutor, **criteria: Unpack[ListCriteria]) -> int:
+        """How many jobs match; see :meth:`JobQueue.count_jobs`."""
+        operation = self.control_operations.count_jobs(JobCriteria(**criteria))
+        return await execute_async(session, operation)
+
     async def pause_topic(self, session: AsyncExecutor, topic: str) -> bool:
         """Stop claims from ``topic``; see :meth:`JobQueue.pause_topic`."""
         return await execute_async(session, self.control_operations.pause_topic(topic))

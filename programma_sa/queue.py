@@ -306,6 +306,15 @@ class JobQueue(QueueBase):
         )
         return execute(session, operation)
 
+    def count_jobs(self, session: Executor, **criteria: Unpack[ListCriteria]) -> int:
+        """How many jobs match every criterion given (those of :meth:`list_jobs`).
+
+        Each state is counted from its partial index: counting FAILED, CANCELLED or
+        unfinished jobs reads only theirs, however many jobs have completed (see
+        ``docs/control.md``); counting COMPLETED ones reads all of theirs."""
+        operation = self.control_operations.count_jobs(JobCriteria(**criteria))
+        return execute(session, operation)
+
     def pause_topic(self, session: Executor, topic: str) -> bool:
         """Stop every worker claiming jobs of ``topic`` (from each one's next claim, once
         the session commits); enqueues go on. False if it was paused already."""

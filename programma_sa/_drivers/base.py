@@ -43,7 +43,7 @@ StatementFamily = Callable[[Hashable], Executable]
 @dataclass(frozen=True)
 class JobsShape:
     """Which criteria a listing or a re-run by filter gives: the ``variant`` of
-    ``list_jobs`` and ``rerun_jobs``.
+    ``list_jobs``, ``count_jobs`` and ``rerun_jobs``.
 
     ``states`` are inlined as literals (so that the partial indexes, whose
     predicates name states, can serve the statement); every other criterion given
@@ -103,6 +103,7 @@ StatementName = Literal[
     "rerun_job",
     "rerun_jobs",
     "list_jobs",
+    "count_jobs",
     "pause_topic",
     "resume_topic",
     "paused_topics",
@@ -131,7 +132,7 @@ class Statements:
     wait and ``clock`` (the database's time) for its schedules. Control of jobs in
     flight: the worker's ``renew_leases``, ``release_unstarted``, ``cancel_unchanged``
     and ``lease_states``; the caller's ``cancel_job``, ``rerun_job``, ``rerun_jobs``
-    and ``list_jobs`` (both :data:`StatementFamily`), ``pause_topic``,
+    ``list_jobs`` and ``count_jobs`` (each a :data:`StatementFamily`), ``pause_topic``,
     ``resume_topic`` and ``paused_topics``. Maintenance: ``stats_*``,
     ``finished_topics``, ``cancelled_topics``, ``prune_*`` and the prune lock.
     """
@@ -174,6 +175,7 @@ class Statements:
     rerun_job: Executable
     rerun_jobs: StatementFamily
     list_jobs: StatementFamily
+    count_jobs: StatementFamily
     pause_topic: Executable
     resume_topic: Executable
     paused_topics: Executable

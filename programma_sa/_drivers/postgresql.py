@@ -717,6 +717,34 @@ def _list_jobs(table: Table) -> Any:
     return build
 
 
+def _count_jobs(table: Table) -> Any:
+    """The counting family: how many jobs match a filter.
+
+    One branch per state, its state a literal, so the partial index of each —
+    ``ix_<table>_failed`` / ``_cancelled`` (topic, finished_at), the claim or the
+    processing index — serves it (index-only when no other criterion needs the
+    row): a count reads the entries of the states it counts, never the other rows.
+    (States of two indexes in one ``IN`` match neither index's predicate, and a
+    LIMIT to cap the count makes the planner expect the matching rows spread through
+    the table: both were planned as a scan of the whole table.) Count the small
+    states — failed, cancelled, live — or give a topic and a window."""
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = _shape_filters(table, replace(shape, states=None))
+        states = shape.states or tuple(state.value for state in JobState)
+        branches = union_all(
+            *(
+                select(func.count().label("jobs")).where(_states(table, (state,)), *filters)
+                for state in states
+            )
+        ).subquery("per_state")
+        return select(func.coalesce(func.sum(branches.c.jobs), 0))
+
+    return build
+
+
 def _rerun_values(table: Table) -> dict[str, Any]:
     """A re-run: a new job as enqueued now, with a fresh attempt budget. Its data
     and attributes stay (``last_error`` tells what happened before)."""
@@ -854,6 +882,7 @@ def _control_statements(table: Table) -> dict[str, Any]:
         "rerun_job": rerun_job,
         "rerun_jobs": _rerun_jobs(table),
         "list_jobs": _list_jobs(table),
+        "count_jobs": _count_jobs(table),
         "pause_topic": pause_topic,
         "resume_topic": resume_topic,
         "paused_topics": select(paused.c.topic, paused.c.paused_at).order_by(paused.c.topic),

@@ -1,12 +1,11 @@
 """Retry or cancel every job the list's filter matches: counted first, then done.
 
 ``GET bulk?action=retry&<the list's filter>`` shows how many jobs the filter
-matches now (listings of at most :data:`BULK_LIMIT` rows in all, one per state,
-each through the index its criteria choose) and a form; only its POST changes
+matches now (:meth:`JobQueue.count_jobs`: the entries of the states it takes, from
+their partial indexes) and a form; only its POST changes
 anything, and it takes at most :data:`BULK_LIMIT` jobs, so one confirmation is one
-bounded transaction. When as
-many were taken, more may match: the page says so, and confirming again takes the
-next ones.
+bounded transaction. When as many were taken, more may match: the page says so, and
+confirming again takes the next ones.
 
 - **retry** re-runs FAILED and CANCELLED jobs (``state`` narrows it to one) with
   :meth:`JobQueue.retry_jobs` — one statement, the oldest finished first. Re-runs
@@ -23,7 +22,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._job_records import JobDetail
 from .._session_types import SessionLike
 from ..exceptions import InvalidJobInput
 from ..queue import JobQueue
@@ -71,24 +69,8 @@ class Bulk:
         return criteria
 
     def count(self, queue: JobQueue, session: SessionLike, where: JobFilter) -> int:
-        """How many jobs it would take now, up to :data:`BULK_LIMIT`."""
-        return len(_matching(queue, session, self.criteria(where)))
-
-
-def _matching(
-    queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]
-) -> list[JobDetail]:
-    """Up to :data:`BULK_LIMIT` jobs matching ``criteria``, listed one state at a
-    time: a listing of two finished states with a limit this large can be planned as
-    a scan of the whole table (tests/dashboard/test_plans.py), one state's is served
-    by that state's index."""
-    jobs: list[JobDetail] = []
-    for state in criteria["state"]:
-        if len(jobs) == BULK_LIMIT:
-            break
-        limit = BULK_LIMIT - len(jobs)
-        jobs += queue.list_jobs(session, limit=limit, **{**criteria, "state": state}).jobs
-    return jobs
+        """How many jobs match it now (one confirmation takes :data:`BULK_LIMIT`)."""
+        return queue.count_jobs(session, **self.criteria(where))
 
 
 def _retry(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -> int:
@@ -96,7 +78,10 @@ def _retry(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -
 
 
 def _cancel(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) -> int:
-    return sum(cancel(queue, session, job.id) for job in _matching(queue, session, criteria))
+    # Jobs not finished: listed from the claim and processing indexes, which hold
+    # only those, so the listing never reads finished rows.
+    page = queue.list_jobs(session, limit=BULK_LIMIT, **criteria)
+    return sum(cancel(queue, session, job.id) for job in page.jobs)
 
 
 BULK: Mapping[str, Bulk] = {

@@ -72,7 +72,11 @@ def test_one_confirmation_takes_at_most_the_limit(web: Web, engine: Engine) -> N
         queue.add_jobs(session, "many", [{"data": n} for n in range(BULK_LIMIT + 1)])
     web.allowed.add("bulk-cancel")
     page = web.get("/bulk?action=cancel&topic=many").text
-    assert f"At least {BULK_LIMIT} jobs match now; one confirmation takes {BULK_LIMIT}" in page
+    assert (
+        f'<p id="bulk-count">{BULK_LIMIT + 1} jobs match now. One confirmation takes'
+        f" {BULK_LIMIT} of them; confirm again for the next ones.</p>"
+    ) in page
+    assert f'<button type="submit">Cancel {BULK_LIMIT} jobs</button>' in page
     done = web.post("/bulk", {"csrf_token": web.csrf_token(), "action": "cancel", "topic": "many"})
     assert done.headers["location"].endswith(f"notice=bulk-cancel-{BULK_LIMIT}")
     notice = web.get(f"/jobs?notice=bulk-cancel-{BULK_LIMIT}").text
