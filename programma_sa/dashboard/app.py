@@ -333,6 +333,9 @@ def _jobs(dashboard: Dashboard, request: WebRequest) -> PageContext:
         "page_size": PAGE_SIZE,
         "where": where,
         "states": list(JobState),
+        "bulk": []
+        if dashboard.read_only
+        else [bulk for bulk in BULK.values() if bulk.refusal(where) is None],
     }
 
 

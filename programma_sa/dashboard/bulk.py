@@ -49,21 +49,28 @@ class Bulk:
     #: Criteria of the list's filter it cannot honour (refused, not ignored).
     unsupported: tuple[str, ...] = ()
 
-    def criteria(self, where: JobFilter) -> dict[str, Any]:
-        """The criteria of ``where`` for this action.
-
-        :raises InvalidJobInput: the filter asks for what this action cannot do.
-        """
+    def refusal(self, where: JobFilter) -> str | None:
+        """Why this action cannot take the jobs ``where`` matches (``None``: it can;
+        the job list offers it only then)."""
         for name in self.unsupported:
             if getattr(where, name):
-                raise InvalidJobInput(
-                    f"{self.name} by filter cannot use {name}; clear it from the filter"
-                )
+                return f"{self.name} by filter cannot use {name}; clear it from the filter"
         if where.state and where.state not in self.states:
-            raise InvalidJobInput(
+            return (
                 f"{self.name} by filter takes jobs in state {' or '.join(self.states)}; "
                 f"the filter asks for {where.state!r}"
             )
+        return None
+
+    def criteria(self, where: JobFilter) -> dict[str, Any]:
+        """The criteria of ``where`` for this action.
+
+        :raises InvalidJobInput: the filter asks for what this action cannot do, or
+            is malformed.
+        """
+        refusal = self.refusal(where)
+        if refusal is not None:
+            raise InvalidJobInput(refusal)
         criteria = where.criteria()
         criteria["state"] = [where.state] if where.state else list(self.states)
         return criteria

@@ -122,6 +122,18 @@ def test_a_filter_an_action_cannot_honour(
     assert _states(engine, ids) == [JobState.FAILED]
 
 
+def test_the_list_offers_what_its_filter_allows(web: Web) -> None:
+    def offered(query: str) -> list[str]:
+        page = web.get(f"/jobs?{query}").text
+        return [name for name in ("retry", "cancel") if f"action={name}" in page]
+
+    assert offered("") == ["retry", "cancel"]
+    assert offered("state=failed") == ["retry"]
+    assert offered("state=processing") == ["cancel"]
+    assert offered("state=completed") == []
+    assert offered("created_after=2026-01-01T00:00:00Z") == ["cancel"]
+
+
 def test_bulk_refusals(make_web: object, engine: Engine) -> None:
     ids = _failed(engine, "emails", 2)
     form = {"action": "retry", "topic": "emails"}
