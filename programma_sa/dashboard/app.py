@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ..exceptions import ConfigurationError, InvalidJobInput, JobNotFound
+from ..exceptions import ConfigurationError, DuplicateJob, InvalidJobInput, JobNotFound
 from ..models import JobState
 from ..queue import JobQueue
 from ..schedules import Schedule
@@ -232,10 +232,8 @@ class Dashboard:
         try:
             with self.new_session() as session, session.begin():
                 changed = action.run(self.queue, session, target, request.form)
-        except InvalidJobInput as refused:
-            return self._error(request, 400, f"{action.label} refused: {refused}")
-        except JobNotFound as missing:  # deleted meanwhile, or a made-up id
-            return self._error(request, 404, f"{action.label} refused: {missing}")
+        except _REFUSALS as error:
+            return self._error(request, _status(error), f"{action.label} refused: {error}")
         notice = f"{action.name}-{'done' if changed else 'unchanged'}"
         return WebResponse(303, headers={"Location": _after(request.base, action, target, notice)})
 
@@ -253,10 +251,22 @@ class Dashboard:
             criteria = bulk.criteria(where)
             with self.new_session() as session, session.begin():
                 changed = bulk.run(self.queue, session, criteria)
-        except InvalidJobInput as refusal:
-            return self._error(request, 400, f"{bulk.label} by filter refused: {refusal}")
+        except _REFUSALS as error:
+            message = f"{bulk.label} by filter refused: {error}"
+            return self._error(request, _status(error), message)
         query = urlencode({**where.given(), "notice": f"bulk-{bulk.name}-{changed}"})
         return WebResponse(303, headers={"Location": f"{request.base}/jobs?{query}"})
+
+
+#: What the queue refuses an action with (nothing written): its form or the job's
+#: state (400), a job that is gone (404), a unique key another job holds now (409).
+_REFUSALS = (InvalidJobInput, JobNotFound, DuplicateJob)
+
+
+def _status(refused: Exception) -> int:
+    if isinstance(refused, JobNotFound):
+        return 404
+    return 409 if isinstance(refused, DuplicateJob) else 400
 
 
 def _after(base: str, action: Action, target: str, notice: str) -> str:

@@ -18,12 +18,13 @@ confirming again takes the next ones.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._session_types import SessionLike
-from ..exceptions import InvalidJobInput
+from ..exceptions import InvalidJobInput, JobNotFound
 from ..queue import JobQueue
 from .actions import RERUNNABLE, UNFINISHED, cancel
 from .listing import JobFilter
@@ -88,7 +89,14 @@ def _cancel(queue: JobQueue, session: SessionLike, criteria: Mapping[str, Any]) 
     # Jobs not finished: listed from the claim and processing indexes, which hold
     # only those, so the listing never reads finished rows.
     page = queue.list_jobs(session, limit=BULK_LIMIT, **criteria)
-    return sum(cancel(queue, session, job.id) for job in page.jobs)
+    return sum(_cancelled(queue, session, job.id) for job in page.jobs)
+
+
+def _cancelled(queue: JobQueue, session: SessionLike, job_id: uuid.UUID) -> bool:
+    try:
+        return cancel(queue, session, job_id)
+    except JobNotFound:  # deleted since it was listed: nothing to cancel
+        return False
 
 
 BULK: Mapping[str, Bulk] = {

@@ -321,3 +321,23 @@ def test_each_new_action_is_refused_like_the_others(
     refused = read_only.post(f"/actions/{name}", _form(read_only, **target))
     assert refused.status == 403 and "the dashboard is read-only" in refused.text
     unchanged()
+
+
+def test_a_retry_whose_unique_key_another_job_took_is_refused(web: Web, engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        first = queue.add_job(session, "emails", {}, unique_key="ann")
+        queue.move_job_to_failed(session, first)
+        queue.add_job(session, "emails", {}, unique_key="ann")  # the key is free again
+    web.allowed.update({"retry", "bulk-retry"})
+    refused = web.post("/actions/retry", _form(web, job_id=str(first)))
+    assert refused.status == 409
+    held = (
+        "a job with unique key &#39;ann&#39; is already enqueued in programma_jobs"
+        " (unique_key held by a job in one of its unique_states)"
+    )
+    assert f"Retry refused: {held}" in refused.text
+    by_filter = web.post("/bulk", _form(web, action="retry", topic="emails"))
+    assert by_filter.status == 409
+    assert f"Retry by filter refused: {held}" in by_filter.text
+    job = _job(engine, str(first))
+    assert job is not None and job.state is JobState.FAILED  # type: ignore[attr-defined]

@@ -154,3 +154,22 @@ def test_bulk_refusals(make_web: object, engine: Engine) -> None:
     refused = read_only.post("/bulk", {"csrf_token": read_only.csrf_token(), **form})
     assert refused.status == 403 and "the dashboard is read-only" in refused.text
     assert _states(engine, ids) == [JobState.FAILED] * 2
+
+
+def test_a_job_deleted_after_the_listing_is_skipped(engine: Engine) -> None:
+    """Another transaction deletes a listed job before its cancel: not counted."""
+    from programma_sa.dashboard.bulk import BULK
+
+    gone, kept = (enqueue(engine, "emails", {}) for _ in range(2))
+
+    class Racing(JobQueue):
+        def list_jobs(self, session: object, **options: object) -> object:  # type: ignore[override]
+            page = super().list_jobs(session, **options)  # type: ignore[arg-type]
+            with Session(engine) as other, other.begin():  # a second connection
+                assert queue.delete_job(other, gone)
+            return page
+
+    with Session(engine) as session, session.begin():
+        criteria = {"topic": "emails", "state": ["created"]}
+        assert BULK["cancel"].run(Racing(Job), session, criteria) == 1
+    assert _states(engine, [gone, kept]) == [JobState.CANCELLED]
