@@ -2,18 +2,17 @@
 
 ``GET bulk?action=retry&<the list's filter>`` shows how many jobs the filter
 matches now (:meth:`JobQueue.count_jobs`: the entries of the states it takes, from
-their partial indexes) and a form; only its POST changes
-anything, and it takes at most :data:`BULK_LIMIT` jobs, so one confirmation is one
-bounded transaction. When as many were taken, more may match: the page says so, and
-confirming again takes the next ones.
+their partial indexes) and a form; only its POST changes anything, and it takes at
+most :data:`BULK_LIMIT` jobs, so one confirmation is one bounded transaction. When
+more match, the page says so, and confirming again takes the next ones.
 
 - **retry** re-runs FAILED and CANCELLED jobs (``state`` narrows it to one) with
   :meth:`JobQueue.retry_jobs` — one statement, the oldest finished first. Re-runs
   are chosen by finish time, so the created window is refused rather than ignored.
 - **cancel** cancels jobs not finished (``state``: one of them) with
   :meth:`JobQueue.cancel_job`, one statement per job listed (the queue has no cancel
-  by filter); a job that finished between the listing and its cancel is left as it
-  is and not counted.
+  by filter); a job that finished, or was deleted, between the listing and its
+  cancel is left as it is and not counted.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from .listing import JobFilter
 
 __all__ = ["BULK", "BULK_LIMIT", "Bulk"]
 
-#: Jobs one confirmation takes at most (and the most the count says exactly).
+#: Jobs one confirmation takes at most.
 BULK_LIMIT = 1000
 
 
