@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
 from ._retention import TTL, Retention
-from ._stats import QueueStats, TopicStats
+from ._stats import QueueStats, Throughput, TopicStats
 from .async_queue import AsyncJobQueue
 from .exceptions import (
     CommitFailed,
@@ -86,6 +86,7 @@ __all__ = [
     "TaskDocumentError",
     "TaskRegistry",
     "TaskRun",
+    "Throughput",
     "TopicStats",
     "TransactionLost",
     "Unique",

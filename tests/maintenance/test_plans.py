@@ -435,6 +435,44 @@ def test_a_rerun_by_filter_reads_the_failed_rows_by_index(
     _assert_reads(nodes, {"failed", "cancelled", "pkey", "history"}, None)
 
 
+COUNT_CASES = [
+    (JobsShape(states=("failed",)), {}, {"failed"}),
+    (JobsShape(states=("failed", "cancelled"), topic=True), {"p_topic": "bulk"}, None),
+    (
+        JobsShape(states=("created", "active", "processing"), topic=True),
+        {"p_topic": "bulk"},
+        {"claim", "processing"},
+    ),
+    (
+        JobsShape(states=("failed",), topic=True, error_type=True),
+        {"p_topic": "bulk", "p_error_type": "app.Boom"},
+        {"failed"},
+    ),
+]
+
+
+@pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
+@pytest.mark.parametrize(
+    ("shape", "params", "exactly"),
+    COUNT_CASES,
+    ids=["failed", "failed+cancelled of a topic", "live of a topic", "failed by type"],
+)
+def test_a_count_reads_the_index_of_each_state_it_counts(
+    engine: Engine,
+    vacuum: bool,
+    shape: JobsShape,
+    params: dict[str, Any],
+    exactly: set[str] | None,
+) -> None:
+    """One branch per state: each state's partial index, never the table."""
+    _fill(engine, vacuum)
+    nodes = _plan(engine, statements_for("postgresql", TABLE).count_jobs(shape), params)
+    _assert_reads(nodes, exactly or {"failed", "cancelled", "history"}, None)
+    if exactly is not None:
+        used = {node["Index Name"] for node in nodes if "Index Name" in node}
+        assert used == {f"ix_{TABLE.name}_{index}" for index in exactly}
+
+
 @pytest.mark.parametrize(
     ("name", "params"),
     [

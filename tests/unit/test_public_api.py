@@ -51,6 +51,7 @@ PUBLIC_NAMES = {
     "TaskDocumentError",
     "TaskRegistry",
     "TaskRun",
+    "Throughput",
     "TopicStats",
     "TransactionLost",
     "Unique",
