@@ -1,4 +1,5 @@
-"""The plans of the control statements (issue #15) with a million finished rows.
+"""The plans of the control statements (issue #15) and of the dashboard's own with
+a million finished rows.
 
 One fresh database, built by the shipped migrations, filled once: 1,000,000 finished
 jobs of topic ``bulk`` (97% COMPLETED, 2% FAILED, 1% CANCELLED), a live backlog of
@@ -159,6 +160,35 @@ def _cases(newest: uuid.UUID) -> list[tuple[str, Executable, dict[str, Any]]]:
         ("re-run one job", STATEMENTS.rerun_job, {"p_job_id": newest}),
         ("pause a topic", STATEMENTS.pause_topic, {"p_topic": "bulk"}),
         ("stats, every topic", STATEMENTS.stats_all, {"p_window_seconds": 300.0}),
+        # The dashboard's: its throughput chart, the count of an action by filter, and
+        # what it lists (a cancel) — against a listing of the finished states.
+        (
+            "throughput, last hour in 12 bars",
+            STATEMENTS.throughput,
+            {"p_window_seconds": 3600.0, "p_buckets": 12},
+        ),
+        (
+            "count failed+cancelled of bulk",
+            STATEMENTS.count_jobs(JobsShape(states=("failed", "cancelled"), topic=True)),
+            {"p_topic": "bulk"},
+        ),
+        (
+            "count live jobs of bulk",
+            STATEMENTS.count_jobs(
+                JobsShape(states=("created", "active", "processing"), topic=True)
+            ),
+            {"p_topic": "bulk"},
+        ),
+        (
+            "list live jobs of bulk (1001)",
+            STATEMENTS.list_jobs(JobsShape(states=("created", "active", "processing"), topic=True)),
+            {"p_limit": 1001, "p_topic": "bulk"},
+        ),
+        (
+            "list failed+cancelled of bulk (1001)",
+            STATEMENTS.list_jobs(JobsShape(states=("failed", "cancelled"), topic=True)),
+            {"p_limit": 1001, "p_topic": "bulk"},
+        ),
     ]
 
 

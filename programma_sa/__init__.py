@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
 from ._retention import TTL, Retention
-from ._stats import QueueStats, TopicStats
+from ._stats import QueueStats, Throughput, TopicStats
 from .async_queue import AsyncJobQueue
 from .exceptions import (
     CommitFailed,
@@ -34,7 +34,7 @@ from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .schedules import Schedule
-from .tasks import Task, TaskRegistry, TaskRun
+from .tasks import Task, TaskRegistry, TaskRun, Unique
 from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
@@ -86,8 +86,10 @@ __all__ = [
     "TaskDocumentError",
     "TaskRegistry",
     "TaskRun",
+    "Throughput",
     "TopicStats",
     "TransactionLost",
+    "Unique",
     "WaitTimeout",
     "Worker",
     "WorkerSettings",

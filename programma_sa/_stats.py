@@ -15,7 +15,7 @@ from typing import Any
 from ._drivers.base import STATS_COUNTS
 from .models import JobState
 
-__all__ = ["QueueStats", "TopicStats", "read_stats"]
+__all__ = ["QueueStats", "Throughput", "TopicStats", "read_stats", "read_throughput"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +148,30 @@ def read_stats(
         window_seconds=window_seconds,
         topics=tuple(totals[name].stats(name, measured_at) for name in sorted(totals)),
     )
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Jobs finished in each of ``len(completed)`` equal parts of the last
+    ``window_seconds`` (every topic), oldest part first."""
+
+    window_seconds: float
+    completed: tuple[int, ...]
+    failed: tuple[int, ...]
+
+    @property
+    def bucket_seconds(self) -> float:
+        """How long each part is."""
+        return self.window_seconds / len(self.completed)
+
+
+def read_throughput(
+    rows: Iterable[Mapping[Any, Any]], window_seconds: float, buckets: int
+) -> Throughput:
+    """The throughput statement's rows (bucket 0 the most recent, empty ones absent)."""
+    completed, failed = [0] * buckets, [0] * buckets
+    for row in rows:
+        oldest_first = buckets - 1 - row["bucket"]
+        completed[oldest_first] = row["finished"] - row["failed"]
+        failed[oldest_first] = row["failed"]
+    return Throughput(window_seconds, tuple(completed), tuple(failed))

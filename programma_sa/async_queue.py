@@ -55,7 +55,7 @@ from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS,
 from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import AsyncExecutor
-from ._stats import QueueStats
+from ._stats import QueueStats, Throughput
 from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job_async
 from .models import JobState
 from .uniqueness import OnConflict
@@ -202,6 +202,11 @@ class AsyncJobQueue(QueueBase):
         )
         return await execute_async(session, operation)
 
+    async def count_jobs(self, session: AsyncExecutor, **criteria: Unpack[ListCriteria]) -> int:
+        """How many jobs match; see :meth:`JobQueue.count_jobs`."""
+        operation = self.control_operations.count_jobs(JobCriteria(**criteria))
+        return await execute_async(session, operation)
+
     async def pause_topic(self, session: AsyncExecutor, topic: str) -> bool:
         """Stop claims from ``topic``; see :meth:`JobQueue.pause_topic`."""
         return await execute_async(session, self.control_operations.pause_topic(topic))
@@ -237,6 +242,13 @@ class AsyncJobQueue(QueueBase):
     ) -> QueueStats:
         """Per-topic statistics; see :meth:`JobQueue.stats`."""
         operation = self.maintenance_operations.stats(topic, window_seconds)
+        return await execute_async(session, operation)
+
+    async def throughput(
+        self, session: AsyncExecutor, *, window_seconds: float = 3600.0, buckets: int = 12
+    ) -> Throughput:
+        """Jobs completed and failed per part of a window; see :meth:`JobQueue.throughput`."""
+        operation = self.maintenance_operations.throughput(window_seconds, buckets)
         return await execute_async(session, operation)
 
     async def prune(

@@ -60,7 +60,7 @@ from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS,
 from ._queue_base import QueueBase
 from ._retention import Retention
 from ._session_types import Executor
-from ._stats import QueueStats
+from ._stats import QueueStats, Throughput
 from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job
 from .models import JobState, jobs_table
 from .uniqueness import OnConflict
@@ -306,6 +306,15 @@ class JobQueue(QueueBase):
         )
         return execute(session, operation)
 
+    def count_jobs(self, session: Executor, **criteria: Unpack[ListCriteria]) -> int:
+        """How many jobs match every criterion given (those of :meth:`list_jobs`).
+
+        Each state is counted from its partial index: counting FAILED, CANCELLED or
+        unfinished jobs reads only theirs, however many jobs have completed (see
+        ``docs/control.md``); counting COMPLETED ones reads all of theirs."""
+        operation = self.control_operations.count_jobs(JobCriteria(**criteria))
+        return execute(session, operation)
+
     def pause_topic(self, session: Executor, topic: str) -> bool:
         """Stop every worker claiming jobs of ``topic`` (from each one's next claim, once
         the session commits); enqueues go on. False if it was paused already."""
@@ -353,6 +362,14 @@ class JobQueue(QueueBase):
         """Per-topic statistics of the jobs table, in one statement on ``session``:
         :func:`programma_sa.maintenance.stats` (see ``docs/maintenance.md``)."""
         return execute(session, self.maintenance_operations.stats(topic, window_seconds))
+
+    def throughput(
+        self, session: Executor, *, window_seconds: float = 3600.0, buckets: int = 12
+    ) -> Throughput:
+        """Jobs completed and failed (every topic) in each of ``buckets`` equal parts of
+        the last ``window_seconds``, oldest first; one statement reading only the
+        index entries finished inside the window (see ``docs/maintenance.md``)."""
+        return execute(session, self.maintenance_operations.throughput(window_seconds, buckets))
 
     def prune(
         self, session: Executor, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE

@@ -33,6 +33,7 @@ __all__ = [
     "UNFINISHED",
     "OnConflict",
     "check_on_conflict",
+    "check_period",
     "check_unique_states",
     "states_literal",
     "unique_key",
@@ -166,7 +167,9 @@ def unique_key(
     return check.check_unique_key(f"{name}:{digest}")
 
 
-def _period_index(period: timedelta | float, at: datetime | None) -> int:
+def check_period(period: object, where: str) -> float:
+    """A key's time period in seconds: a positive number of seconds or a ``timedelta``
+    (``where``: how an error names it)."""
     seconds = period.total_seconds() if isinstance(period, timedelta) else period
     if (
         isinstance(seconds, bool)
@@ -175,9 +178,13 @@ def _period_index(period: timedelta | float, at: datetime | None) -> int:
         or seconds <= 0
     ):
         raise InvalidJobInput(
-            f"unique_key: period must be a positive number of seconds or a timedelta, "
-            f"got {period!r}"
+            f"{where}: period must be a positive number of seconds or a timedelta, got {period!r}"
         )
+    return seconds
+
+
+def _period_index(period: timedelta | float, at: datetime | None) -> int:
+    seconds = check_period(period, "unique_key")
     moment = datetime.now(timezone.utc) if at is None else check.start_date(at, "unique_key: at")
     # Whole microseconds since the epoch, so the period boundaries are exact.
     micros = (moment - _EPOCH) // timedelta(microseconds=1)

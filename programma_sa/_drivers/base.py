@@ -43,7 +43,7 @@ StatementFamily = Callable[[Hashable], Executable]
 @dataclass(frozen=True)
 class JobsShape:
     """Which criteria a listing or a re-run by filter gives: the ``variant`` of
-    ``list_jobs`` and ``rerun_jobs``.
+    ``list_jobs``, ``count_jobs`` and ``rerun_jobs``.
 
     ``states`` are inlined as literals (so that the partial indexes, whose
     predicates name states, can serve the statement); every other criterion given
@@ -103,11 +103,13 @@ StatementName = Literal[
     "rerun_job",
     "rerun_jobs",
     "list_jobs",
+    "count_jobs",
     "pause_topic",
     "resume_topic",
     "paused_topics",
     "stats_all",
     "stats_topic",
+    "throughput",
     "finished_topics",
     "prune_completed",
     "prune_failed",
@@ -130,7 +132,7 @@ class Statements:
     wait and ``clock`` (the database's time) for its schedules. Control of jobs in
     flight: the worker's ``renew_leases``, ``release_unstarted``, ``cancel_unchanged``
     and ``lease_states``; the caller's ``cancel_job``, ``rerun_job``, ``rerun_jobs``
-    and ``list_jobs`` (both :data:`StatementFamily`), ``pause_topic``,
+    ``list_jobs`` and ``count_jobs`` (each a :data:`StatementFamily`), ``pause_topic``,
     ``resume_topic`` and ``paused_topics``. Maintenance: ``stats_*``,
     ``finished_topics``, ``cancelled_topics``, ``prune_*`` and the prune lock.
     """
@@ -173,11 +175,16 @@ class Statements:
     rerun_job: Executable
     rerun_jobs: StatementFamily
     list_jobs: StatementFamily
+    count_jobs: StatementFamily
     pause_topic: Executable
     resume_topic: Executable
     paused_topics: Executable
     stats_all: Executable
     stats_topic: Executable
+    #: Jobs finished (COMPLETED or FAILED) and FAILED in each of ``p_buckets``
+    #: equal parts of the last ``p_window_seconds``: rows (bucket, finished, failed),
+    #: bucket 0 the most recent; buckets with none are absent.
+    throughput: Executable
     finished_topics: Executable
     prune_completed: Executable
     prune_failed: Executable

@@ -78,6 +78,9 @@ from .base import STATS_COUNTS, STATS_TIMES, JobsShape, Statements
 __all__ = ["build_statements", "control_channel", "finished_channel", "notify_channel"]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
+#: ``LIMIT 1`` written as such: a parameter (what ``.limit(1)`` sends) makes a
+#: prepared statement's generic plan guess a tenth of the rows instead.
+_ONE = literal_column("1", Integer())
 
 
 def _empty_as_null(attributes: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -314,7 +317,14 @@ def _job_statements(table: Table) -> dict[str, Any]:
     # state/start_after) before it is locked, so a freshly leased job is not
     # taken again.
     topic = bindparam("p_topic", type_=Text())
-    max_jobs = bindparam("p_max_jobs", type_=Integer())
+    # The batch size is written into the statement's text (a checked int, rendered
+    # by SQLAlchemy at execution), not sent as a parameter: a prepared claim (psycopg
+    # 3 prepares a statement run five times; asyncpg prepares every one) then gets a
+    # generic plan as good as a custom one and PostgreSQL stops planning it on every
+    # claim. With LIMIT $n the generic plan guesses a tenth of the table for the
+    # batch — a hash join over a sequential scan — so every claim was planned anew,
+    # which cost more than running it. One prepared statement per batch size in use.
+    max_jobs = bindparam("p_max_jobs", type_=Integer(), literal_execute=True)
     levels = _priority_levels(table, topic, "levels")
     due = (
         select(t.id, t.start_after)
@@ -717,6 +727,34 @@ def _list_jobs(table: Table) -> Any:
     return build
 
 
+def _count_jobs(table: Table) -> Any:
+    """The counting family: how many jobs match a filter.
+
+    One branch per state, its state a literal, so the partial index of each —
+    ``ix_<table>_failed`` / ``_cancelled`` (topic, finished_at), the claim or the
+    processing index — serves it (index-only when no other criterion needs the
+    row): a count reads the entries of the states it counts, never the other rows.
+    (States of two indexes in one ``IN`` match neither index's predicate, and a
+    LIMIT to cap the count makes the planner expect the matching rows spread through
+    the table: both were planned as a scan of the whole table.) Count the small
+    states — failed, cancelled, live — or give a topic and a window."""
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = _shape_filters(table, replace(shape, states=None))
+        states = shape.states or tuple(state.value for state in JobState)
+        branches = union_all(
+            *(
+                select(func.count().label("jobs")).where(_states(table, (state,)), *filters)
+                for state in states
+            )
+        ).subquery("per_state")
+        return select(func.coalesce(func.sum(branches.c.jobs), 0))
+
+    return build
+
+
 def _rerun_values(table: Table) -> dict[str, Any]:
     """A re-run: a new job as enqueued now, with a fresh attempt budget. Its data
     and attributes stay (``last_error`` tells what happened before)."""
@@ -854,6 +892,7 @@ def _control_statements(table: Table) -> dict[str, Any]:
         "rerun_job": rerun_job,
         "rerun_jobs": _rerun_jobs(table),
         "list_jobs": _list_jobs(table),
+        "count_jobs": _count_jobs(table),
         "pause_topic": pause_topic,
         "resume_topic": resume_topic,
         "paused_topics": select(paused.c.topic, paused.c.paused_at).order_by(paused.c.topic),
@@ -865,13 +904,14 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
     row: a recursive CTE that jumps from one level to the next lower one (a loose
     index scan of the claim index: one descent per level, however many jobs each
     level has). It is read lazily: a claim whose batch fills on the first levels
-    never looks for the others."""
+    never looks for the others. Its LIMITs are literals, not parameters, for the
+    claim's generic plan (see the claim)."""
     t = table.c
     first = (
         select(t.priority)
         .where(t.topic == topic, _claimable(table))
         .order_by(t.priority.desc())
-        .limit(1)
+        .limit(_ONE)
     )
     levels = first.cte(name, recursive=True)
     lower = table.alias(f"{name}_lower")
@@ -879,7 +919,7 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
         select(lower.c.priority)
         .where(lower.c.topic == topic, _claimable(lower), lower.c.priority < levels.c.priority)
         .order_by(lower.c.priority.desc())
-        .limit(1)
+        .limit(_ONE)
         .scalar_subquery()
     )
     return levels.union_all(select(next_level).where(levels.c.priority.is_not(None)))
@@ -1081,6 +1121,60 @@ def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
     )
 
 
+def _throughput(table: Table) -> Select[tuple[object, ...]]:
+    """Finished and failed jobs per bucket of the last ``p_window_seconds``.
+
+    Bounded by the window, not the table: the topics come from a loose index scan
+    of ``ix_<table>_finished`` (one descent per topic), and each topic's recent
+    rows from a range scan of ``ix_<table>_finished`` (COMPLETED and FAILED) and of
+    ``ix_<table>_failed`` on (topic, finished_at) — index-only, reading only the
+    entries finished inside the window. COMPLETED = finished - failed, as in stats.
+    Each topic's rows are counted inside their LATERAL subquery: a subquery with an
+    aggregate is not flattened into a join, which the planner (expecting a large
+    share of the table to be recent) would serve with a scan of the whole table.
+    """
+    t = table.c
+    now = _db_now()
+    window = bindparam("p_window_seconds", type_=Float())
+    buckets = bindparam("p_buckets", type_=Integer())
+    topics = _finished_topics(table).subquery("topics")
+    age = func.extract("epoch", now - t.finished_at)
+    # A job finished after this transaction's now() has a negative age: bucket 0.
+    bucket = func.greatest(
+        0, func.least(buckets - 1, cast(func.floor(age * buckets / window), Integer()))
+    )
+
+    def branch(states: ColumnElement[bool], kind: str) -> Select[Any]:
+        counted = (
+            select(bucket.label("bucket"), func.count().label("jobs"))
+            .where(
+                states, t.topic == topics.c.topic, t.finished_at >= now - _interval_seconds(window)
+            )
+            .group_by(bucket)
+            .lateral(f"recent_{kind}")
+        )
+        return select(
+            counted.c.bucket,
+            counted.c.jobs,
+            literal_column(f"'{kind}'", Text()).label("kind"),
+        ).select_from(topics.join(counted, true()))
+
+    rows = union_all(
+        branch(_finished(table), "finished"), branch(t.state == _state(JobState.FAILED), "failed")
+    ).subquery("rows")
+    return (
+        select(
+            rows.c.bucket,
+            func.coalesce(func.sum(rows.c.jobs).filter(rows.c.kind == "finished"), 0).label(
+                "finished"
+            ),
+            func.coalesce(func.sum(rows.c.jobs).filter(rows.c.kind == "failed"), 0).label("failed"),
+        )
+        .group_by(rows.c.bucket)
+        .order_by(rows.c.bucket)
+    )
+
+
 def _claimable(table: FromClause) -> ColumnElement[bool]:
     """The claim index's predicate, as literals the planner can match to it."""
     return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
@@ -1157,6 +1251,7 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
     return {
         "stats_all": _stats(table, one_topic=False),
         "stats_topic": _stats(table, one_topic=True),
+        "throughput": _throughput(table),
         "finished_topics": _finished_topics(table),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),

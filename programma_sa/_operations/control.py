@@ -158,12 +158,23 @@ def _changed(result: Result[Any]) -> bool:
     return result.first() is not None
 
 
+def _count(result: Result[Any]) -> int:
+    return int(result.scalar_one())
+
+
 def _ids(result: Result[Any]) -> list[uuid.UUID]:
     return list(result.scalars().all())
 
 
 def _paused(result: Result[Any]) -> list[PausedTopic]:
     return [PausedTopic(row.topic, row.paused_at) for row in result]
+
+
+def _any_states(criteria: JobCriteria) -> tuple[str, ...] | None:
+    """The states a listing or a count asks for (any of the six), checked."""
+    if criteria.state is None:
+        return None
+    return _states(criteria.state, [state.value for state in JobState], "state")
 
 
 class ControlOperations:
@@ -221,12 +232,7 @@ class ControlOperations:
         limit: int,
     ) -> Operation[JobPage]:
         """A page of the jobs matching ``criteria``, newest first, after ``cursor``."""
-        states = (
-            None
-            if criteria.state is None
-            else _states(criteria.state, [state.value for state in JobState], "state")
-        )
-        shape, params = self._criteria(criteria, states)
+        shape, params = self._criteria(criteria, _any_states(criteria))
         page_size = _limit(limit, MAX_PAGE_SIZE)
         if cursor is not None:
             if not isinstance(cursor, (uuid.UUID, str)):
@@ -246,6 +252,11 @@ class ControlOperations:
             return JobPage(jobs, jobs[-1].id if more else None)
 
         return Operation(self.table, "list_jobs", params, read, variant=shape)
+
+    def count_jobs(self, criteria: JobCriteria) -> Operation[int]:
+        """How many jobs match ``criteria``."""
+        shape, params = self._criteria(criteria, _any_states(criteria))
+        return Operation(self.table, "count_jobs", params, _count, variant=shape)
 
     def retry_jobs(self, criteria: JobCriteria, *, limit: int) -> Operation[list[uuid.UUID]]:
         """Re-run up to ``limit`` failed (or cancelled) jobs matching ``criteria``."""

@@ -22,7 +22,7 @@ from sqlalchemy import Result, Table
 from .. import _validation as check
 from .._drivers import StatementName
 from .._retention import Retention
-from .._stats import QueueStats, read_stats
+from .._stats import QueueStats, Throughput, read_stats, read_throughput
 from ..exceptions import InvalidJobInput
 from ..models import JobState
 from . import Operation
@@ -107,6 +107,19 @@ class MaintenanceOperations:
             return read_stats(result.mappings(), self.table.fullname, window, topic)
 
         return Operation(self.table, statement, params, read)
+
+    def throughput(self, window_seconds: object, buckets: object) -> Operation[Throughput]:
+        window = _window(window_seconds)
+        if window <= 0:
+            raise InvalidJobInput(f"window_seconds must be positive, got {window_seconds!r}")
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 240:
+            raise InvalidJobInput(f"buckets must be an int from 1 to 240, got {buckets!r}")
+        params = {"p_window_seconds": window, "p_buckets": buckets}
+
+        def read(result: Result[Any]) -> Throughput:
+            return read_throughput(result.mappings(), window, buckets)
+
+        return Operation(self.table, "throughput", params, read)
 
     def finished_topics(self, state: JobState = JobState.COMPLETED) -> Operation[list[str]]:
         """The topics that have jobs finished in ``state``: COMPLETED and FAILED ones

@@ -20,13 +20,15 @@ from urllib.parse import urlencode
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ..exceptions import ConfigurationError, InvalidJobInput
+from ..exceptions import ConfigurationError, DuplicateJob, InvalidJobInput, JobNotFound
 from ..models import JobState
 from ..queue import JobQueue
 from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
-from .actions import ACTIONS, Action
-from .listing import PAGE_SIZE, job_page
+from .actions import ACTIONS, Action, TopicView
+from .bulk import BULK, BULK_LIMIT
+from .chart import throughput_chart
+from .listing import PAGE_SIZE, JobFilter, job_page
 from .live import ChangeFeed
 from .render import render
 
@@ -38,8 +40,9 @@ VIEW = "view"
 #: The host's permission hook: ``(framework request, "view" or an action name) -> bool``.
 Permission = Callable[[Any, str], bool]
 
-#: The window of the overview's "last hour" counts.
+#: The window of the overview's "last hour" counts and chart, and the chart's bars.
 _WINDOW_SECONDS = 3600.0
+_CHART_BARS = 12
 
 _STATIC_TYPES = {
     "htmx.min.js": "text/javascript; charset=utf-8",
@@ -146,6 +149,8 @@ class Dashboard:
                 if request.method != "POST":  # nothing changes on GET
                     return self._error(request, 405, "an action is a POST of its form")
                 return self._act(request, request.path.removeprefix("/actions/"))
+            if request.path == "/bulk" and request.method == "POST":
+                return self._bulk(request)
             if request.method not in ("GET", "HEAD"):
                 return self._error(request, 405, f"{request.method} is not allowed here")
             page = _PAGES.get(request.path)
@@ -157,6 +162,8 @@ class Dashboard:
             return self._page(request, template, context)
         except _NotFound as missing:
             return self._error(request, 404, str(missing))
+        except InvalidJobInput as refused:  # a page's criteria, such as the list's filter
+            return self._error(request, 400, str(refused))
 
     def _page(
         self, request: WebRequest, template: str, context: dict[str, Any], status: int = 200
@@ -197,6 +204,18 @@ class Dashboard:
 
     # -- actions -----------------------------------------------------------------------
 
+    def _refusal(self, request: WebRequest, permission: str) -> WebResponse | None:
+        """Why a POST may not change anything, checked in order: read-only, CSRF,
+        the host's hook (asked for ``permission``); ``None`` when it may."""
+        if self.read_only:
+            return self._error(request, 403, "the dashboard is read-only")
+        refusal = csrf_refusal(request)
+        if refusal is not None:
+            return self._error(request, 403, refusal)
+        if not self.permission(request.native, permission):
+            return self._error(request, 403, f"you may not {permission} here")
+        return None
+
     def _act(self, request: WebRequest, name: str) -> WebResponse:
         """Refusals in order: read-only, unknown action, CSRF, the host's hook, the
         form; only then the action, in a transaction of its own."""
@@ -205,20 +224,49 @@ class Dashboard:
         action = ACTIONS.get(name)
         if action is None:
             raise _NotFound(f"no action {name!r}")
-        refusal = csrf_refusal(request)
-        if refusal is not None:
-            return self._error(request, 403, refusal)
-        if not self.permission(request.native, action.name):
-            return self._error(request, 403, f"you may not {action.name} here")
+        refused = self._refusal(request, action.name)
+        if refused is not None:
+            return refused
         field = "job_id" if action.target == "job" else "topic"
         target = request.form.get(field, "")
         try:
             with self.new_session() as session, session.begin():
                 changed = action.run(self.queue, session, target, request.form)
-        except InvalidJobInput as refused:
-            return self._error(request, 400, f"{action.label} refused: {refused}")
+        except _REFUSALS as error:
+            return self._error(request, _status(error), f"{action.label} refused: {error}")
         notice = f"{action.name}-{'done' if changed else 'unchanged'}"
         return WebResponse(303, headers={"Location": _after(request.base, action, target, notice)})
+
+    def _bulk(self, request: WebRequest) -> WebResponse:
+        """A bulk action's POST: the refusals of any action (asked for
+        ``bulk-<name>``), then at most ``BULK_LIMIT`` jobs in one transaction."""
+        bulk = BULK.get(request.form.get("action", ""))
+        if bulk is None:
+            raise _NotFound(f"no bulk action {request.form.get('action', '')!r}")
+        refused = self._refusal(request, f"bulk-{bulk.name}")
+        if refused is not None:
+            return refused
+        where = JobFilter.from_query(request.form)
+        try:
+            criteria = bulk.criteria(where)
+            with self.new_session() as session, session.begin():
+                changed = bulk.run(self.queue, session, criteria)
+        except _REFUSALS as error:
+            message = f"{bulk.label} by filter refused: {error}"
+            return self._error(request, _status(error), message)
+        query = urlencode({**where.given(), "notice": f"bulk-{bulk.name}-{changed}"})
+        return WebResponse(303, headers={"Location": f"{request.base}/jobs?{query}"})
+
+
+#: What the queue refuses an action with (nothing written): its form or the job's
+#: state (400), a job that is gone (404), a unique key another job holds now (409).
+_REFUSALS = (InvalidJobInput, JobNotFound, DuplicateJob)
+
+
+def _status(refused: Exception) -> int:
+    if isinstance(refused, JobNotFound):
+        return 404
+    return 409 if isinstance(refused, DuplicateJob) else 400
 
 
 def _after(base: str, action: Action, target: str, notice: str) -> str:
@@ -232,6 +280,10 @@ def _after(base: str, action: Action, target: str, notice: str) -> str:
 def _notice(code: str) -> str | None:
     """The text of a notice code an action redirected with (unknown codes: none)."""
     name, _, outcome = code.rpartition("-")
+    if name.startswith("bulk-") and name.removeprefix("bulk-") in BULK and outcome.isdigit():
+        bulk, count = BULK[name.removeprefix("bulk-")], int(outcome)
+        more = " (the most one confirmation takes: more may match)" if count >= BULK_LIMIT else ""
+        return f"{bulk.label} by filter: {count} job{'' if count == 1 else 's'}{more}."
     action = ACTIONS.get(name)
     if action is None or outcome not in ("done", "unchanged"):
         return None
@@ -254,7 +306,14 @@ PageContext = tuple[str, dict[str, Any]]
 def _overview(dashboard: Dashboard, request: WebRequest) -> PageContext:
     with dashboard.new_session() as session:
         stats = dashboard.queue.stats(session, window_seconds=_WINDOW_SECONDS)
-    return "overview.html", {"stats": stats, "states": list(JobState)}
+        throughput = dashboard.queue.throughput(
+            session, window_seconds=_WINDOW_SECONDS, buckets=_CHART_BARS
+        )
+    return "overview.html", {
+        "stats": stats,
+        "states": list(JobState),
+        "chart": throughput_chart(throughput),
+    }
 
 
 def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
@@ -263,10 +322,12 @@ def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
         raise _NotFound("no topic named: give ?name=")
     with dashboard.new_session() as session:
         stats = dashboard.queue.stats(session, name, window_seconds=_WINDOW_SECONDS)
+        paused = {p.topic: p.paused_at for p in dashboard.queue.paused_topics(session)}
     topic = stats.topic(name)
     return "topic.html", {
         "topic": topic,
-        "actions": _offered(dashboard, "topic", topic),
+        "paused_at": paused.get(name),
+        "actions": _offered(dashboard, "topic", TopicView(name, name in paused)),
         "measured_at": stats.measured_at,
         "states": list(JobState),
         "schedules": [s for s in dashboard.schedules if s.topic == name],
@@ -274,9 +335,30 @@ def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
 
 
 def _jobs(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    where = JobFilter.from_query(request.query)
     with dashboard.new_session() as session:
-        page = job_page(dashboard.queue, session)
-    return "jobs.html", {"page": page, "page_size": PAGE_SIZE}
+        page = job_page(dashboard.queue, session, where, request.query.get("cursor", ""))
+    return "jobs.html", {
+        "page": page,
+        "page_size": PAGE_SIZE,
+        "where": where,
+        "states": list(JobState),
+        "bulk": []
+        if dashboard.read_only
+        else [bulk for bulk in BULK.values() if bulk.refusal(where) is None],
+    }
+
+
+def _bulk_page(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    """The count a bulk action would take now, and (not read-only) its form."""
+    name = request.query.get("action", "")
+    bulk = BULK.get(name)
+    if bulk is None:
+        raise _NotFound(f"no bulk action {name!r} (retry or cancel)")
+    where = JobFilter.from_query(request.query)
+    with dashboard.new_session() as session:
+        count = bulk.count(dashboard.queue, session, where)
+    return "bulk.html", {"bulk": bulk, "where": where, "count": count, "limit": BULK_LIMIT}
 
 
 def _job(dashboard: Dashboard, request: WebRequest) -> PageContext:
@@ -303,5 +385,6 @@ _PAGES: dict[str, Callable[[Dashboard, WebRequest], PageContext]] = {
     "/topic": _topic,
     "/jobs": _jobs,
     "/job": _job,
+    "/bulk": _bulk_page,
     "/schedules": _schedules,
 }

@@ -1,12 +1,14 @@
 """Live updates: one LISTEN connection, any number of open event streams.
 
-Every enqueue announces itself with ``pg_notify`` on the queue's channel (see
-:mod:`programma_sa.worker.listen`). :class:`ChangeFeed` listens there once for the
-whole dashboard, on a connection of its own (a :class:`~programma_sa.worker.listen.Listener`,
-which reconnects by itself), and counts the notifications; each server-sent event
-stream waits for that count to move. Changes nobody announces (a worker completing
-a job) reach the pages through their polling fallback, which runs whether or not
-the event stream is up.
+Every enqueue and re-run announces itself with ``pg_notify`` on the queue's
+channel (see :mod:`programma_sa.worker.listen`), and every job a worker finishes
+(completed, failed, cancelled) on the finished channel (what ``wait_for_job``
+waits on). :class:`ChangeFeed` listens on both once for the whole dashboard, on a
+connection of its own (a :class:`~programma_sa.worker.listen.Listener`, which
+reconnects by itself), and counts the notifications; each server-sent event stream
+waits for that count to move. Changes nobody announces (a job moved by a direct
+``move_job_to_done`` call, a claim) reach the pages through their polling
+fallback, which runs whether or not the event stream is up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from sqlalchemy import Table
 from sqlalchemy.engine import URL
 
-from .._drivers.postgresql import notify_channel
+from .._drivers.postgresql import finished_channel, notify_channel
 from ..worker.listen import Listener, conninfo_from_url
 
 __all__ = ["KEEPALIVE_SECONDS", "ChangeFeed", "event"]
@@ -38,8 +40,15 @@ class ChangeFeed:
     threads (Flask) or from an event loop (Starlette)."""
 
     def __init__(self, url: URL, table: Table) -> None:
+        # The listener's second channel (a worker's control channel) is the finished
+        # one here: both on the one connection, every payload a change.
         self._listener = Listener(
-            conninfo_from_url(url), notify_channel(table), None, self._changed
+            conninfo_from_url(url),
+            notify_channel(table),
+            None,
+            self._changed,
+            control_channel=finished_channel(table),
+            on_control=lambda payload: self._changed(),
         )
         self._condition = threading.Condition()
         self._version = 0

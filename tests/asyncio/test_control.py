@@ -40,6 +40,8 @@ async def test_cancel_rerun_and_list(aqueue: AsyncJobQueue, async_session: Async
     assert [
         j.id for j in (await aqueue.list_jobs(async_session, attributes={"tenant": "a"})).jobs
     ] == [second]
+    assert await aqueue.count_jobs(async_session, topic="t") == 2
+    assert await aqueue.count_jobs(async_session, state=["cancelled", "failed"]) == 1
     assert await aqueue.retry_job(async_session, first) is None
     job = await aqueue.get_job(async_session, first)
     assert job is not None and (job.state, job.attempts) == (JobState.CREATED, 0)
@@ -59,6 +61,8 @@ async def test_bad_input_gets_the_sync_messages(
         r"cancelled; got 'bogus'$",
     ):
         await aqueue.list_jobs(async_session, state="bogus")
+    with pytest.raises(InvalidJobInput, match=r"^error_type must be a non-empty string; got ''$"):
+        await aqueue.count_jobs(async_session, error_type="")
     with pytest.raises(InvalidJobInput, match=r"^limit must be an int from 1 to 10000; got 0$"):
         await aqueue.retry_jobs(async_session, limit=0)
 

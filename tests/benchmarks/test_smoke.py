@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import pickup_breakdown, pressure, run
+from benchmarks import claim_planning, pickup_breakdown, pressure, run
 from benchmarks.workloads import all_workloads
 
 
@@ -90,6 +90,22 @@ def test_pickup_breakdown_runs_every_variant(
     for name in pickup_breakdown.VARIANTS:
         assert f"| {name} | " in table
     assert "Worker timeline" in table
+
+
+def test_claim_planning_runs_the_claim_planned_once(
+    admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claim_planning.main(["--database-url", admin_url, "--claims", "5", "--rounds", "1"])
+
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.rstrip(" |").rsplit(" | ", 1)[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| raw") or line.startswith("| claim_jobs")
+    }
+    assert len(rows) == 3
+    # The claim ran its generic plan once prepared; forced to plan each call, never.
+    assert int(rows["claim_jobs, generic plan (planned once)"]) > 0
+    assert rows["claim_jobs, planned every call (force_custom_plan)"] == "0"
 
 
 @pytest.mark.parametrize(

@@ -216,3 +216,128 @@ def test_a_topic_action_goes_back_to_its_topic(
     assert done.status == 303
     assert done.headers["location"] == "/dash/topic?name=a+b&notice=note-done"
     assert seen == ["a b"]
+
+
+def _form(web: Web, **fields: str) -> dict[str, str]:
+    return {"csrf_token": web.csrf_token(), **fields}
+
+
+def test_cancel(web: Web, engine: Engine) -> None:
+    job_id = _enqueue(engine)
+    web.allowed.add("cancel")
+    assert 'action="/dash/actions/cancel"' in web.get(f"/job?id={job_id}").text
+    done = web.post("/actions/cancel", _form(web, job_id=job_id))
+    assert done.headers["location"] == f"/dash/job?id={job_id}&notice=cancel-done"
+    job = _job(engine, job_id)
+    assert job is not None and job.state is JobState.CANCELLED  # type: ignore[attr-defined]
+    page = web.get(f"/job?id={job_id}&notice=cancel-done").text
+    assert "Cancel: done." in page
+    assert 'action="/dash/actions/cancel"' not in page  # finished: not offered again
+    again = web.post("/actions/cancel", _form(web, job_id=job_id))
+    assert again.headers["location"] == f"/dash/job?id={job_id}&notice=cancel-unchanged"
+
+
+def test_retry(web: Web, engine: Engine) -> None:
+    job_id = _enqueue(engine)
+    web.allowed.add("retry")
+    assert 'action="/dash/actions/retry"' not in web.get(f"/job?id={job_id}").text
+    with Session(engine) as session, session.begin():
+        queue.move_job_to_failed(session, job_id)
+    assert 'action="/dash/actions/retry"' in web.get(f"/job?id={job_id}").text
+    done = web.post("/actions/retry", _form(web, job_id=job_id))
+    assert done.headers["location"] == f"/dash/job?id={job_id}&notice=retry-done"
+    job = _job(engine, job_id)
+    assert job is not None and job.state is JobState.CREATED  # type: ignore[attr-defined]
+    refused = web.post("/actions/retry", _form(web, job_id=job_id))
+    assert refused.status == 400
+    assert (
+        f"Retry refused: job {job_id} is created; only failed or cancelled jobs can be re-run"
+        in refused.text
+    )
+
+
+@pytest.mark.parametrize("name", ["cancel", "retry"])
+def test_a_job_that_is_gone(web: Web, name: str) -> None:
+    web.allowed.add(name)
+    missing = "0190a0b2-0000-7000-8000-000000000000"
+    refused = web.post(f"/actions/{name}", _form(web, job_id=missing))
+    assert refused.status == 404
+    assert f"{name.title()} refused: no job with id {missing}" in refused.text
+
+
+def test_pause_and_resume(web: Web, engine: Engine) -> None:
+    web.allowed.update({"pause", "resume"})
+    page = web.get("/topic?name=emails").text
+    assert 'action="/dash/actions/pause"' in page
+    assert 'action="/dash/actions/resume"' not in page
+    done = web.post("/actions/pause", _form(web, topic="emails"))
+    assert done.headers["location"] == "/dash/topic?name=emails&notice=pause-done"
+    with Session(engine) as session:
+        assert [p.topic for p in queue.paused_topics(session)] == ["emails"]
+    page = web.get("/topic?name=emails").text
+    assert 'id="topic-paused">Paused since' in page
+    assert 'action="/dash/actions/pause"' not in page
+    assert 'action="/dash/actions/resume"' in page
+    again = web.post("/actions/pause", _form(web, topic="emails"))
+    assert again.headers["location"] == "/dash/topic?name=emails&notice=pause-unchanged"
+    resumed = web.post("/actions/resume", _form(web, topic="emails"))
+    assert resumed.headers["location"] == "/dash/topic?name=emails&notice=resume-done"
+    with Session(engine) as session:
+        assert queue.paused_topics(session) == []
+    refused = web.post("/actions/pause", _form(web, topic=""))
+    assert refused.status == 400
+    assert "Pause refused: the form&#39;s &#39;topic&#39; field is missing or empty" in refused.text
+
+
+@pytest.mark.parametrize("name", ["cancel", "retry", "pause", "resume"])
+def test_each_new_action_is_refused_like_the_others(
+    make_web: object, engine: Engine, name: str
+) -> None:
+    """Without the host's permission, without CSRF, read-only: nothing changes."""
+    job_id = _enqueue(engine)
+    with Session(engine) as session, session.begin():
+        queue.move_job_to_failed(session, job_id)  # retry would take it
+        if name == "resume":
+            queue.pause_topic(session, "emails")
+    target = {"job_id": job_id} if name in ("cancel", "retry") else {"topic": "emails"}
+
+    def unchanged() -> None:
+        job = _job(engine, job_id)
+        assert job is not None and job.state is JobState.FAILED  # type: ignore[attr-defined]
+        with Session(engine) as session:
+            paused = [p.topic for p in queue.paused_topics(session)]
+        assert paused == (["emails"] if name == "resume" else [])
+
+    web = make_web()  # type: ignore[operator]
+    refused = web.post(f"/actions/{name}", _form(web, **target))
+    assert refused.status == 403 and f"you may not {name} here" in refused.text
+    unchanged()
+    web.allowed.add(name)
+    forged = web.post(f"/actions/{name}", {**target, "csrf_token": "forged"})
+    assert forged.status == 403 and "CSRF check failed" in forged.text
+    unchanged()
+    read_only = make_web(read_only=True)  # type: ignore[operator]
+    read_only.allowed.add(name)
+    refused = read_only.post(f"/actions/{name}", _form(read_only, **target))
+    assert refused.status == 403 and "the dashboard is read-only" in refused.text
+    unchanged()
+
+
+def test_a_retry_whose_unique_key_another_job_took_is_refused(web: Web, engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        first = queue.add_job(session, "emails", {}, unique_key="ann")
+        queue.move_job_to_failed(session, first)
+        queue.add_job(session, "emails", {}, unique_key="ann")  # the key is free again
+    web.allowed.update({"retry", "bulk-retry"})
+    refused = web.post("/actions/retry", _form(web, job_id=str(first)))
+    assert refused.status == 409
+    held = (
+        "a job with unique key &#39;ann&#39; is already enqueued in programma_jobs"
+        " (unique_key held by a job in one of its unique_states)"
+    )
+    assert f"Retry refused: {held}" in refused.text
+    by_filter = web.post("/bulk", _form(web, action="retry", topic="emails"))
+    assert by_filter.status == 409
+    assert f"Retry by filter refused: {held}" in by_filter.text
+    job = _job(engine, str(first))
+    assert job is not None and job.state is JobState.FAILED  # type: ignore[attr-defined]

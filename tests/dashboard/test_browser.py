@@ -1,10 +1,12 @@
 """The dashboard in a real browser: the system's Chromium, driven by Playwright.
 
 The dashboard is served by uvicorn on a free port, over the test database. The
-browser opens the overview, the job list, a job whose data holds a script (shown as
-text, never run), sees a job enqueued meanwhile appear without a reload (the event
-stream; polling is set to an hour so it cannot be what refreshed), deletes a job
-through its form, and reads the overview with JavaScript off. A screenshot of each
+browser opens the overview, sees a job enqueued meanwhile appear without a reload (the
+event stream; polling is set to an hour so it cannot be what refreshed), filters the
+job list to the failed jobs, opens the count of a retry by that filter, retries the
+failed job through its form and sees it complete through the live update, pauses its
+topic, opens a job whose data holds a script (shown as text, never run), deletes a
+job through its form, and reads the overview with JavaScript off. A screenshot of each
 page is kept in the directory the test prints.
 
 Chromium comes from the distribution (``apt-get install -y chromium``; ``.ci/run``
@@ -29,7 +31,7 @@ import uvicorn
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from programma_sa import JobQueue
+from programma_sa import JobQueue, Worker
 from programma_sa.dashboard import Dashboard
 from programma_sa.dashboard.asgi import asgi_app
 
@@ -136,13 +138,46 @@ def test_the_dashboard_in_chromium(
             expect(page.locator('tr[data-topic="arrived-live-again"]')).to_be_visible()
             page.screenshot(path=shots / "overview-after-live-update.png", full_page=True)
 
-            # The job list, then the failed job.
+            # The job list, filtered to the failed jobs, then the failed job.
             page.click("text=Jobs")
             expect(page.locator(f'a[href="/dash/job?id={failed}"]')).to_be_visible()
             page.screenshot(path=shots / "jobs.png", full_page=True)
+            page.select_option('#job-filter select[name="state"]', "failed")
+            page.click('#job-filter button[type="submit"]')
+            expect(page.locator("tbody tr")).to_have_count(1)
+            page.screenshot(path=shots / "jobs-filtered.png", full_page=True)
+            page.click("text=Retry the matching jobs")
+            expect(page.locator("#bulk-count")).to_have_text("1 job matches now.")
+            page.screenshot(path=shots / "bulk-retry.png", full_page=True)
+            page.goto(f"{served}/jobs?state=failed")
             page.click(f'a[href="/dash/job?id={failed}"]')
             expect(page.locator("#job-state")).to_have_text("failed")
             page.screenshot(path=shots / "job-failed.png", full_page=True)
+
+            # Retry it through its form; a worker's pass completes it, and the page
+            # shows that through the live update (the finished channel).
+            page.click('form[action="/dash/actions/retry"] button')
+            expect(page.locator(".notice")).to_have_text("Retry: done.")
+            expect(page.locator("#job-state")).to_have_text("created")
+            worker = Worker(
+                queue, engine, "emails", lambda ctx: {"sent": True}, max_jobs=10, listen=False
+            )
+            assert worker.run_once().completed == 2  # ann's job and the retried one
+            expect(page.locator("#job-state")).to_have_text("completed")
+            expect(page.locator("#job-result")).to_contain_text('"sent": true')
+            # The actions offered follow the state the live update brought.
+            expect(page.locator('form[action="/dash/actions/cancel"]')).to_have_count(0)
+            page.screenshot(path=shots / "job-retried-and-completed.png", full_page=True)
+
+            # Pause its topic from the topic page.
+            page.click("text=emails")
+            page.click('form[action="/dash/actions/pause"] button')
+            expect(page.locator(".notice")).to_have_text("Pause: done.")
+            expect(page.locator("#topic-paused")).to_contain_text("Paused since")
+            expect(page.locator('form[action="/dash/actions/resume"] button')).to_be_visible()
+            page.screenshot(path=shots / "topic-paused.png", full_page=True)
+            with Session(engine) as session:
+                assert [p.topic for p in queue.paused_topics(session)] == ["emails"]
 
             # A script in the data is text on the page, and never runs.
             page.goto(f"{served}/job?id={hostile}")

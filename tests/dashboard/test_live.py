@@ -1,5 +1,6 @@
-"""Live updates: the change feed counts committed enqueues (LISTEN on a connection of
-its own), and the event stream of each framework sends ``changed`` for them."""
+"""Live updates: the change feed counts committed enqueues and the jobs workers
+finish (LISTEN on a connection of its own), and the event stream of each framework
+sends ``changed`` for them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from programma_sa import JobQueue
+from programma_sa import JobQueue, Worker
 from programma_sa.dashboard import Dashboard
 from programma_sa.dashboard.asgi import asgi_app
 from programma_sa.dashboard.blueprint import blueprint
@@ -55,6 +56,17 @@ def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> Non
     _enqueue(engine, commit=False)
     assert feed.wait(seen, 0.5) is None  # nothing was announced (no timing asserted)
     assert feed.version == seen
+
+
+def test_a_job_a_worker_finishes_moves_the_feed(feed: ChangeFeed, engine: Engine) -> None:
+    """The finished channel: a worker's completion (not an enqueue) is a change too."""
+    enqueued = feed.version
+    _enqueue(engine)
+    assert feed.wait(enqueued, PATIENCE) is not None  # the enqueue's own change, seen
+    worker = Worker(queue, engine, "emails", lambda ctx: None, listen=False)
+    seen = feed.version
+    assert worker.run_once().completed == 1
+    assert feed.wait(seen, PATIENCE) is not None
 
 
 def test_waiting_on_an_event_loop(feed: ChangeFeed, engine: Engine) -> None:

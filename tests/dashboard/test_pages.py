@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue
@@ -61,14 +61,6 @@ def test_the_job_list(web: Web, engine: Engine) -> None:
     page = web.get("/jobs").text
     assert page.index(reports) < page.index(emails)  # newest first
     assert f'<a href="/dash/job?id={emails}">' in page
-
-
-def test_the_job_list_is_one_bounded_page(web: Web, engine: Engine) -> None:
-    with Session(engine) as session, session.begin():
-        queue.add_jobs(session, "bulk", [{"data": n} for n in range(51)])
-    page = web.get("/jobs").text
-    assert page.count('<tr data-state="created">') == 50
-    assert "The 50 oldest jobs shown; more exist." in page
 
 
 def test_the_job_page_shows_every_column(web: Web, engine: Engine) -> None:
@@ -145,3 +137,59 @@ def test_pages_allow_only_the_dashboards_own_scripts(web: Web) -> None:
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["cache-control"] == "no-store"
+
+
+def test_the_job_page_shows_its_timeline_last_error_and_result(web: Web, engine: Engine) -> None:
+    failed = enqueue(engine, "emails", {})
+    error = {"type": "app.Boom", "message": "<b>no</b>", "traceback": "line 1", "attempt": 2}
+    with Session(engine) as session, session.begin():
+        queue.set_attributes(session, failed, {"last_error": error})
+        assert queue.move_job_to_failed(session, failed)
+    page = web.get(f"/job?id={failed}").text
+    assert '<ol class="timeline" id="job-timeline">' in page
+    assert "<li>started <time>—</time> (attempt 0)</li>" in page
+    assert "<li>failed <time>" in page and "<li>failed <time>—" not in page
+    assert (
+        '<p id="job-error"><strong>app.Boom</strong>: &lt;b&gt;no&lt;/b&gt; (attempt 2)</p>' in page
+    )
+    assert '<pre class="traceback">line 1</pre>' in page
+    done = enqueue(engine, "emails", {})
+    with Session(engine) as session, session.begin():
+        assert queue.move_job_to_done(session, done)
+        # What a worker stores with the completion of a handler that returned it.
+        session.execute(update(Job).where(Job.id == done).values(result={"sent": 3}))
+    page = web.get(f"/job?id={done}").text
+    assert '<pre id="job-result">{\n  &#34;sent&#34;: 3\n}</pre>' in page
+    assert 'id="job-error"' not in page
+    waiting = web.get(f"/job?id={enqueue(engine, 'emails', {})}").text
+    assert "<li>finished <time>—</time></li>" in waiting
+
+
+def test_oldest_processing_is_a_dash_when_nothing_processes(web: Web, engine: Engine) -> None:
+    enqueue(engine, "emails", {})
+    assert '<td class="num">—</td>' in web.get("/").text
+    assert '<th>oldest processing</th><td class="num">—</td>' in web.get("/topic?name=emails").text
+    with Session(engine) as session, session.begin():
+        (claimed,) = queue.claim_jobs(session, "emails")
+        assert queue.move_job_to_processing(session, claimed.id)
+    assert (
+        '<th>oldest processing</th><td class="num">—</td>' not in web.get("/topic?name=emails").text
+    )
+
+
+def test_the_overview_charts_the_last_hour(web: Web, engine: Engine) -> None:
+    empty = web.get("/").text
+    assert '<figure class="chart" id="throughput">' in empty
+    assert "12 bars, oldest left; tallest 0." in empty
+    for _ in range(3):
+        _fail(engine, enqueue(engine, "emails", {}))
+    done = enqueue(engine, "emails", {})
+    with Session(engine) as session, session.begin():
+        assert queue.move_job_to_done(session, done)
+    page = web.get("/").text
+    assert "tallest 4." in page
+    assert "<title>5 to 0 min ago: 1 completed, 3 failed</title>" in page
+    assert "<title>60 to 55 min ago: 0 completed, 0 failed</title>" in page
+    # The newest bar is the tallest: full height, failures stacked on completions.
+    assert 'class="completed" x="441.0" y="72.0" width="38.0" height="24.0"' in page
+    assert 'class="failed" x="441.0" y="0.0" width="38.0" height="72.0"' in page

@@ -325,7 +325,10 @@ def test_filters_narrow_the_listing(session: Session, queue: JobQueue) -> None:
     sms = put(session, queue, "sms", JobState.CREATED)
 
     def ids(**criteria: object) -> list[uuid.UUID]:
-        return [job.id for job in queue.list_jobs(session, **criteria).jobs]  # type: ignore[arg-type]
+        listed = [job.id for job in queue.list_jobs(session, **criteria).jobs]  # type: ignore[arg-type]
+        if "limit" not in criteria:  # the count of the same criteria agrees
+            assert queue.count_jobs(session, **criteria) == len(listed)  # type: ignore[arg-type]
+        return listed
 
     assert ids(topic="mail") == [mail_failed, mail_done, mail_processing, mail_created]
     assert ids() == [sms, mail_failed, mail_done, mail_processing, mail_created]
@@ -371,6 +374,10 @@ def test_a_bad_listing_is_refused(
     with pytest.raises(InvalidJobInput) as refused:
         queue.list_jobs(session, **criteria)  # type: ignore[arg-type]
     assert str(refused.value) == message
+    if not {"limit", "cursor"} & set(criteria):  # a count checks the criteria alike
+        with pytest.raises(InvalidJobInput) as refused:
+            queue.count_jobs(session, **criteria)  # type: ignore[arg-type]
+        assert str(refused.value) == message
 
 
 # -- pause and resume --------------------------------------------------------------------

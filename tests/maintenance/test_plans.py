@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import ClauseElement, Engine, text
+from sqlalchemy import ClauseElement, Connection, Engine, create_engine, event, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
-from programma_sa import jobs_table
+from programma_sa import JobQueue, jobs_table
 from programma_sa._drivers import statements_for
 from programma_sa._drivers.base import JobsShape
 
@@ -65,12 +68,29 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
+def _sent(connection: Connection, statement: ClauseElement, params: dict[str, Any]) -> Any:
+    """The SQL text and the parameters ``statement`` reaches the driver with — the
+    values SQLAlchemy writes into the text (the claim's batch size) written in —
+    from a run that is rolled back."""
+    sent = []
+
+    def capture(*args: Any) -> None:
+        sent.append(args[2:4])  # (conn, cursor, statement, parameters, ...)
+
+    event.listen(connection, "before_cursor_execute", capture)
+    try:
+        with connection.begin() as transaction:
+            connection.execute(statement, params)
+            transaction.rollback()
+    finally:
+        event.remove(connection, "before_cursor_execute", capture)
+    return sent[0]
+
+
 def _plan(engine: Engine, statement: ClauseElement, params: dict[str, Any]) -> list[dict[str, Any]]:
     with engine.connect() as connection:
-        compiled = statement.compile(dialect=connection.dialect)
-        result = connection.exec_driver_sql(
-            f"EXPLAIN (FORMAT JSON) {compiled}", {**compiled.params, **params}
-        )
+        sql, bound = _sent(connection, statement, params)
+        result = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {sql}", bound)
         return list(_nodes(result.scalar_one()[0]["Plan"]))
 
 
@@ -125,6 +145,53 @@ def test_the_claim_reads_its_index(engine: Engine) -> None:
     assert "Seq Scan" not in {
         node["Node Type"] for node in nodes if node.get("Relation Name") == TABLE.name
     }
+
+
+def test_the_claim_s_generic_plan_reads_its_index(engine: Engine) -> None:
+    """A prepared claim stops being planned anew each time once PostgreSQL takes its
+    generic plan (topic unknown, batch size written in): that plan must be as
+    index-served as a custom one — no hash join over the whole table."""
+    _fill(engine, vacuum=False)
+    statement = statements_for("postgresql", TABLE).claim
+    with engine.connect() as connection:
+        sql, bound = _sent(connection, statement, {"p_topic": "bulk", "p_max_jobs": 10})
+        names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+        numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}", sql)
+        values = ", ".join(repr(bound[name]) for name in names)  # 'bulk' and ints
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        connection.exec_driver_sql(f"PREPARE claim_plan AS {numbered}")
+        plan = connection.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) EXECUTE claim_plan({values})"
+        ).scalar_one()[0]
+        connection.rollback()
+    nodes = list(_nodes(plan["Plan"]))
+    assert "$1" in numbered and "LIMIT 10" in numbered
+    assert f"ix_{TABLE.name}_claim" in {node.get("Index Name") for node in nodes}
+    assert not {"Seq Scan", "Hash Join"} & {node["Node Type"] for node in nodes}
+
+
+def test_a_prepared_claim_runs_its_generic_plan(engine: Engine) -> None:
+    """psycopg 3 prepares a statement run five times; PostgreSQL then takes the
+    generic plan when it costs no more than the custom ones, so claims skip planning."""
+    if engine.dialect.driver != "psycopg":
+        pytest.skip("psycopg 3 prepares repeated statements; this driver may not")
+    _fill(engine, vacuum=True)
+    queue = JobQueue(Job)
+    one_connection = create_engine(engine.url, poolclass=StaticPool)
+    try:
+        with Session(one_connection) as session:
+            for _ in range(12):
+                queue.claim_jobs(session, "bulk", max_jobs=7)
+                session.commit()  # psycopg forgets what it prepared on a rollback
+            prepared = session.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%FOR UPDATE SKIP LOCKED%'"
+                )
+            ).one()
+    finally:
+        one_connection.dispose()
+    assert prepared.generic_plans > 0, prepared
 
 
 def test_the_claim_probes_the_pause_once_and_reads_nothing_of_a_paused_topic(
@@ -223,11 +290,10 @@ def _analyzed(
     """EXPLAIN (ANALYZE, BUFFERS) of ``statement``, run and rolled back: its plan, and
     the rows it returned when run again for real (and rolled back)."""
     with engine.connect() as connection:
-        compiled = statement.compile(dialect=connection.dialect)
-        bound = {**compiled.params, **params}
+        sql, bound = _sent(connection, statement, params)
         with connection.begin() as transaction:
             plan = connection.exec_driver_sql(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled}", bound
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", bound
             ).scalar_one()[0]
             transaction.rollback()
         with connection.begin() as transaction:
@@ -367,6 +433,44 @@ def test_a_rerun_by_filter_reads_the_failed_rows_by_index(
     _fill(engine, vacuum)
     nodes = _plan(engine, getattr(statements_for("postgresql", TABLE), statement)(shape), params)
     _assert_reads(nodes, {"failed", "cancelled", "pkey", "history"}, None)
+
+
+COUNT_CASES = [
+    (JobsShape(states=("failed",)), {}, {"failed"}),
+    (JobsShape(states=("failed", "cancelled"), topic=True), {"p_topic": "bulk"}, None),
+    (
+        JobsShape(states=("created", "active", "processing"), topic=True),
+        {"p_topic": "bulk"},
+        {"claim", "processing"},
+    ),
+    (
+        JobsShape(states=("failed",), topic=True, error_type=True),
+        {"p_topic": "bulk", "p_error_type": "app.Boom"},
+        {"failed"},
+    ),
+]
+
+
+@pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
+@pytest.mark.parametrize(
+    ("shape", "params", "exactly"),
+    COUNT_CASES,
+    ids=["failed", "failed+cancelled of a topic", "live of a topic", "failed by type"],
+)
+def test_a_count_reads_the_index_of_each_state_it_counts(
+    engine: Engine,
+    vacuum: bool,
+    shape: JobsShape,
+    params: dict[str, Any],
+    exactly: set[str] | None,
+) -> None:
+    """One branch per state: each state's partial index, never the table."""
+    _fill(engine, vacuum)
+    nodes = _plan(engine, statements_for("postgresql", TABLE).count_jobs(shape), params)
+    _assert_reads(nodes, exactly or {"failed", "cancelled", "history"}, None)
+    if exactly is not None:
+        used = {node["Index Name"] for node in nodes if "Index Name" in node}
+        assert used == {f"ix_{TABLE.name}_{index}" for index in exactly}
 
 
 @pytest.mark.parametrize(

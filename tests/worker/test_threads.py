@@ -18,16 +18,19 @@ from ..workers.support import blocking_wait_for, enqueue, get_job
 def test_process_jobs_is_the_seed_shaped_entry_point(engine: Engine, queue: JobQueue) -> None:
     """``process_jobs`` starts a Worker the npm package's way: the handler steers its job."""
     (done_id, untouched_id) = enqueue(engine, queue, "emails", n=2, retry_after_seconds=30)
+    handled = []
 
     def handler(ctx: JobContext) -> None:
         if ctx.job.id == done_id:
             ctx.move_to_done()
+        handled.append(ctx.job.id)
 
     worker = queue.process_jobs(
         sessionmaker(engine), handler, topic_name="emails", heart_beat=0.1, max_jobs=5
     )
     try:
-        blocking_wait_for(lambda: worker.totals.claimed == 2)
+        # Both handlers ran (a claimed job not started yet is released at stop).
+        blocking_wait_for(lambda: len(handled) == 2 and worker.totals.claimed == 2)
     finally:
         worker.stop()
         assert worker.join(10)
