@@ -286,6 +286,19 @@ def seconds_type(what: str) -> Callable[[str], float]:
 _ttl_seconds = seconds_type("a TTL")
 
 
+def _max_jobs(text: str) -> int | None:
+    """``--max-jobs``: a whole number (checked by the worker's settings) or ``auto``
+    (``None``: the adaptive claim size)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--max-jobs must be a whole number or 'auto', got {text!r}"
+        ) from None
+
+
 def _topic_ttl(text: str) -> tuple[str, TTL]:
     """``TOPIC=COMPLETED[,FAILED[,CANCELLED]]``: an empty or missing value keeps those
     jobs forever."""
@@ -582,7 +595,13 @@ def register_worker(commands: Subcommands) -> None:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="handler threads or tasks (default 1)"
     )
-    parser.add_argument("--max-jobs", type=int, default=10, help="jobs per claim (default 10)")
+    parser.add_argument(
+        "--max-jobs",
+        type=_max_jobs,
+        default=None,
+        metavar="N|auto",
+        help="jobs per claim (default auto: adaptive, 1 to 1000, see docs/worker.md)",
+    )
     parser.add_argument(
         "--heartbeat",
         type=float,

@@ -21,7 +21,9 @@ setting is in :data:`DRAIN_MAX_JOBS` (the best we found, see ``docs/benchmarks.m
 baseline's batch of 100; ``drain.worker.lease.c1.p1.priorities5`` drains jobs
 spread over five priority levels (each claim batch crosses levels).
 ``drain.async_worker.lease.c16.p1`` is the same drain with ``AsyncWorker`` on
-``create_async_engine`` (psycopg), in one event loop.
+``create_async_engine`` (psycopg), in one event loop. ``drain.worker.<mode>.defaults``
+is the Worker a newcomer gets: no ``max_jobs`` (the adaptive claim size),
+concurrency 1, one process (``listen=False`` as in every drain).
 
 **Pickup latency** (``latency.worker.notify`` / ``latency.worker.polling``, baseline
 ``latency.raw_listen_notify``). An idle Worker (``heartbeat`` 10 s with LISTEN/NOTIFY;
@@ -40,7 +42,7 @@ import multiprocessing
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import sessionmaker
@@ -85,6 +87,9 @@ SAME_BATCH = 100
 PRIORITY_LEVELS = 5
 ASYNC_CONCURRENCY = 16
 ASYNC_MAX_JOBS = 1000
+#: ``max_jobs`` of a drain: a size, ``"best"`` (:data:`DRAIN_MAX_JOBS`) or
+#: ``"default"`` (none given: the Worker's adaptive claim size).
+DrainMaxJobs = int | Literal["best", "default"]
 #: The polling-only Worker's heartbeat (seconds): its pickup latency is about half of it.
 POLLING_HEARTBEAT = 0.5
 #: The idle Worker's heartbeat with LISTEN/NOTIFY: long, so that every pickup is a wake-up.
@@ -123,18 +128,20 @@ def _open_pool(engine: Engine, connections: int) -> None:
 
 
 def _ready_worker(
-    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, index: int, serve: Serve
+    url: str, mode: WorkerMode, concurrency: int, max_jobs: int | None, index: int, serve: Serve
 ) -> tuple[Engine, Worker]:
-    """An engine with an open pool, warmed up, and the Worker that will drain."""
+    """An engine with an open pool, warmed up, and the Worker that will drain
+    (``max_jobs`` ``None``: not given, the Worker's default)."""
     pool = concurrency + 2
     engine = create_engine(url, pool_size=pool, max_overflow=0)
     _open_pool(engine, pool)
     settings: dict[str, Any] = {
         "mode": mode,
         "concurrency": concurrency,
-        "max_jobs": max_jobs,
         "listen": False,
     }
+    if max_jobs is not None:
+        settings["max_jobs"] = max_jobs
     warmup = serve(engine, warmup_topic(index), settings)
     while warmup.run_once().claimed:
         pass
@@ -142,7 +149,7 @@ def _ready_worker(
 
 
 def _drain_here(
-    url: str, mode: WorkerMode, concurrency: int, max_jobs: int, jobs: int, serve: Serve
+    url: str, mode: WorkerMode, concurrency: int, max_jobs: int | None, jobs: int, serve: Serve
 ) -> float:
     """Seconds for a Worker in this process to complete ``jobs`` jobs."""
     engine, worker = _ready_worker(url, mode, concurrency, max_jobs, 0, serve)
@@ -164,7 +171,7 @@ def _drain_child(
     url: str,
     mode: WorkerMode,
     concurrency: int,
-    max_jobs: int,
+    max_jobs: int | None,
     index: int,
     ready: Any,
     go: Any,
@@ -201,7 +208,7 @@ def _drain_in_processes(
     url: str,
     mode: WorkerMode,
     concurrency: int,
-    max_jobs: int,
+    max_jobs: int | None,
     jobs: int,
     processes: int,
     serve: Serve,
@@ -266,17 +273,17 @@ def drain_with_worker(
     mode: WorkerMode,
     concurrency: int,
     processes: int,
-    max_jobs: int | None = None,
+    max_jobs: DrainMaxJobs = "best",
     serve: Serve = handler_worker,
     levels: int = 1,
 ) -> RunFunction:
     """The Worker draining ``ctx.sizes.drain`` jobs (protocol in the module docs);
-    ``max_jobs`` defaults to the best setting, :data:`DRAIN_MAX_JOBS`; ``serve``
+    ``max_jobs`` (:data:`DrainMaxJobs`) defaults to the best setting; ``serve``
     builds the Worker (a module-level function: it is sent to the processes); the
     jobs' priorities spread over ``levels`` levels."""
 
     def run(ctx: RunContext) -> dict[str, float]:
-        batch = DRAIN_MAX_JOBS[mode, concurrency] if max_jobs is None else max_jobs
+        batch = _max_jobs(mode, concurrency, max_jobs)
         jobs = ctx.sizes.drain
         with ctx.database() as db:
             loaded = _load(db.conninfo, ctx.sizes, processes, levels)
@@ -290,6 +297,13 @@ def drain_with_worker(
             return {"jobs_per_s": jobs / seconds}
 
     return run
+
+
+def _max_jobs(mode: str, concurrency: int, max_jobs: DrainMaxJobs) -> int | None:
+    """The ``max_jobs`` a drain's Worker gets (``None``: none given)."""
+    if max_jobs == "best":
+        return DRAIN_MAX_JOBS[mode, concurrency]
+    return None if max_jobs == "default" else max_jobs
 
 
 def _check(engine: Engine, jobs: int) -> None:
@@ -404,14 +418,14 @@ def wait_listening(worker: Worker) -> None:
 
 
 def _drain_params(
-    mode: str, concurrency: int, processes: int, max_jobs: int | None = None
+    mode: str, concurrency: int, processes: int, max_jobs: DrainMaxJobs = "best"
 ) -> Callable[[Sizes], dict[str, object]]:
     return lambda sizes: {
         "jobs": sizes.drain,
         "mode": mode,
         "concurrency": concurrency,
         "processes": processes,
-        "max_jobs": DRAIN_MAX_JOBS[mode, concurrency] if max_jobs is None else max_jobs,
+        "max_jobs": _max_jobs(mode, concurrency, max_jobs) or "adaptive",
         "pool_size": concurrency + 2,
         "listen": False,
     }
@@ -452,6 +466,17 @@ WORKLOADS = [
         drain_with_worker("lease", 1, 1, SAME_BATCH),
         baseline=raw_key(100),
         params=_drain_params("lease", 1, 1, SAME_BATCH),
+    ),
+    *(
+        Workload(
+            f"drain.worker.{mode}.defaults",
+            f"Worker, {mode} mode, defaults (no max_jobs: adaptive; concurrency 1, 1 process)",
+            JOBS_PER_S,
+            drain_with_worker(mode, 1, 1, "default"),
+            baseline=raw_key(100),
+            params=_drain_params(mode, 1, 1, "default"),
+        )
+        for mode in MODES
     ),
     Workload(
         f"drain.worker.lease.c1.p1.priorities{PRIORITY_LEVELS}",

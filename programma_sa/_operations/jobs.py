@@ -565,7 +565,9 @@ class JobOperations:
         """Each job as the worker holds it: id, attempts, and the lease end it knows."""
         return [
             {
-                "id": str(job.id),
+                # 32 hex digits, which PostgreSQL reads as a uuid as well as the
+                # hyphenated form: a third cheaper to make (one per job completed).
+                "id": job.id.hex,
                 "attempts": job.attempts,
                 # ISO 8601 with its UTC offset and microseconds: the very instant,
                 # compared for equality with the stored timestamptz.

@@ -72,7 +72,7 @@ from .._operations import Operation
 from .._session_types import AsyncSessionLike, current_async_session
 from ..async_queue import AsyncJobQueue
 from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
-from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, ClaimTiming, WorkerCore, autocommit_allowed
 from .duties import KeeperPlan
 from .leases import Cancellation, Outcome, Tally
 from .listen import AsyncListener
@@ -292,10 +292,12 @@ class _Pass:
 
 class _LeaseBatch:
     """The jobs of one lease-mode claim: how many have not finished (see the sync
-    Worker's batch; a task's counting needs no lock)."""
+    Worker's batch; a task's counting needs no lock), and the claim's figures for
+    the adaptive claim size."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, timing: ClaimTiming | None) -> None:
         self.unfinished = size
+        self.timing = timing
 
 
 class _Keeper:
@@ -519,7 +521,7 @@ class AsyncWorker(WorkerCore):
         self._totals += PassResult(claimed=len(jobs))
         if self._keeper is not None:
             self._keeper.kick()  # their leases may be due sooner than those held so far
-        return _LeaseBatch(len(jobs))
+        return _LeaseBatch(len(jobs), self._claim_timing(len(jobs)))
 
     @contextlib.asynccontextmanager
     async def _keeping(self) -> AsyncIterator[None]:
@@ -546,7 +548,10 @@ class AsyncWorker(WorkerCore):
             # passed), so the count of jobs in flight cannot leak; the handlers that
             # did return are still completed.
             batch.unfinished -= 1
-            await self._settle(job, decided, write_now=batch.unfinished == 0)
+            last = batch.unfinished == 0
+            await self._settle(job, decided, write_now=last)
+            if last:
+                self._batch_ended(batch.timing)
 
     async def _settle(
         self, job: ClaimedJob, decided: Outcome | PassResult | None, write_now: bool

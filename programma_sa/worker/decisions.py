@@ -6,7 +6,9 @@ The two workers differ only in how they wait and how they execute — threads an
 generators of :mod:`steps <.steps>` that each driver runs with
 :func:`~programma_sa._execute.drive` (or ``drive_async``):
 
-* the claim of one pass over several topics, starting at a rotating topic, and the
+* the claim of one pass over several topics, starting at a rotating topic, its
+  size (``max_jobs``, or with ``max_jobs=None`` the
+  :class:`~.claim_size.AdaptiveClaimSize` fed each batch's figures), and the
   look-ahead that decides how long an idle worker sleeps;
 * a lease-mode job: its handler, then what to write for it — its completion (with
   the handler's result), the verdict on its exception (retry after a backoff, or
@@ -37,7 +39,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -61,6 +63,7 @@ from ..exceptions import (
 )
 from ..models import JobState
 from ..retry import describe_error
+from .claim_size import AdaptiveClaimSize
 from .duties import Duty, LeaseDuty, PruneDuty
 from .job_log import JobLog
 from .leases import Cancellation, Holdings, Outcome
@@ -295,6 +298,15 @@ def _with_error_record(
     return build({})
 
 
+class ClaimTiming(NamedTuple):
+    """One claim's figures for the adaptive claim size: the size it asked for, the
+    jobs it got, and when it returned (``time.perf_counter()``)."""
+
+    asked: int
+    claimed: int
+    started: float
+
+
 class WorkerCore(ABC):
     """The settings and decisions of a worker, free of I/O (see the module docs).
 
@@ -346,6 +358,12 @@ class WorkerCore(ABC):
         # when the sync worker's threads claim at once (it is never held across I/O).
         self._turn_lock = threading.Lock()
         self._topic_turn = 0
+        #: ``max_jobs=None``: the size of the next claim, learnt from the batches
+        #: before it (guarded by ``_turn_lock``: batches of several handler threads
+        #: end at once, and their figures must not be lost to one another).
+        self.claim_size = AdaptiveClaimSize() if settings.max_jobs is None else None
+        #: The size the last claim asked for (the loop's "was it full?").
+        self._asked = settings.max_jobs or 0
         self._prune_duty = (
             None
             if settings.retention is None
@@ -447,7 +465,10 @@ class WorkerCore(ABC):
     def _timed_handler_steps(
         self, job: ClaimedJob, cancellation: Cancellation | None
     ) -> Generator[Step, Any, Any]:
-        """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`)."""
+        """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`) when
+        job lines are logged."""
+        if not self._job_log.wanted:
+            return (yield RunHandler(job, cancellation))
         started = time.perf_counter()
         reply = yield RunHandler(job, cancellation)
         self._job_log.ran(job, time.perf_counter() - started)
@@ -743,9 +764,15 @@ class WorkerCore(ABC):
         with self._turn_lock:
             first = self._topic_turn
             self._topic_turn = (first + 1) % count
+            if self.claim_size is not None:
+                size = self.claim_size.size
+            else:
+                assert self.settings.max_jobs is not None  # no claim_size: a fixed size
+                size = self.settings.max_jobs
+            self._asked = size
         jobs: list[T] = []
         for index in range(count):
-            room = self.settings.max_jobs - len(jobs)
+            room = size - len(jobs)
             if room == 0:
                 break
             topic = self.settings.topics[(first + index) % count]
@@ -773,6 +800,7 @@ class WorkerCore(ABC):
         once, forever.
         """
         claims = yield from self._claims(self._operations.claim_jobs_due)
+        timing = self._claim_timing(len(claims)) if claims else None
         batch = Batch([job for job, _ in claims])
         # Booked so that a cancellation of one of them reaches its handler.
         self.holdings.hold(batch.jobs)
@@ -789,6 +817,7 @@ class WorkerCore(ABC):
             for job, outcome, error in lines:
                 self._job_log.finished(job, outcome, error)
             self._log_returned(batch, completed)
+            self._batch_ended(timing)
             return result
         self._job_log.forget(batch.jobs)
         recorded: PassResult | Exception | None = None
@@ -1124,8 +1153,25 @@ class WorkerCore(ABC):
     # -- the loop's decisions ------------------------------------------------------------
 
     def _full_batch(self, claimed: int) -> bool:
-        """A full batch suggests more is due: claim again at once instead of idling."""
-        return claimed >= self.settings.max_jobs
+        """A full batch suggests more is due: claim again at once instead of idling.
+        (The loop asks right after its claim: ``_asked`` is that claim's size.)"""
+        return claimed >= self._asked
+
+    def _claim_timing(self, claimed: int) -> ClaimTiming | None:
+        """Right after a claim of ``claimed`` jobs: its figures, for
+        :meth:`_batch_ended` (``None`` with a fixed ``max_jobs``)."""
+        if self.claim_size is None:
+            return None
+        return ClaimTiming(self._asked, claimed, time.perf_counter())
+
+    def _batch_ended(self, timing: ClaimTiming | None) -> None:
+        """The last job of a claim's batch has its outcome: the adaptive size learns
+        the batch's throughput (its handlers and their writes, from the claim on)."""
+        if timing is None or self.claim_size is None:
+            return
+        seconds = time.perf_counter() - timing.started
+        with self._turn_lock:
+            self.claim_size.record(timing.asked, timing.claimed, seconds)
 
     def _idle_wait_steps(self) -> Generator[Step, Any, float]:
         """How long to sleep when drained: until the next scheduled job (or the next
@@ -1168,11 +1214,11 @@ class WorkerCore(ABC):
 
     def _log_started(self, listening: bool) -> None:
         log.info(
-            "worker started: topics %s, mode %s, concurrency %d, max_jobs %d, heartbeat %.1f s, %s",
+            "worker started: topics %s, mode %s, concurrency %d, max_jobs %s, heartbeat %.1f s, %s",
             ", ".join(self.settings.topics),
             self.settings.mode,
             self.settings.concurrency,
-            self.settings.max_jobs,
+            "adaptive" if self.settings.max_jobs is None else self.settings.max_jobs,
             self.settings.heartbeat,
             "listening" if listening else "polling only",
         )

@@ -18,7 +18,6 @@ what the handler raised, or ``None``).
 from __future__ import annotations
 
 import logging
-import uuid
 
 from .._job_records import ClaimedJob
 from ..retry import error_type_name
@@ -47,31 +46,40 @@ def outcome_name(outcome: PassResult) -> str:
 class JobLog:
     """How long each handler ran, kept until its job's outcome is written, then logged.
 
-    A job is keyed by its id and attempt (one delivery). The sync worker's handler
-    threads record at once; each touches only its own key, and a dict's item
-    assignment and ``pop`` are atomic, so no lock is needed.
+    A job is keyed by its id's integer (``UUID.int``: a UUID hashes in Python, an
+    int in C) and its attempt (one delivery). The sync worker's handler threads
+    record at once; each touches only its own key, and a dict's item assignment and
+    ``pop`` are atomic, so no lock is needed. With INFO off for the logger (as in a
+    drain that logs only warnings) nothing is timed nor kept: see :attr:`wanted`.
     """
 
     def __init__(self) -> None:
-        self._seconds: dict[tuple[uuid.UUID, int], float] = {}
+        self._seconds: dict[tuple[int, int], float] = {}
+
+    @property
+    def wanted(self) -> bool:
+        """Whether job lines are logged (INFO), so handlers are worth timing."""
+        return log.isEnabledFor(logging.INFO)
 
     def ran(self, job: ClaimedJob, seconds: float) -> None:
         """The handler of ``job`` ran for ``seconds``; its outcome is not written yet."""
-        self._seconds[job.id, job.attempts] = seconds
+        self._seconds[job.id.int, job.attempts] = seconds
 
     def forget(self, jobs: list[ClaimedJob]) -> None:
         """Drop the times of jobs that end without an outcome line (their pass was
         lost or its COMMIT failed: that is logged as a whole, once)."""
         for job in jobs:
-            self._seconds.pop((job.id, job.attempts), None)
+            self._seconds.pop((job.id.int, job.attempts), None)
 
     def finished(
         self, job: ClaimedJob, outcome: PassResult, error: BaseException | None = None
     ) -> None:
         """Log the line of ``job``, whose outcome has just been written."""
-        seconds = self._seconds.pop((job.id, job.attempts), None)
         if not log.isEnabledFor(logging.INFO):
+            if self._seconds:  # timed while INFO was on
+                self._seconds.pop((job.id.int, job.attempts), None)
             return
+        seconds = self._seconds.pop((job.id.int, job.attempts), None)
         name = outcome_name(outcome)
         error_type = None if error is None else error_type_name(error)
         duration_ms = None if seconds is None else round(seconds * 1000, 3)

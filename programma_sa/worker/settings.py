@@ -74,6 +74,16 @@ def _positive_int(value: object, what: str) -> int:
     return value
 
 
+def _max_jobs(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"max_jobs must be an int >= 1, or None for the adaptive claim size, got {value!r}"
+        )
+    return value
+
+
 def _topics(value: object) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if isinstance(items, bytes) or not isinstance(items, Sequence) or not items:
@@ -120,7 +130,11 @@ class WorkerSettings:
     :param mode: ``"lease"`` (default) or ``"transaction"``.
     :param heartbeat: seconds between polls when nothing wakes the worker (default
         5.0): the fallback for missed notifications and for ``listen=False``.
-    :param max_jobs: jobs claimed per claim statement (default 10).
+    :param max_jobs: jobs claimed per claim statement; ``None`` (the default): an
+        adaptive size (:class:`~programma_sa.worker.claim_size.AdaptiveClaimSize`) —
+        10 at first, then from 1 to 1,000 in the steps 1, 2, 5, 10, 20, 50, …,
+        aiming at about a second of handler work per claim: large for a deep queue
+        of quick jobs, small for slow handlers. An int fixes the size.
     :param concurrency: handlers running at once (default 1): threads for
         ``Worker``, tasks for ``AsyncWorker``. In lease mode the jobs of a claim are
         spread over them; in transaction mode each runs its own claim batches, each
@@ -168,7 +182,7 @@ class WorkerSettings:
     topics: Sequence[str]
     mode: WorkerMode = "lease"
     heartbeat: float = 5.0
-    max_jobs: int = 10
+    max_jobs: int | None = None
     concurrency: int = 1
     listen: bool = True
     database_url: str | URL | None = None
@@ -204,7 +218,7 @@ class WorkerSettings:
         normalised = {
             "topics": _topics(self.topics),
             "heartbeat": _positive_seconds(self.heartbeat, "heartbeat"),
-            "max_jobs": _positive_int(self.max_jobs, "max_jobs"),
+            "max_jobs": _max_jobs(self.max_jobs),
             "concurrency": _positive_int(self.concurrency, "concurrency"),
             "shutdown_timeout": _positive_seconds(
                 self.shutdown_timeout, "shutdown_timeout", allow_zero=True
@@ -238,7 +252,7 @@ class WorkerOptions(TypedDict, total=False):
 
     mode: WorkerMode
     heartbeat: float
-    max_jobs: int
+    max_jobs: int | None
     concurrency: int
     listen: bool
     database_url: str | URL | None

@@ -348,6 +348,7 @@ class _LeaseBatch:
 
     def __init__(self, worker: Worker, jobs: list[ClaimedJob]) -> None:
         self._worker = worker
+        self._timing = worker._claim_timing(len(jobs))
         # Handler threads finish the batch's jobs concurrently: the lock keeps the
         # count of unfinished jobs exact, so exactly one thread sees the last one.
         self._lock = threading.Lock()
@@ -369,6 +370,8 @@ class _LeaseBatch:
                 self._unfinished -= 1
                 last = self._unfinished == 0
             worker._settle(job, decided, write_now=last)
+            if last:
+                worker._batch_ended(self._timing)
 
 
 class _Keeper:

@@ -60,9 +60,10 @@ def test_every_worker_workload_is_measured_not_pending() -> None:
     ]
 
     # Lease and transaction mode, concurrency 1/4/16, one and two processes; the
-    # like-for-like row; the drain over priorities; the AsyncWorker; pickup with
-    # NOTIFY and polling only.
-    assert len(worker_keys) == 12 + 1 + 1 + 1 + 2
+    # like-for-like row; the drain over priorities; the defaults in each mode; the
+    # AsyncWorker; pickup with NOTIFY and polling only.
+    assert len(worker_keys) == 12 + 1 + 1 + 2 + 1 + 2
+    assert {"drain.worker.lease.defaults", "drain.worker.transaction.defaults"} <= set(worker_keys)
     assert not [w.key for w in all_workloads() if w.key in worker_keys and w.pending]
 
 

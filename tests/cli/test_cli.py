@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue
-from programma_sa.cli import main
+from programma_sa.cli import build_parser, main
 from programma_sa.testing import fresh_database
 
 from ..workers.support import all_completed, blocking_wait_for
@@ -218,6 +218,14 @@ def test_python_dash_m_and_help() -> None:
             "concurrency must be an int >= 1, got 0",
         ),
         (
+            ["worker", "tests.worker.handlers:slow", "--topic", "t", "--max-jobs", "0"],
+            "max_jobs must be an int >= 1, or None for the adaptive claim size, got 0",
+        ),
+        (
+            ["worker", "tests.worker.handlers:slow", "--topic", "t", "--max-jobs", "lots"],
+            "--max-jobs must be a whole number or 'auto', got 'lots'",
+        ),
+        (
             ["worker", "tests.worker.handlers:slow", "--topic", "t", "--heartbeat", "-2"],
             "heartbeat must be a finite number of seconds > 0",
         ),
@@ -321,3 +329,14 @@ def test_demo_on_the_embedded_server() -> None:
     assert "never: the rollback took the job" in rows[-1]
     assert "Demo finished" in out
     assert "Stopping the embedded PostgreSQL." in out
+
+
+@pytest.mark.parametrize(("given", "max_jobs"), [([], None), (["auto"], None), (["50"], 50)])
+def test_max_jobs_is_auto_by_default_or_a_fixed_size(
+    given: list[str], max_jobs: int | None
+) -> None:
+    """``--max-jobs auto`` (the default) is the adaptive claim size: ``None``."""
+    argv = ["worker", "tests.worker.handlers:slow", "--topic", "t"]
+    if given:
+        argv += ["--max-jobs", *given]
+    assert build_parser().parse_args(argv).max_jobs == max_jobs

@@ -280,7 +280,7 @@ def test_batch_completion_completes_the_returned_jobs_unchanged_since_their_clai
     sent = json.loads(script.step("complete_unchanged").params["p_claimed"])
     assert sent == [
         {
-            "id": str(claimed.id),
+            "id": claimed.id.hex,
             "attempts": claimed.attempts,
             "start_after": claimed.start_after.isoformat() if claimed.start_after else None,
         }
@@ -302,7 +302,7 @@ def test_batch_completion_leaves_out_the_jobs_whose_handler_raised() -> None:
     result = run_lease_batch(worker(), jobs, script)
     assert result == PassResult(claimed=3, completed=2, retried=1)
     sent = json.loads(script.step("complete_unchanged").params["p_claimed"])
-    assert [entry["id"] for entry in sent] == [str(claimed.id) for claimed in returned]
+    assert [entry["id"] for entry in sent] == [claimed.id.hex for claimed in returned]
 
 
 def test_batch_completion_matching_fewer_jobs_leaves_the_rest_untouched() -> None:

@@ -32,7 +32,10 @@ def test_settings_are_normalised_and_frozen() -> None:
 
 
 def test_a_bad_setting_is_refused_when_the_settings_are_built() -> None:
-    with pytest.raises(ConfigurationError, match=r"^max_jobs must be an int >= 1, got 0$"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^max_jobs must be an int >= 1, or None for the adaptive claim size, got 0$",
+    ):
         WorkerSettings(topics="a", max_jobs=0)
     with pytest.raises(ConfigurationError, match="database_url must be a URL string"):
         WorkerSettings(topics="a", database_url=5)  # type: ignore[arg-type]
@@ -45,6 +48,21 @@ def test_a_bad_setting_is_refused_when_the_settings_are_built() -> None:
         match=r"^cancel_grace_period must be a finite number of seconds >= 0, got -1$",
     ):
         WorkerSettings(topics="a", cancel_grace_period=-1)
+
+
+def test_max_jobs_is_adaptive_by_default_and_fixed_when_given() -> None:
+    assert WorkerSettings(topics="a").max_jobs is None
+    assert WorkerSettings(topics="a", max_jobs=None).max_jobs is None
+    assert WorkerSettings(topics="a", max_jobs=250).max_jobs == 250
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10"])
+def test_max_jobs_refuses_what_is_not_a_size_nor_none(bad: object) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        WorkerSettings(topics="a", max_jobs=bad)  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        f"max_jobs must be an int >= 1, or None for the adaptive claim size, got {bad!r}"
+    )
 
 
 def test_the_lease_defaults_keep_a_newcomer_from_running_a_job_twice() -> None:

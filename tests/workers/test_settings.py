@@ -17,7 +17,10 @@ pytestmark = pytest.mark.asyncio
         ({"mode": "eager"}, "mode must be one of lease, transaction, got 'eager'"),
         ({"heartbeat": 0}, r"heartbeat must be a finite number of seconds > 0, got 0"),
         ({"heartbeat": float("inf")}, "heartbeat must be a finite number of seconds"),
-        ({"max_jobs": 0}, "max_jobs must be an int >= 1, got 0"),
+        (
+            {"max_jobs": 0},
+            "max_jobs must be an int >= 1, or None for the adaptive claim size, got 0",
+        ),
         ({"concurrency": 1.5}, "concurrency must be an int >= 1, got 1.5"),
         ({"shutdown_timeout": -1}, r"shutdown_timeout must be a finite number of seconds >= 0"),
         ({"retry": 3}, "retry must be a RetryPolicy or None, got 3"),
