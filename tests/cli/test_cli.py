@@ -252,7 +252,7 @@ def test_no_database_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://u:s3cret@db/app", "must be a PostgreSQL URL, got mysql://"),
+        ("mysql://u:s3cret@db/app", "must be a PostgreSQL URL (or a SQLite one), got mysql://"),
         ("::not a url s3cret::", "--database-url is not a valid database URL"),
     ],
 )

@@ -48,7 +48,8 @@ def test_keep_returns_the_holder_and_writes_nothing(queue: JobQueue, session: Se
 
 def test_replace_updates_a_waiting_holder(queue: JobQueue, session: Session) -> None:
     first = queue.add_job(session, "t", {"v": 1}, unique_key="k", run_after_seconds=600)
-    later = datetime.now(timezone.utc) + timedelta(days=1)
+    # Whole milliseconds: SQLite keeps times to the millisecond (docs/sqlite.md).
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=123000)
     again = queue.add_job(
         session,
         "t",

@@ -1,0 +1,618 @@
+"""The SQLite driver (3.35+): the statements of :mod:`.postgresql`, for SQLite.
+
+:func:`build_statements` builds the same :class:`~.base.Statements`, with the same
+``p_*`` parameters and result columns, so nothing above this package knows which
+database it runs on. What SQLite lacks, and what takes its place:
+
+* **No row locks, one writer.** SQLite runs one write transaction at a time on a
+  database file. A claim is ONE statement, ``UPDATE … WHERE id IN (SELECT … LIMIT
+  n) RETURNING …``: a write statement takes the database's write lock *before* it
+  reads a row, so its sub-select sees every claim committed before it and no claim
+  can commit between its read and its write. Two claims therefore never take the
+  same job — which is what ``FOR UPDATE SKIP LOCKED`` gives on PostgreSQL — they
+  wait for each other instead (the connection's busy timeout: see docs/sqlite.md).
+  In a transaction that read before it claims (a deferred transaction in WAL mode),
+  SQLite refuses the write with ``SQLITE_BUSY`` when another writer committed since
+  that read, rather than letting it act on an old snapshot: an error, never a
+  double claim.
+* **No LISTEN/NOTIFY.** The ``*_notify`` enqueues are the plain ones: workers poll.
+* **No advisory locks.** ``try_prune_lock`` always answers "taken": prune batches
+  are serialised by the single writer, and two pruners delete disjoint rows.
+* **Time.** SQLite has no time type: SQLAlchemy's ``DateTime`` keeps
+  ``YYYY-MM-DD HH:MM:SS.ffffff`` text, and SQLite's clock (``'now'``, UTC, the same
+  value throughout one statement) has millisecond resolution. Every time this
+  driver writes is UTC text in that format, to the millisecond, so text order is
+  time order; times the caller passes are converted to UTC and cut to the
+  millisecond (:class:`UtcDateTime`), and times are read back as aware UTC
+  datetimes, as on PostgreSQL.
+* **JSON** is text, handled by the JSON1 functions; a job's unique states are a
+  JSON array (see :data:`~programma_sa.models.UNIQUE_PREDICATE_IN_JSON`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Delete,
+    Float,
+    Integer,
+    Select,
+    Table,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    true,
+    type_coerce,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, Uuid
+
+from ..models import CLAIMABLE_STATES, FINISHED_STATES, UNIQUE_PREDICATE_IN_JSON, JobState
+from .base import STATS_COUNTS, STATS_TIMES, Statements
+
+__all__ = ["UtcDateTime", "build_statements"]
+
+#: SQLAlchemy's DateTime text on SQLite, with SQLite's millisecond clock: ``%f`` is
+#: ``SS.SSS``, the zeros make it the six digits SQLAlchemy writes and reads.
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%f000"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime kept as UTC text to the millisecond; read back aware (UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+_UTC = UtcDateTime()
+
+
+def _time(*arguments: Any) -> ColumnElement[Any]:
+    """``strftime(<the format>, <arguments>)``: a time as this driver writes it."""
+    return func.strftime(_TIME_FORMAT, *arguments, type_=_UTC)
+
+
+def _db_now() -> ColumnElement[Any]:
+    return _time("now")
+
+
+def _after_seconds(seconds: ColumnElement[Any], start: Any = "now") -> ColumnElement[Any]:
+    """``start`` (default: now) plus ``seconds`` (NULL when ``seconds`` is NULL).
+
+    The shift is a ``'<n> seconds'`` modifier, printed to the millisecond (a REAL
+    printed as text may be ``1e-05``, which SQLite does not read as a number).
+    """
+    shifted = _time(start, func.printf("%.3f seconds", seconds))
+    return case((seconds.is_(None), null()), else_=shifted)
+
+
+def _same_time(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Two times are the same instant (NULL is NULL), whatever text form each has."""
+    return func.julianday(left).is_not_distinct_from(func.julianday(right))
+
+
+def _state(state: JobState) -> ColumnElement[str]:
+    return literal_column(f"'{state.value}'", Text())
+
+
+def _claimable(table: Any) -> ColumnElement[bool]:
+    """The claim index's predicate, as literals (so SQLite can use the partial index)."""
+    return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
+
+
+def _finished(table: Any) -> ColumnElement[bool]:
+    """The finished index's predicate, as literals."""
+    return table.c.state.in_([_state(JobState(state)) for state in FINISHED_STATES])
+
+
+def _returned(table: Table) -> list[ColumnElement[Any]]:
+    """Every column of ``table``, times read as aware UTC datetimes."""
+    return [
+        type_coerce(c, _UTC).label(c.key) if isinstance(c.type, DateTime) else c for c in table.c
+    ]
+
+
+def _json_element(document: ColumnElement[Any], index: int) -> ColumnElement[Any]:
+    """The JSON text of element ``index`` of the JSON array ``document`` (SQL NULL when
+    absent). ``json_extract`` alone turns ``true`` into 1 and a string into its bare
+    text; ``->`` would not, but needs SQLite 3.38."""
+    path = f"$[{index}]"
+    kind = func.json_type(document, path)
+    value = func.json_extract(document, path)
+    return case(
+        (kind.in_(["true", "false", "null"]), kind),
+        (kind == "text", func.json_quote(value)),
+        else_=value,
+    )
+
+
+def _scalar(document: ColumnElement[Any], index: int) -> ColumnElement[Any]:
+    """Element ``index`` of a JSON array as an SQL value (a JSON null: NULL)."""
+    return func.json_extract(document, f"$[{index}]")
+
+
+def _uuid_text(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A UUID's text (with or without dashes) as SQLAlchemy's ``Uuid`` keeps it on
+    SQLite: 32 lower-case hex digits."""
+    return func.lower(func.replace(value, "-", ""))
+
+
+def _merged_attributes(table: Table) -> ColumnElement[Any]:
+    """The job's attributes with the JSON object ``p_attributes`` merged in (top
+    level: a key of ``p_attributes`` replaces the job's, as PostgreSQL's ``||``).
+
+    ``json_patch`` would merge nested objects and drop keys set to null, so the
+    object is rebuilt from both objects' members. ``json_each`` gives a member's
+    value as SQL (``true`` as 1, an object as plain text); its ``type`` turns it
+    back into JSON inside the aggregate."""
+    new = bindparam("p_attributes", type_=Text())
+    old = func.json_each(func.coalesce(table.c.attributes, "{}")).table_valued(
+        "key", "type", "value"
+    )
+    added = func.json_each(new).table_valued("key", "type", "value")
+    kept = select(old.c.key, old.c.type, old.c.value).where(
+        old.c.key.not_in(select(func.json_each(new).table_valued("key").c.key))
+    )
+    members = union_all(kept, select(added.c.key, added.c.type, added.c.value)).subquery(
+        "members"
+    )
+    kind, value = members.c.type, members.c.value
+    as_json = case(
+        (kind.in_(["true", "false", "null"]), func.json(kind)),
+        (kind.in_(["object", "array"]), func.json(value)),
+        else_=value,
+    )
+    return select(func.json_group_object(members.c.key, as_json)).scalar_subquery()
+
+
+def _unchanged_since_claim(
+    table: Table, attempts: ColumnElement[Any], start_after: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The job is still exactly as the claim that returned it left it (see the
+    PostgreSQL driver: the guard of every worker outcome write)."""
+    t = table.c
+    return and_(
+        t.state == _state(JobState.ACTIVE),
+        t.attempts == attempts,
+        _same_time(t.start_after, start_after),
+    )
+
+
+def _claimed(table: Table) -> dict[str, ColumnElement[Any]]:
+    """What a claim sets on each job it takes: ACTIVE, one more attempt, and the
+    visibility timeout (NULL retry_after_seconds: never redelivered)."""
+    t = table.c
+    return {
+        "state": _state(JobState.ACTIVE),
+        "started_at": _db_now(),
+        "attempts": t.attempts + 1,
+        "start_after": _after_seconds(t.retry_after_seconds),
+    }
+
+
+def build_statements(table: Table) -> Statements:
+    """Every statement of ``table`` on SQLite."""
+    return Statements(table=table, **_job_statements(table), **_maintenance_statements(table))
+
+
+def _job_statements(table: Table) -> dict[str, Any]:
+    t = table.c
+    run_after = func.coalesce(
+        bindparam("p_run_after_date", type_=_UTC),
+        _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
+    )
+    insert_one = insert(table).values(
+        id=bindparam("p_id", type_=Uuid(as_uuid=True)),
+        topic=bindparam("p_topic", type_=Text()),
+        data=func.json(bindparam("p_data", type_=Text())),
+        attributes=func.json(bindparam("p_attributes", type_=Text())),
+        start_after=run_after,
+        retry_after_seconds=bindparam("p_retry_after_seconds", type_=Integer()),
+        priority=bindparam("p_priority", type_=Integer()),
+        # The server default (CURRENT_TIMESTAMP) has whole seconds only.
+        created_at=_db_now(),
+    )
+    # Bulk enqueue: one INSERT … SELECT FROM json_each(document), the document as
+    # the PostgreSQL driver describes it (a row per job).
+    job = func.json_each(bindparam("p_jobs", type_=Text())).table_valued("value").alias("job")
+    row = job.c.value
+    columns = [
+        "id",
+        "topic",
+        "data",
+        "attributes",
+        "start_after",
+        "retry_after_seconds",
+        "priority",
+        "created_at",
+    ]
+    insert_many_uniform = insert(table).from_select(
+        columns,
+        select(
+            _uuid_text(_scalar(row, 0)),
+            bindparam("p_topic", type_=Text()),
+            _json_element(row, 1),
+            func.json(bindparam("p_attributes", type_=Text())),
+            run_after,
+            bindparam("p_retry_after_seconds", type_=Integer()),
+            bindparam("p_priority", type_=Integer()),
+            _db_now(),
+        ).select_from(job),
+    )
+    each_row = [
+        _uuid_text(_scalar(row, 0)),
+        bindparam("p_topic", type_=Text()),
+        _json_element(row, 1),
+        _json_element(row, 2),
+        func.coalesce(
+            # An ISO 8601 text with its offset: strftime reads it and writes UTC.
+            _time(_scalar(row, 3)),
+            _after_seconds(_scalar(row, 4)),
+        ),
+        _scalar(row, 5),
+        _scalar(row, 6),
+        _db_now(),
+    ]
+    insert_many = insert(table).from_select(columns, select(*each_row).select_from(job))
+
+    # The claim, in ONE write statement (see the module docstring for why no two
+    # claims take the same job: the statement holds SQLite's write lock from before
+    # its sub-select reads until it ends). The sub-select reads the claim index
+    # (topic, priority DESC, start_after, id) in claim order: higher priority
+    # first, FIFO within a priority. MATERIALIZED: the picked rows, with their
+    # start_after before the claim (due_at), are computed once, before the UPDATE
+    # changes them, so RETURNING reads the old start_after from there (RETURNING
+    # itself sees only the new row).
+    picked = (
+        # picked_id, not id: RETURNING names the claimed table's columns unqualified,
+        # so in its sub-select below a bare ``id`` must be the claimed row's.
+        select(t.id.label("picked_id"), t.start_after.label("due_at"))
+        .where(
+            t.topic == bindparam("p_topic", type_=Text()),
+            _claimable(table),
+            t.start_after <= _db_now(),
+        )
+        .order_by(t.priority.desc(), t.start_after, t.id)
+        .limit(bindparam("p_max_jobs", type_=Integer()))
+        .cte("picked")
+        .prefix_with("MATERIALIZED")
+    )
+    due_at = (
+        select(type_coerce(picked.c.due_at, _UTC))
+        .where(picked.c.picked_id == t.id)
+        .scalar_subquery()
+    )
+    claim = (
+        update(table)
+        .where(t.id.in_(select(picked.c.picked_id)))
+        .values(**_claimed(table))
+        .returning(*_returned(table), due_at.label("due_at"))
+    )
+
+    by_id = t.id == bindparam("p_job_id", type_=Uuid(as_uuid=True))
+
+    def move_to(state: JobState) -> Update:
+        finished_at = _db_now() if state in (JobState.COMPLETED, JobState.FAILED) else None
+        return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
+
+    retry = bindparam("p_retry_after_seconds", type_=Integer())
+    # LIMIT NULL is no limit on PostgreSQL; SQLite needs -1 for that.
+    listed = (
+        select(*_returned(table))
+        .order_by(t.id)
+        .limit(func.coalesce(bindparam("p_limit", type_=Integer()), -1))
+    )
+    return {
+        "insert_one": insert_one,
+        "insert_one_notify": insert_one,
+        "insert_many": insert_many,
+        "insert_many_notify": insert_many,
+        "insert_many_uniform": insert_many_uniform,
+        "insert_many_uniform_notify": insert_many_uniform,
+        **_unique_statements(table, columns, each_row, job),
+        "claim": claim,
+        "move_to_processing": move_to(JobState.PROCESSING),
+        "move_to_completed": move_to(JobState.COMPLETED),
+        "move_to_failed": move_to(JobState.FAILED),
+        "delete_by_id": delete(table).where(by_id),
+        "set_attributes": update(table).where(by_id).values(attributes=_merged_attributes(table)),
+        # A leased job's lease is re-measured from its claim with the new timeout.
+        "set_retry_after_seconds": update(table)
+        .where(by_id)
+        .values(
+            retry_after_seconds=retry,
+            start_after=case(
+                (t.state == _state(JobState.ACTIVE), _after_seconds(retry, t.started_at)),
+                else_=t.start_after,
+            ),
+        ),
+        "set_start_after": update(table)
+        .where(by_id)
+        .values(start_after=bindparam("p_start_after", type_=_UTC)),
+        "get_by_id": select(*_returned(table)).where(by_id),
+        "list_all": listed,
+        "list_topic": listed.where(t.topic == bindparam("p_topic", type_=Text())),
+        **_worker_statements(table, by_id),
+    }
+
+
+def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, Any]:
+    """The worker's guarded outcome writes, the redo of a rolled-back claim, and
+    its idle-time look-ahead."""
+    t = table.c
+    # The batch (id, attempts, start_after per job) as one JSON text.
+    batch = func.json_each(bindparam("p_claimed", type_=Text())).table_valued("value")
+    entry = batch.c.value
+    claimed = select(
+        _uuid_text(func.json_extract(entry, "$.id")).label("id"),
+        func.json_extract(entry, "$.attempts").label("attempts"),
+        func.json_extract(entry, "$.start_after").label("start_after"),
+    ).subquery("claimed")
+    complete_unchanged = (
+        update(table)
+        .where(
+            t.id == claimed.c.id,
+            _unchanged_since_claim(table, claimed.c.attempts, claimed.c.start_after),
+        )
+        .values(state=_state(JobState.COMPLETED), finished_at=_db_now())
+        .returning(t.id)
+    )
+    one_unchanged = and_(
+        by_id,
+        _unchanged_since_claim(
+            table,
+            bindparam("p_attempts", type_=Integer()),
+            bindparam("p_start_after", type_=_UTC),
+        ),
+    )
+    retry_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            attributes=_merged_attributes(table),
+            start_after=func.coalesce(
+                _after_seconds(bindparam("p_delay", type_=Float())), t.start_after
+            ),
+        )
+    )
+    fail_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            attributes=_merged_attributes(table),
+            state=_state(JobState.FAILED),
+            finished_at=_db_now(),
+        )
+    )
+    # A claim whose transaction rolled back, done again if the row is still exactly
+    # as it was before that claim. One statement: the single writer keeps the row
+    # as the WHERE clause saw it until the write (no row lock to take).
+    reclaim_rolled_back = (
+        update(table)
+        .where(
+            by_id,
+            _claimable(table),
+            t.attempts == bindparam("p_attempts", type_=Integer()),
+            _same_time(t.start_after, bindparam("p_start_after", type_=_UTC)),
+        )
+        .values(**_claimed(table))
+        .returning(*_returned(table))
+    )
+    # Seconds until the topic's next claimable job is due (negative: due now; NULL: none).
+    soonest = (
+        select(func.min(t.start_after))
+        .where(t.topic == bindparam("p_topic", type_=Text()), _claimable(table))
+        .scalar_subquery()
+    )
+    seconds_until_due = select(
+        (func.julianday(soonest) - func.julianday("now")) * literal(86400.0, Float())
+    )
+    snooze_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(
+            start_after=_after_seconds(bindparam("p_delay", type_=Float())), attempts=t.attempts - 1
+        )
+    )
+    return {
+        "complete_unchanged": complete_unchanged,
+        "retry_unchanged": retry_unchanged,
+        "fail_unchanged": fail_unchanged,
+        "reclaim_rolled_back": reclaim_rolled_back,
+        "seconds_until_due": seconds_until_due,
+        "snooze_unchanged": snooze_unchanged,
+        "clock": select(_db_now()),
+    }
+
+
+def _unique_statements(
+    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], job: Any
+) -> dict[str, Any]:
+    """Enqueues of unique jobs, as in the PostgreSQL driver: the bulk row plus
+    ``<unique_key>, <unique_states>`` (the states as a PostgreSQL array literal such
+    as ``{created,active}``, stored here as the JSON array ``["created","active"]``).
+    The arbiter of ON CONFLICT is the partial unique index, named by its column and
+    predicate; there is no NOTIFY, so the ``_notify`` statements are the plain ones."""
+    t = table.c
+    row = job.c.value
+    states = _scalar(row, 8)
+    values = [
+        *each_row,
+        _scalar(row, 7),
+        # {a,b} -> ["a","b"]: state names need no JSON escaping.
+        case(
+            (states.is_(None), null()),
+            else_=literal('["')
+            + func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","')
+            + literal('"]'),
+        ),
+    ]
+    # WHERE true: SQLite cannot parse INSERT … SELECT … ON CONFLICT without a WHERE
+    # (it would read ON as a join's).
+    plain = sqlite_insert(table).from_select(
+        [*columns, "unique_key", "unique_states"],
+        select(*values).select_from(job).where(true()),
+    )
+    arbiter: dict[str, Any] = {
+        "index_elements": [t.unique_key],
+        "index_where": literal_column(UNIQUE_PREDICATE_IN_JSON),
+    }
+    keep = plain.on_conflict_do_nothing(**arbiter)
+    replace = plain.on_conflict_do_update(
+        **arbiter,
+        set_={
+            name: plain.excluded[name]
+            for name in ("data", "attributes", "start_after", "retry_after_seconds", "priority")
+        },
+        where=t.state == _state(JobState.CREATED),
+    ).returning(t.unique_key, t.id)
+    holders = select(t.unique_key, t.id).where(
+        t.unique_key.in_(
+            select(
+                func.json_each(bindparam("p_keys", type_=JSON())).table_valued("value").c.value
+            )
+        ),
+        literal_column(UNIQUE_PREDICATE_IN_JSON),
+    )
+    return {
+        "insert_unique": plain,
+        "insert_unique_notify": plain,
+        "insert_unique_keep": keep,
+        "insert_unique_keep_notify": keep,
+        "insert_unique_replace": replace,
+        "insert_unique_replace_notify": replace,
+        "unique_key_holders": holders,
+    }
+
+
+# -- maintenance: statistics and retention --------------------------------------------
+
+
+def _stats_branch(topic: ColumnElement[Any], **measured: ColumnElement[Any]) -> list[Any]:
+    """One UNION ALL branch's select list: ``topic``, :data:`STATS_COUNTS`, :data:`STATS_TIMES`."""
+    columns: list[Any] = [topic.label("topic")]
+    for name in STATS_COUNTS:
+        columns.append(measured.get(name, literal_column("0", BigInteger())).label(name))
+    for name in STATS_TIMES:
+        columns.append(type_coerce(measured.get(name, null()), _UTC).label(name))
+    return columns
+
+
+def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
+    """Per-topic statistics in one statement, as the PostgreSQL driver's (each
+    branch reads the rows of the partial index of the states it counts)."""
+    t = table.c
+    now = _db_now()
+    topic_filter = [t.topic == bindparam("p_topic", type_=Text())] if one_topic else []
+    due = t.start_after <= now
+    live = (
+        select(
+            *_stats_branch(
+                t.topic,
+                created=func.count().filter(t.state == _state(JobState.CREATED)),
+                active=func.count().filter(t.state == _state(JobState.ACTIVE)),
+                due=func.count().filter(due),
+                expired_leases=func.count().filter(t.state == _state(JobState.ACTIVE), due),
+                oldest_due_at=func.min(t.start_after).filter(due),
+            )
+        )
+        .where(_claimable(table), *topic_filter)
+        .group_by(t.topic)
+    )
+    processing = (
+        select(
+            *_stats_branch(
+                t.topic, processing=func.count(), oldest_processing_at=func.min(t.started_at)
+            )
+        )
+        .where(t.state == _state(JobState.PROCESSING), *topic_filter)
+        .group_by(t.topic)
+    )
+    window_start = _after_seconds(-bindparam("p_window_seconds", type_=Float()))
+
+    def finished_branch(states: ColumnElement[bool], total: str, recent: str) -> Select[Any]:
+        return (
+            select(
+                *_stats_branch(
+                    t.topic,
+                    **{
+                        total: func.count(),
+                        recent: func.count().filter(t.finished_at >= window_start),
+                    },
+                )
+            )
+            .where(states, *topic_filter)
+            .group_by(t.topic)
+        )
+
+    counts = union_all(
+        live,
+        processing,
+        finished_branch(_finished(table), "finished", "finished_recently"),
+        finished_branch(t.state == _state(JobState.FAILED), "failed", "failed_recently"),
+    ).subquery("counts")
+    clock = select(now.label("measured_at")).subquery("clock")
+    return select(
+        type_coerce(clock.c.measured_at, _UTC).label("measured_at"), *(c for c in counts.c)
+    ).select_from(clock.outerjoin(counts, true()))
+
+
+def _prune(table: Table, state: JobState) -> Delete:
+    """Delete one bounded batch of ``state`` jobs of one topic, finished before the
+    TTL, oldest first (read from ``ix_<table>_finished`` / ``ix_<table>_failed``).
+    One statement: nothing else writes while it runs, so no row lock is needed."""
+    t = table.c
+    cutoff = _after_seconds(-bindparam("p_ttl_seconds", type_=Float()))
+    expired = (
+        select(t.id)
+        .where(
+            t.topic == bindparam("p_topic", type_=Text()),
+            t.state == _state(state),
+            t.finished_at < cutoff,
+        )
+        .order_by(t.finished_at)
+        .limit(bindparam("p_limit", type_=Integer()))
+    )
+    return delete(table).where(t.id.in_(expired))
+
+
+def _maintenance_statements(table: Table) -> dict[str, Any]:
+    t = table.c
+    return {
+        "stats_all": _stats(table, one_topic=False),
+        "stats_topic": _stats(table, one_topic=True),
+        "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
+        "prune_completed": _prune(table, JobState.COMPLETED),
+        "prune_failed": _prune(table, JobState.FAILED),
+        # No advisory locks on SQLite: the lock is always "taken". Prune batches
+        # are serialised by the single writer anyway (see the module docstring).
+        "try_prune_lock": select(literal(True)),
+    }
