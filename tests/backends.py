@@ -53,14 +53,15 @@ def _sqlite_transactions(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def begin(connection: Any) -> None:
         if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN")
 
 
 def make_engine(url: str, **pool: Any) -> Engine:
-    """An engine on the test database; ``pool`` (sizes) only applies to PostgreSQL."""
+    """An engine on the test database; ``pool`` (sizes) only applies to PostgreSQL
+    (``connect_args`` everywhere)."""
     if make_url(url).get_backend_name() != "sqlite":
         return create_engine(url, **pool)
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=pool.get("connect_args", {}))
     _sqlite_transactions(engine)
     return engine
 
@@ -69,6 +70,6 @@ def make_async_engine(url: str, **pool: Any) -> AsyncEngine:
     """:func:`make_engine` for asyncio (``url`` already names the async driver)."""
     if make_url(url).get_backend_name() != "sqlite":
         return create_async_engine(url, **pool)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=pool.get("connect_args", {}))
     _sqlite_transactions(engine.sync_engine)
     return engine

@@ -181,9 +181,7 @@ def _merged_attributes(table: Table) -> ColumnElement[Any]:
     kept = select(old.c.key, old.c.type, old.c.value).where(
         old.c.key.not_in(select(func.json_each(new).table_valued("key").c.key))
     )
-    members = union_all(kept, select(added.c.key, added.c.type, added.c.value)).subquery(
-        "members"
-    )
+    members = union_all(kept, select(added.c.key, added.c.type, added.c.value)).subquery("members")
     kind, value = members.c.type, members.c.value
     as_json = case(
         (kind.in_(["true", "false", "null"]), func.json(kind)),
@@ -496,9 +494,7 @@ def _unique_statements(
     ).returning(t.unique_key, t.id)
     holders = select(t.unique_key, t.id).where(
         t.unique_key.in_(
-            select(
-                func.json_each(bindparam("p_keys", type_=JSON())).table_valued("value").c.value
-            )
+            select(func.json_each(bindparam("p_keys", type_=JSON())).table_valued("value").c.value)
         ),
         literal_column(UNIQUE_PREDICATE_IN_JSON),
     )

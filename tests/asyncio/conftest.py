@@ -39,9 +39,7 @@ async def async_engine(
     request: pytest.FixtureRequest, database_url: str
 ) -> AsyncIterator[AsyncEngine]:
     # Room for the 8 concurrent claimers plus the test's own sessions.
-    engine = make_async_engine(
-        async_url(database_url, request.param), pool_size=12, max_overflow=4
-    )
+    engine = make_async_engine(async_url(database_url, request.param), pool_size=12, max_overflow=4)
     yield engine
     await engine.dispose()
 

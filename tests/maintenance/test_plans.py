@@ -19,6 +19,8 @@ from programma_sa._drivers import statements_for
 
 from ..app import Job
 
+pytestmark = pytest.mark.postgresql_only("PostgreSQL's planner (EXPLAIN FORMAT JSON)")
+
 FINISHED_ROWS = 30_000
 TABLE = jobs_table(Job)
 
