@@ -16,8 +16,8 @@ database it runs on. What SQLite lacks, and what takes its place:
   that read, rather than letting it act on an old snapshot: an error, never a
   double claim.
 * **No LISTEN/NOTIFY.** The ``*_notify`` enqueues are the plain ones: workers poll.
-* **No advisory locks.** ``try_prune_lock`` always answers "taken": prune batches
-  are serialised by the single writer, and two pruners delete disjoint rows.
+* **No advisory locks.** ``try_prune_lock`` takes the database's write lock for
+  the prune batch instead (see its comment).
 * **Time.** SQLite has no time type: SQLAlchemy's ``DateTime`` keeps
   ``YYYY-MM-DD HH:MM:SS.ffffff`` text, and SQLite's clock (``'now'``, UTC, the same
   value throughout one statement) has millisecond resolution. Every time this
@@ -608,7 +608,15 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
         "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),
-        # No advisory locks on SQLite: the lock is always "taken". Prune batches
-        # are serialised by the single writer anyway (see the module docstring).
-        "try_prune_lock": select(literal(True)),
+        # No advisory locks on SQLite: the prune lock is the database's write lock.
+        # A prune batch runs this first in its transaction: a write of one row that
+        # changes nothing, so the batch holds the write lock from its start (waiting
+        # the busy timeout for it) and its DELETE never finds the snapshot its reads
+        # saw outdated (SQLITE_BUSY_SNAPSHOT). Batches of several pruners thus run one
+        # after the other and delete disjoint rows. On an empty table it returns no
+        # row, yet took the write lock all the same (read as "taken").
+        "try_prune_lock": update(table)
+        .where(t.id == select(t.id).limit(1).scalar_subquery())
+        .values(id=t.id)
+        .returning(literal(True)),
     }
