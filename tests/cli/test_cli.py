@@ -125,6 +125,7 @@ def test_migrate_a_custom_table_and_schema_then_use_it(
         assert status == 0 and json.loads(out)["topic"] == "audit"
 
 
+@pytest.mark.postgresql_only("programma-sa migrate and demo run on PostgreSQL")
 def test_migrate_shows_the_url_without_its_password(
     capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:
@@ -282,6 +283,7 @@ def test_an_unreachable_database_exits_1_without_showing_the_password(
     assert "s3cret" not in out + err
 
 
+@pytest.mark.postgresql_only("programma-sa migrate and demo run on PostgreSQL")
 def test_demo_on_a_given_database_leaves_nothing_behind(
     capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:
