@@ -41,6 +41,7 @@ from sqlalchemy import (
     DateTime,
     Delete,
     Float,
+    FromClause,
     Integer,
     Select,
     Table,
@@ -123,12 +124,12 @@ def _state(state: JobState) -> ColumnElement[str]:
     return literal_column(f"'{state.value}'", Text())
 
 
-def _claimable(table: Any) -> ColumnElement[bool]:
+def _claimable(table: FromClause) -> ColumnElement[bool]:
     """The claim index's predicate, as literals (so SQLite can use the partial index)."""
     return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
 
 
-def _finished(table: Any) -> ColumnElement[bool]:
+def _finished(table: FromClause) -> ColumnElement[bool]:
     """The finished index's predicate, as literals."""
     return table.c.state.in_([_state(JobState(state)) for state in FINISHED_STATES])
 
