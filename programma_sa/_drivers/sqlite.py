@@ -36,14 +36,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     ColumnElement,
     DateTime,
     Delete,
     Float,
     FromClause,
     Integer,
-    Select,
     Table,
     Text,
     Update,
@@ -67,7 +65,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, Uuid
 
 from ..models import CLAIMABLE_STATES, FINISHED_STATES, UNIQUE_PREDICATE_IN_JSON, JobState
-from .base import STATS_COUNTS, STATS_TIMES, Statements
+from .base import Statements
+from .stats import StatsClock, stats_statement
 
 __all__ = ["UtcDateTime", "build_statements"]
 
@@ -513,73 +512,16 @@ def _unique_statements(
 # -- maintenance: statistics and retention --------------------------------------------
 
 
-def _stats_branch(topic: ColumnElement[Any], **measured: ColumnElement[Any]) -> list[Any]:
-    """One UNION ALL branch's select list: ``topic``, :data:`STATS_COUNTS`, :data:`STATS_TIMES`."""
-    columns: list[Any] = [topic.label("topic")]
-    for name in STATS_COUNTS:
-        columns.append(measured.get(name, literal_column("0", BigInteger())).label(name))
-    for name in STATS_TIMES:
-        columns.append(type_coerce(measured.get(name, null()), _UTC).label(name))
-    return columns
-
-
-def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
-    """Per-topic statistics in one statement, as the PostgreSQL driver's (each
-    branch reads the rows of the partial index of the states it counts)."""
-    t = table.c
-    now = _db_now()
-    topic_filter = [t.topic == bindparam("p_topic", type_=Text())] if one_topic else []
-    due = t.start_after <= now
-    live = (
-        select(
-            *_stats_branch(
-                t.topic,
-                created=func.count().filter(t.state == _state(JobState.CREATED)),
-                active=func.count().filter(t.state == _state(JobState.ACTIVE)),
-                due=func.count().filter(due),
-                expired_leases=func.count().filter(t.state == _state(JobState.ACTIVE), due),
-                oldest_due_at=func.min(t.start_after).filter(due),
-            )
-        )
-        .where(_claimable(table), *topic_filter)
-        .group_by(t.topic)
-    )
-    processing = (
-        select(
-            *_stats_branch(
-                t.topic, processing=func.count(), oldest_processing_at=func.min(t.started_at)
-            )
-        )
-        .where(t.state == _state(JobState.PROCESSING), *topic_filter)
-        .group_by(t.topic)
-    )
-    window_start = _after_seconds(-bindparam("p_window_seconds", type_=Float()))
-
-    def finished_branch(states: ColumnElement[bool], total: str, recent: str) -> Select[Any]:
-        return (
-            select(
-                *_stats_branch(
-                    t.topic,
-                    **{
-                        total: func.count(),
-                        recent: func.count().filter(t.finished_at >= window_start),
-                    },
-                )
-            )
-            .where(states, *topic_filter)
-            .group_by(t.topic)
-        )
-
-    counts = union_all(
-        live,
-        processing,
-        finished_branch(_finished(table), "finished", "finished_recently"),
-        finished_branch(t.state == _state(JobState.FAILED), "failed", "failed_recently"),
-    ).subquery("counts")
-    clock = select(now.label("measured_at")).subquery("clock")
-    return select(
-        type_coerce(clock.c.measured_at, _UTC).label("measured_at"), *(c for c in counts.c)
-    ).select_from(clock.outerjoin(counts, true()))
+#: The statistics (programma_sa._drivers.stats) on SQLite's clock.
+_STATS_CLOCK = StatsClock(
+    now=lambda: _db_now(),
+    seconds_ago=lambda seconds: _after_seconds(-seconds),
+    no_time=lambda: type_coerce(null(), _UTC),
+    as_time=lambda time: type_coerce(time, _UTC),
+    state=lambda state: _state(state),
+    claimable=lambda table: _claimable(table),
+    finished=lambda table: _finished(table),
+)
 
 
 def _prune(table: Table, state: JobState) -> Delete:
@@ -604,8 +546,8 @@ def _prune(table: Table, state: JobState) -> Delete:
 def _maintenance_statements(table: Table) -> dict[str, Any]:
     t = table.c
     return {
-        "stats_all": _stats(table, one_topic=False),
-        "stats_topic": _stats(table, one_topic=True),
+        "stats_all": stats_statement(table, _STATS_CLOCK, one_topic=False),
+        "stats_topic": stats_statement(table, _STATS_CLOCK, one_topic=True),
         "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),
