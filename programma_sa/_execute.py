@@ -87,6 +87,14 @@ def _diagnostic(error: sa_exc.DBAPIError, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: SQLITE_BUSY, said with its two causes (docs/sqlite.md).
+_SQLITE_BUSY = (
+    "database is locked: another connection held SQLite's write lock for longer than "
+    "this connection's busy timeout, or this transaction read before writing while "
+    "another one committed (begin such transactions with BEGIN IMMEDIATE: docs/sqlite.md)"
+)
+
+
 def _sqlite_message(error: sa_exc.DBAPIError) -> str | None:
     """The message of a SQLite error (the standard library's, which aiosqlite raises
     too); ``None`` for another database's. SQLite has no SQLSTATE: its messages are
@@ -146,6 +154,8 @@ def translated_errors(table: Table | None = None) -> Iterator[None]:
             ) from error
         if table is not None and _unique_key_violation(error, table):
             raise _duplicate_job(error, table) from error
+        if _sqlite_message(error) == "database is locked":
+            raise DatabaseError(_SQLITE_BUSY) from error
         raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
 
 

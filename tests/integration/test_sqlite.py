@@ -131,8 +131,14 @@ def test_a_deferred_transaction_that_read_first_cannot_claim_after_another_commi
     # The writer may not wait on the reader's transaction: WAL lets it commit.
     other = _transactions(create_engine(sqlite_url), "BEGIN")
     try:
-        with pytest.raises(DatabaseError, match="database is locked"):
+        with pytest.raises(DatabaseError) as refused:
             _claim_after_another_writer(engine, other)
+        assert str(refused.value) == (
+            "database is locked: another connection held SQLite's write lock for longer than "
+            "this connection's busy timeout, or this transaction read before writing while "
+            "another one committed (begin such transactions with BEGIN IMMEDIATE: "
+            "docs/sqlite.md)"
+        )
     finally:
         engine.dispose()
         other.dispose()
