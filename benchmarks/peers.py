@@ -15,6 +15,15 @@ own API, in its own event loop, with its fastest documented settings:
   of 18 connections (best of 1/4/10/16/20 in our trials), ``listen_notify=False``
   (a drain needs no wake-ups).
 
+**Pickup latency** (``latency.pgqueuer`` / ``latency.procrastinate``, baseline
+``latency.raw_listen_notify``), measured as the Worker's is: an idle consumer
+waiting on LISTEN/NOTIFY (pgqueuer's ``QueueManager.run`` in continuous mode,
+batch 10 — its default; procrastinate's worker with ``listen_notify=True``), jobs
+enqueued ``Sizes.latency_jobs`` times ``Sizes.latency_interval_s`` apart from a
+connection of their own in the same event loop (which is idle between them), and
+the time from each enqueue returning to its handler starting. One job is picked up
+before the clock starts, so the consumer is listening and warm.
+
 Procrastinate's drain runs on fewer jobs (``Sizes.procrastinate_drain``): it
 processes a few hundred jobs a second here, and a rate is a rate.
 
@@ -32,9 +41,19 @@ from datetime import timedelta
 from typing import Any
 
 from .baseline import payload
-from .harness import JOBS_PER_S, RunContext, Sizes, Workload, jobs_per_second
+from .harness import (
+    JOBS_PER_S,
+    LATENCY_MS,
+    RunContext,
+    Sizes,
+    Workload,
+    jobs_per_second,
+    latency_figures,
+)
 from .workloads.drain import raw_key
 from .workloads.enqueue import BULK_RAW, RAW_PSYCOPG
+from .workloads.latency import RAW_LISTEN_NOTIFY
+from .workloads.latency import params as latency_params
 
 __all__ = ["WORKLOADS"]
 
@@ -58,11 +77,13 @@ def _run_uvloop(coro: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]
 
 # -- pgqueuer -------------------------------------------------------------------------
 
-PgQueuerBody = Callable[[Any, RunContext], Awaitable[dict[str, float]]]
+#: ``body(queries, ctx, conninfo)``: ``conninfo`` for connections of the body's own.
+PgQueuerBody = Callable[[Any, RunContext, str], Awaitable[dict[str, float]]]
 
 
 def _pgqueuer(body: PgQueuerBody) -> Callable[[RunContext], dict[str, float]]:
-    """Run ``body(queries, ctx)`` on an asyncpg connection to a fresh, installed database."""
+    """Run ``body(queries, ctx, conninfo)`` on an asyncpg connection to a fresh,
+    installed database."""
 
     def run(ctx: RunContext) -> dict[str, float]:
         import asyncpg  # type: ignore[import-untyped, unused-ignore]
@@ -75,7 +96,7 @@ def _pgqueuer(body: PgQueuerBody) -> Callable[[RunContext], dict[str, float]]:
             try:
                 queries = Queries(AsyncpgDriver(connection))
                 await queries.install()
-                return await body(queries, ctx)
+                return await body(queries, ctx, conninfo)
             finally:
                 await connection.close()
 
@@ -85,7 +106,7 @@ def _pgqueuer(body: PgQueuerBody) -> Callable[[RunContext], dict[str, float]]:
     return run
 
 
-async def _pgqueuer_single(queries: Any, ctx: RunContext) -> dict[str, float]:
+async def _pgqueuer_single(queries: Any, ctx: RunContext, conninfo: str) -> dict[str, float]:
     jobs = ctx.sizes.peer_single_enqueue
     for n in range(_WARMUP):
         await queries.enqueue(_ENTRYPOINT, _payload_bytes(n))
@@ -101,14 +122,14 @@ async def _pgqueuer_bulk_enqueue(queries: Any, jobs: int) -> None:
     )
 
 
-async def _pgqueuer_bulk(queries: Any, ctx: RunContext) -> dict[str, float]:
+async def _pgqueuer_bulk(queries: Any, ctx: RunContext, conninfo: str) -> dict[str, float]:
     jobs = ctx.sizes.bulk_enqueue
     start = time.perf_counter()
     await _pgqueuer_bulk_enqueue(queries, jobs)
     return jobs_per_second(jobs, time.perf_counter() - start)
 
 
-async def _pgqueuer_drain(queries: Any, ctx: RunContext) -> dict[str, float]:
+async def _pgqueuer_drain(queries: Any, ctx: RunContext, conninfo: str) -> dict[str, float]:
     from pgqueuer import QueueManager
     from pgqueuer.domain.types import QueueExecutionMode
 
@@ -132,6 +153,58 @@ async def _pgqueuer_drain(queries: Any, ctx: RunContext) -> dict[str, float]:
     if done != jobs:
         raise RuntimeError(f"pgqueuer drained {done} of {jobs} jobs")
     return jobs_per_second(done, seconds)
+
+
+async def _pickup_latencies(
+    ctx: RunContext,
+    enqueue: Callable[[int], Awaitable[object]],
+    started: dict[int, float],
+) -> dict[str, float]:
+    """Enqueue one warm-up job (until its pickup) then ``latency_jobs`` jobs, job
+    ``n`` with the payload ``payload(n)``; the consumer notes ``started[order_id]``."""
+    sizes = ctx.sizes
+    deadline = time.monotonic() + 30
+    await enqueue(-1)
+    while -1 not in started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the consumer never picked up the warm-up job")
+        await asyncio.sleep(0.01)
+    committed: dict[int, float] = {}
+    for n in range(sizes.latency_jobs):
+        await enqueue(n)
+        committed[n] = time.perf_counter()
+        await asyncio.sleep(sizes.latency_interval_s)
+    deadline = time.monotonic() + 30
+    while len(started) <= sizes.latency_jobs and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    missing = set(committed) - set(started)
+    if missing:
+        raise RuntimeError(f"the consumer never started {len(missing)} jobs")
+    return latency_figures([(started[n] - committed[n]) * 1000 for n in committed])
+
+
+async def _pgqueuer_pickup(queries: Any, ctx: RunContext, conninfo: str) -> dict[str, float]:
+    import asyncpg
+    from pgqueuer import AsyncpgDriver, Queries, QueueManager
+
+    manager = QueueManager(queries)
+    started: dict[int, float] = {}
+
+    @manager.entrypoint(_ENTRYPOINT)
+    async def note(job: Any) -> None:
+        started[json.loads(job.payload)["order_id"]] = time.perf_counter()
+
+    consumer = asyncio.create_task(manager.run())
+    producer = await asyncpg.connect(conninfo)
+    try:
+        producer_queries = Queries(AsyncpgDriver(producer))
+        return await _pickup_latencies(
+            ctx, lambda n: producer_queries.enqueue(_ENTRYPOINT, _payload_bytes(n)), started
+        )
+    finally:
+        await producer.close()
+        manager.shutdown.set()
+        await consumer
 
 
 # -- procrastinate --------------------------------------------------------------------
@@ -211,6 +284,25 @@ async def _procrastinate_drain(
     return jobs_per_second(jobs, seconds)
 
 
+async def _procrastinate_pickup(
+    app: Any, task: Any, handled: dict[str, int], ctx: RunContext
+) -> dict[str, float]:
+    started: dict[int, float] = {}
+
+    @app.task(name="pickup", queue="pickup")
+    async def note(order_id: int, **kwargs: Any) -> None:
+        started[order_id] = time.perf_counter()
+
+    consumer = asyncio.create_task(
+        app.run_worker_async(queues=["pickup"], listen_notify=True, install_signal_handlers=False)
+    )
+    try:
+        return await _pickup_latencies(ctx, lambda n: note.defer_async(**payload(n)), started)
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+
+
 # -- registry -------------------------------------------------------------------------
 
 
@@ -272,5 +364,23 @@ WORKLOADS = [
         baseline=raw_key(100),
         requires=("procrastinate",),
         params=_sizes("procrastinate_drain", concurrency=_PROCRASTINATE_CONCURRENCY),
+    ),
+    Workload(
+        "latency.pgqueuer",
+        "pgqueuer QueueManager, idle, LISTEN/NOTIFY",
+        LATENCY_MS,
+        _pgqueuer(_pgqueuer_pickup),
+        baseline=RAW_LISTEN_NOTIFY,
+        requires=("pgqueuer", "asyncpg"),
+        params=lambda sizes: {**latency_params(sizes), "driver": "asyncpg"},
+    ),
+    Workload(
+        "latency.procrastinate",
+        "procrastinate worker, idle, LISTEN/NOTIFY",
+        LATENCY_MS,
+        _procrastinate(_procrastinate_pickup),
+        baseline=RAW_LISTEN_NOTIFY,
+        requires=("procrastinate",),
+        params=lambda sizes: {**latency_params(sizes), "connector": "psycopg"},
     ),
 ]

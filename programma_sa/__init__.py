@@ -8,7 +8,7 @@ claimed with ``FOR UPDATE SKIP LOCKED`` inside your transaction boundaries.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
 from ._retention import TTL, Retention
 from ._stats import QueueStats, TopicStats
 from .async_queue import AsyncJobQueue
@@ -19,19 +19,22 @@ from .exceptions import (
     DuplicateJob,
     InstanceNotFound,
     InvalidJobInput,
+    JobCancelled,
+    JobNotFound,
     PayloadTooLarge,
     PermanentFailure,
     ProgrammaError,
     SchemaNotReady,
     TaskDocumentError,
     TransactionLost,
+    WaitTimeout,
 )
 from .maintenance import AsyncPruner, Pruner, PruneResult
 from .models import JobMixin, JobState, jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .schedules import Schedule
-from .tasks import Task, TaskRegistry, TaskRun
+from .tasks import Task, TaskRegistry, TaskRun, Unique
 from .uniqueness import OnConflict, unique_key
 from .worker import JobContext, PassResult, Worker, WorkerSettings
 from .worker.async_driver import AsyncJobContext, AsyncWorker
@@ -48,6 +51,7 @@ __all__ = [
     "AsyncJobQueue",
     "AsyncPruner",
     "AsyncWorker",
+    "CancelOutcome",
     "ClaimedJob",
     "CommitFailed",
     "ConfigurationError",
@@ -55,15 +59,19 @@ __all__ = [
     "DuplicateJob",
     "InstanceNotFound",
     "InvalidJobInput",
+    "JobCancelled",
     "JobContext",
     "JobDetail",
     "JobMixin",
+    "JobNotFound",
+    "JobPage",
     "JobQueue",
     "JobSnoozed",
     "JobSpec",
     "JobState",
     "OnConflict",
     "PassResult",
+    "PausedTopic",
     "PayloadTooLarge",
     "PermanentFailure",
     "ProgrammaError",
@@ -80,6 +88,8 @@ __all__ = [
     "TaskRun",
     "TopicStats",
     "TransactionLost",
+    "Unique",
+    "WaitTimeout",
     "Worker",
     "WorkerSettings",
     "__version__",

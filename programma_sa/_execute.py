@@ -169,7 +169,10 @@ def _statement(executor: Any, operation: Operation[Any]) -> Executable:
     dialect = getattr(executor, "dialect", None)  # a Connection / AsyncConnection has one
     if dialect is None:
         dialect = executor.get_bind(clause=operation.table).dialect
-    return getattr(statements_for(dialect.name, operation.table), operation.statement)  # type: ignore[no-any-return]
+    statement = getattr(statements_for(dialect.name, operation.table), operation.statement)
+    if operation.variant is not None:  # a StatementFamily: the statement of this shape
+        statement = statement(operation.variant)
+    return statement  # type: ignore[no-any-return]
 
 
 def execute(executor: Executor, operation: Operation[T]) -> T:

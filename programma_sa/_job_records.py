@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .models import JobState
 
-__all__ = ["ClaimedJob", "JobDetail", "JobSpec"]
+__all__ = ["CancelOutcome", "ClaimedJob", "JobDetail", "JobPage", "JobSpec", "PausedTopic"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class JobDetail:
     #: The job's unique key, held while its state is one of ``unique_states``.
     unique_key: str | None = None
     unique_states: tuple[JobState, ...] | None = None
+    #: What the handler returned (any JSON value), stored with the completion;
+    #: ``None`` when it returned nothing, or the job has not completed.
+    result: Any = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> JobDetail:
@@ -55,6 +59,7 @@ class JobDetail:
                 if row["unique_states"] is None
                 else tuple(JobState(state) for state in row["unique_states"])
             ),
+            result=row["result"],
         )
 
 
@@ -76,3 +81,38 @@ class JobSpec:
     unique_key: str | None = None
     #: Default (``None``): the unfinished states, as in ``add_job``.
     unique_states: Collection[JobState | str] | None = None
+
+
+class CancelOutcome(str, enum.Enum):
+    """What :meth:`JobQueue.cancel_job <programma_sa.JobQueue.cancel_job>` did."""
+
+    #: The job is CANCELLED now: it was waiting (never runs), or held by a lease-mode
+    #: worker, whose handler is told to stop (``ctx.cancelled``).
+    CANCELLED = "cancelled"
+    #: The job is held by another transaction right now — a transaction-mode pass
+    #: running its handler (or a claim committing at this very moment): nothing was
+    #: waited for; the worker holding it is notified and ends it CANCELLED, its
+    #: handler's writes rolled back, when the handler returns or raises.
+    REQUESTED = "requested"
+    #: The job had finished already (COMPLETED, FAILED or CANCELLED): unchanged.
+    ALREADY_FINISHED = "already_finished"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of :meth:`JobQueue.list_jobs <programma_sa.JobQueue.list_jobs>`:
+    jobs newest first, and the cursor of the next page (``None``: this is the last)."""
+
+    jobs: list[JobDetail] = field(default_factory=list)
+    next_cursor: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class PausedTopic:
+    """A topic no claim takes jobs from, and since when (database clock)."""
+
+    topic: str
+    paused_at: datetime

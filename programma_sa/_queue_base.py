@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
+from ._operations.control import ControlOperations
 from ._operations.jobs import JobOperations
 from ._operations.maintenance import MaintenanceOperations
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES
@@ -35,6 +36,10 @@ class QueueBase:
         #: The operations this queue executes (what a worker executes too).
         self.operations = JobOperations(
             self.table, notify=notify, max_payload_bytes=max_payload_bytes
+        )
+        #: Cancel, re-run, list, pause and resume: the control operations.
+        self.control_operations = ControlOperations(
+            self.table, max_payload_bytes=self.operations.max_payload_bytes
         )
         #: The statistics and retention operations of the same table.
         self.maintenance_operations = MaintenanceOperations.for_table(self.table)

@@ -7,7 +7,7 @@
         topics={"audit": TTL(completed=None, failed=None)},  # keep audit jobs forever
     )
 
-A topic listed in ``topics`` uses its own :class:`TTL` for both states (its
+A topic listed in ``topics`` uses its own :class:`TTL` for every state (its
 ``None`` means *keep forever*, not *use the default*); every other topic uses the
 default. A TTL is measured from the job's ``finished_at`` against the database's
 clock. Every value is checked when the object is built, so a bad setting fails at
@@ -16,7 +16,7 @@ start-up rather than in the first prune.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -29,7 +29,7 @@ from .models import JobState
 __all__ = ["FINISHED", "TTL", "Retention"]
 
 #: The states a TTL applies to, in the order a prune visits them.
-FINISHED = (JobState.COMPLETED, JobState.FAILED)
+FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
 def _ttl_seconds(value: object, what: str) -> float | None:
@@ -40,7 +40,7 @@ def _ttl_seconds(value: object, what: str) -> float | None:
 
 @dataclass(frozen=True)
 class TTL:
-    """How long COMPLETED and FAILED jobs are kept after they finish.
+    """How long COMPLETED, FAILED and CANCELLED jobs are kept after they finish.
 
     Seconds (``int``/``float``) or a :class:`~datetime.timedelta`; ``None`` keeps
     them forever. Stored as seconds.
@@ -48,6 +48,7 @@ class TTL:
 
     completed: float | timedelta | None = None
     failed: float | timedelta | None = None
+    cancelled: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         for state in FINISHED:
@@ -55,7 +56,8 @@ class TTL:
             object.__setattr__(self, name, _ttl_seconds(getattr(self, name), f"TTL.{name}"))
 
     def seconds(self, state: JobState) -> float | None:
-        """The TTL of ``state`` (COMPLETED or FAILED) in seconds; ``None``: kept forever."""
+        """The TTL of ``state`` (COMPLETED, FAILED or CANCELLED) in seconds; ``None``:
+        kept forever."""
         if state not in FINISHED:
             raise ValueError(f"only finished jobs have a TTL, not {state.value} ones")
         # __post_init__ stored seconds (or None) in place of any timedelta.
@@ -98,5 +100,9 @@ class Retention:
     @property
     def prunes_anything(self) -> bool:
         """Whether any TTL is set at all (else a prune has nothing to do)."""
+        return self.prunes(FINISHED)
+
+    def prunes(self, states: Iterable[JobState]) -> bool:
+        """Whether any TTL is set for one of ``states``."""
         ttls = (self.default, *self.topics.values())
-        return any(ttl.seconds(state) is not None for ttl in ttls for state in FINISHED)
+        return any(ttl.seconds(state) is not None for ttl in ttls for state in states)

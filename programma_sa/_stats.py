@@ -47,6 +47,11 @@ class TopicStats:
     completed_recently: int = 0
     #: Jobs that reached FAILED within the window.
     failed_recently: int = 0
+    #: CANCELLED jobs (revision programma_0005; last, so the older columns keep
+    #: their places in the table the CLI prints).
+    cancelled: int = 0
+    #: Jobs that reached CANCELLED within the window.
+    cancelled_recently: int = 0
 
     @property
     def counts(self) -> dict[JobState, int]:
@@ -108,19 +113,21 @@ class _Totals:
             # The failed branch reads ix_<table>_failed; "finished" counts both states.
             completed=n["finished"] - n["failed"],
             failed=n["failed"],
+            cancelled=n["cancelled"],
             due=n["due"],
             lag_seconds=_age(measured_at, self.oldest_due_at),
             expired_leases=n["expired_leases"],
             oldest_processing_seconds=_age(measured_at, self.oldest_processing_at),
             completed_recently=n["finished_recently"] - n["failed_recently"],
             failed_recently=n["failed_recently"],
+            cancelled_recently=n["cancelled_recently"],
         )
 
 
 def read_stats(
     rows: Iterable[Mapping[Any, Any]], table: str, window_seconds: float, topic: str | None
 ) -> QueueStats:
-    """Add up the stats statement's rows (up to four per topic, one per branch).
+    """Add up the stats statement's rows (up to five per topic, one per branch).
 
     With ``topic`` given, the result holds exactly that topic — zeros when it has
     no jobs (an unknown topic is not an error).

@@ -201,15 +201,6 @@ def check_max_jobs(value: object) -> int:
     return value
 
 
-def optional_limit(value: object) -> int | None:
-    """How many jobs a listing may return: an ``int`` >= 1, or ``None`` for all."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidJobInput(f"limit must be an int >= 1 or None, got {value!r}")
-    return value
-
-
 def payload_limit(value: object) -> int:
     """The queue's ``max_payload_bytes`` setting."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -2,7 +2,7 @@
 
 :class:`AsyncJobQueue` has the methods of :class:`~programma_sa.JobQueue`, each a
 coroutine taking the caller's ``AsyncSession`` (or an ``async_scoped_session``
-proxying one) first. It executes the very
+proxying one, or a Core ``AsyncConnection``) first. It executes the very
 :class:`~programma_sa._operations.Operation` objects the sync queue executes: the
 validation, the SQL and the reading of results exist once, in
 :mod:`programma_sa._operations` and :mod:`programma_sa._drivers`. As in the sync
@@ -38,17 +38,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Unpack
 
 from ._execute import execute_async, run_steps_async
-from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
+from ._operations.control import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RERUN_LIMIT,
+    JobCriteria,
+    ListCriteria,
+    RerunCriteria,
+)
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
-from ._session_types import AsyncSessionLike
+from ._session_types import AsyncExecutor
 from ._stats import QueueStats
+from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job_async
 from .models import JobState
 from .uniqueness import OnConflict
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["AsyncJobQueue"]
 
@@ -65,7 +78,7 @@ class AsyncJobQueue(QueueBase):
 
     async def add_job(
         self,
-        session: AsyncSessionLike,
+        session: AsyncExecutor,
         topic: str,
         data: Any,
         *,
@@ -95,7 +108,7 @@ class AsyncJobQueue(QueueBase):
 
     async def add_jobs(
         self,
-        session: AsyncSessionLike,
+        session: AsyncExecutor,
         topic: str,
         specs: Iterable[JobSpec | Mapping[str, Any]],
         *,
@@ -105,41 +118,39 @@ class AsyncJobQueue(QueueBase):
         return await run_steps_async(session, self.operations.add_jobs(topic, specs, on_conflict))
 
     async def claim_jobs(
-        self, session: AsyncSessionLike, topic: str, max_jobs: int = 1
+        self, session: AsyncExecutor, topic: str, max_jobs: int = 1
     ) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs; see :meth:`JobQueue.claim_jobs`."""
         return await execute_async(session, self.operations.claim_jobs(topic, max_jobs))
 
-    async def move_job_to_processing(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str
-    ) -> bool:
+    async def move_job_to_processing(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return await execute_async(session, self.operations.move_job_to_processing(job_id))
 
     async def move_job_to_done(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: AsyncExecutor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return await execute_async(session, self.operations.move_job_to_done(job_id, delete))
 
     async def move_job_to_failed(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: AsyncExecutor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return await execute_async(session, self.operations.move_job_to_failed(job_id, delete))
 
-    async def delete_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> bool:
+    async def delete_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return await execute_async(session, self.operations.delete_job(job_id))
 
     async def set_attributes(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: AsyncExecutor, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return await execute_async(session, self.operations.set_attributes(job_id, attributes))
 
     async def set_retry_after_seconds(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str, seconds: int | None
+        self, session: AsyncExecutor, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; see :meth:`JobQueue.set_retry_after_seconds`."""
         return await execute_async(
@@ -147,24 +158,79 @@ class AsyncJobQueue(QueueBase):
         )
 
     async def set_job_start_date(
-        self, session: AsyncSessionLike, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: AsyncExecutor, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return await execute_async(session, self.operations.set_job_start_date(job_id, start_date))
 
-    async def get_job(self, session: AsyncSessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
+    async def get_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return await execute_async(session, self.operations.get_job(job_id))
 
+    # -- control of jobs in flight ----------------------------------------------------
+
+    async def cancel_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> CancelOutcome:
+        """Cancel a job that has not finished; see :meth:`JobQueue.cancel_job`."""
+        return await execute_async(session, self.control_operations.cancel_job(job_id))
+
+    async def retry_job(self, session: AsyncExecutor, job_id: uuid.UUID | str) -> None:
+        """Re-run a FAILED or CANCELLED job; see :meth:`JobQueue.retry_job`."""
+        await execute_async(session, self.control_operations.retry_job(job_id))
+
+    async def retry_jobs(
+        self,
+        session: AsyncExecutor,
+        *,
+        limit: int = DEFAULT_RERUN_LIMIT,
+        **criteria: Unpack[RerunCriteria],
+    ) -> list[uuid.UUID]:
+        """Re-run failed (or cancelled) jobs by filter; see :meth:`JobQueue.retry_jobs`."""
+        operation = self.control_operations.retry_jobs(JobCriteria(**criteria), limit=limit)
+        return await execute_async(session, operation)
+
     async def list_jobs(
-        self, session: AsyncSessionLike, topic: str | None = None, *, limit: int | None = 100
-    ) -> list[JobDetail]:
-        """:meth:`JobQueue.list_jobs <programma_sa.JobQueue.list_jobs>`, awaited."""
-        return await execute_async(session, self.operations.list_jobs(topic, limit))
+        self,
+        session: AsyncExecutor,
+        *,
+        cursor: uuid.UUID | str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        **criteria: Unpack[ListCriteria],
+    ) -> JobPage:
+        """One page of jobs, newest first; see :meth:`JobQueue.list_jobs`."""
+        operation = self.control_operations.list_jobs(
+            JobCriteria(**criteria), cursor=cursor, limit=limit
+        )
+        return await execute_async(session, operation)
+
+    async def pause_topic(self, session: AsyncExecutor, topic: str) -> bool:
+        """Stop claims from ``topic``; see :meth:`JobQueue.pause_topic`."""
+        return await execute_async(session, self.control_operations.pause_topic(topic))
+
+    async def resume_topic(self, session: AsyncExecutor, topic: str) -> bool:
+        """Let claims take ``topic`` again; see :meth:`JobQueue.resume_topic`."""
+        return await execute_async(session, self.control_operations.resume_topic(topic))
+
+    async def paused_topics(self, session: AsyncExecutor) -> list[PausedTopic]:
+        """The paused topics, by name."""
+        return await execute_async(session, self.control_operations.paused_topics())
+
+    async def wait_for_job(
+        self,
+        engine: AsyncEngine,
+        job_id: uuid.UUID | str,
+        *,
+        timeout: float,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobDetail:
+        """Wait until the job has finished and return it; see :meth:`JobQueue.wait_for_job`
+        (here on an ``AsyncEngine``)."""
+        return await wait_for_job_async(
+            engine, self.operations, job_id, timeout=timeout, poll_interval=poll_interval
+        )
 
     async def stats(
         self,
-        session: AsyncSessionLike,
+        session: AsyncExecutor,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -175,7 +241,7 @@ class AsyncJobQueue(QueueBase):
 
     async def prune(
         self,
-        session: AsyncSessionLike,
+        session: AsyncExecutor,
         retention: Retention,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,

@@ -6,6 +6,10 @@
     programma-sa worker   myapp.jobs:send_receipt --topic send-receipt --concurrency 4
     programma-sa enqueue  send-receipt --data '{"order": 42}' --run-after 60
     programma-sa job      0192f7c4-...
+    programma-sa jobs     list --topic send-receipt --state failed
+    programma-sa jobs     cancel 0192f7c4-...
+    programma-sa jobs     retry --failed --topic send-receipt --error-type myapp.PushError
+    programma-sa topics   pause send-receipt
     programma-sa stats    --format prometheus
     programma-sa prune    --completed-ttl 86400 --failed-ttl 1209600 --topic-ttl audit=
     programma-sa schedules --schedules myapp.jobs:SCHEDULES
@@ -55,6 +59,8 @@ from sqlalchemy.orm import Session
 
 from . import __version__, migrations
 from . import _validation as check
+from ._job_records import JobDetail
+from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, MAX_PAGE_SIZE
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
 from ._urls import async_url, parse_url, sync_url
@@ -63,7 +69,7 @@ from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
 from .maintenance.formats import FORMATS, render_stats
 from .migrations._app_revision import register_alembic
-from .models import DEFAULT_TABLE_NAME, standalone_jobs_table
+from .models import DEFAULT_TABLE_NAME, RERUNNABLE_STATES, JobState, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .schedules import Schedule, check_schedules
@@ -71,7 +77,7 @@ from .tasks import TaskRegistry
 from .worker import Handler, Worker, WorkerOptions, WorkerSettings
 from .worker.async_driver import AsyncHandler, AsyncWorker
 from .worker.decisions import is_async_handler
-from .worker.settings import DEFAULT_PRUNE_INTERVAL, HandlerContext
+from .worker.settings import DEFAULT_CANCEL_GRACE_PERIOD, DEFAULT_PRUNE_INTERVAL, HandlerContext
 
 if TYPE_CHECKING:
     # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
@@ -174,6 +180,15 @@ class Subcommands:
         self._database = _database_options()
         self._table = _table_options(host)
 
+    def group(self, name: str, *, help: str, description: str) -> Subcommands:
+        """A command of commands (``programma-sa jobs list``): add its own to the result."""
+        parser = self._subparsers.add_parser(name, help=help, description=description)
+        nested = Subcommands(
+            parser.add_subparsers(title="commands", metavar="COMMAND", required=True), self._host
+        )
+        nested._database, nested._table = self._database, self._table
+        return nested
+
     def add(
         self,
         name: str,
@@ -272,7 +287,8 @@ _ttl_seconds = seconds_type("a TTL")
 
 
 def _topic_ttl(text: str) -> tuple[str, TTL]:
-    """``TOPIC=COMPLETED[,FAILED]``: an empty or missing side keeps those jobs forever."""
+    """``TOPIC=COMPLETED[,FAILED[,CANCELLED]]``: an empty or missing value keeps those
+    jobs forever."""
     topic, equals, ttls = text.rpartition("=")
     if not equals:
         raise argparse.ArgumentTypeError(
@@ -282,10 +298,12 @@ def _topic_ttl(text: str) -> tuple[str, TTL]:
         check.check_topic(topic)
     except InvalidJobInput as error:
         raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
-    completed, _, failed = ttls.partition(",")
+    completed, _, rest = ttls.partition(",")
+    failed, _, cancelled = rest.partition(",")
     return topic, TTL(
         completed=_ttl_seconds(completed) if completed else None,
         failed=_ttl_seconds(failed) if failed else None,
+        cancelled=_ttl_seconds(cancelled) if cancelled else None,
     )
 
 
@@ -304,12 +322,18 @@ def add_retention_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete FAILED jobs this long after they finished (default: keep them)",
     )
     parser.add_argument(
+        "--cancelled-ttl",
+        type=_ttl_seconds,
+        metavar="SECONDS",
+        help="delete CANCELLED jobs this long after they were cancelled (default: keep them)",
+    )
+    parser.add_argument(
         "--topic-ttl",
         type=_topic_ttl,
         action="append",
         default=[],
-        metavar="TOPIC=COMPLETED[,FAILED]",
-        help="TTLs of one topic instead of the two above (repeat per topic); an empty or "
+        metavar="TOPIC=COMPLETED[,FAILED[,CANCELLED]]",
+        help="TTLs of one topic instead of the three above (repeat per topic); an empty or "
         "missing value keeps those jobs forever: audit= keeps all of topic audit",
     )
 
@@ -321,7 +345,10 @@ def retention_from(args: argparse.Namespace) -> Retention | None:
         if topic in topics:
             raise UsageError(f"--topic-ttl gives topic {topic!r} twice")
         topics[topic] = ttl
-    retention = Retention(TTL(completed=args.completed_ttl, failed=args.failed_ttl), topics)
+    retention = Retention(
+        TTL(completed=args.completed_ttl, failed=args.failed_ttl, cancelled=args.cancelled_ttl),
+        topics,
+    )
     return retention if retention.prunes_anything else None
 
 
@@ -401,6 +428,8 @@ def _worker_options(args: argparse.Namespace) -> WorkerOptions:
         retention=retention_from(args),
         prune_interval=args.prune_interval,
         prune_batch_size=args.prune_batch_size,
+        lease_renewal=args.lease_renewal,
+        cancel_grace_period=args.cancel_grace_period,
     )
     if args.mode is not None:
         options["mode"] = args.mode
@@ -602,6 +631,21 @@ def register_worker(commands: Subcommands) -> None:
         metavar="SECONDS",
         help="how long to wait for running handlers when stopping (default 30)",
     )
+    parser.add_argument(
+        "--no-lease-renewal",
+        dest="lease_renewal",
+        action="store_false",
+        help="lease mode: do not renew the leases of held jobs (a job then comes back "
+        "once its visibility timeout passes, even while its handler runs)",
+    )
+    parser.add_argument(
+        "--cancel-grace-period",
+        type=float,
+        default=DEFAULT_CANCEL_GRACE_PERIOD,
+        metavar="SECONDS",
+        help="async handlers: how long a cancelled job's handler may run on before its "
+        f"task is cancelled (default {DEFAULT_CANCEL_GRACE_PERIOD:g})",
+    )
     add_retention_arguments(parser)
     parser.add_argument(
         "--prune-interval",
@@ -740,7 +784,7 @@ def _run_job(args: argparse.Namespace) -> int:
     if job is None:
         print(f"programma-sa: no job with id {args.job_id}", file=sys.stderr)
         return 1
-    print(json.dumps(dataclasses.asdict(job), default=str, indent=2, ensure_ascii=False))
+    _print_json(_job_document(job))
     return 0
 
 
@@ -752,6 +796,283 @@ def register_job(commands: Subcommands) -> None:
         description="Print every column of one job as JSON (exit 1 when there is none).",
     )
     parser.add_argument("job_id", metavar="ID", help="the job's UUID")
+
+
+# -- jobs: list, show, cancel, retry -----------------------------------------------------
+
+
+def _criteria(args: argparse.Namespace) -> dict[str, Any]:
+    """The listing / re-run criteria given on the command line (checked by the API)."""
+    criteria: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("topic", "finished_after", "finished_before", "error_type")
+        if getattr(args, name, None) is not None
+    }
+    if getattr(args, "state", None):
+        criteria["state"] = args.state
+    if getattr(args, "attributes", None) is not None:
+        criteria["attributes"] = _json_argument(args.attributes, "--attributes")
+    return criteria
+
+
+def _job_document(job: JobDetail) -> dict[str, Any]:
+    document = dataclasses.asdict(job)
+    document["state"] = job.state.value
+    return document
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, default=str, indent=2, ensure_ascii=False))
+
+
+def _run_jobs_list(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    criteria = _criteria(args)
+    for name in ("created_after", "created_before"):
+        if getattr(args, name) is not None:
+            criteria[name] = getattr(args, name)
+    engine = engine_for(args)
+    try:
+        # Read-only: closing the session rolls its transaction back.
+        with Session(engine) as session:
+            page = queue.list_jobs(session, cursor=args.cursor, limit=args.limit, **criteria)
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json(
+            {"jobs": [_job_document(job) for job in page.jobs], "next_cursor": page.next_cursor}
+        )
+        return 0
+    rows = [["id", "topic", "state", "attempts", "created_at", "finished_at"]] + [
+        [
+            str(job.id),
+            job.topic,
+            job.state.value,
+            str(job.attempts),
+            job.created_at.isoformat(timespec="seconds"),
+            "" if job.finished_at is None else job.finished_at.isoformat(timespec="seconds"),
+        ]
+        for job in page.jobs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    if page.next_cursor is not None:
+        print(f"more: --cursor {page.next_cursor}")
+    return 0
+
+
+def _run_jobs_show(args: argparse.Namespace) -> int:
+    return _run_job(args)
+
+
+def _run_jobs_cancel(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        # One transaction per job: an unknown id (exit 1) leaves the others cancelled.
+        for job_id in args.job_ids:
+            with Session(engine) as session, session.begin():
+                outcome = queue.cancel_job(session, job_id)
+            print(f"{job_id} {outcome.value}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _run_jobs_retry(args: argparse.Namespace) -> int:
+    criteria = _criteria(args)
+    if args.job_ids and (criteria or args.failed):
+        raise UsageError("give job ids, or --failed with filters, not both")
+    if not args.job_ids and not args.failed:
+        raise UsageError("nothing to re-run: give job ids, or --failed (with filters)")
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        if args.job_ids:
+            for job_id in args.job_ids:
+                with Session(engine) as session, session.begin():
+                    queue.retry_job(session, job_id)
+                print(f"{job_id} re-run")
+            return 0
+        total = 0
+        while True:  # each batch its own short transaction
+            with Session(engine) as session, session.begin():
+                rerun = queue.retry_jobs(session, limit=args.batch_size, **criteria)
+            total += len(rerun)
+            if len(rerun) < args.batch_size:
+                break
+    finally:
+        engine.dispose()
+    print(f"re-ran {total} jobs")
+    return 0
+
+
+def _iso(what: str) -> Callable[[str], str]:
+    """An argparse ``type`` keeping an ISO-8601 moment as text (the API checks it)."""
+
+    def parse(text: str) -> str:
+        try:
+            check.start_date(text, what)
+        except InvalidJobInput as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    return parse
+
+
+def _add_filters(parser: argparse.ArgumentParser, *, states: Sequence[str]) -> None:
+    parser.add_argument("--topic", metavar="TOPIC", help="only this topic")
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=states,
+        metavar="STATE",
+        help=f"only jobs in this state (repeat for several): {', '.join(states)}",
+    )
+    parser.add_argument(
+        "--finished-after",
+        type=_iso("--finished-after"),
+        metavar="ISO",
+        help="finished at or after",
+    )
+    parser.add_argument(
+        "--finished-before", type=_iso("--finished-before"), metavar="ISO", help="finished before"
+    )
+    parser.add_argument(
+        "--error-type",
+        metavar="TYPE",
+        help="the type recorded in attributes.last_error, e.g. myapp.errors.PushError",
+    )
+    parser.add_argument(
+        "--attributes", metavar="JSON", help="a JSON object the job's attributes contain"
+    )
+
+
+def register_jobs(commands: Subcommands) -> None:
+    jobs = commands.group(
+        "jobs",
+        help="list, show, cancel and re-run jobs",
+        description="List jobs by topic, state, time and attributes; show one; cancel "
+        "jobs; re-run failed (or cancelled) ones.",
+    )
+    listing = jobs.add(
+        "list",
+        _run_jobs_list,
+        help="list jobs, newest first, a page at a time",
+        description="Jobs matching every filter given, newest first (ids are UUIDv7: "
+        "creation order), --limit per page. When there are more, the last line says "
+        "which --cursor gives the next page. Read-only.",
+    )
+    _add_filters(listing, states=[state.value for state in JobState])
+    listing.add_argument(
+        "--created-after", type=_iso("--created-after"), metavar="ISO", help="created at or after"
+    )
+    listing.add_argument(
+        "--created-before", type=_iso("--created-before"), metavar="ISO", help="created before"
+    )
+    listing.add_argument("--cursor", metavar="ID", help="the page after this job")
+    listing.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_PAGE_SIZE,
+        metavar="N",
+        help=f"jobs per page (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE})",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON (every column)")
+    show = jobs.add(
+        "show",
+        _run_jobs_show,
+        help="show one job as JSON",
+        description="Print every column of one job as JSON, its result included (exit 1 "
+        "when there is none).",
+    )
+    show.add_argument("job_id", metavar="ID", help="the job's UUID")
+    cancel = jobs.add(
+        "cancel",
+        _run_jobs_cancel,
+        help="cancel jobs (never run, or asked to stop)",
+        description="Cancel each job: a waiting one never runs; a running one's worker is "
+        "told to stop it. Prints each id with the outcome: cancelled, requested (held by a "
+        "transaction-mode worker, which ends it CANCELLED) or already_finished. An unknown "
+        "id exits 1.",
+    )
+    cancel.add_argument("job_ids", nargs="+", metavar="ID", help="the jobs' UUIDs")
+    retry = jobs.add(
+        "retry",
+        _run_jobs_retry,
+        help="re-run failed (or cancelled) jobs with a fresh attempt budget",
+        description="Re-run the jobs given by id, or with --failed every FAILED job "
+        "matching the filters (--state cancelled for cancelled ones), in batches of "
+        "--batch-size, each its own transaction. A re-run job is due at once, its "
+        "attempts back to 0.",
+    )
+    retry.add_argument("job_ids", nargs="*", metavar="ID", help="the jobs' UUIDs")
+    retry.add_argument("--failed", action="store_true", help="re-run by filter instead of by id")
+    _add_filters(retry, states=list(RERUNNABLE_STATES))
+    retry.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_RERUN_LIMIT,
+        metavar="N",
+        help=f"jobs per transaction (default {DEFAULT_RERUN_LIMIT})",
+    )
+
+
+# -- topics: pause, resume, list ---------------------------------------------------------
+
+
+def _run_topic_change(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        with Session(engine) as session, session.begin():
+            if args.pause:
+                changed = queue.pause_topic(session, args.topic)
+            else:
+                changed = queue.resume_topic(session, args.topic)
+    finally:
+        engine.dispose()
+    verb, was = ("paused", "already paused") if args.pause else ("resumed", "not paused")
+    print(f"topic {args.topic!r} {verb if changed else was}")
+    return 0
+
+
+def _run_topics_list(args: argparse.Namespace) -> int:
+    queue = queue_for(args)
+    engine = engine_for(args)
+    try:
+        with Session(engine) as session:
+            paused = queue.paused_topics(session)
+    finally:
+        engine.dispose()
+    for topic in paused:
+        print(f"{topic.topic}\tpaused since {topic.paused_at.isoformat(timespec='seconds')}")
+    return 0
+
+
+def register_topics(commands: Subcommands) -> None:
+    topics = commands.group(
+        "topics",
+        help="pause and resume topics",
+        description="A paused topic keeps taking jobs, but no worker claims them until "
+        "it is resumed (from each worker's next claim; stored in the database).",
+    )
+    for name, pause, help_text in (
+        ("pause", True, "stop every worker claiming jobs of a topic"),
+        ("resume", False, "let workers claim jobs of a topic again (idle ones wake at once)"),
+    ):
+        parser = topics.add(name, _run_topic_change, help=help_text, description=help_text + ".")
+        parser.add_argument("topic", metavar="TOPIC")
+        parser.set_defaults(pause=pause)
+    topics.add(
+        "list",
+        _run_topics_list,
+        help="list the paused topics",
+        description="Each paused topic and since when.",
+    )
 
 
 # -- stats -------------------------------------------------------------------------------
@@ -800,13 +1121,67 @@ def register_stats(commands: Subcommands) -> None:
     )
 
 
+# -- dashboard ---------------------------------------------------------------------------
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    schedules = () if args.schedules is None else load_schedules(args.schedules)
+    try:
+        from .dashboard.serve import serve
+    except ImportError as missing:
+        raise UsageError(
+            f"the dashboard needs the dashboard extra (pip install 'programma-sa[dashboard]'): "
+            f"{missing}"
+        ) from None
+    url = sync_database_url(args)
+    print(
+        f"dashboard of {shown(url)} at http://{args.bind}:{args.port}/"
+        f"{' (read-only)' if args.read_only else ''}",
+        file=sys.stderr,
+    )
+    serve(
+        url,
+        queue_for(args).table,
+        host=args.bind,
+        port=args.port,
+        read_only=args.read_only,
+        schedules=schedules,
+    )
+    return 0
+
+
+def register_dashboard(commands: Subcommands) -> None:
+    parser = commands.add(
+        "dashboard",
+        _run_dashboard,
+        help="serve the web dashboard alone (uvicorn), for a quick look",
+        description="Serve the dashboard of the jobs table until interrupted. Nobody signs "
+        "in: it listens on 127.0.0.1 by default and allows every action unless --read-only. "
+        "To put it behind your application's authentication, mount it in the application "
+        "instead (docs/dashboard.md). Needs the dashboard extra.",
+    )
+    parser.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="offer no action and refuse every POST"
+    )
+    add_schedules_argument(parser, "the schedules to show")
+
+
 # -- prune -------------------------------------------------------------------------------
 
 
 def _run_prune(args: argparse.Namespace) -> int:
     retention = retention_from(args)
     if retention is None:
-        raise UsageError("nothing to prune: give --completed-ttl, --failed-ttl or --topic-ttl")
+        raise UsageError(
+            "nothing to prune: give --completed-ttl, --failed-ttl or --topic-ttl "
+            "(or --cancelled-ttl)"
+        )
     queue = queue_for(args)
     engine = engine_for(args)
     try:
@@ -825,7 +1200,7 @@ def register_prune(commands: Subcommands) -> None:
     parser = commands.add(
         "prune",
         _run_prune,
-        help="delete COMPLETED/FAILED jobs older than their TTL",
+        help="delete COMPLETED/FAILED/CANCELLED jobs older than their TTL",
         description="Delete finished jobs whose TTL has passed (measured from finished_at on "
         "the database clock), in batches of --batch-size rows, each its own short "
         "transaction, until none is left. CREATED, ACTIVE and PROCESSING jobs are never "
@@ -917,7 +1292,10 @@ COMMANDS: list[Callable[[Subcommands], None]] = [
     register_schedules,
     register_enqueue,
     register_job,
+    register_jobs,
+    register_topics,
     register_stats,
+    register_dashboard,
     register_prune,
     register_migrate,
     register_alembic,  # programma_sa/migrations/_app_revision.py

@@ -27,12 +27,15 @@ __all__ = [
     "DuplicateJob",
     "InstanceNotFound",
     "InvalidJobInput",
+    "JobCancelled",
+    "JobNotFound",
     "PayloadTooLarge",
     "PermanentFailure",
     "ProgrammaError",
     "SchemaNotReady",
     "TaskDocumentError",
     "TransactionLost",
+    "WaitTimeout",
 ]
 
 
@@ -41,7 +44,23 @@ class ProgrammaError(Exception):
 
 
 class InvalidJobInput(ProgrammaError, ValueError):
-    """An argument was refused before anything was written."""
+    """An argument was refused before anything was written — or, for an operation on
+    one job, the job's state does not allow it (say, re-running a completed job):
+    the statement found that out and wrote nothing."""
+
+
+class JobNotFound(ProgrammaError, LookupError):
+    """No job has the id given (the statement that found it out wrote nothing)."""
+
+
+class JobCancelled(ProgrammaError):
+    """The running job was cancelled: what ``ctx.raise_if_cancelled()`` raises in a
+    handler, and what a worker records when a cancelled handler ends. The worker
+    ends the job CANCELLED; it is never retried."""
+
+
+class WaitTimeout(ProgrammaError, TimeoutError):
+    """:meth:`~programma_sa.JobQueue.wait_for_job` gave up: the job had not finished."""
 
 
 class PayloadTooLarge(InvalidJobInput):

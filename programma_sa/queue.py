@@ -1,8 +1,11 @@
-"""The queue, on the caller's :class:`~sqlalchemy.orm.Session`.
+"""The queue, on the caller's :class:`~sqlalchemy.orm.Session` (or Core ``Connection``).
 
 Every method takes the session first and runs its statement in that session's
 transaction. Nothing here commits, begins, rolls back or closes the session: the
-caller's transaction boundary decides what a claim means.
+caller's transaction boundary decides what a claim means. Where this module says
+session, a Core ``Connection`` does as well (an application without the ORM, or
+an enqueue that should not pay for a Session): its transaction is the caller's in
+the same way, and there is nothing to flush first.
 
 *Enqueue beside business writes*::
 
@@ -42,14 +45,23 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from typing_extensions import Unpack
 
 from ._execute import execute, run_steps
-from ._job_records import ClaimedJob, JobDetail, JobSpec
+from ._job_records import CancelOutcome, ClaimedJob, JobDetail, JobPage, JobSpec, PausedTopic
+from ._operations.control import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_RERUN_LIMIT,
+    JobCriteria,
+    ListCriteria,
+    RerunCriteria,
+)
 from ._operations.maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, prune_steps
 from ._queue_base import QueueBase
 from ._retention import Retention
-from ._session_types import SessionLike
+from ._session_types import Executor
 from ._stats import QueueStats
+from ._wait import DEFAULT_POLL_INTERVAL, wait_for_job
 from .models import JobState, jobs_table
 from .uniqueness import OnConflict
 
@@ -86,11 +98,12 @@ def set_worker_starter(starter: WorkerStarter) -> None:
 
 
 class JobQueue(QueueBase):
-    """Enqueue, claim and steer jobs inside the caller's ``Session`` transaction."""
+    """Enqueue, claim and steer jobs inside the caller's ``Session`` (or ``Connection``)
+    transaction."""
 
     def add_job(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         data: Any,
         *,
@@ -146,7 +159,7 @@ class JobQueue(QueueBase):
 
     def add_jobs(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str,
         specs: Iterable[JobSpec | Mapping[str, Any]],
         *,
@@ -166,7 +179,7 @@ class JobQueue(QueueBase):
         """
         return run_steps(session, self.operations.add_jobs(topic, specs, on_conflict))
 
-    def claim_jobs(self, session: SessionLike, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
+    def claim_jobs(self, session: Executor, topic: str, max_jobs: int = 1) -> list[ClaimedJob]:
         """Claim up to ``max_jobs`` due jobs of ``topic``, oldest ``start_after`` first.
 
         The claimed rows are ACTIVE, their ``attempts`` counts this delivery, and
@@ -174,59 +187,165 @@ class JobQueue(QueueBase):
         """
         return execute(session, self.operations.claim_jobs(topic, max_jobs))
 
-    def move_job_to_processing(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def move_job_to_processing(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """PROCESSING: out of the visibility timeout, never redelivered."""
         return execute(session, self.operations.move_job_to_processing(job_id))
 
     def move_job_to_done(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """COMPLETED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_done(job_id, delete))
 
     def move_job_to_failed(
-        self, session: SessionLike, job_id: uuid.UUID | str, delete: bool = False
+        self, session: Executor, job_id: uuid.UUID | str, delete: bool = False
     ) -> bool:
         """FAILED (or deleted, with ``delete=True``)."""
         return execute(session, self.operations.move_job_to_failed(job_id, delete))
 
-    def delete_job(self, session: SessionLike, job_id: uuid.UUID | str) -> bool:
+    def delete_job(self, session: Executor, job_id: uuid.UUID | str) -> bool:
         """Delete the job, whatever its state."""
         return execute(session, self.operations.delete_job(job_id))
 
     def set_attributes(
-        self, session: SessionLike, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
+        self, session: Executor, job_id: uuid.UUID | str, attributes: Mapping[str, Any]
     ) -> bool:
         """Merge ``attributes`` into the job's attributes (top-level keys replaced)."""
         return execute(session, self.operations.set_attributes(job_id, attributes))
 
     def set_retry_after_seconds(
-        self, session: SessionLike, job_id: uuid.UUID | str, seconds: int | None
+        self, session: Executor, job_id: uuid.UUID | str, seconds: int | None
     ) -> bool:
         """Change the visibility timeout; an ACTIVE job's lease is re-measured from its claim."""
         return execute(session, self.operations.set_retry_after_seconds(job_id, seconds))
 
     def set_job_start_date(
-        self, session: SessionLike, job_id: uuid.UUID | str, start_date: datetime | str
+        self, session: Executor, job_id: uuid.UUID | str, start_date: datetime | str
     ) -> bool:
         """Set when the job is next claimable (its state is unchanged)."""
         return execute(session, self.operations.set_job_start_date(job_id, start_date))
 
-    def get_job(self, session: SessionLike, job_id: uuid.UUID | str) -> JobDetail | None:
+    def get_job(self, session: Executor, job_id: uuid.UUID | str) -> JobDetail | None:
         """Every column of the job, or ``None`` when no job has that id."""
         return execute(session, self.operations.get_job(job_id))
 
+    # -- control of jobs in flight ----------------------------------------------------
+
+    def cancel_job(self, session: Executor, job_id: uuid.UUID | str) -> CancelOutcome:
+        """Cancel a job that has not finished; it is never claimed again (nor retried).
+
+        A waiting job (CREATED, or ACTIVE waiting for its retry) is CANCELLED at once
+        and never runs. A job a lease-mode worker holds is CANCELLED at once too, and
+        that worker is told (a notification, delivered when the session commits, with
+        its lease renewal as the fallback): its handler sees ``ctx.cancelled``, and an
+        async handler's task is cancelled after ``cancel_grace_period``. A job a
+        transaction-mode pass is running is locked by that pass: nothing waits for
+        it — the outcome is :attr:`CancelOutcome.REQUESTED`, and the worker ends it
+        CANCELLED, its handler's writes rolled back. A finished job is left as it is
+        (:attr:`CancelOutcome.ALREADY_FINISHED`).
+
+        :raises JobNotFound: no job has that id.
+        """
+        return execute(session, self.control_operations.cancel_job(job_id))
+
+    def retry_job(self, session: Executor, job_id: uuid.UUID | str) -> None:
+        """Re-run a FAILED or CANCELLED job: CREATED and due now, with a fresh attempt
+        budget (``attempts`` 0); its data and attributes stay (``last_error`` too).
+
+        :raises JobNotFound: no job has that id.
+        :raises InvalidJobInput: the job is not FAILED or CANCELLED (nothing changed).
+        """
+        execute(session, self.control_operations.retry_job(job_id))
+
+    def retry_jobs(
+        self,
+        session: Executor,
+        *,
+        limit: int = DEFAULT_RERUN_LIMIT,
+        **criteria: Unpack[RerunCriteria],
+    ) -> list[uuid.UUID]:
+        """Re-run up to ``limit`` FAILED jobs (``state``: or CANCELLED ones) that match
+        every criterion given, oldest finished first, as :meth:`retry_job` does; returns
+        their ids. Call again while it returns ``limit`` ids.
+
+        :param topic: only this topic.
+        :param state: ``"failed"`` (the default), ``"cancelled"``, or both.
+        :param finished_after: finished at or after this moment (an aware datetime or
+            an ISO-8601 string with an offset); ``finished_before``: before it.
+        :param error_type: the type recorded in ``attributes.last_error``, e.g.
+            ``"myapp.errors.PushError"``.
+        :param attributes: a JSON object the job's attributes contain.
+        """
+        operation = self.control_operations.retry_jobs(JobCriteria(**criteria), limit=limit)
+        return execute(session, operation)
+
     def list_jobs(
-        self, session: SessionLike, topic: str | None = None, *, limit: int | None = 100
-    ) -> list[JobDetail]:
-        """Every column of the jobs (of ``topic``, if given), oldest first, at most
-        ``limit`` of them (``None``: all) — what ``session`` sees, its own
-        uncommitted jobs included."""
-        return execute(session, self.operations.list_jobs(topic, limit))
+        self,
+        session: Executor,
+        *,
+        cursor: uuid.UUID | str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        **criteria: Unpack[ListCriteria],
+    ) -> JobPage:
+        """One page of the jobs matching every criterion given, newest first.
+
+        Pass the page's ``next_cursor`` as ``cursor`` for the next one (``None``: it
+        was the last). Pages are keyed by id — UUIDv7, so creation order — and stay
+        stable while jobs are added: a new job sorts before the first page.
+
+        :param topic: only this topic.
+        :param state: one state or several.
+        :param created_after: created at or after this moment (``created_before``:
+            before it); ``finished_after`` / ``finished_before`` likewise.
+        :param error_type: the type recorded in ``attributes.last_error``.
+        :param attributes: a JSON object the job's attributes contain.
+        :param limit: jobs per page, 1 to 1000.
+        """
+        operation = self.control_operations.list_jobs(
+            JobCriteria(**criteria), cursor=cursor, limit=limit
+        )
+        return execute(session, operation)
+
+    def pause_topic(self, session: Executor, topic: str) -> bool:
+        """Stop every worker claiming jobs of ``topic`` (from each one's next claim, once
+        the session commits); enqueues go on. False if it was paused already."""
+        return execute(session, self.control_operations.pause_topic(topic))
+
+    def resume_topic(self, session: Executor, topic: str) -> bool:
+        """Let workers claim jobs of ``topic`` again (idle ones are woken at once, when
+        the session commits). False if it was not paused."""
+        return execute(session, self.control_operations.resume_topic(topic))
+
+    def paused_topics(self, session: Executor) -> list[PausedTopic]:
+        """The paused topics, by name."""
+        return execute(session, self.control_operations.paused_topics())
+
+    def wait_for_job(
+        self,
+        engine: Engine,
+        job_id: uuid.UUID | str,
+        *,
+        timeout: float,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> JobDetail:
+        """Block until the job has finished (COMPLETED, FAILED or CANCELLED) and
+        return it — with its ``result``.
+
+        Woken by the worker's announcement of the finished job (LISTEN on a
+        connection of its own to the engine's database); it also reads the job
+        every ``poll_interval`` seconds, so a job finished any other way is seen
+        too. Not in a transaction of yours: it reads on the engine's connections.
+
+        :raises WaitTimeout: (a ``TimeoutError``) it had not finished in ``timeout`` s.
+        :raises JobNotFound: no job has that id (or it was deleted meanwhile).
+        """
+        return wait_for_job(
+            engine, self.operations, job_id, timeout=timeout, poll_interval=poll_interval
+        )
 
     def stats(
         self,
-        session: SessionLike,
+        session: Executor,
         topic: str | None = None,
         *,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
@@ -236,7 +355,7 @@ class JobQueue(QueueBase):
         return execute(session, self.maintenance_operations.stats(topic, window_seconds))
 
     def prune(
-        self, session: SessionLike, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
+        self, session: Executor, retention: Retention, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> int:
         """Delete at most ``batch_size`` finished jobs past their TTL, in the session's
         transaction; return how many: :func:`programma_sa.maintenance.prune`."""

@@ -47,6 +47,7 @@ from sqlalchemy.pool import NullPool
 
 from ._embedded import embedded_postgres
 from ._job_records import JobDetail
+from ._operations.control import MAX_PAGE_SIZE
 from ._session_types import AsyncSessionLike, SessionLike
 from ._urls import parse_url, sync_url
 from .async_queue import AsyncJobQueue
@@ -249,18 +250,20 @@ class _Expected:
         )
 
 
-def _listing(jobs: Sequence[JobDetail]) -> str:
-    """The jobs a session sees, one per line (at most :data:`SHOWN_JOBS`)."""
-    if not jobs:
+def _listing(listed: Sequence[JobDetail]) -> str:
+    """The jobs a session sees (``listed``: a listing's, newest first), one per line,
+    oldest first: the newest :data:`SHOWN_JOBS` of them."""
+    if not listed:
         return "the session sees no job at all"
+    jobs = list(reversed(listed[:SHOWN_JOBS]))
     lines = [
         f"  {job.id} [{job.topic}] {job.state.value}, start_after "
         f"{job.start_after.isoformat() if job.start_after else None}, data={job.data!r}, "
         f"attributes={job.attributes!r}"
-        for job in jobs[:SHOWN_JOBS]
+        for job in jobs
     ]
-    if len(jobs) > SHOWN_JOBS:
-        lines.append(f"  … (the first {SHOWN_JOBS} shown)")
+    if len(listed) > SHOWN_JOBS:
+        lines.append(f"  … (the newest {SHOWN_JOBS} shown)")
     return "the session sees these jobs (oldest first):\n" + "\n".join(lines)
 
 
@@ -300,10 +303,27 @@ def assert_enqueued(
         session does see, of every topic.
     """
     expected = _expected(topic, data, attributes, state, count)
-    matched = [job for job in queue.list_jobs(session, topic, limit=None) if expected.matches(job)]
+    matched = [job for job in _every_job(queue, session, topic) if expected.matches(job)]
     if not expected.met_by(len(matched)):
-        raise expected.failure(len(matched), queue.list_jobs(session, limit=SHOWN_JOBS + 1))
+        raise expected.failure(len(matched), _newest_jobs(queue, session))
     return matched
+
+
+def _every_job(queue: JobQueue, session: SessionLike, topic: str) -> list[JobDetail]:
+    """Every job of ``topic`` the session sees, oldest first (a listing pages newest first)."""
+    jobs: list[JobDetail] = []
+    cursor = None
+    while True:
+        page = queue.list_jobs(session, topic=topic, cursor=cursor, limit=MAX_PAGE_SIZE)
+        jobs += page.jobs
+        if page.next_cursor is None:
+            return jobs[::-1]
+        cursor = page.next_cursor
+
+
+def _newest_jobs(queue: JobQueue, session: SessionLike) -> list[JobDetail]:
+    """The newest jobs the session sees, of every topic, for a failure's message."""
+    return queue.list_jobs(session, limit=SHOWN_JOBS + 1).jobs
 
 
 async def assert_enqueued_async(
@@ -318,11 +338,18 @@ async def assert_enqueued_async(
 ) -> list[JobDetail]:
     """:func:`assert_enqueued` on an ``AsyncSession``."""
     expected = _expected(topic, data, attributes, state, count)
-    listed = await queue.list_jobs(session, topic, limit=None)
-    matched = [job for job in listed if expected.matches(job)]
+    listed: list[JobDetail] = []
+    cursor = None
+    while True:  # as _every_job
+        page = await queue.list_jobs(session, topic=topic, cursor=cursor, limit=MAX_PAGE_SIZE)
+        listed += page.jobs
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    matched = [job for job in reversed(listed) if expected.matches(job)]
     if not expected.met_by(len(matched)):
-        everything = await queue.list_jobs(session, limit=SHOWN_JOBS + 1)
-        raise expected.failure(len(matched), everything)
+        newest = await queue.list_jobs(session, limit=SHOWN_JOBS + 1)
+        raise expected.failure(len(matched), newest.jobs)
     return matched
 
 
@@ -409,7 +436,7 @@ def run_job(
     worker = Worker.from_settings(queue, _no_sessions_of_its_own, noted, settings)
     result = worker.run_once(session=session)
     if ran.job is None:
-        raise _none_due(topic, queue.list_jobs(session, limit=SHOWN_JOBS + 1))
+        raise _none_due(topic, _newest_jobs(queue, session))
     return JobRun(queue.get_job(session, ran.job.id), ran.error, result)
 
 
@@ -438,7 +465,8 @@ async def run_job_async(
     worker = AsyncWorker.from_settings(queue, _no_async_sessions_of_its_own, noted, settings)
     result = await worker.run_once(session=session)
     if ran.job is None:
-        raise _none_due(topic, await queue.list_jobs(session, limit=SHOWN_JOBS + 1))
+        newest = await queue.list_jobs(session, limit=SHOWN_JOBS + 1)
+        raise _none_due(topic, newest.jobs)
     return JobRun(await queue.get_job(session, ran.job.id), ran.error, result)
 
 

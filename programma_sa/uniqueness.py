@@ -33,6 +33,7 @@ __all__ = [
     "UNFINISHED",
     "OnConflict",
     "check_on_conflict",
+    "check_period",
     "check_unique_states",
     "states_literal",
     "unique_key",
@@ -54,6 +55,8 @@ _BEFORE = {
     JobState.PROCESSING: JobState.ACTIVE,
     JobState.COMPLETED: JobState.PROCESSING,
     JobState.FAILED: JobState.PROCESSING,
+    # Cancelled from any unfinished state: it needs the last of them (and so all).
+    JobState.CANCELLED: JobState.PROCESSING,
 }
 
 
@@ -71,7 +74,8 @@ def check_unique_states(value: object) -> tuple[JobState, ...]:
 
     They must include ``created`` (a job holds its key from its enqueue) and, with
     each state, the one before it (created → active → processing → completed |
-    failed): a job that left its states never enters them again, so no state change
+    failed | cancelled; cancelled needs processing, as a job is cancelled from any
+    unfinished state): a job that left its states never enters them again, so no state change
     of the worker can collide with a job enqueued meanwhile under the same key.
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
@@ -93,8 +97,8 @@ def check_unique_states(value: object) -> tuple[JobState, ...]:
     if JobState.CREATED not in states or missing:
         raise InvalidJobInput(
             "unique_states must include created and, with each state, the one before it "
-            "(created → active → processing → completed | failed), so that a job never "
-            f"takes its key back once it left them; got {sorted(s.value for s in states)}"
+            "(created → active → processing → completed | failed | cancelled), so that a "
+            f"job never takes its key back once it left them; got {sorted(s.value for s in states)}"
             + (f", missing {', '.join(missing)}" if missing else "")
         )
     return tuple(state for state in JobState if state in states)
@@ -163,7 +167,9 @@ def unique_key(
     return check.check_unique_key(f"{name}:{digest}")
 
 
-def _period_index(period: timedelta | float, at: datetime | None) -> int:
+def check_period(period: object, where: str) -> float:
+    """A key's time period in seconds: a positive number of seconds or a ``timedelta``
+    (``where``: how an error names it)."""
     seconds = period.total_seconds() if isinstance(period, timedelta) else period
     if (
         isinstance(seconds, bool)
@@ -172,9 +178,13 @@ def _period_index(period: timedelta | float, at: datetime | None) -> int:
         or seconds <= 0
     ):
         raise InvalidJobInput(
-            f"unique_key: period must be a positive number of seconds or a timedelta, "
-            f"got {period!r}"
+            f"{where}: period must be a positive number of seconds or a timedelta, got {period!r}"
         )
+    return seconds
+
+
+def _period_index(period: timedelta | float, at: datetime | None) -> int:
+    seconds = check_period(period, "unique_key")
     moment = datetime.now(timezone.utc) if at is None else check.start_date(at, "unique_key: at")
     # Whole microseconds since the epoch, so the period boundaries are exact.
     micros = (moment - _EPOCH) // timedelta(microseconds=1)

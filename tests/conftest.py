@@ -146,11 +146,12 @@ def session(shared_engine: Engine) -> Iterator[Session]:
 def engine(shared_engine: Engine) -> Iterator[Engine]:
     yield shared_engine
     with shared_engine.begin() as connection:
+        jobs = Job.__table__.name
         if ON_SQLITE:  # no TRUNCATE on SQLite
-            for table in (Job.__table__, Order.__table__):
-                connection.execute(table.delete())
+            for name in (jobs, f"{jobs}_paused", Order.__table__.name):
+                connection.execute(text(f"DELETE FROM {name}"))
         else:
-            connection.execute(text(f"TRUNCATE {Job.__table__.name}, {Order.__table__.name}"))
+            connection.execute(text(f"TRUNCATE {jobs}, {jobs}_paused, {Order.__table__.name}"))
 
 
 @pytest.fixture

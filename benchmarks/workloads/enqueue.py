@@ -6,7 +6,8 @@ baseline is the same Session and transaction with the job inserted by a hand-wri
 ``INSERT`` through ``session.execute(text(...))``: the ratio is what the library
 adds on top of SQLAlchemy (validation, its statement, any extra round trip). A pure
 psycopg loop (job only, autocommit) is a second reference, and the baseline of the
-job-only library figure and of the peers.
+job-only library figures (on a Session, and on a Core ``Connection`` held open across
+the loop, as a Core application would) and of the peers.
 
 *Bulk*: 20,000 jobs in one ``add_jobs`` call and one transaction, against one
 hand-written ``INSERT … SELECT FROM unnest(%s::text[])`` of the same payloads; a
@@ -123,6 +124,43 @@ def library_no_notify(ctx: RunContext) -> dict[str, float]:
 def library_job_only(ctx: RunContext) -> dict[str, float]:
     body = _with_library(JobQueue(Job), business_row=False)
     return session_loop(ctx, ctx.sizes.single_enqueue, body)
+
+
+def _connection_loop(ctx: RunContext, autocommit: bool) -> dict[str, float]:
+    """Job only, ``add_job`` on one Core ``Connection`` held across the loop: each job
+    in a transaction of its own (``connection.begin()``), or — a job on its own needs
+    none — on an AUTOCOMMIT connection, one round trip as in the raw reference."""
+    queue = JobQueue(Job)
+    jobs = ctx.sizes.single_enqueue
+    with ctx.database() as db:
+        engine = db.engine()
+        try:
+            with engine.connect() as connection:
+                if autocommit:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+
+                def enqueue(numbers: range) -> None:
+                    for n in numbers:
+                        if autocommit:
+                            queue.add_job(connection, TOPIC, baseline.payload(n))
+                        else:
+                            with connection.begin():
+                                queue.add_job(connection, TOPIC, baseline.payload(n))
+
+                enqueue(range(-_WARMUP, 0))
+                start = time.perf_counter()
+                enqueue(range(jobs))
+                return jobs_per_second(jobs, time.perf_counter() - start)
+        finally:
+            engine.dispose()
+
+
+def library_connection(ctx: RunContext) -> dict[str, float]:
+    return _connection_loop(ctx, autocommit=False)
+
+
+def library_connection_autocommit(ctx: RunContext) -> dict[str, float]:
+    return _connection_loop(ctx, autocommit=True)
 
 
 def library_priority_unique(ctx: RunContext) -> dict[str, float]:
@@ -254,6 +292,22 @@ WORKLOADS = [
         "1/tx job only, add_job (notify)",
         JOBS_PER_S,
         library_job_only,
+        baseline=RAW_PSYCOPG,
+        params=single_params,
+    ),
+    Workload(
+        "enqueue.single.library_connection",
+        "1/tx job only, add_job on a Core Connection (notify)",
+        JOBS_PER_S,
+        library_connection,
+        baseline=RAW_PSYCOPG,
+        params=single_params,
+    ),
+    Workload(
+        "enqueue.single.library_connection_autocommit",
+        "1/tx job only, add_job on an AUTOCOMMIT Core Connection (notify)",
+        JOBS_PER_S,
+        library_connection_autocommit,
         baseline=RAW_PSYCOPG,
         params=single_params,
     ),

@@ -8,8 +8,8 @@
 * ``migrations/`` — the app's own Alembic directory (as ``flask db init`` makes
   it): the app's first revision, then the ones ``programma-sa alembic revision
   --directory migrations`` wrote, one per release with a new step: the jobs table
-  (to ``programma_0002``), then priorities and unique jobs (to ``programma_0004``).
-  One head.
+  (to ``programma_0002``), then priorities and unique jobs (to ``programma_0004``),
+  then the control of jobs in flight (to ``programma_0005``). One head.
 
 Run it::
 

@@ -17,12 +17,52 @@ are part of this contract too (the stats statement's are :data:`STATS_COUNTS` an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import Executable, Table
 
-__all__ = ["STATS_COUNTS", "STATS_TIMES", "StatementName", "Statements"]
+__all__ = [
+    "STATS_COUNTS",
+    "STATS_TIMES",
+    "JobsShape",
+    "StatementFamily",
+    "StatementName",
+    "Statements",
+]
+
+#: A statement whose shape depends on which optional criteria a call gives (a
+#: listing's filters): called with the operation's ``variant`` — a hashable
+#: description of that shape — it returns the statement for it (built once per
+#: shape). Each criterion given becomes a predicate the planner sees as such, so
+#: an index on it can serve the statement; a criterion not given is not in it.
+StatementFamily = Callable[[Hashable], Executable]
+
+
+@dataclass(frozen=True)
+class JobsShape:
+    """Which criteria a listing or a re-run by filter gives: the ``variant`` of
+    ``list_jobs`` and ``rerun_jobs``.
+
+    ``states`` are inlined as literals (so that the partial indexes, whose
+    predicates name states, can serve the statement); every other criterion given
+    is a bound parameter: ``p_topic``, ``p_created_after``, ``p_created_before``,
+    ``p_finished_after``, ``p_finished_before``, ``p_error_type`` (the type in
+    ``attributes.last_error``), ``p_attributes`` (a JSON object the job's
+    attributes contain), ``p_cursor`` (list: only ids below it) and ``p_limit``.
+    """
+
+    states: tuple[str, ...] | None = None
+    topic: bool = False
+    created_after: bool = False
+    created_before: bool = False
+    finished_after: bool = False
+    finished_before: bool = False
+    error_type: bool = False
+    attributes: bool = False
+    cursor: bool = False
+
 
 #: The name of one statement of :class:`Statements` (a field other than ``table``).
 StatementName = Literal[
@@ -48,8 +88,6 @@ StatementName = Literal[
     "set_retry_after_seconds",
     "set_start_after",
     "get_by_id",
-    "list_all",
-    "list_topic",
     "complete_unchanged",
     "retry_unchanged",
     "fail_unchanged",
@@ -57,11 +95,24 @@ StatementName = Literal[
     "seconds_until_due",
     "snooze_unchanged",
     "clock",
+    "renew_leases",
+    "release_unstarted",
+    "cancel_unchanged",
+    "lease_states",
+    "cancel_job",
+    "rerun_job",
+    "rerun_jobs",
+    "list_jobs",
+    "pause_topic",
+    "resume_topic",
+    "paused_topics",
     "stats_all",
     "stats_topic",
     "finished_topics",
     "prune_completed",
     "prune_failed",
+    "cancelled_topics",
+    "prune_cancelled",
     "try_prune_lock",
 ]
 
@@ -73,12 +124,15 @@ class Statements:
     The job's life: ``insert_*`` (one job, many jobs with one or several settings,
     each with or without a wake-up notification; unique jobs by conflict policy,
     and ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
-    ``get_by_id``, ``list_*`` (the jobs, oldest first). The worker's guarded outcome
-    writes (only a job still as its claim left it): ``complete_unchanged``,
-    ``retry_unchanged``, ``fail_unchanged``, ``snooze_unchanged``,
-    ``reclaim_rolled_back``; ``seconds_until_due`` for its idle wait and ``clock``
-    (the database's time) for its schedules. Maintenance: ``stats_*``,
-    ``finished_topics``, ``prune_*`` and the prune lock.
+    ``get_by_id``. The worker's guarded outcome writes (only a job still as its
+    claim left it): ``complete_unchanged``, ``retry_unchanged``, ``fail_unchanged``,
+    ``snooze_unchanged``, ``reclaim_rolled_back``; ``seconds_until_due`` for its idle
+    wait and ``clock`` (the database's time) for its schedules. Control of jobs in
+    flight: the worker's ``renew_leases``, ``release_unstarted``, ``cancel_unchanged``
+    and ``lease_states``; the caller's ``cancel_job``, ``rerun_job``, ``rerun_jobs``
+    and ``list_jobs`` (both :data:`StatementFamily`), ``pause_topic``,
+    ``resume_topic`` and ``paused_topics``. Maintenance: ``stats_*``,
+    ``finished_topics``, ``cancelled_topics``, ``prune_*`` and the prune lock.
     """
 
     table: Table
@@ -104,8 +158,6 @@ class Statements:
     set_retry_after_seconds: Executable
     set_start_after: Executable
     get_by_id: Executable
-    list_all: Executable
-    list_topic: Executable
     complete_unchanged: Executable
     retry_unchanged: Executable
     fail_unchanged: Executable
@@ -113,11 +165,24 @@ class Statements:
     seconds_until_due: Executable
     snooze_unchanged: Executable
     clock: Executable
+    renew_leases: Executable
+    release_unstarted: Executable
+    cancel_unchanged: Executable
+    lease_states: Executable
+    cancel_job: Executable
+    rerun_job: Executable
+    rerun_jobs: StatementFamily
+    list_jobs: StatementFamily
+    pause_topic: Executable
+    resume_topic: Executable
+    paused_topics: Executable
     stats_all: Executable
     stats_topic: Executable
     finished_topics: Executable
     prune_completed: Executable
     prune_failed: Executable
+    cancelled_topics: Executable
+    prune_cancelled: Executable
     try_prune_lock: Executable
 
 
@@ -130,10 +195,12 @@ STATS_COUNTS = (
     "processing",
     "finished",
     "failed",
+    "cancelled",
     "due",
     "expired_leases",
     "finished_recently",
     "failed_recently",
+    "cancelled_recently",
 )
 #: The times each row of the stats statements has.
 STATS_TIMES = ("oldest_due_at", "oldest_processing_at")

@@ -20,18 +20,24 @@ Rules kept here:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
     Boolean,
     ColumnElement,
     DateTime,
     Delete,
+    Executable,
     Float,
     FromClause,
     Integer,
     Interval,
+    ScalarSelect,
     Select,
     Table,
     Text,
@@ -43,25 +49,39 @@ from sqlalchemy import (
     cast,
     column,
     delete,
+    exists,
     func,
     insert,
     literal_column,
     null,
+    or_,
     select,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql.dml import Insert
 
-from ..models import CLAIMABLE_STATES, FINISHED_STATES, UNIQUE_PREDICATE, JobState
-from .base import Statements
+from ..models import (
+    CLAIMABLE_STATES,
+    FINISHED_STATES,
+    RERUNNABLE_STATES,
+    TERMINAL_STATES,
+    UNIQUE_PREDICATE,
+    JobState,
+    paused_topics_table,
+)
+from .base import JobsShape, Statements
 from .stats import StatsClock, stats_statement
 
-__all__ = ["build_statements", "notify_channel"]
+__all__ = ["build_statements", "control_channel", "finished_channel", "notify_channel"]
 
 _TIMESTAMPTZ = DateTime(timezone=True)
+#: ``LIMIT 1`` written as such: a parameter (what ``.limit(1)`` sends) makes a
+#: prepared statement's generic plan guess a tenth of the rows instead.
+_ONE = literal_column("1", Integer())
 
 
 def _empty_as_null(attributes: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -131,6 +151,34 @@ def _unchanged_since_claim(
     )
 
 
+def _not_paused(table: Table) -> ColumnElement[bool]:
+    """``p_topic`` is not paused: one primary-key probe of ``<table>_paused``, made
+    once per statement (it does not depend on the row)."""
+    paused = paused_topics_table(table)
+    return ~exists().where(paused.c.topic == bindparam("p_topic", type_=Text()))
+
+
+def _announced(changed: CTE, channel: str) -> ScalarSelect[Any]:
+    """A scalar that, evaluated once, announces each distinct topic of the rows
+    ``changed`` returned on ``channel``. The notification goes out when the writing
+    transaction commits (and is dropped if it rolls back)."""
+    topics = select(changed.c.topic).distinct().subquery("announced_topics")
+    return (
+        select(func.count(func.pg_notify(channel, topics.c.topic)))
+        .select_from(topics)
+        .scalar_subquery()
+    )
+
+
+def _returning_announced(changed: CTE, channel: str) -> Select[tuple[Any]]:
+    """The ids of the rows ``changed`` returned, their topics announced on ``channel``.
+
+    The announcement is in the WHERE clause so that PostgreSQL evaluates it (an
+    unreferenced CTE that only SELECTs would never run); it is always true.
+    """
+    return select(changed.c.id).where(_announced(changed, channel) >= 0)
+
+
 def _claimed(table: Table) -> dict[str, ColumnElement[Any]]:
     """What a claim sets on each job it takes (the SET clause of the claim)."""
     t = table.c
@@ -153,9 +201,31 @@ def notify_channel(table: Table) -> str:
     return f"programma:{table.fullname}"[:63]
 
 
+def control_channel(table: Table) -> str:
+    """The channel on which a job's cancellation is announced to the workers.
+
+    The payload is ``cancel:<job id>``. A channel of its own, not the enqueue
+    channel: a topic may be any text, so no payload there could be told apart from
+    one. Workers LISTEN on both, on the same connection.
+    """
+    return f"programma-control:{table.fullname}"[:63]
+
+
+def finished_channel(table: Table) -> str:
+    """The channel on which the worker announces jobs that finished (completed,
+    failed, cancelled); the payload is the topic. Callers waiting for a job listen
+    here (:meth:`~programma_sa.JobQueue.wait_for_job`); workers do not."""
+    return f"programma-finished:{table.fullname}"[:63]
+
+
 def build_statements(table: Table) -> Statements:
     """Every statement of ``table`` on PostgreSQL."""
-    return Statements(table=table, **_job_statements(table), **_maintenance_statements(table))
+    return Statements(
+        table=table,
+        **_job_statements(table),
+        **_control_statements(table),
+        **_maintenance_statements(table),
+    )
 
 
 def _job_statements(table: Table) -> dict[str, Any]:
@@ -248,7 +318,14 @@ def _job_statements(table: Table) -> dict[str, Any]:
     # state/start_after) before it is locked, so a freshly leased job is not
     # taken again.
     topic = bindparam("p_topic", type_=Text())
-    max_jobs = bindparam("p_max_jobs", type_=Integer())
+    # The batch size is written into the statement's text (a checked int, rendered
+    # by SQLAlchemy at execution), not sent as a parameter: a prepared claim (psycopg
+    # 3 prepares a statement run five times; asyncpg prepares every one) then gets a
+    # generic plan as good as a custom one and PostgreSQL stops planning it on every
+    # claim. With LIMIT $n the generic plan guesses a tenth of the table for the
+    # batch — a hash join over a sequential scan — so every claim was planned anew,
+    # which cost more than running it. One prepared statement per batch size in use.
+    max_jobs = bindparam("p_max_jobs", type_=Integer(), literal_execute=True)
     levels = _priority_levels(table, topic, "levels")
     due = (
         select(t.id, t.start_after)
@@ -265,12 +342,14 @@ def _job_statements(table: Table) -> dict[str, Any]:
     )
     # No ORDER BY here: the rows come level by level, highest first, each level in
     # (start_after, id) order — the claim order — and sorting would read every
-    # level's batch (and lock it) before the LIMIT.
+    # level's batch (and lock it) before the LIMIT. A paused topic (issue #15): one
+    # primary-key probe of <table>_paused, uncorrelated, so PostgreSQL runs it once
+    # as a one-time filter before any level is read — nothing is scanned or locked.
     picked = (
         select(due.c.id, due.c.start_after)
         .select_from(levels)
         .join(due, true())
-        .where(levels.c.priority.is_not(None))
+        .where(levels.c.priority.is_not(None), _not_paused(table))
         .limit(max_jobs)
         .cte("picked")
     )
@@ -291,7 +370,6 @@ def _job_statements(table: Table) -> dict[str, Any]:
         return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
 
     retry = bindparam("p_retry_after_seconds", type_=Integer())
-    listed = select(*table.c).order_by(t.id).limit(bindparam("p_limit", type_=Integer()))
     return {
         "insert_one": insert_one,
         "insert_one_notify": insert_one_notify,
@@ -324,9 +402,6 @@ def _job_statements(table: Table) -> dict[str, Any]:
         .where(by_id)
         .values(start_after=bindparam("p_start_after", type_=_TIMESTAMPTZ)),
         "get_by_id": select(*table.c).where(by_id),
-        # Oldest first: ids are UUIDv7, so they sort by creation. LIMIT NULL: all.
-        "list_all": listed,
-        "list_topic": listed.where(t.topic == bindparam("p_topic", type_=Text())),
         **_worker_statements(table, by_id),
     }
 
@@ -346,10 +421,13 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             column("id", UUID(as_uuid=True)),
             column("attempts", Integer()),
             column("start_after", _TIMESTAMPTZ),
+            column("result", JSONB()),
         )
         .render_derived(name="batch", with_types=True)
     )
-    claimed = select(batch.c.id, batch.c.attempts, batch.c.start_after).cte("claimed")
+    claimed = select(batch.c.id, batch.c.attempts, batch.c.start_after, batch.c.result).cte(
+        "claimed"
+    )
     # The rows are found by primary key: ``id = ANY(ARRAY(SELECT id FROM claimed))``.
     # Joined to the batch alone, the planner may read the whole table instead: the
     # statistics rarely see an ACTIVE row, so it takes the table side for one row
@@ -357,16 +435,24 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
     claimed_ids = func.array(
         select(claimed.c.id).scalar_subquery(), type_=ARRAY(UUID(as_uuid=True))
     )
-    complete_unchanged = (
+    # Each job's result (the handler's return value, JSON null when none) is stored
+    # with its completion; the topics completed are announced to waiting callers.
+    completed = (
         update(table)
         .where(
             t.id == any_(claimed_ids),
             t.id == claimed.c.id,
             _unchanged_since_claim(table, claimed.c.attempts, claimed.c.start_after),
         )
-        .values(state=_state(JobState.COMPLETED), finished_at=_db_now())
-        .returning(t.id)
+        .values(
+            state=_state(JobState.COMPLETED),
+            finished_at=_db_now(),
+            result=func.nullif(claimed.c.result, literal_column("'null'::jsonb")),
+        )
+        .returning(t.id, t.topic)
+        .cte("completed")
     )
+    complete_unchanged = _returning_announced(completed, finished_channel(table))
     one_unchanged = and_(
         by_id,
         _unchanged_since_claim(
@@ -387,7 +473,7 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             ),
         )
     )
-    fail_unchanged = (
+    fail_unchanged = _returning_announced(
         update(table)
         .where(one_unchanged)
         .values(
@@ -395,6 +481,20 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             state=_state(JobState.FAILED),
             finished_at=_db_now(),
         )
+        .returning(t.id, t.topic)
+        .cte("failed"),
+        finished_channel(table),
+    )
+    # A held job whose cancellation reached its worker (the caller's cancel found
+    # it locked, by a transaction-mode pass or a claim committing at that moment):
+    # the worker ends it CANCELLED itself.
+    cancel_unchanged = _returning_announced(
+        update(table)
+        .where(one_unchanged)
+        .values(state=_state(JobState.CANCELLED), finished_at=_db_now())
+        .returning(t.id, t.topic)
+        .cte("cancelled"),
+        finished_channel(table),
     )
     # A claim whose transaction rolled back (a transaction-mode pass whose COMMIT the
     # server refused), done again on one job in a transaction of the worker's own, so
@@ -428,6 +528,7 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
     # Seconds until the topic's next claimable job is due (negative: due now but
     # locked by another claim; NULL: none): the soonest start_after of each priority
     # level, each read from the first claim-index entry at (topic, priority).
+    # A paused topic has nothing due (NULL), so an idle worker does not poll it.
     topic = bindparam("p_topic", type_=Text())
     levels = _priority_levels(table, topic, "levels")
     soonest = (
@@ -438,9 +539,11 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
     per_level = (
         select(soonest.label("soonest")).where(levels.c.priority.is_not(None)).subquery("per_level")
     )
-    seconds_until_due = select(
-        func.extract("epoch", func.min(per_level.c.soonest) - _db_now())
-    ).select_from(per_level)
+    seconds_until_due = (
+        select(func.extract("epoch", func.min(per_level.c.soonest) - _db_now()))
+        .select_from(per_level)
+        .where(_not_paused(table))
+    )
     # Snooze: the job is due again after p_delay seconds and its attempt is given
     # back (the claim counted one): a snoozed job has not failed.
     snooze_unchanged = (
@@ -454,10 +557,317 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         "complete_unchanged": complete_unchanged,
         "retry_unchanged": retry_unchanged,
         "fail_unchanged": fail_unchanged,
+        "cancel_unchanged": cancel_unchanged,
         "reclaim_rolled_back": reclaim_rolled_back,
         "seconds_until_due": seconds_until_due,
         "snooze_unchanged": snooze_unchanged,
         "clock": select(_db_now()),
+        **_lease_statements(table),
+    }
+
+
+def _held_batch(table: Table) -> CTE:
+    """The jobs a worker holds, as ONE JSON text ``p_held`` (id, attempts and the
+    start_after it knows for each), like the completion's batch."""
+    held = (
+        func.jsonb_to_recordset(cast(bindparam("p_held", type_=Text()), JSONB))
+        .table_valued(
+            column("id", UUID(as_uuid=True)),
+            column("attempts", Integer()),
+            column("start_after", _TIMESTAMPTZ),
+        )
+        .render_derived(name="held_rows", with_types=True)
+    )
+    return select(held.c.id, held.c.attempts, held.c.start_after).cte("held")
+
+
+def _held_update(table: Table, values: dict[str, Any]) -> Update:
+    """UPDATE each job of ``p_held`` still exactly as the worker holds it, by key."""
+    t = table.c
+    held = _held_batch(table)
+    # By primary key (id = ANY(ARRAY(...))), as the completion: see there.
+    held_ids = func.array(select(held.c.id).scalar_subquery(), type_=ARRAY(UUID(as_uuid=True)))
+    return (
+        update(table)
+        .where(
+            t.id == any_(held_ids),
+            t.id == held.c.id,
+            _unchanged_since_claim(table, held.c.attempts, held.c.start_after),
+        )
+        .values(**values)
+    )
+
+
+def _lease_statements(table: Table) -> dict[str, Any]:
+    """The worker's lease bookkeeping in lease mode: renewal, release, and reading
+    back the jobs a guarded write did not match."""
+    t = table.c
+    # Renewal: the lease of each job the worker holds (waiting for a handler or
+    # running one) starts again from now, for the job's own visibility timeout —
+    # only while the job is exactly as the worker holds it, so a handler's own
+    # reschedule or move, a cancellation, or another worker's claim (after a lease
+    # that ran out) is never overwritten. Returns each renewed job's new lease end.
+    renew_leases = _held_update(
+        table, {"start_after": _after_seconds(t.retry_after_seconds)}
+    ).returning(t.id, t.start_after)
+    # Release: jobs claimed but never started (the worker is stopping) are made
+    # claimable at once, their delivery uncounted: attempts back by one, and a job
+    # claimed for the first time back to CREATED.
+    release_unstarted = _held_update(
+        table,
+        {
+            "start_after": _db_now(),
+            "attempts": t.attempts - 1,
+            "state": case(
+                (t.attempts == 1, _state(JobState.CREATED)), else_=_state(JobState.ACTIVE)
+            ),
+        },
+    ).returning(t.id)
+    # What became of jobs a guarded write did not match (rare: read only then).
+    lease_states = select(t.id, t.state, t.attempts, t.start_after).where(
+        t.id == any_(bindparam("p_ids", type_=ARRAY(UUID(as_uuid=True))))
+    )
+    return {
+        "renew_leases": renew_leases,
+        "release_unstarted": release_unstarted,
+        "lease_states": lease_states,
+    }
+
+
+# -- control of jobs in flight: cancel, re-run, list, pause -----------------------------
+
+
+def _live(source: FromClause) -> ColumnElement[bool]:
+    """Not finished: CREATED, ACTIVE or PROCESSING (as literals)."""
+    return source.c.state.in_(
+        [_state(state) for state in JobState if state.value not in TERMINAL_STATES]
+    )
+
+
+def _states(source: FromClause, states: tuple[str, ...]) -> ColumnElement[bool]:
+    """``state`` is one of ``states``, inlined so a partial index can match."""
+    return source.c.state.in_([_state(JobState(state)) for state in states])
+
+
+def _shape_filters(table: Table, shape: JobsShape) -> list[ColumnElement[bool]]:
+    """The predicates of the criteria a listing (or a re-run by filter) gives."""
+    t = table.c
+    filters: list[ColumnElement[bool]] = []
+    if shape.states is not None:
+        filters.append(_states(table, shape.states))
+    if shape.topic:
+        filters.append(t.topic == bindparam("p_topic", type_=Text()))
+    bounds = [
+        ("created_after", t.created_at, ">="),
+        ("created_before", t.created_at, "<"),
+        ("finished_after", t.finished_at, ">="),
+        ("finished_before", t.finished_at, "<"),
+    ]
+    for name, moment, operator in bounds:
+        if getattr(shape, name):
+            filters.append(moment.op(operator)(bindparam(f"p_{name}", type_=_TIMESTAMPTZ)))
+    if shape.error_type:
+        error_type = t.attributes.op("->", return_type=JSONB())(literal_column("'last_error'")).op(
+            "->>", return_type=Text()
+        )(literal_column("'type'"))
+        filters.append(error_type == bindparam("p_error_type", type_=Text()))
+    if shape.attributes:
+        contained = cast(bindparam("p_attributes", type_=Text()), JSONB)
+        filters.append(t.attributes.op("@>", return_type=Boolean())(contained))
+    return filters
+
+
+#: The states of each partial index a topic's listing reads: the claim index, the
+#: processing index, ``ix_<table>_history``.
+_STATE_GROUPS = (
+    CLAIMABLE_STATES,
+    (JobState.PROCESSING.value,),
+    TERMINAL_STATES,
+)
+
+
+def _list_jobs(table: Table) -> Any:
+    """The listing family: jobs newest first (ids are UUIDv7: creation order),
+    keyset-paginated by id (``id < p_cursor``), ``p_limit`` rows.
+
+    Each shape is its own statement, so the planner sees exactly the criteria given.
+    Without a topic a page is read backwards along the primary key. A topic's page
+    is one branch per partial index its states fall in — finished jobs from
+    ``ix_<table>_history`` (read backwards, in id order), live ones from the
+    claim and processing indexes (which hold just those) — merged in id order; so a
+    page never reads the topic's finished rows one by one
+    (tests/maintenance/test_plans.py checks it with a million finished rows).
+    """
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = _shape_filters(table, replace(shape, states=None))
+        if shape.cursor:
+            filters.append(t.id < bindparam("p_cursor", type_=UUID(as_uuid=True)))
+        limit = bindparam("p_limit", type_=Integer())
+
+        def page(states: tuple[str, ...] | None) -> Select[Any]:
+            where = filters if states is None else [_states(table, states), *filters]
+            return select(*table.c).where(*where).order_by(t.id.desc()).limit(limit)
+
+        if not shape.topic:
+            return page(shape.states)
+        wanted = shape.states or tuple(state.value for state in JobState)
+        groups = [
+            states
+            for group in _STATE_GROUPS
+            if (states := tuple(state for state in group if state in wanted))
+        ]
+        if len(groups) == 1:
+            return page(groups[0])
+        merged = union_all(*(page(states) for states in groups)).subquery("branches")
+        return select(*merged.c).order_by(merged.c.id.desc()).limit(limit)
+
+    return build
+
+
+def _rerun_values(table: Table) -> dict[str, Any]:
+    """A re-run: a new job as enqueued now, with a fresh attempt budget. Its data
+    and attributes stay (``last_error`` tells what happened before)."""
+    return {
+        "state": _state(JobState.CREATED),
+        "attempts": literal_column("0", Integer()),
+        "start_after": _db_now(),
+        "started_at": null(),
+        "finished_at": null(),
+        "result": null(),
+    }
+
+
+def _rerun_jobs(table: Table) -> Any:
+    """The re-run family: up to ``p_limit`` FAILED (or CANCELLED) jobs matching a
+    filter, oldest finished first, each made a new job; returns their ids.
+
+    ``FOR UPDATE SKIP LOCKED``: a finished row someone else holds (a prune, another
+    re-run, the caller's own change) is left out rather than waited for. The rows are
+    then updated by primary key, as the prune deletes them. The topics re-run are
+    announced on the enqueue channel, so idle workers claim them at once.
+    """
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape) and shape.states is not None
+        limit = bindparam("p_limit", type_=Integer())
+        filters = _shape_filters(table, replace(shape, states=None))
+
+        def oldest(state: str) -> Select[Any]:
+            # One state: its partial index (ix_<table>_failed, _cancelled) hands out
+            # the rows in finished_at order.
+            return (
+                select(t.id, t.finished_at)
+                .where(_states(table, (state,)), *filters)
+                .order_by(t.finished_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+
+        if len(shape.states) == 1:
+            (state,) = shape.states
+            picked = oldest(state).with_only_columns(t.id).scalar_subquery()
+        else:
+            # FOR UPDATE is not allowed in a UNION's own branches, so each is a
+            # subquery of its own (the rows a branch locks beyond the outer LIMIT
+            # stay locked, unchanged, until the caller's transaction ends).
+            branches = union_all(
+                *(select(*oldest(state).subquery().c) for state in shape.states)
+            ).subquery("oldest")
+            picked = (
+                select(branches.c.id)
+                .order_by(branches.c.finished_at)
+                .limit(limit)
+                .scalar_subquery()
+            )
+        rerun = (
+            update(table)
+            .where(t.id == any_(func.array(picked, type_=ARRAY(UUID(as_uuid=True)))))
+            .values(**_rerun_values(table))
+            .returning(t.id, t.topic)
+            .cte("rerun")
+        )
+        return _returning_announced(rerun, notify_channel(table))
+
+    return build
+
+
+def _control_statements(table: Table) -> dict[str, Any]:
+    """Cancel, re-run, list, pause and resume."""
+    t = table.c
+    by_id = t.id == bindparam("p_job_id", type_=UUID(as_uuid=True))
+    # Cancel one job. ``target`` tells whether it exists at all; ``current`` locks it
+    # with SKIP LOCKED and reads its latest state: a row another transaction holds
+    # (a transaction-mode pass running its handler, or a claim committing at this
+    # moment) is not waited for — waiting could deadlock with that pass — and comes
+    # back NULL (the outcome is then "requested"). An unlocked job that is not
+    # finished is CANCELLED at once.
+    target = select(t.id).where(by_id).cte("target")
+    current = select(t.id, t.state, t.topic).where(by_id).with_for_update(skip_locked=True)
+    current_cte = current.cte("current")
+    cancelled = (
+        update(table)
+        .where(by_id, t.id == current_cte.c.id, _live(current_cte))
+        .values(state=_state(JobState.CANCELLED), finished_at=_db_now())
+        .returning(t.id, t.topic)
+        .cte("cancelled")
+    )
+    held = or_(
+        current_cte.c.state.is_(None),
+        current_cte.c.state.in_([_state(JobState.ACTIVE), _state(JobState.PROCESSING)]),
+    )
+    cancel_job = select(
+        current_cte.c.state.label("state"),
+        cancelled.c.id.is_not(None).label("cancelled"),
+        # The worker that holds the job (if any) learns of it from this notification,
+        # delivered when the caller commits.
+        case(
+            (
+                held,
+                func.pg_notify(
+                    control_channel(table),
+                    literal_column("'cancel:'") + cast(target.c.id, Text()),
+                ),
+            )
+        ).label("worker_notified"),
+        _announced(cancelled, finished_channel(table)).label("announced"),
+    ).select_from(target.outerjoin(current_cte, true()).outerjoin(cancelled, true()))
+    # Re-run one job: locked (FOR UPDATE; finished rows are held only briefly, and a
+    # claim never locks one), then made a new job if it is FAILED or CANCELLED; its
+    # state is returned either way, so a refusal can say why.
+    locked = select(t.id, t.state).where(by_id).with_for_update().cte("locked")
+    rerun = (
+        update(table)
+        .where(by_id, t.id == locked.c.id, _states(locked, RERUNNABLE_STATES))
+        .values(**_rerun_values(table))
+        .returning(t.id, t.topic)
+        .cte("rerun")
+    )
+    rerun_job = select(
+        locked.c.state, rerun.c.id, _announced(rerun, notify_channel(table)).label("announced")
+    ).select_from(locked.outerjoin(rerun, true()))
+    paused = paused_topics_table(table)
+    topic = bindparam("p_topic", type_=Text())
+    pause_topic = (
+        pg_insert(paused).values(topic=topic).on_conflict_do_nothing().returning(paused.c.topic)
+    )
+    # Resumed: idle workers of the topic are woken on the enqueue channel, as by an
+    # enqueue, so its due jobs are claimed at once.
+    resumed = delete(paused).where(paused.c.topic == topic).returning(paused.c.topic).cte("resumed")
+    resume_topic = select(resumed.c.topic).where(_announced(resumed, notify_channel(table)) >= 0)
+    return {
+        "cancel_job": cancel_job,
+        "rerun_job": rerun_job,
+        "rerun_jobs": _rerun_jobs(table),
+        "list_jobs": _list_jobs(table),
+        "pause_topic": pause_topic,
+        "resume_topic": resume_topic,
+        "paused_topics": select(paused.c.topic, paused.c.paused_at).order_by(paused.c.topic),
     }
 
 
@@ -466,13 +876,14 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
     row: a recursive CTE that jumps from one level to the next lower one (a loose
     index scan of the claim index: one descent per level, however many jobs each
     level has). It is read lazily: a claim whose batch fills on the first levels
-    never looks for the others."""
+    never looks for the others. Its LIMITs are literals, not parameters, for the
+    claim's generic plan (see the claim)."""
     t = table.c
     first = (
         select(t.priority)
         .where(t.topic == topic, _claimable(table))
         .order_by(t.priority.desc())
-        .limit(1)
+        .limit(_ONE)
     )
     levels = first.cte(name, recursive=True)
     lower = table.alias(f"{name}_lower")
@@ -480,7 +891,7 @@ def _priority_levels(table: Table, topic: ColumnElement[Any], name: str) -> Any:
         select(lower.c.priority)
         .where(lower.c.topic == topic, _claimable(lower), lower.c.priority < levels.c.priority)
         .order_by(lower.c.priority.desc())
-        .limit(1)
+        .limit(_ONE)
         .scalar_subquery()
     )
     return levels.union_all(select(next_level).where(levels.c.priority.is_not(None)))
@@ -609,21 +1020,27 @@ def _finished(source: FromClause) -> ColumnElement[bool]:
     return source.c.state.in_([_state(JobState(state)) for state in FINISHED_STATES])
 
 
-def _finished_topics(table: Table) -> Select[tuple[object]]:
-    """Every topic that has finished jobs, by a loose index scan of ``ix_<table>_finished``.
+def _finished_topics(
+    table: Table, finished: Callable[[FromClause], ColumnElement[bool]] = _finished
+) -> Select[tuple[object]]:
+    """Every topic that has ``finished`` jobs, by a loose index scan of the partial
+    index of those states (``ix_<table>_finished``, ``ix_<table>_cancelled``).
 
     A recursive query jumps from one topic to the next greater one: one index
     descent per topic, however many finished rows each has (``SELECT DISTINCT``
     would read them all).
     """
     t = table.c
-    first = select(t.topic).where(_finished(table)).order_by(t.topic).limit(1)
+    # Ordered by (topic, finished_at), the order of those indexes and of no other
+    # index with topic first (such as ix_<table>_history), so the planner reads
+    # one of them.
+    first = select(t.topic).where(finished(table)).order_by(t.topic, t.finished_at).limit(1)
     topics = first.cte("finished_topics", recursive=True)
     jobs = table.alias("later")
     following = (
         select(jobs.c.topic)
-        .where(_finished(jobs), jobs.c.topic > topics.c.topic)
-        .order_by(jobs.c.topic)
+        .where(finished(jobs), jobs.c.topic > topics.c.topic)
+        .order_by(jobs.c.topic, jobs.c.finished_at)
         .limit(1)
         .scalar_subquery()
     )
@@ -672,6 +1089,10 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
         "finished_topics": _finished_topics(table),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),
+        "cancelled_topics": _finished_topics(
+            table, lambda source: source.c.state == _state(JobState.CANCELLED)
+        ),
+        "prune_cancelled": _prune(table, JobState.CANCELLED),
         # A transaction-level advisory lock: released by the batch's own commit or
         # rollback, so no crash, pool or pgbouncer (transaction pooling) can leave it
         # held. See programma_sa.maintenance.Pruner for why pruning takes it.

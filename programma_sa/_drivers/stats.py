@@ -7,7 +7,8 @@ predicate matches them, so finished rows never cost a table scan:
 * CREATED/ACTIVE — ``ix_<table>_claim`` (the claim's own index);
 * PROCESSING — ``ix_<table>_processing`` (index-only: topic, started_at);
 * COMPLETED+FAILED — ``ix_<table>_finished`` (index-only: topic, finished_at);
-* FAILED — ``ix_<table>_failed`` (index-only); COMPLETED = finished - failed.
+* FAILED — ``ix_<table>_failed`` (index-only); COMPLETED = finished - failed;
+* CANCELLED — ``ix_<table>_cancelled`` (index-only).
 
 The finished branches read their rows ``ORDER BY topic, finished_at``, the order of
 those indexes: counting most of a table, PostgreSQL's cost model (random_page_cost
@@ -139,6 +140,7 @@ def stats_statement(
         processing,
         finished_branch(clock.finished(table), "finished", "finished_recently"),
         finished_branch(t.state == state(JobState.FAILED), "failed", "failed_recently"),
+        finished_branch(t.state == state(JobState.CANCELLED), "cancelled", "cancelled_recently"),
     ).subquery("counts")
     # The clock row makes the statement return the database time even when no
     # topic has a job (an unknown topic reads as zeros measured at that time).

@@ -9,13 +9,15 @@ operations, driven the same way by the sync and the async code.
 
 * :mod:`.jobs` — :class:`~.jobs.JobOperations`: enqueue, claim, the seed's per-job
   moves and setters, and the worker's guarded outcome writes;
+* :mod:`.control` — :class:`~.control.ControlOperations`: cancel, pause, re-run and
+  list jobs, and wait for one to finish;
 * :mod:`.maintenance` — :class:`~.maintenance.MaintenanceOperations`: statistics and
   the batches of a prune.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -30,9 +32,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Operation(Generic[T]):
-    """One statement of ``table`` to execute, by name, and how to read its result."""
+    """One statement of ``table`` to execute, by name, and how to read its result.
+
+    ``variant``: for a statement of a :data:`~programma_sa._drivers.base.StatementFamily`
+    (a listing), the shape of this call — which optional criteria it gives.
+    """
 
     table: Table
     statement: StatementName
     params: dict[str, Any]
     read: Callable[[Result[Any]], T]
+    variant: Hashable = None

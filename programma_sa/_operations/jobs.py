@@ -35,7 +35,7 @@ from ..uniqueness import (
 )
 from . import Operation
 
-__all__ = ["JobOperations"]
+__all__ = ["JobOperations", "LeaseState"]
 
 _SPEC_FIELDS = frozenset(field.name for field in fields(JobSpec))
 #: Encodes the worker's own batch parameters (ids, counts, timestamps: plain JSON).
@@ -44,6 +44,10 @@ _BATCH_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def _changed_a_row(result: Result[Any]) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult
+
+
+def _returned_a_row(result: Result[Any]) -> bool:
+    return result.first() is not None
 
 
 def _claimed_rows(result: Result[Any]) -> list[RowMapping]:
@@ -64,10 +68,6 @@ def _claimed_jobs_due(result: Result[Any]) -> list[tuple[ClaimedJob, datetime]]:
 def _job_or_none(result: Result[Any]) -> JobDetail | None:
     row = result.mappings().one_or_none()
     return None if row is None else JobDetail.from_row(row)
-
-
-def _jobs(result: Result[Any]) -> list[JobDetail]:
-    return [JobDetail.from_row(row) for row in result.mappings()]
 
 
 def _discard(result: Result[Any]) -> None:
@@ -96,6 +96,25 @@ def _scalar_datetime(result: Result[Any]) -> datetime:
 def _optional_float(result: Result[Any]) -> float | None:
     value = result.scalar_one()
     return None if value is None else float(value)
+
+
+def _new_leases(result: Result[Any]) -> dict[uuid.UUID, datetime]:
+    return {row.id: row.start_after for row in result}
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What a held job is now, read back after a guarded write missed it."""
+
+    state: JobState
+    attempts: int
+    start_after: datetime | None
+
+
+def _lease_states(result: Result[Any]) -> dict[uuid.UUID, LeaseState]:
+    return {
+        row.id: LeaseState(JobState(row.state), row.attempts, row.start_after) for row in result
+    }
 
 
 @dataclass(frozen=True)
@@ -539,19 +558,12 @@ class JobOperations:
     def get_job(self, job_id: uuid.UUID | str) -> Operation[JobDetail | None]:
         return Operation(self.table, "get_by_id", {"p_job_id": check.job_id(job_id)}, _job_or_none)
 
-    def list_jobs(self, topic: str | None, limit: int | None) -> Operation[list[JobDetail]]:
-        """The jobs (of ``topic``, if given), oldest first, at most ``limit`` (``None``: all)."""
-        params: dict[str, Any] = {"p_limit": check.optional_limit(limit)}
-        if topic is None:
-            return Operation(self.table, "list_all", params, _jobs)
-        params["p_topic"] = check.check_topic(topic)
-        return Operation(self.table, "list_topic", params, _jobs)
-
     # -- the worker's outcome writes (guarded: only a job still as its claim left it) --
 
-    def complete_unchanged(self, jobs: Sequence[ClaimedJob]) -> Operation[list[uuid.UUID]]:
-        """COMPLETE every job of ``jobs`` that is unchanged since its claim; returns their ids."""
-        claimed = [
+    @staticmethod
+    def _held(jobs: Sequence[ClaimedJob]) -> list[dict[str, Any]]:
+        """Each job as the worker holds it: id, attempts, and the lease end it knows."""
+        return [
             {
                 "id": str(job.id),
                 "attempts": job.attempts,
@@ -561,8 +573,52 @@ class JobOperations:
             }
             for job in jobs
         ]
-        params = {"p_claimed": _BATCH_ENCODER.encode(claimed)}
-        return Operation(self.table, "complete_unchanged", params, _ids)
+
+    def complete_unchanged(
+        self, jobs: Sequence[ClaimedJob], results: Sequence[str | None] | None = None
+    ) -> Operation[list[uuid.UUID]]:
+        """COMPLETE every job of ``jobs`` that is unchanged since its claim (as the
+        worker holds it), each with its result (JSON text from :meth:`result_text`,
+        ``None``: none); returns the ids completed."""
+        held = self._held(jobs)
+        if results is None or not any(results):
+            document = _BATCH_ENCODER.encode(held)
+        else:
+            # The results are JSON text already: joined into the document, not
+            # decoded and encoded again.
+            document = "[{}]".format(
+                ",".join(
+                    f"{_BATCH_ENCODER.encode(row)[:-1]},"
+                    f'"result":{"null" if result is None else result}}}'
+                    for row, result in zip(held, results, strict=True)
+                )
+            )
+        return Operation(self.table, "complete_unchanged", {"p_claimed": document}, _ids)
+
+    def result_text(self, value: Any) -> str | None:
+        """A handler's return value as the JSON text stored with its completion
+        (``None`` for ``None``); raises :class:`InvalidJobInput` when it cannot be
+        stored (not JSON, or over the queue's payload limit)."""
+        if value is None:
+            return None
+        return check.json_text(value, "the handler's result", self.max_payload_bytes)
+
+    def renew_leases(self, jobs: Sequence[ClaimedJob]) -> Operation[dict[uuid.UUID, datetime]]:
+        """Start the lease of each held job again from now (only a job still as the
+        worker holds it); returns the new lease end of each renewed job."""
+        params = {"p_held": _BATCH_ENCODER.encode(self._held(jobs))}
+        return Operation(self.table, "renew_leases", params, _new_leases)
+
+    def release_unstarted(self, jobs: Sequence[ClaimedJob]) -> Operation[list[uuid.UUID]]:
+        """Make held jobs whose handler never started claimable at once, their delivery
+        uncounted (only a job still as the worker holds it); returns their ids."""
+        params = {"p_held": _BATCH_ENCODER.encode(self._held(jobs))}
+        return Operation(self.table, "release_unstarted", params, _ids)
+
+    def lease_states(self, ids: Sequence[uuid.UUID]) -> Operation[dict[uuid.UUID, LeaseState]]:
+        """What the jobs ``ids`` are now (absent: deleted): after a guarded write did
+        not match them, to tell a handler's own change from a lost lease."""
+        return Operation(self.table, "lease_states", {"p_ids": list(ids)}, _lease_states)
 
     def _unchanged(
         self, statement: StatementName, job: ClaimedJob, error: Mapping[str, Any], **params: Any
@@ -602,7 +658,13 @@ class JobOperations:
 
     def fail_unchanged(self, job: ClaimedJob, error: Mapping[str, Any]) -> Operation[bool]:
         """Record ``error`` (merged into attributes) and move the job to FAILED."""
-        return self._unchanged("fail_unchanged", job, error)
+        operation = self._unchanged("fail_unchanged", job, error)
+        return Operation(self.table, operation.statement, operation.params, _returned_a_row)
+
+    def cancel_unchanged(self, job: ClaimedJob) -> Operation[bool]:
+        """Move a held job whose cancellation reached its worker to CANCELLED."""
+        params = {"p_job_id": job.id, "p_attempts": job.attempts, "p_start_after": job.start_after}
+        return Operation(self.table, "cancel_unchanged", params, _returned_a_row)
 
     def reclaim_rolled_back(
         self, job: ClaimedJob, due_at: datetime

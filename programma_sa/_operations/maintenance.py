@@ -21,7 +21,7 @@ from sqlalchemy import Result, Table
 
 from .. import _validation as check
 from .._drivers import StatementName
-from .._retention import FINISHED, Retention
+from .._retention import Retention
 from .._stats import QueueStats, read_stats
 from ..exceptions import InvalidJobInput
 from ..models import JobState
@@ -111,15 +111,18 @@ class MaintenanceOperations:
 
         return Operation(self.table, statement, params, read)
 
-    def finished_topics(self) -> Operation[list[str]]:
-        return Operation(self.table, "finished_topics", {}, _topics)
+    def finished_topics(self, state: JobState = JobState.COMPLETED) -> Operation[list[str]]:
+        """The topics that have jobs finished in ``state``: COMPLETED and FAILED ones
+        come from one index (``finished_topics``), CANCELLED ones from their own."""
+        statement: StatementName = (
+            "cancelled_topics" if state is JobState.CANCELLED else "finished_topics"
+        )
+        return Operation(self.table, statement, {}, _topics)
 
     def prune_batch(
         self, topic: str, state: JobState, ttl_seconds: float, limit: int
     ) -> Operation[int]:
-        statement: StatementName = (
-            "prune_completed" if state is JobState.COMPLETED else "prune_failed"
-        )
+        statement = _PRUNE_STATEMENTS[state]
         params = {"p_topic": topic, "p_ttl_seconds": ttl_seconds, "p_limit": limit}
         return Operation(self.table, statement, params, _deleted)
 
@@ -127,39 +130,52 @@ class MaintenanceOperations:
         return Operation(self.table, "try_prune_lock", {"p_key": self.prune_lock_key}, _taken)
 
 
+_PRUNE_STATEMENTS: dict[JobState, StatementName] = {
+    JobState.COMPLETED: "prune_completed",
+    JobState.FAILED: "prune_failed",
+    JobState.CANCELLED: "prune_cancelled",
+}
+
+
 def prune_steps(
     operations: MaintenanceOperations, retention: Retention, batch_size: object
 ) -> PruneSteps:
     """One prune batch: delete at most ``batch_size`` expired finished jobs.
 
-    Topics are visited in order, COMPLETED then FAILED, each oldest first, until
-    the batch is full. A batch that deletes fewer than ``batch_size`` rows has
-    found nothing more to delete (rows other transactions hold locked excepted).
+    Topics are visited in order, COMPLETED then FAILED, each oldest first, then
+    (with a TTL for them) the topics of CANCELLED jobs, until the batch is full. A
+    batch that deletes fewer than ``batch_size`` rows has found nothing more to
+    delete (rows other transactions hold locked excepted).
     """
     limit = check_batch_size(batch_size)
     if not isinstance(retention, Retention):
         raise InvalidJobInput(f"retention must be a Retention, got {type(retention).__name__}")
     if not retention.prunes_anything:
         return 0
-    topics: list[str] = yield operations.finished_topics()
     deleted = 0
-    for topic in topics:
-        ttl = retention.ttl(topic)
-        for state in FINISHED:
-            seconds = ttl.seconds(state)
-            if seconds is None:
-                continue
-            count: int = yield operations.prune_batch(topic, state, seconds, limit - deleted)
-            if count:
-                logger.info(
-                    "pruned %d %s jobs of topic %r finished more than %gs ago from %s",
-                    count,
-                    state.value,
-                    topic,
-                    seconds,
-                    operations.table.fullname,
-                )
-            deleted += count
-            if deleted >= limit:
-                return deleted
+    # COMPLETED and FAILED topics come from one index, CANCELLED ones from their own:
+    # one pass over the topics of each, the states of the pass in order.
+    for states in ((JobState.COMPLETED, JobState.FAILED), (JobState.CANCELLED,)):
+        if not retention.prunes(states):
+            continue
+        topics: list[str] = yield operations.finished_topics(states[0])
+        for topic in topics:
+            ttl = retention.ttl(topic)
+            for state in states:
+                seconds = ttl.seconds(state)
+                if seconds is None:
+                    continue
+                count: int = yield operations.prune_batch(topic, state, seconds, limit - deleted)
+                if count:
+                    logger.info(
+                        "pruned %d %s jobs of topic %r finished more than %gs ago from %s",
+                        count,
+                        state.value,
+                        topic,
+                        seconds,
+                        operations.table.fullname,
+                    )
+                deleted += count
+                if deleted >= limit:
+                    return deleted
     return deleted

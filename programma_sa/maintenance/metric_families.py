@@ -96,9 +96,12 @@ _GAUGES: tuple[tuple[str, str, tuple[str, ...], Samples], ...] = (
     ),
     (
         "programma_jobs_finished_recently",
-        "Jobs that reached COMPLETED or FAILED within the last programma_stats_window_seconds.",
+        "Jobs that reached COMPLETED, FAILED or CANCELLED within the last "
+        "programma_stats_window_seconds.",
         _TOPIC_STATE,
-        _by_topic_and_state((JobState.COMPLETED, JobState.FAILED), "{state}_recently"),
+        _by_topic_and_state(
+            (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED), "{state}_recently"
+        ),
     ),
     (
         "programma_stats_window_seconds",

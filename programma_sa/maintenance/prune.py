@@ -25,7 +25,7 @@ from .._operations.maintenance import (
     prune_steps,
 )
 from .._retention import Retention
-from .._session_types import AsyncSessionLike, SessionLike
+from .._session_types import AsyncExecutor, Executor
 from ..exceptions import InvalidJobInput
 from ._target import QueueLike, maintenance_operations
 
@@ -50,7 +50,7 @@ DEFAULT_MAX_BATCHES = 100
 
 
 def prune(
-    session: SessionLike,
+    session: Executor,
     queue: QueueLike,
     retention: Retention,
     *,
@@ -68,7 +68,7 @@ def prune(
 
 
 async def prune_async(
-    session: AsyncSessionLike,
+    session: AsyncExecutor,
     queue: QueueLike,
     retention: Retention,
     *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._execute import execute, execute_async
 from .._operations.maintenance import DEFAULT_WINDOW_SECONDS
-from .._session_types import AsyncSessionLike, SessionLike
+from .._session_types import AsyncExecutor, Executor
 from .._stats import QueueStats
 from ._target import QueueLike, maintenance_operations
 
@@ -12,7 +12,7 @@ __all__ = ["stats", "stats_async"]
 
 
 def stats(
-    session: SessionLike,
+    session: Executor,
     queue: QueueLike,
     topic: str | None = None,
     *,
@@ -28,7 +28,7 @@ def stats(
 
 
 async def stats_async(
-    session: AsyncSessionLike,
+    session: AsyncExecutor,
     queue: QueueLike,
     topic: str | None = None,
     *,

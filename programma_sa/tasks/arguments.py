@@ -145,6 +145,24 @@ class Arguments:
                 document[name] = encoded(codec, value, name)
         return document
 
+    def with_defaults(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """A call's ``document`` with the defaults of the arguments it leaves out,
+        encoded (an absent ``*args``: an empty list) — what a unique key is derived
+        from, so that a call passing a default value and one leaving it out agree.
+
+        :raises InvalidJobInput: a default cannot be stored as its annotation says.
+        """
+        codecs = self.codecs
+        full: dict[str, Any] = {self._star: []} if self._star is not None else {}
+        for name, value in self._defaults.items():
+            if name not in document:
+                try:
+                    full[name] = codecs[name].encode(value, EncodeContext())
+                except Refused as refused:
+                    raise InvalidJobInput(f"the default of argument {name!r}: {refused}") from None
+        full.update(document)
+        return full
+
     # -- run ---------------------------------------------------------------------------
 
     def decode(self, document: Any, session: Session | None) -> Call:

@@ -3,7 +3,9 @@
 Each job's topic names its task; the handler reads the job's document into the
 task's call (:mod:`.arguments`), runs the function — inside the task's hooks and
 span (:mod:`.hooks`, :mod:`.tracing`) when it has any — and lets the worker write
-the outcome.
+the outcome. What the function returned is the handler's return value, so the
+worker stores it as the job's result when it is JSON (``job.result``, see
+docs/worker.md, "Results"); another value is left out with a WARNING.
 
 Where a task's mapped-instance arguments are loaded, and what commits their changes:
 
@@ -61,13 +63,14 @@ class TaskHandler:
     def __init__(self, tasks: Mapping[str, Task[..., Any]]) -> None:
         self.tasks = dict(tasks)
 
-    def __call__(self, ctx: JobContext) -> None:
+    def __call__(self, ctx: JobContext) -> object:
+        """Run the task; what the function returned becomes the job's result."""
         task = self.tasks[ctx.job.topic]
         if not task.observed:  # no hook, no span: the shortest path
-            self._run(task, ctx, None)
-            return
+            return self._run(task, ctx, None)
         with observed(task, ctx.job) as run:
             run.result = self._run(task, ctx, run)
+        return run.result
 
     @staticmethod
     def _run(task: Task[..., Any], ctx: JobContext, run: TaskRun | None) -> Any:
@@ -85,13 +88,14 @@ class AsyncTaskHandler:
     def __init__(self, tasks: Mapping[str, Task[..., Any]]) -> None:
         self.tasks = dict(tasks)
 
-    async def __call__(self, ctx: AsyncJobContext) -> None:
+    async def __call__(self, ctx: AsyncJobContext) -> object:
+        """Run the task; what the function returned becomes the job's result."""
         task = self.tasks[ctx.job.topic]
         if not task.observed:
-            await self._run(task, ctx, None)
-            return
+            return await self._run(task, ctx, None)
         with observed(task, ctx.job) as run:
             run.result = await self._run(task, ctx, run)
+        return run.result
 
     async def _run(self, task: Task[..., Any], ctx: AsyncJobContext, run: TaskRun | None) -> Any:
         if not task.arguments.needs_session:

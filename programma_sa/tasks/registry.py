@@ -30,7 +30,7 @@ import inspect
 import logging
 import typing
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,8 +41,10 @@ from .._queue_base import QueueBase
 from .._session_types import AsyncSessionLike, SessionLike
 from ..async_queue import AsyncJobQueue
 from ..exceptions import ConfigurationError, InvalidJobInput
+from ..models import JobState
 from ..queue import JobQueue
 from ..retry import RetryPolicy
+from ..uniqueness import OnConflict, check_on_conflict, check_unique_states
 from ..worker.served import WorkerParts
 from ..worker.settings import WorkerMode, WorkerOptions
 from .arguments import Arguments
@@ -50,6 +52,7 @@ from .codecs import EncodeContext
 from .dispatch import AsyncTaskHandler, TaskHandler
 from .hooks import HookPoints
 from .tracing import NO_TRACING, NoTracing, Sending, Tracing
+from .unique import Unique
 
 __all__ = ["JobOptions", "Task", "TaskRegistry"]
 
@@ -75,26 +78,40 @@ class JobOptions:
     """How a task's jobs are enqueued: what :meth:`JobQueue.add_job
     <programma_sa.JobQueue.add_job>` takes besides the topic and the data.
 
-    ``retry_after_seconds`` is the task's visibility timeout; the others are per
-    call, through :meth:`Task.using`. (Per-job options that other features add —
-    a priority, a unique key, a timeout — belong here.)
+    ``retry_after_seconds`` and ``priority`` are the task's defaults, and
+    ``on_conflict`` and ``unique_states`` its :class:`Unique` declaration's; every
+    option may be set per call through :meth:`Task.using`. A ``unique_key`` given
+    there wins over the key the task derives from the call.
     """
 
     attributes: Mapping[str, Any] | None = None
     run_after_seconds: float | None = None
     run_after_date: datetime | str | None = None
     retry_after_seconds: int | None = 30
+    priority: int = 0
+    unique_key: str | None = None
+    unique_states: Collection[JobState | str] | None = None
+    on_conflict: OnConflict = "keep"
 
-    def add_job_options(self, carrier: Mapping[str, str]) -> dict[str, Any]:
-        """These options as ``add_job`` keywords, the attributes with the trace context
-        in ``carrier`` (the caller's own attributes win)."""
-        options = {name: getattr(self, name) for name in _JOB_OPTION_NAMES}
+    def spec_fields(self, carrier: Mapping[str, str]) -> dict[str, Any]:
+        """These options as :class:`~programma_sa.JobSpec` fields (all but
+        ``on_conflict``, which applies to a whole ``add_jobs``), the attributes with
+        the trace context in ``carrier`` (the caller's own attributes win)."""
+        options = {name: getattr(self, name) for name in _SPEC_FIELDS}
         if carrier:
             options["attributes"] = {**carrier, **(self.attributes or {})}
         return options
 
 
 _JOB_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(JobOptions))
+_SPEC_FIELDS = tuple(name for name in _JOB_OPTION_NAMES if name != "on_conflict")
+#: The options :meth:`Task.using` checks at once (``None``: the default, unchecked).
+_CHECKED_NOW: dict[str, Callable[[Any], object]] = {
+    "priority": check.check_priority,
+    "unique_key": check.check_unique_key,
+    "unique_states": check_unique_states,
+    "on_conflict": check_on_conflict,
+}
 
 
 class Task(HookPoints, Generic[P, R]):
@@ -104,6 +121,7 @@ class Task(HookPoints, Generic[P, R]):
     :ivar registry: the :class:`TaskRegistry` it belongs to.
     :ivar retry: its retry policy (``None``: the worker's ``retry``).
     :ivar mode: the worker mode it needs (``None``: either).
+    :ivar unique: how it derives a unique key from each call (``None``: it does not).
     :ivar function: the function itself.
     """
 
@@ -116,6 +134,7 @@ class Task(HookPoints, Generic[P, R]):
         retry: RetryPolicy | None,
         mode: WorkerMode | None,
         job: JobOptions,
+        unique: Unique | None = None,
     ) -> None:
         super().__init__()
         functools.update_wrapper(self, function)
@@ -129,6 +148,7 @@ class Task(HookPoints, Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(function)
         #: The signature and the codecs of its arguments.
         self.arguments = Arguments(function, topic)
+        self.unique = None if unique is None else unique.checked(self.arguments)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function itself, here and now (no job)."""
@@ -145,12 +165,17 @@ class Task(HookPoints, Generic[P, R]):
 
     def using(self, **options: Any) -> Task[P, R]:
         """This task with other job options for the next enqueues: ``attributes``,
-        ``run_after_seconds``, ``run_after_date``, ``retry_after_seconds``
-        (see :class:`JobOptions`)::
+        ``run_after_seconds``, ``run_after_date``, ``retry_after_seconds``,
+        ``priority``, ``unique_key`` (instead of the key the task derives),
+        ``unique_states``, ``on_conflict`` (see :class:`JobOptions`)::
 
-            send_receipt.using(run_after_seconds=3600).enqueue(session, order)
+            send_receipt.using(run_after_seconds=3600, priority=10).enqueue(session, order)
 
-        :raises InvalidJobInput: an option that is not one of those.
+        ``priority``, ``unique_key``, ``unique_states`` and ``on_conflict`` are
+        checked here; the others when the configured task enqueues (before anything
+        is written, as every option).
+
+        :raises InvalidJobInput: an option that is not one of those, or a bad value.
         """
         unknown = set(options).difference(_JOB_OPTION_NAMES)
         if unknown:
@@ -158,6 +183,12 @@ class Task(HookPoints, Generic[P, R]):
                 f"task {self.topic!r}: using() takes {', '.join(_JOB_OPTION_NAMES)}; "
                 f"not {', '.join(sorted(unknown))}"
             )
+        for name, value in options.items():
+            if name in _CHECKED_NOW and value is not None:
+                try:
+                    _CHECKED_NOW[name](value)
+                except InvalidJobInput as error:
+                    raise InvalidJobInput(f"task {self.topic!r}: {error}") from None
         configured = copy.copy(self)
         configured.job = dataclasses.replace(self.job, **options)
         return configured
@@ -178,7 +209,10 @@ class Task(HookPoints, Generic[P, R]):
             session.flush()
             calls.encode_flushed()
         with calls.sending() as specs:
-            return calls.sent([self.registry.queue.add_job(session, self.topic, **specs[0])])[0]
+            queue = self.registry.queue
+            on_conflict = self.job.on_conflict
+            job_id = queue.add_job(session, self.topic, **specs[0], on_conflict=on_conflict)
+            return calls.sent([job_id])[0]
 
     def enqueue_many(
         self, session: SessionLike, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -193,7 +227,10 @@ class Task(HookPoints, Generic[P, R]):
             session.flush()
             many.encode_flushed()
         with many.sending() as specs:
-            return many.sent(self.registry.queue.add_jobs(session, self.topic, specs))
+            queue = self.registry.queue
+            return many.sent(
+                queue.add_jobs(session, self.topic, specs, on_conflict=self.job.on_conflict)
+            )
 
     async def enqueue_async(
         self, session: AsyncSessionLike, *args: P.args, **kwargs: P.kwargs
@@ -205,7 +242,9 @@ class Task(HookPoints, Generic[P, R]):
             calls.encode_flushed()
         with calls.sending() as specs:
             queue = self.registry.async_queue
-            return calls.sent([await queue.add_job(session, self.topic, **specs[0])])[0]
+            on_conflict = self.job.on_conflict
+            job_id = await queue.add_job(session, self.topic, **specs[0], on_conflict=on_conflict)
+            return calls.sent([job_id])[0]
 
     async def enqueue_many_async(
         self, session: AsyncSessionLike, calls: Iterable[tuple[Any, ...] | Mapping[str, Any]]
@@ -217,7 +256,10 @@ class Task(HookPoints, Generic[P, R]):
             many.encode_flushed()
         with many.sending() as specs:
             queue = self.registry.async_queue
-            return many.sent(await queue.add_jobs(session, self.topic, specs))
+            on_conflict = self.job.on_conflict
+            return many.sent(
+                await queue.add_jobs(session, self.topic, specs, on_conflict=on_conflict)
+            )
 
     def _one_call(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Calls:
         where = self.arguments.where
@@ -273,16 +315,26 @@ class _Calls:
 
     @contextmanager
     def sending(self) -> Iterator[list[dict[str, Any]]]:
-        """The jobs to add (``add_job`` keywords / ``add_jobs`` specs), in the
-        producer span; an error of the enqueue names the task."""
+        """The jobs to add (``add_job`` keywords / ``add_jobs`` specs, each with its
+        unique key), in the producer span; an error of the enqueue names the task."""
         task = self._task
         producing = task.registry.tracing.producing(task.topic, len(self._documents))
         with producing as self._sending:
-            options = task.job.add_job_options(self._sending.carrier)
+            options = task.job.spec_fields(self._sending.carrier)
             try:
-                yield [{"data": document, **options} for document in self._documents]
+                yield [
+                    {"data": document, **options, "unique_key": self._key(document)}
+                    for document in self._documents
+                ]
             except InvalidJobInput as error:
                 raise type(error)(f"{task.arguments.where}: {error}") from error
+
+    def _key(self, document: dict[str, Any]) -> str | None:
+        """The call's unique key: the one given to ``using``, else the task's derived one."""
+        task = self._task
+        if task.job.unique_key is not None or task.unique is None:
+            return task.job.unique_key
+        return task.unique.key(task.topic, task.arguments, document)
 
     def sent(self, job_ids: list[uuid.UUID]) -> list[uuid.UUID]:
         """Note the enqueued jobs' ids on the producer span; return them."""
@@ -350,6 +402,8 @@ class TaskRegistry(HookPoints):
         retry: RetryPolicy | _Inherit | None = FROM_REGISTRY,
         retry_after_seconds: int | _Inherit | None = FROM_REGISTRY,
         mode: WorkerMode | _Inherit | None = FROM_REGISTRY,
+        priority: int = 0,
+        unique: Unique | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
@@ -361,6 +415,8 @@ class TaskRegistry(HookPoints):
         retry: RetryPolicy | _Inherit | None = FROM_REGISTRY,
         retry_after_seconds: int | _Inherit | None = FROM_REGISTRY,
         mode: WorkerMode | _Inherit | None = FROM_REGISTRY,
+        priority: int = 0,
+        unique: Unique | None = None,
     ) -> Any:
         """Declare a task: ``@registry.task`` or ``@registry.task(topic=..., ...)``.
 
@@ -371,6 +427,10 @@ class TaskRegistry(HookPoints):
             redelivered).
         :param mode: the worker mode it needs, ``"lease"`` or ``"transaction"``
             (``None``: either).
+        :param priority: the priority of its jobs (default 0; higher is claimed
+            first); a call may give another through :meth:`Task.using`.
+        :param unique: its jobs are unique by the chosen arguments of each call
+            (:class:`Unique`); ``None``: no unique key unless a call gives one.
         :raises ConfigurationError: a bad setting, or a topic already declared.
         """
 
@@ -384,6 +444,7 @@ class TaskRegistry(HookPoints):
                 ),
                 mode=self._defaults.mode if mode is FROM_REGISTRY else mode,
                 topic=_topic(function, topic),
+                priority=priority,
             )
             if settings.topic in self._tasks:
                 taken = self._tasks[settings.topic]
@@ -394,7 +455,8 @@ class TaskRegistry(HookPoints):
                 topic=settings.topic,
                 retry=settings.retry,
                 mode=settings.mode,
-                job=JobOptions(retry_after_seconds=settings.retry_after_seconds),
+                job=_job_options(settings, unique),
+                unique=unique,
             )
             self._tasks[task.topic] = task
             return task
@@ -487,6 +549,18 @@ class TaskRegistry(HookPoints):
 Q = TypeVar("Q", bound=QueueBase)
 
 
+def _job_options(settings: _TaskSettings, unique: Unique | None) -> JobOptions:
+    """A declared task's job options: its settings, and its uniqueness's policy."""
+    options = JobOptions(
+        retry_after_seconds=settings.retry_after_seconds, priority=settings.priority
+    )
+    if unique is None:
+        return options
+    if not isinstance(unique, Unique):
+        raise ConfigurationError(f"unique must be a Unique or None, got {unique!r}")
+    return dataclasses.replace(options, on_conflict=unique.on_conflict, unique_states=unique.states)
+
+
 def _face(kind: type[Q], queue: QueueBase) -> Q:
     """The ``kind`` face of ``queue``'s table, with its settings."""
     return kind(queue.table, notify=queue.notify, max_payload_bytes=queue.max_payload_bytes)
@@ -529,6 +603,7 @@ class _TaskSettings:
     retry_after_seconds: int | None
     mode: WorkerMode | None
     topic: str = ""
+    priority: int = 0
 
     def __post_init__(self) -> None:
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
@@ -537,6 +612,7 @@ class _TaskSettings:
             raise ConfigurationError(f"mode must be lease, transaction or None, got {self.mode!r}")
         try:
             seconds = check.retry_seconds(self.retry_after_seconds)
+            check.check_priority(self.priority)
         except InvalidJobInput as error:
             raise ConfigurationError(str(error)) from error
         object.__setattr__(self, "retry_after_seconds", seconds)

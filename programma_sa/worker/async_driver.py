@@ -46,7 +46,15 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,19 +65,21 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from typing_extensions import Unpack
 
-from .._drivers.postgresql import notify_channel
+from .._drivers.postgresql import control_channel, notify_channel
 from .._execute import InTransaction, drive_async, execute_async, run_steps_async
 from .._job_records import ClaimedJob
 from .._operations import Operation
 from .._session_types import AsyncSessionLike, current_async_session
 from ..async_queue import AsyncJobQueue
-from ..exceptions import ConfigurationError, ProgrammaError
-from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
+from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .duties import KeeperPlan
+from .leases import Cancellation, Outcome, Tally
 from .listen import AsyncListener
 from .results import UNTOUCHED, PassResult
 from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, Returned, RunHandler, Step
 
 if TYPE_CHECKING:
     # Only for annotations: sqlalchemy.ext.asyncio needs greenlet (see async_queue).
@@ -96,13 +106,28 @@ class AsyncJobContext:
     The ``move_*``/``set_*`` coroutines act on this job: in the claim's transaction
     in transaction mode, in a short transaction of their own (committed) in lease
     mode.
+
+    A cancelled job shows ``ctx.cancelled`` (and :meth:`wait_cancelled` returns at
+    once); a handler still running ``cancel_grace_period`` seconds after the request
+    has its task cancelled (``asyncio.CancelledError`` at its current ``await``).
+    Either way the job ends CANCELLED, never retried.
     """
 
-    def __init__(self, worker: AsyncWorker, job: ClaimedJob, session: AsyncSession | None) -> None:
+    def __init__(
+        self,
+        worker: AsyncWorker,
+        job: ClaimedJob,
+        session: AsyncSession | None,
+        cancellation: Cancellation | None = None,
+    ) -> None:
         self._worker = worker
         self.job = job
         self.session = session
         self.queue = worker.queue
+        self._cancellation = cancellation
+        # Made when a handler first waits (most never do), set on the loop when the
+        # request arrives.
+        self._cancelled: asyncio.Event | None = None
 
     @property
     def stopping(self) -> bool:
@@ -118,6 +143,27 @@ class AsyncJobContext:
         """:meth:`JobContext.snooze <programma_sa.JobContext.snooze>` (not a coroutine:
         it raises :class:`~programma_sa.JobSnoozed` to end the handler)."""
         raise JobSnoozed.checked(seconds)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this job's cancellation has reached the worker."""
+        return self._cancellation is not None and self._cancellation.requested
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`~programma_sa.JobCancelled` if the job was cancelled."""
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job.id} was cancelled")
+
+    async def wait_cancelled(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking at once if the job is cancelled
+        (instead of ``asyncio.sleep``); True if it was."""
+        if self.cancelled:
+            return True
+        if self._cancelled is None:
+            self._cancelled = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._cancelled.wait(), timeout)
+        return self.cancelled
 
     async def _apply(self, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
         if self.session is not None:
@@ -244,6 +290,57 @@ class _Pass:
         return None
 
 
+class _LeaseBatch:
+    """The jobs of one lease-mode claim: how many have not finished (see the sync
+    Worker's batch; a task's counting needs no lock)."""
+
+    def __init__(self, size: int) -> None:
+        self.unfinished = size
+
+
+class _Keeper:
+    """The lease-mode worker's keeper task: the sync Worker's keeper thread, on the
+    event loop (it runs the same :class:`~.duties.KeeperPlan`)."""
+
+    def __init__(self, worker: AsyncWorker) -> None:
+        self._worker = worker
+        self._plan = KeeperPlan(worker.holdings, worker.lease_duty)
+        self._kicked = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="programma-keeper")
+
+    def kick(self) -> None:
+        """Look again now: something was queued, held or asked for."""
+        self._kicked.set()
+
+    async def close(self, timeout: float) -> None:
+        """Write what is queued (giving up on what cannot be), then end."""
+        self._closing = True
+        self._kicked.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=timeout)
+
+    async def _run(self) -> None:
+        plan = self._plan
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), plan.next_wake(time.monotonic()))
+            self._kicked.clear()
+            closing = self._closing
+            if plan.write_now(time.monotonic(), stopping=self._worker.stopping, closing=closing):
+                try:
+                    written = await self._worker._write_queued(final=closing)
+                except Exception:
+                    log.exception("unexpected error in the worker's keeper")
+                    written = False
+                plan.written(written, time.monotonic())
+            if closing and plan.done:
+                return
+
+
 class AsyncWorker(WorkerCore):
     """Runs an ``async def`` handler on the jobs of one or more topics. See the module docs.
 
@@ -293,8 +390,15 @@ class AsyncWorker(WorkerCore):
         self._in_flight = 0  # lease: jobs; transaction: claim batches
         self._tasks: set[asyncio.Task[Any]] = set()
         self._totals = PassResult()
+        self._gave_up = False  # shutdown_timeout passed: late outcomes are not counted
         self._running = False
         self._task: asyncio.Task[PassResult] | None = None
+        self._keeper: _Keeper | None = None
+        # The task running each job's handler, and the jobs whose task the grace
+        # period's end cancelled (their CancelledError is the job's, not ours).
+        # (Keyed by the ids' integers, as the Holdings are.)
+        self._running_handlers: dict[int, asyncio.Task[Any]] = {}
+        self._forced: set[int] = set()
         self.listener: AsyncListener | None = None
 
     @classmethod
@@ -324,7 +428,9 @@ class AsyncWorker(WorkerCore):
         self._woken.set()
 
     def stop(self) -> None:
-        """Stop claiming; :meth:`run` returns once running handlers finish.
+        """Stop claiming; :meth:`run` returns once running handlers finish. In lease
+        mode the jobs claimed but not started are released at once (claimable again,
+        their delivery not counted).
 
         Idempotent. Call it on the worker's event loop (from another thread:
         ``loop.call_soon_threadsafe(worker.stop)``).
@@ -333,6 +439,8 @@ class AsyncWorker(WorkerCore):
         self._stopped.set()
         self._woken.set()
         self._changed.set()
+        if self._keeper is not None:
+            self._keeper.kick()
 
     def _abandon(self) -> None:
         self._abandoned = True
@@ -383,37 +491,87 @@ class AsyncWorker(WorkerCore):
             else:
                 unit = _Pass(current_async_session(session), None)
                 result = await self._drive(self._transaction_steps(None), unit)
-        elif session is not None:
+            self._totals += result
+            return result
+        if session is not None:
             raise ConfigurationError(
                 "run_once(session=...) runs a transaction-mode pass: this worker's mode is lease"
             )
-        else:
-            jobs = await self._drive(self._lease_claim_steps())
-            if not jobs:
-                return PassResult()
-            results: list[PassResult] = []
-            batch = Batch(jobs)
-            await asyncio.gather(*(self._lease_job(batch, job, results.append) for job in jobs))
-            (result,) = results
-        self._totals += result
-        return result
+        jobs = await self._drive(self._lease_claim_steps())
+        if not jobs:
+            return PassResult()
+        tally = Tally(len(jobs))
+        batch = self._held(jobs, tally)
+        async with self._keeping():
+            await asyncio.gather(*(self._lease_job(batch, job) for job in jobs))
+            # Every handler returned: write what is still queued, giving up on what
+            # cannot be written (the keeper may hold the writer token: wait for it).
+            while not tally.done:
+                await self._write_queued(final=True)
+                if not tally.done:
+                    await asyncio.sleep(0.05)
+        return tally.result
 
-    async def _lease_job(
-        self, batch: Batch, job: ClaimedJob, done: Callable[[PassResult], None]
-    ) -> None:
-        """Run one leased job when a slot is free; the batch's last job completes it."""
-        outcome = UNTOUCHED
-        returned = False
+    def _held(self, jobs: list[ClaimedJob], tally: Tally | None = None) -> _LeaseBatch:
+        """Book newly claimed lease-mode jobs; the batch that runs them."""
+        self.holdings.hold(jobs, tally)
+        self._in_flight += len(jobs)
+        self._totals += PassResult(claimed=len(jobs))
+        if self._keeper is not None:
+            self._keeper.kick()  # their leases may be due sooner than those held so far
+        return _LeaseBatch(len(jobs))
+
+    @contextlib.asynccontextmanager
+    async def _keeping(self) -> AsyncIterator[None]:
+        """A keeper for the duration (``run_once``), unless the loop's is running."""
+        if self._keeper is not None:
+            yield
+            return
+        keeper = self._keeper = _Keeper(self)
+        keeper.start()
+        try:
+            yield
+        finally:
+            self._keeper = None
+            await keeper.close(self.settings.shutdown_timeout)
+
+    async def _lease_job(self, batch: _LeaseBatch, job: ClaimedJob) -> None:
+        """Run one leased job when a slot is free; queue (or write) its outcome."""
+        decided: Outcome | PassResult | None = UNTOUCHED
         try:
             async with self._semaphore:
-                if not self._stopping:
-                    outcome, returned = await self._drive(self._leased_job_steps(job))
+                decided = await self._drive(self._leased_job_steps(job))
         finally:
-            # Always counted, even when the task is cancelled (shutdown_timeout
+            # Always settled, even when the task is cancelled (shutdown_timeout
             # passed), so the count of jobs in flight cannot leak; the handlers that
             # did return are still completed.
-            if batch.record(outcome, job if returned else None):
-                done(await self._drive(self._lease_completion_steps(batch)))
+            batch.unfinished -= 1
+            await self._settle(job, decided, write_now=batch.unfinished == 0)
+
+    async def _settle(
+        self, job: ClaimedJob, decided: Outcome | PassResult | None, write_now: bool
+    ) -> None:
+        """After a job's handler: as :meth:`Worker._settle <programma_sa.Worker._settle>`."""
+        if decided is None:
+            return  # released: the release is counted
+        if isinstance(decided, PassResult):
+            self._record(job, decided)
+            return
+        first = self.holdings.queue(decided)
+        if decided.kind != "complete" or write_now:
+            await self._write_queued()
+        elif first and self._keeper is not None:
+            self._keeper.kick()
+
+    async def _write_queued(self, *, final: bool = False) -> bool:
+        """Write everything queued, if no other writer is (see
+        :meth:`~.decisions.WorkerCore._writer_steps`); False if a write failed."""
+        return await self._drive(self._writer_steps(final=final))
+
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
+        self._totals += outcome
+        self._in_flight -= count
+        self._changed.set()
 
     # -- executing the decisions' steps --------------------------------------------------
 
@@ -423,7 +581,7 @@ class AsyncWorker(WorkerCore):
 
     async def _step(self, unit: _Pass | None, step: Step) -> Any:
         if isinstance(step, RunHandler):
-            return await self._run_handler(step.job, unit)
+            return await self._run_handler(step.job, step.cancellation, unit)
         if isinstance(step, EachCommitted):
             if self._autocommit is None:
                 return await self._in_transaction(step.steps)
@@ -442,37 +600,97 @@ class AsyncWorker(WorkerCore):
             return await run_steps_async(session, steps)
 
     async def _run_handler(
-        self, job: ClaimedJob, unit: _Pass | None
-    ) -> Exception | ConnectionLost | None:
-        """:class:`~.steps.RunHandler`: run the handler; what it raised, if anything."""
-        self._log_job_started(job)
-        if unit is None:  # lease mode: outside any transaction
-            try:
-                await self._call_handler(AsyncJobContext(self, job, None))
-            except Exception as error:
-                return error
-            return None
-        session = unit.session
-        try:
-            # The SAVEPOINT confines a failing handler's writes (see
-            # WorkerCore._transaction_steps).
-            async with session.begin_nested():
-                await self._call_handler(AsyncJobContext(self, job, session))
-        except Exception as error:
-            # As in the sync Worker: a dead connection took the transaction with it,
-            # whether the handler raised or swallowed the error.
-            connection = await session.connection(bind_arguments=self._pass_bind)
-            if connection.invalidated:
-                return ConnectionLost(error)
-            return error
-        return None
+        self, job: ClaimedJob, cancellation: Cancellation | None, unit: _Pass | None
+    ) -> Returned | Exception | ConnectionLost:
+        """:class:`~.steps.RunHandler`: run the handler; what it returned or raised.
 
-    async def _call_handler(self, context: AsyncJobContext) -> None:
-        """Await the handler, inside the ``handler_context`` setting's context if any."""
+        A cancellation that reaches the handler sets ``ctx.cancelled``; if the handler
+        is still running ``cancel_grace_period`` seconds later, this task is cancelled
+        (:meth:`_force_cancel`), and the ``CancelledError`` that ends the handler is
+        the job's :class:`~programma_sa.JobCancelled`, not the worker's.
+        """
+        self._log_job_started(job)
+        context = AsyncJobContext(self, job, unit.session if unit else None, cancellation)
+        task = asyncio.current_task()
+        assert task is not None
+        if cancellation is not None:
+            loop = asyncio.get_running_loop()
+
+            def requested() -> None:  # on the loop or not: a listener's, a lease pass's
+                loop.call_soon_threadsafe(self._cancel_requested, job, context, task)
+
+            cancellation.on_request = requested
+            if cancellation.requested:
+                self._cancel_requested(job, context, task)
+        self._running_handlers[job.id.int] = task
+        try:
+            if unit is None:  # lease mode: outside any transaction
+                try:
+                    value = await self._call_handler(context)
+                except Exception as error:
+                    return error
+                return Returned(value)
+            session = unit.session
+            try:
+                # The SAVEPOINT confines a failing handler's writes (see
+                # WorkerCore._transaction_steps).
+                async with session.begin_nested():
+                    value = await self._call_handler(context)
+                    if context.cancelled:
+                        # A cancelled job's work is undone: out of the SAVEPOINT.
+                        raise JobCancelled(f"job {job.id} was cancelled")
+            except Exception as error:
+                # As in the sync Worker: a dead connection took the transaction with
+                # it, whether the handler raised or swallowed the error.
+                connection = await session.connection(bind_arguments=self._pass_bind)
+                if connection.invalidated:
+                    return ConnectionLost(error)
+                return error
+            return Returned(value)
+        except asyncio.CancelledError:
+            if job.id.int not in self._forced:
+                raise  # the worker's own cancellation (shutdown_timeout passed)
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            return JobCancelled(
+                f"job {job.id} was cancelled; its handler's task was cancelled after "
+                f"{self.settings.cancel_grace_period:g} s"
+            )
+        finally:
+            self._running_handlers.pop(job.id.int, None)
+            self._forced.discard(job.id.int)
+
+    def _cancel_requested(
+        self, job: ClaimedJob, context: AsyncJobContext, task: asyncio.Task[Any]
+    ) -> None:
+        """On the loop: tell the handler, and cancel its task after the grace period."""
+        if context._cancelled is not None:
+            context._cancelled.set()
+        asyncio.get_running_loop().call_later(
+            self.settings.cancel_grace_period, self._force_cancel, job, task
+        )
+
+    def _force_cancel(self, job: ClaimedJob, task: asyncio.Task[Any]) -> None:
+        """The grace period passed: cancel the task if it still runs the handler."""
+        if self._running_handlers.get(job.id.int) is task:
+            log.info(
+                "job %s [%s]: its handler is still running %g s after its cancellation; "
+                "cancelling its task",
+                job.id,
+                job.topic,
+                self.settings.cancel_grace_period,
+                extra={"job_id": str(job.id), "topic": job.topic},
+            )
+            self._forced.add(job.id.int)
+            task.cancel()
+
+    async def _call_handler(self, context: AsyncJobContext) -> object:
+        """Await the handler, inside the ``handler_context`` setting's context if any;
+        what it returned."""
         hook = self.settings.handler_context
         if hook is None:
-            await self.handler(context)
-            return
+            return await self.handler(context)
         manager = hook(context)
         if not isinstance(manager, AbstractAsyncContextManager):
             raise ConfigurationError(
@@ -480,7 +698,7 @@ class AsyncWorker(WorkerCore):
                 f"got {manager!r}"
             )
         async with manager:
-            await self.handler(context)
+            return await self.handler(context)
 
     async def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle, complete and commit in ONE transaction of a session of our own."""
@@ -508,15 +726,24 @@ class AsyncWorker(WorkerCore):
         if self._running:
             raise ProgrammaError("this AsyncWorker is already running")
         self._running = True
+        self._gave_up = False
         loop = asyncio.get_running_loop()
         restore_signals = (
             self._install_signal_handlers(loop) if install_signal_handlers else (lambda: None)
         )
         if self._conninfo is not None:
             self.listener = AsyncListener(
-                self._conninfo, notify_channel(self.queue.table), self.settings.topics, self.wake
+                self._conninfo,
+                notify_channel(self.queue.table),
+                self.settings.topics,
+                self.wake,
+                control_channel=control_channel(self.queue.table),
+                on_control=self._on_control,
             )
             self.listener.start()
+        if self.settings.mode == "lease":
+            self._keeper = _Keeper(self)
+            self._keeper.start()
         self._log_started(listening=self.listener is not None)
         try:
             await self._loop()
@@ -526,6 +753,13 @@ class AsyncWorker(WorkerCore):
             if self.listener is not None:
                 await self.listener.stop()
             await self._drain()
+            keeper, self._keeper = self._keeper, None
+            if keeper is not None:
+                await keeper.close(self.settings.shutdown_timeout)
+            self._gave_up = True
+            abandoned = self.holdings.abandon()
+            if abandoned:
+                self._totals += PassResult(abandoned=abandoned)
             restore_signals()
             self._running = False
             log.info("worker stopped: %s", self.totals)
@@ -567,19 +801,18 @@ class AsyncWorker(WorkerCore):
 
         task.add_done_callback(ended)
 
-    def _work_done(self, in_flight: int, result: PassResult) -> None:
-        self._totals += result
-        self._in_flight -= in_flight
+    def _pass_done(self, result: PassResult) -> None:
+        if not self._gave_up:  # a pass that ends after shutdown_timeout was counted
+            self._totals += result
+        self._in_flight -= 1
         self._changed.set()
 
     async def _dispatch_leases(self) -> int:
         jobs = await self._drive(self._lease_claim_steps())
         if jobs:
-            self._in_flight += len(jobs)
-            batch = Batch(jobs)
-            done = functools.partial(self._work_done, len(jobs))
+            batch = self._held(jobs)
             for job in jobs:
-                self._track(self._lease_job(batch, job, done))
+                self._track(self._lease_job(batch, job))
         return len(jobs)
 
     async def _dispatch_pass(self) -> int:
@@ -598,7 +831,7 @@ class AsyncWorker(WorkerCore):
             finally:
                 if not claimed.done():
                     claimed.cancel()  # cancelled before it could claim
-                self._work_done(1, result)
+                self._pass_done(result)
 
         self._in_flight += 1
         self._track(pass_())

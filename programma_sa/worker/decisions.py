@@ -8,15 +8,19 @@ generators of :mod:`steps <.steps>` that each driver runs with
 
 * the claim of one pass over several topics, starting at a rotating topic, and the
   look-ahead that decides how long an idle worker sleeps;
-* a lease-mode job: its handler, then the verdict on its exception (retry after a
-  backoff, or FAILED) and what writing it meant; a claim batch's bookkeeping
-  (:class:`Batch`): which handlers returned, the one conditional completion of
-  them, and the :class:`~.results.PassResult`;
+* a lease-mode job: its handler, then what to write for it — its completion (with
+  the handler's result), the verdict on its exception (retry after a backoff, or
+  FAILED), a snooze, CANCELLED when its cancellation reached it — queued in the
+  worker's :class:`~.leases.Holdings`; and the rounds of the *writer* that write what is
+  queued (completions finishing at the same moment in one statement), renew the
+  leases (:class:`~.duties.LeaseDuty`), release unstarted jobs at shutdown, and
+  judge every write that found a job changed;
 * the whole of a transaction-mode pass (claim, each handler in turn, the verdicts,
-  the completion, the COMMIT) — and after a refused COMMIT, the failed attempts it
-  records in a transaction of the worker's own;
-* the periodic :mod:`duties <.duties>` (pruning), the backoff after database
-  errors, what a shutdown signal means, and the log lines.
+  a cancellation, the completion with the results, the COMMIT) — and after a
+  refused COMMIT, the failed attempts it records in a transaction of the worker's
+  own; a cancellation notice (:meth:`WorkerCore._on_control`);
+* the periodic :mod:`duties <.duties>` (pruning, schedules), the backoff after
+  database errors, what a shutdown signal means, and the log lines.
 
 The settings are a :class:`~.settings.WorkerSettings`, checked when built.
 """
@@ -42,22 +46,35 @@ from sqlalchemy.engine import URL
 from .._error_text import error_line, first_line
 from .._job_records import ClaimedJob
 from .._operations import Operation
-from .._operations.jobs import JobOperations
+from .._operations.jobs import JobOperations, LeaseState
 from .._queue_base import QueueBase
 from .._sqla_compat import engine_sets_isolation_level
 from ..exceptions import (
     CommitFailed,
     ConfigurationError,
     DatabaseError,
+    InvalidJobInput,
+    JobCancelled,
     PayloadTooLarge,
     PermanentFailure,
     TransactionLost,
 )
+from ..models import JobState
 from ..retry import describe_error
-from .duties import Duty, PruneDuty
+from .duties import Duty, LeaseDuty, PruneDuty
 from .job_log import JobLog
+from .leases import Cancellation, Holdings, Outcome
 from .listen import conninfo_from_url
-from .results import NOTHING_WRITTEN, UNTOUCHED, PassResult
+from .results import (
+    CANCELLED,
+    COMPLETED,
+    LOST,
+    NOTHING_WRITTEN,
+    RELEASED,
+    SNOOZED,
+    UNTOUCHED,
+    PassResult,
+)
 from .schedules import ScheduleDuty
 from .settings import WorkerSettings
 from .steps import (
@@ -66,6 +83,7 @@ from .steps import (
     EachCommitted,
     InTransaction,
     JobSnoozed,
+    Returned,
     RunHandler,
     Step,
     single,
@@ -117,6 +135,35 @@ def _claimed(count: int, *, verb: bool = True) -> str:
     return f"its {count} claimed {noun}"
 
 
+#: What each queued outcome's write is called in a log line.
+_WRITES = {
+    "complete": "completion",
+    "failure": "failure record",
+    "cancel": "cancellation",
+    "release": "release",
+    "snooze": "snooze",
+}
+
+
+def _connection_died(error: BaseException) -> bool:
+    """Whether a database error came with its connection's death (SQLAlchemy
+    invalidated it): a killed backend, a server restart, a broken network."""
+    cause = error if isinstance(error, sa_exc.DBAPIError) else error.__cause__
+    return isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated
+
+
+def _landed(outcome: Outcome, job: ClaimedJob, state: LeaseState) -> PassResult | None:
+    """What an outcome written again found, when it shows that the earlier write
+    (whose reply was lost with its connection) did land; ``None`` otherwise."""
+    if outcome.kind == "complete" and state.state is JobState.COMPLETED:
+        return COMPLETED
+    if outcome.kind == "failure" and state.state is JobState.FAILED:
+        return PassResult(failed=1)
+    if outcome.kind == "failure" and state.start_after != job.start_after:
+        return PassResult(retried=1)  # still ACTIVE, due again after the backoff
+    return None
+
+
 #: How many jobs a log line about a whole batch names.
 _NAMED_JOBS = 5
 
@@ -146,17 +193,18 @@ class Backoff:
 
 
 class Batch:
-    """The jobs of one claim: which handlers returned, the completion, the result.
+    """The jobs of one transaction-mode pass: which handlers returned (and what they
+    returned), the completion, the result.
 
     Completions are written for the whole batch in ONE conditional UPDATE, once its
-    last job is done. Not thread-safe: the sync worker's handler threads record
-    under a lock.
+    last job is done.
     """
 
     def __init__(self, jobs: list[ClaimedJob]) -> None:
         self.jobs = jobs
         self._remaining = len(jobs)
         self._returned: list[ClaimedJob] = []
+        self._results: list[str | None] = []
         self._result = PassResult(claimed=len(jobs))
 
     @property
@@ -164,24 +212,27 @@ class Batch:
         """The jobs whose handler returned, so far."""
         return self._returned
 
-    def record(self, outcome: PassResult, returned: ClaimedJob | None = None) -> bool:
-        """Count one job's outcome (``returned``: the job whose handler returned);
-        True when it was the batch's last job."""
+    def record(
+        self, outcome: PassResult, returned: ClaimedJob | None = None, result: str | None = None
+    ) -> bool:
+        """Count one job's outcome (``returned``: the job whose handler returned, with
+        ``result``, its JSON text); True when it was the batch's last job."""
         if outcome is not NOTHING_WRITTEN:
             self._result += outcome
         if returned is not None:
             self._returned.append(returned)
+            self._results.append(result)
         self._remaining -= 1
         return self._remaining == 0
 
     def completion(
         self, operations: JobOperations, auto_complete: bool
     ) -> Operation[list[uuid.UUID]] | None:
-        """The UPDATE completing every returned job still as its claim left it
-        (``None``: nothing to write)."""
+        """The UPDATE completing every returned job still as its claim left it, with
+        its result (``None``: nothing to write)."""
         if not (self._returned and auto_complete):
             return None
-        return operations.complete_unchanged(self._returned)
+        return operations.complete_unchanged(self._returned, self._results)
 
     def result(self, completed_ids: Collection[uuid.UUID] | None = None) -> PassResult:
         """The batch's :class:`PassResult`, given the ids the completion returned
@@ -199,14 +250,6 @@ class Batch:
         return self._result + PassResult(
             completed=len(completed), left_untouched=len(self._returned) - len(completed)
         )
-
-    def completion_lost(self) -> PassResult:
-        """The result when the completion could not be written (its jobs keep their lease)."""
-        log.exception(
-            "could not complete %d jobs; they come back after their visibility timeout",
-            len(self._returned),
-        )
-        return self.result(None)
 
 
 # -- settings checks (ConfigurationError naming the setting) ----------------------------
@@ -305,6 +348,8 @@ class WorkerCore(ABC):
         #: a statement on the jobs table does (for sessions with several binds).
         self._pass_bind: dict[str, Any] = {"clause": queue.table}
         self._stopping = False
+        #: The error of the writer's last failed write (for the line that reports it).
+        self._last_write_error: BaseException | None = None
         # Claims start at a rotating topic (fairness); the lock keeps the turn exact
         # when the sync worker's threads claim at once (it is never held across I/O).
         self._turn_lock = threading.Lock()
@@ -324,6 +369,19 @@ class WorkerCore(ABC):
         self._job_log = JobLog()
         if settings.schedules:
             self.duties.append(ScheduleDuty(self._operations, settings.schedules))
+        #: The jobs this worker holds, and (lease mode) the outcomes queued for its writer.
+        self.holdings = Holdings()
+        #: Lease mode: the renewal of the held jobs' leases, run by the keeper.
+        self.lease_duty = (
+            LeaseDuty(
+                self._operations,
+                self.holdings,
+                heartbeat=settings.heartbeat,
+                renew=settings.lease_renewal,
+            )
+            if settings.mode == "lease"
+            else None
+        )
 
     # -- state shared by both workers ----------------------------------------------------
 
@@ -371,57 +429,319 @@ class WorkerCore(ABC):
             jobs = yield InTransaction(self._claim_steps())
         return jobs
 
-    def _leased_job_steps(self, job: ClaimedJob) -> Generator[Step, Any, tuple[PassResult, bool]]:
-        """Run one leased job's handler, and write the verdict if it raised;
-        ``(outcome, handler returned)`` (a returned job is completed with its batch)."""
-        error: Exception | None = yield from self._timed_handler_steps(job)
-        if error is None:
-            return NOTHING_WRITTEN, True
-        if isinstance(error, JobSnoozed):
-            try:
-                snoozed: bool = yield EachCommitted(single(self._snooze(job, error)))
-            except DB_ERRORS:
-                return self._failure_lost(job, "the snooze"), False
-            return self._outcome_written(job, PassResult(snoozed=1), snoozed, "snoozing"), False
-        operation, outcome = self._failure(job, error)
-        try:
-            changed: bool = yield EachCommitted(single(operation))
-        except DB_ERRORS:
-            result = self._failure_lost(job)
-        else:
-            result = self._failure_written(job, outcome, changed)
-        self._job_log.finished(job, result, error)
-        return result, False
+    def _leased_job_steps(
+        self, job: ClaimedJob
+    ) -> Generator[Step, Any, Outcome | PassResult | None]:
+        """Run one leased job's handler; what to queue for the writer — or the job's
+        outcome when nothing is to be written, ``None`` when it must not start (it was
+        released at shutdown: its release is counted)."""
+        cancellation = self.holdings.start(job.id)
+        if cancellation is None:
+            return None
+        reply: Returned | Exception = yield from self._timed_handler_steps(job, cancellation)
+        if cancellation.requested or isinstance(reply, JobCancelled):
+            self._log_cancelled(job, reply)
+            return Outcome(job.id, "cancel")
+        if isinstance(reply, JobSnoozed):
+            return Outcome(job.id, "snooze", error=reply)
+        if isinstance(reply, Exception):
+            return Outcome(job.id, "failure", error=reply)
+        if not self.settings.auto_complete:
+            return UNTOUCHED
+        if reply.value is None:  # most handlers: no result to encode
+            return Outcome(job.id, "complete")
+        return Outcome(job.id, "complete", result=self._result_text(job, reply.value))
 
-    def _timed_handler_steps(self, job: ClaimedJob) -> Generator[Step, Any, Any]:
+    def _timed_handler_steps(
+        self, job: ClaimedJob, cancellation: Cancellation | None
+    ) -> Generator[Step, Any, Any]:
         """:class:`RunHandler`, its time kept for the job's line (:class:`JobLog`)."""
         started = time.perf_counter()
-        reply = yield RunHandler(job)
+        reply = yield RunHandler(job, cancellation)
         self._job_log.ran(job, time.perf_counter() - started)
         return reply
 
     def _log_returned(self, batch: Batch, completed: Collection[uuid.UUID] | None) -> None:
-        """The lines of the batch's jobs whose handler returned, once its completion
-        is written (``completed``: the ids it completed; ``None``: none written)."""
+        """The lines of a transaction-mode batch's jobs whose handler returned, once its
+        pass committed (``completed``: the ids it completed; ``None``: none written)."""
         done = set(completed or ())
         for job in batch.returned:
-            self._job_log.finished(job, PassResult(completed=1) if job.id in done else UNTOUCHED)
+            self._job_log.finished(job, COMPLETED if job.id in done else UNTOUCHED)
 
-    def _lease_completion_steps(self, batch: Batch) -> Generator[Step, Any, PassResult]:
-        """Complete the batch's returned jobs in one statement of its own transaction."""
-        operation = batch.completion(self._operations, self.settings.auto_complete)
-        completed: list[uuid.UUID] | None = None
-        if operation is None:
-            result = batch.result()
-        else:
+    def _result_text(self, job: ClaimedJob, value: object) -> str | None:
+        """The handler's return value as the JSON stored with the completion; a value
+        that cannot be stored is logged and left out (the job still completes)."""
+        try:
+            return self._operations.result_text(value)
+        except InvalidJobInput as error:
+            log.warning(
+                "job %s [%s]: its handler's return value is not stored as its result (%s); "
+                "the job completes without one",
+                job.id,
+                job.topic,
+                error,
+                extra=job_log(job),
+            )
+            return None
+
+    def _log_cancelled(self, job: ClaimedJob, reply: Returned | Exception) -> None:
+        how = "returned" if isinstance(reply, Returned) else f"raised {type(reply).__name__}"
+        log.info(
+            "job %s [%s] cancelled: its handler %s; the job ends CANCELLED",
+            job.id,
+            job.topic,
+            how,
+            extra=job_log(job),
+        )
+
+    # -- the lease-mode writer (see .leases) ---------------------------------------------
+
+    def _writer_steps(self, *, final: bool) -> Generator[Step, Any, bool]:
+        """Take the writer token if it is free and write everything queued, round after
+        round; False if a write failed (queued again, unless ``final``). When another
+        writer holds the token, nothing to do: it writes what we queued (see .leases)."""
+        if not self.holdings.begin_writing():
+            return True
+        try:
+            while True:
+                written = yield from self._writer_round_steps(final=final)
+                if written is None:
+                    return True  # nothing left: take_work let the token go
+                if not written:
+                    self.holdings.end_writing()
+                    return False
+        except BaseException:
+            self.holdings.end_writing()
+            raise
+
+    def _writer_round_steps(self, *, final: bool) -> Generator[Step, Any, bool | None]:
+        """One round of the writer, which holds the writer token: the lease pass if
+        it is due, then every queued outcome. ``None`` when there was nothing to do
+        (the token is let go); else whether everything was written — an outcome
+        whose write failed twice is queued again for a later round, or, ``final``
+        (the worker is done: ``run_once`` returning, ``run`` stopping), given up on.
+        """
+        work = self.holdings.take_work()
+        if work is None:
+            return None
+        written = True
+        if work.renew and self.lease_duty is not None:
             try:
-                completed = yield EachCommitted(single(operation))
-            except DB_ERRORS:
-                result = batch.completion_lost()
+                lease_pass = yield from self.lease_duty.steps()
+            except DB_ERRORS as error:
+                self.lease_duty.finished(None, error)
+                written = False
             else:
-                result = batch.result(completed)
-        self._log_returned(batch, completed)
-        return result
+                self.lease_duty.finished(lease_pass)
+        if work.outcomes:
+            written = (yield from self._outcome_steps(work.outcomes, final)) and written
+        return written
+
+    def _outcome_steps(
+        self, outcomes: list[tuple[Outcome, ClaimedJob]], final: bool
+    ) -> Generator[Step, Any, bool]:
+        """Write queued outcomes, each for its job as held now; False if any is left."""
+        by_kind: dict[str, list[tuple[Outcome, ClaimedJob]]] = {}
+        for outcome, job in outcomes:
+            by_kind.setdefault(outcome.kind, []).append((outcome, job))
+        unwritten: list[tuple[Outcome, ClaimedJob]] = []
+        for kind in ("complete", "release"):
+            group = by_kind.get(kind, [])
+            if group:
+                unwritten += yield from self._batched_steps(kind, group)
+        singles = by_kind.get("failure", []) + by_kind.get("snooze", []) + by_kind.get("cancel", [])
+        for outcome, job in singles:
+            unwritten += yield from self._one_outcome_steps(outcome, job)
+        if not unwritten:
+            return True
+        self._unwritten(unwritten, final)
+        return False
+
+    def _write_twice_steps(self, operation: Operation[T]) -> Generator[Step, Any, T]:
+        """Write ``operation``; after a database error once more, on a fresh
+        connection (the pool replaces one a database error showed dead). The write is
+        conditional, so writing it again is harmless. Raises the second error."""
+        try:
+            written: T = yield EachCommitted(single(operation))
+        except DB_ERRORS as error:
+            log.info(
+                "writing outcomes failed (%s); writing them again on a fresh connection",
+                first_line(error),
+            )
+            written = yield EachCommitted(single(operation))
+        return written
+
+    def _batched_steps(
+        self, kind: str, group: list[tuple[Outcome, ClaimedJob]]
+    ) -> Generator[Step, Any, list[tuple[Outcome, ClaimedJob]]]:
+        """Complete (or release) every job of ``group`` in one statement; the
+        outcomes not written."""
+        jobs = [job for _, job in group]
+        if kind == "complete":
+            operation = self._operations.complete_unchanged(
+                jobs, [outcome.result for outcome, _ in group]
+            )
+            done_outcome = COMPLETED
+        else:
+            operation = self._operations.release_unstarted(jobs)
+            done_outcome = RELEASED
+        try:
+            ids: list[uuid.UUID] = yield from self._write_twice_steps(operation)
+        except DB_ERRORS as error:
+            self._last_write_error = error
+            return group
+        written = {job_id.int for job_id in ids}  # ints: see Holdings
+        if kind == "complete":
+            for _, job in group:
+                if job.id.int in written:
+                    self._job_log.finished(job, COMPLETED)
+        # One count for the whole statement: a drain's completions come by the thousand.
+        self._record_all(written, done_outcome)
+        missed = [(outcome, job) for outcome, job in group if job.id.int not in written]
+        yield from self._missed_steps(missed)
+        return []
+
+    def _one_outcome_steps(
+        self, outcome: Outcome, job: ClaimedJob
+    ) -> Generator[Step, Any, list[tuple[Outcome, ClaimedJob]]]:
+        """Write a failure's verdict, a snooze, or CANCELLED; ``[(outcome, job)]`` if not
+        written."""
+        if outcome.kind == "cancel":
+            operation = self._operations.cancel_unchanged(job)
+            done_outcome = CANCELLED
+        elif isinstance(outcome.error, JobSnoozed):
+            operation, done_outcome = self._snooze(job, outcome.error), SNOOZED
+        else:
+            assert outcome.error is not None
+            operation, done_outcome = self._failure(job, outcome.error, quiet=outcome.again)
+        try:
+            changed: bool = yield from self._write_twice_steps(operation)
+        except DB_ERRORS as error:
+            self._last_write_error = error
+            return [(outcome, job)]
+        if changed:
+            self._record(job, done_outcome, outcome.error)
+        else:
+            yield from self._missed_steps([(outcome, job)])
+        return []
+
+    def _missed_steps(self, missed: list[tuple[Outcome, ClaimedJob]]) -> Generator[Step, Any, None]:
+        """Judge the jobs a guarded write did not match, from what they are now."""
+        if not missed:
+            return
+        states: dict[uuid.UUID, LeaseState] | None
+        try:
+            states = yield EachCommitted(
+                single(self._operations.lease_states([job.id for _, job in missed]))
+            )
+        except DB_ERRORS:
+            states = None
+        for outcome, job in missed:
+            state = None if states is None else states.get(job.id)
+            judged = self._judge_missed(outcome, job, state, known=states is not None)
+            self._record(job, judged, outcome.error)
+
+    def _judge_missed(
+        self, outcome: Outcome, job: ClaimedJob, state: LeaseState | None, *, known: bool
+    ) -> PassResult:
+        """What a write that did not match ``job`` meant, given its state now."""
+        extra = job_log(job)
+        if known and state is not None and state.state is JobState.CANCELLED:
+            log.info("job %s [%s] was cancelled", job.id, job.topic, extra=extra)
+            return CANCELLED
+        gives_back = outcome.kind in ("release", "snooze")  # both give the delivery back
+        if gives_back and state is not None and state.attempts == job.attempts - 1:
+            # An earlier write, whose reply was lost, did land.
+            return RELEASED if outcome.kind == "release" else SNOOZED
+        if known and state is not None and state.attempts != job.attempts:
+            log.warning(
+                "job %s [%s]: its %s found it no longer ours: another worker claimed it "
+                "again (attempt %d) after the lease of attempt %d ran out, so it ran twice",
+                job.id,
+                job.topic,
+                _WRITES[outcome.kind],
+                state.attempts,
+                job.attempts,
+                extra=extra,
+            )
+            return LOST
+        if outcome.again and state is not None:
+            landed = _landed(outcome, job, state)
+            if landed is not None:
+                return landed  # the earlier write, whose reply was lost, did land
+        if outcome.kind in ("failure", "snooze"):
+            log.info(
+                "job %s [%s] changed by its handler before %s; its state stands",
+                job.id,
+                job.topic,
+                "failing" if outcome.kind == "failure" else "snoozing",
+                extra=extra,
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "job %s [%s] changed by its handler: left as is", job.id, job.topic, extra=extra
+            )
+        return UNTOUCHED
+
+    def _unwritten(self, unwritten: list[tuple[Outcome, ClaimedJob]], final: bool) -> None:
+        """Outcomes whose write failed twice: queued again, or (``final``) given up."""
+        error = self._last_write_error
+        cause = "" if error is None else f" ({first_line(error)})"
+        jobs = [job for _, job in unwritten]
+        if final:
+            log.error(
+                "could not complete %d jobs%s; they come back after their visibility timeout; %s",
+                len(jobs),
+                cause,
+                _job_list(jobs),
+            )
+            for _, job in unwritten:
+                self._record(job, UNTOUCHED)
+            return
+        log.warning(
+            "could not complete %d jobs%s; trying again (their leases are renewed meanwhile); %s",
+            len(jobs),
+            cause,
+            _job_list(jobs),
+        )
+        self.holdings.write_again(outcome for outcome, _ in unwritten)
+
+    def _record(self, job: ClaimedJob, outcome: PassResult, error: Exception | None = None) -> None:
+        """The job's outcome is settled: count it (see :meth:`_jobs_done`) and, if its
+        handler ran to an end (not released, not snoozed), log its line (``error``:
+        what the handler raised)."""
+        if not (outcome.released or outcome.snoozed):
+            self._job_log.finished(job, outcome, None if isinstance(error, JobSnoozed) else error)
+        self._record_all([job.id.int], outcome)
+
+    def _record_all(self, job_ids: Collection[int], outcome: PassResult) -> None:
+        """Each job of ``job_ids`` (``UUID.int``) has this outcome: count them."""
+        if job_ids:
+            counted = self.holdings.written(job_ids, outcome)
+            if counted:
+                self._jobs_done(outcome.times(counted), counted)
+
+    @abstractmethod
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
+        """Add ``count`` held jobs' settled outcomes (``outcome`` is their sum) to the
+        totals; they are no longer in flight."""
+
+    def _on_control(self, payload: str) -> None:
+        """A message on the control channel: ``cancel:<job id>`` (the caller's cancel of
+        a job; the handler of a job this worker holds is told)."""
+        kind, _, value = payload.partition(":")
+        if kind != "cancel":
+            return
+        try:
+            job_id = uuid.UUID(value)
+        except ValueError:
+            return
+        if self.holdings.request_cancel(job_id):
+            log.info(
+                "job %s: cancellation requested; telling its handler to stop",
+                job_id,
+                extra={"job_id": str(job_id)},
+            )
 
     def _claims(
         self, claim: Callable[[str, int], Operation[list[T]]]
@@ -462,35 +782,19 @@ class WorkerCore(ABC):
         """
         claims = yield from self._claims(self._operations.claim_jobs_due)
         batch = Batch([job for job, _ in claims])
-        if on_claimed is not None:
-            on_claimed(len(batch.jobs))
-        failures: list[tuple[ClaimedJob, PassResult, Exception]] = []
-        for job in batch.jobs:
-            error: Exception | ConnectionLost | None = yield from self._timed_handler_steps(job)
-            if isinstance(error, ConnectionLost):
-                # Not the handler's failure to retry: its record could never be
-                # written. The jobs are claimable again at once; stop the pass here.
-                self._job_log.forget(batch.jobs)
-                raise self._transaction_lost(batch, job, error.error) from error.error
-            if error is None:
-                batch.record(PassResult(), returned=job)
-                continue
-            if isinstance(error, JobSnoozed):
-                # The handler's writes were rolled back to its SAVEPOINT, as for any
-                # exception; the snooze commits with the pass.
-                snoozed: bool = yield self._snooze(job, error)
-                batch.record(self._outcome_written(job, PassResult(snoozed=1), snoozed, "snoozing"))
-                continue
-            operation, outcome = self._failure(job, error)
-            changed: bool = yield operation
-            failures.append((job, self._failure_written(job, outcome, changed), error))
-            batch.record(failures[-1][1])
-        completion = batch.completion(self._operations, self.settings.auto_complete)
-        completed: list[uuid.UUID] | None = None if completion is None else (yield completion)
-        result = batch.result(completed)
+        # Booked so that a cancellation of one of them reaches its handler.
+        self.holdings.hold(batch.jobs)
+        lines: list[tuple[ClaimedJob, PassResult, Exception | None]] = []
+        try:
+            result, completed = yield from self._pass_jobs_steps(batch, on_claimed, lines)
+        except BaseException:
+            self._job_log.forget(batch.jobs)
+            raise
+        finally:
+            self.holdings.forget(job.id for job in batch.jobs)
         failed: sa_exc.DBAPIError | None = yield Commit()
         if failed is None:
-            for job, outcome, error in failures:
+            for job, outcome, error in lines:
                 self._job_log.finished(job, outcome, error)
             self._log_returned(batch, completed)
             return result
@@ -504,6 +808,75 @@ class WorkerCore(ABC):
             except DB_ERRORS as error:
                 recorded = error
         raise self._commit_failed(batch, result, failed, recorded) from failed
+
+    def _pass_jobs_steps(
+        self,
+        batch: Batch,
+        on_claimed: Callable[[int], None] | None,
+        lines: list[tuple[ClaimedJob, PassResult, Exception | None]],
+    ) -> Generator[Step, Any, tuple[PassResult, list[uuid.UUID] | None]]:
+        """A transaction-mode pass after its claim: each handler, its verdict, then
+        the completion, all in the pass's transaction (see :meth:`_transaction_steps`).
+        Returns the pass's result and the ids its completion completed (``None``:
+        none written); the outcomes written for the other jobs, for their lines once
+        the pass commits, are added to ``lines``.
+
+        A job whose cancellation reached its handler is written CANCELLED (its
+        handler's writes rolled back to its SAVEPOINT by the driver), never retried.
+        """
+        if on_claimed is not None:
+            on_claimed(len(batch.jobs))
+        for job in batch.jobs:
+            cancellation = self.holdings.start(job.id)
+            reply: Returned | Exception | ConnectionLost = yield from self._timed_handler_steps(
+                job, cancellation
+            )
+            if isinstance(reply, ConnectionLost):
+                # Not the handler's failure to retry: its record could never be
+                # written. The jobs are claimable again at once; stop the pass here.
+                raise self._transaction_lost(batch, job, reply.error) from reply.error
+            if isinstance(reply, JobCancelled) or (
+                cancellation is not None and cancellation.requested
+            ):
+                self._log_cancelled(job, reply)
+                cancelled: bool = yield from self._pass_write_steps(
+                    batch, self._operations.cancel_unchanged(job)
+                )
+                lines.append((job, CANCELLED if cancelled else UNTOUCHED, None))
+                batch.record(lines[-1][1])
+                continue
+            if isinstance(reply, Returned):
+                result = (
+                    self._result_text(job, reply.value) if self.settings.auto_complete else None
+                )
+                batch.record(PassResult(), returned=job, result=result)
+                continue
+            if isinstance(reply, JobSnoozed):
+                # The handler's writes were rolled back to its SAVEPOINT, as for any
+                # exception; the snooze commits with the pass.
+                snoozed: bool = yield from self._pass_write_steps(batch, self._snooze(job, reply))
+                batch.record(self._outcome_written(job, SNOOZED, snoozed, "snoozing"))
+                continue
+            operation, outcome = self._failure(job, reply)
+            changed: bool = yield from self._pass_write_steps(batch, operation)
+            lines.append((job, self._failure_written(job, outcome, changed), reply))
+            batch.record(lines[-1][1])
+        completion = batch.completion(self._operations, self.settings.auto_complete)
+        completed: list[uuid.UUID] | None = None
+        if completion is not None:
+            completed = yield from self._pass_write_steps(batch, completion)
+        return batch.result(completed), completed
+
+    def _pass_write_steps(self, batch: Batch, operation: Operation[T]) -> Generator[Step, Any, T]:
+        """One of the pass's own writes; a connection that died under it took the
+        pass's transaction with it: :class:`TransactionLost` (one WARNING)."""
+        try:
+            written: T = yield operation
+        except DB_ERRORS as error:
+            if _connection_died(error):
+                raise self._transaction_lost(batch, None, error) from error
+            raise
+        return written
 
     def _refused_attempts_steps(
         self, claims: Sequence[tuple[ClaimedJob, datetime]], error: sa_exc.DBAPIError
@@ -547,13 +920,19 @@ class WorkerCore(ABC):
             )
 
     def _failure(
-        self, job: ClaimedJob, error: Exception, *, commit_refused: bool = False
+        self,
+        job: ClaimedJob,
+        error: Exception,
+        *,
+        commit_refused: bool = False,
+        quiet: bool = False,
     ) -> tuple[Operation[bool], PassResult]:
         """The retry policy's verdict on a failed attempt: the write, and its outcome.
 
         ``commit_refused``: the attempt failed because the server refused its pass's
         COMMIT with ``error``; ``last_error`` says so, and the line logged here has
-        no traceback (the pass's own ERROR tells the story).
+        no traceback (the pass's own ERROR tells the story). ``quiet``: the verdict
+        is written again (its first write failed): it was logged then.
         """
         policy = self.settings.retry_for(job.topic)
         level = logging.WARNING
@@ -580,6 +959,8 @@ class WorkerCore(ABC):
             what = ("commit refused", error_line(error))
             message = f"commit refused: {first_line(error)}"
         operation = _with_error_record(build, error, job.attempts, message)
+        if quiet:
+            return operation, outcome
         log.log(
             level,
             "job %s [%s] attempt %d failed: %s: %s; %s",
@@ -626,9 +1007,29 @@ class WorkerCore(ABC):
         )
         return self._operations.snooze_unchanged(job, request.seconds)
 
-    def _transaction_lost(self, batch: Batch, job: ClaimedJob, error: Exception) -> TransactionLost:
+    def _transaction_lost(
+        self, batch: Batch, job: ClaimedJob | None, error: Exception
+    ) -> TransactionLost:
         """Log (once, as a WARNING) and build the error of a pass whose connection
-        died under ``job``'s handler."""
+        died under ``job``'s handler (``None``: during the pass's own writes — a
+        failure record, a cancellation, the completion)."""
+        if job is None:
+            consequence = (
+                f"the pass's transaction rolled back, so {_claimed(len(batch.jobs))} "
+                "claimable again at once (attempt not counted)"
+            )
+            log.warning(
+                "transaction lost: the database connection of a transaction-mode pass "
+                "died while the worker wrote its outcomes (%s); %s; %s",
+                error_line(error),
+                consequence,
+                _job_list(batch.jobs),
+                extra={"job_ids": [str(held.id) for held in batch.jobs]},
+            )
+            return TransactionLost(
+                "the database connection of a transaction-mode pass died while the worker "
+                f"wrote its outcomes ({error_line(error)}); {consequence}"
+            )
         if isinstance(error, sa_exc.PendingRollbackError):
             # What any use of a session raises once its connection died: the handler
             # caught the database's error and carried on (or returned).

@@ -8,9 +8,10 @@ written — in transaction mode once its pass has committed — with the same fa
     job 0192f7c5-… [send-receipt] attempt 2: retried in 3.1 ms (TimeoutError)
 
 ``extra``: ``job_id``, ``topic``, ``attempt``, ``duration_ms`` (the handler's own
-time), ``outcome`` (``completed``, ``retried``, ``failed`` or ``untouched``: the
-worker wrote nothing — the handler changed its job itself, ``auto_complete`` is off,
-or the outcome could not be written) and ``error_type`` (the qualified name of
+time), ``outcome`` (``completed``, ``retried``, ``failed``, ``cancelled``, ``lost``:
+another worker had claimed the job again after its lease ran out, or ``untouched``:
+the worker wrote nothing — the handler changed its job itself, ``auto_complete`` is
+off, or the outcome could not be written) and ``error_type`` (the qualified name of
 what the handler raised, or ``None``).
 """
 
@@ -36,6 +37,10 @@ def outcome_name(outcome: PassResult) -> str:
         return "retried"
     if outcome.failed:
         return "failed"
+    if outcome.cancelled:
+        return "cancelled"
+    if outcome.lost:
+        return "lost"
     return "untouched"
 
 

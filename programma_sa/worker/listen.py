@@ -25,8 +25,8 @@ everything but the waiting.
 PgBouncer in transaction-pooling mode cannot carry LISTEN: run such workers with
 ``listen=False`` (polling only), or point ``database_url`` at a direct connection.
 
-This module is the one place outside :mod:`programma_sa._drivers` that writes SQL: the
-``LISTEN`` command, with the channel quoted as an identifier by psycopg.
+The connection string and the ``LISTEN`` command come from
+:mod:`programma_sa._listening`, shared with callers waiting for a job.
 """
 
 from __future__ import annotations
@@ -38,43 +38,12 @@ import threading
 from collections.abc import Callable, Iterable
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
-from sqlalchemy.engine import URL
 
-__all__ = ["AsyncListener", "Listener", "conninfo_from_url"]
+from .._listening import conninfo_from_url, listen_command
+
+__all__ = ["AsyncListener", "Listener", "conninfo_from_url"]  # conninfo_from_url: old path
 
 log = logging.getLogger("programma_sa.listener")
-
-# libpq's own parameter names; anything else in a SQLAlchemy URL's query string
-# (driver or dialect options) is not for libpq and would make it refuse to connect.
-_LIBPQ_KEYWORDS = frozenset(
-    default.keyword.decode() for default in psycopg.pq.Conninfo.get_defaults()
-)
-
-
-def conninfo_from_url(url: URL) -> str:
-    """A libpq connection string for the database a SQLAlchemy URL points at.
-
-    Works for any PostgreSQL driver in the URL (``+psycopg``, ``+psycopg2``,
-    ``+asyncpg``): only the address and libpq options are kept.
-    """
-    params: dict[str, str] = {
-        key: str(value)
-        for key, value in url.translate_connect_args(username="user", database="dbname").items()
-    }
-    for key, value in url.query.items():
-        if key in _LIBPQ_KEYWORDS:
-            params[key] = value if isinstance(value, str) else ",".join(value)
-    # Shown in pg_stat_activity unless the URL names an application itself.
-    params.setdefault("fallback_application_name", "programma-sa-listener")
-    params.setdefault("connect_timeout", "10")
-    # Notice a connection dropped without a FIN (libpq ignores these on Unix sockets).
-    params.setdefault("keepalives", "1")
-    params.setdefault("keepalives_idle", "30")
-    params.setdefault("keepalives_interval", "10")
-    params.setdefault("keepalives_count", "3")
-    return make_conninfo(**params)
 
 
 class _ListenerBase:
@@ -91,13 +60,21 @@ class _ListenerBase:
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
+        *,
+        control_channel: str | None = None,
+        on_control: Callable[[str], None] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel
-        self._topics = frozenset(topics)
+        # None: every topic (the dashboard's change feed watches them all).
+        self._topics = None if topics is None else frozenset(topics)
         self._on_wake = on_wake
+        # The control channel (a job's cancellation) is listened to on the same
+        # connection: one connection per worker, whatever it listens for.
+        self._control_channel = control_channel
+        self._on_control = on_control
         self._backend_pid: int | None = None
 
     @property
@@ -105,8 +82,9 @@ class _ListenerBase:
         """The server process id of the current listening connection (``None`` if down)."""
         return self._backend_pid
 
-    def _listen_command(self) -> sql.Composed:
-        return sql.SQL("LISTEN {}").format(sql.Identifier(self._channel))
+    def _channels(self) -> list[str]:
+        """The channels to LISTEN on: the enqueue channel, and the control channel."""
+        return [self._channel] + ([self._control_channel] if self._control_channel else [])
 
     def _listening_on(self, backend_pid: int) -> None:
         self._backend_pid = backend_pid
@@ -120,8 +98,11 @@ class _ListenerBase:
         raise NotImplementedError
 
     def _notified(self, notification: psycopg.Notify) -> None:
-        if notification.payload in self._topics:
-            self._on_wake()
+        if notification.channel == self._channel:
+            if self._topics is None or notification.payload in self._topics:
+                self._on_wake()
+        elif self._on_control is not None:
+            self._on_control(notification.payload)
 
     def _lost(self, error: Exception, delay: float) -> float:
         """Log a lost connection; return the backoff after ``delay``."""
@@ -137,16 +118,27 @@ class _ListenerBase:
 
 
 class Listener(_ListenerBase):
-    """A background thread that LISTENs on one channel and wakes a worker."""
+    """A background thread that LISTENs on the enqueue channel (and the control
+    channel) and wakes a worker (and passes it each control message)."""
 
     def __init__(
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
+        *,
+        control_channel: str | None = None,
+        on_control: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(conninfo, channel, topics, on_wake)
+        super().__init__(
+            conninfo,
+            channel,
+            topics,
+            on_wake,
+            control_channel=control_channel,
+            on_control=on_control,
+        )
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._thread = threading.Thread(
@@ -185,7 +177,8 @@ class Listener(_ListenerBase):
 
     def _listen(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
-            connection.execute(self._listen_command())
+            for channel in self._channels():
+                connection.execute(listen_command(channel))
             self._listening_on(connection.info.backend_pid)
             while not self._stop.is_set():
                 for notification in connection.notifies(timeout=self.poll_interval):
@@ -195,18 +188,28 @@ class Listener(_ListenerBase):
 class AsyncListener(_ListenerBase):
     """An asyncio task that LISTENs on one channel and wakes an async worker.
 
-    ``on_wake`` is called on the event loop (it must not block). Create, start and
-    stop it on the loop that runs the worker.
+    ``on_wake`` and ``on_control`` are called on the event loop (they must not
+    block). Create, start and stop it on the loop that runs the worker.
     """
 
     def __init__(
         self,
         conninfo: str,
         channel: str,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         on_wake: Callable[[], None],
+        *,
+        control_channel: str | None = None,
+        on_control: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(conninfo, channel, topics, on_wake)
+        super().__init__(
+            conninfo,
+            channel,
+            topics,
+            on_wake,
+            control_channel=control_channel,
+            on_control=on_control,
+        )
         self._stopping = False
         self._listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -250,7 +253,8 @@ class AsyncListener(_ListenerBase):
     async def _listen(self) -> None:
         connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         async with connection:
-            await connection.execute(self._listen_command())
+            for channel in self._channels():
+                await connection.execute(listen_command(channel))
             self._listening_on(connection.info.backend_pid)
             while not self._stopping:
                 # The timeout bounds each wait, so a stop is seen even if the task

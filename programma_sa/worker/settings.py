@@ -29,6 +29,7 @@ from ..retry import DEFAULT_RETRY, RetryPolicy
 from ..schedules import Schedule, check_schedules
 
 __all__ = [
+    "DEFAULT_CANCEL_GRACE_PERIOD",
     "DEFAULT_PRUNE_INTERVAL",
     "HandlerContext",
     "WorkerMode",
@@ -48,6 +49,8 @@ DEFAULT_PRUNE_INTERVAL = 60.0
 HandlerContext = Callable[
     [Any], "AbstractContextManager[object] | AbstractAsyncContextManager[object]"
 ]
+#: Seconds an AsyncWorker waits for a cancelled job's handler before cancelling its task.
+DEFAULT_CANCEL_GRACE_PERIOD = 5.0
 
 
 def _positive_seconds(value: object, what: str, *, allow_zero: bool = False) -> float:
@@ -150,6 +153,16 @@ class WorkerSettings:
     :param schedules: periodic :class:`~programma_sa.Schedule` objects whose jobs
         this worker enqueues between its claims (default none); any number of
         workers may run the same schedules: each fire time is enqueued once.
+    :param lease_renewal: lease mode: while a job is held — waiting for a handler
+        or running one — renew its lease (default True), when a third of it has
+        passed and at least every ``heartbeat`` seconds, so a handler may run past
+        the job's visibility timeout; the timeout stays the crash-recovery window
+        (a worker that dies stops renewing). False: the visibility timeout bounds
+        the time from the claim to the outcome, as before programma_0005.
+    :param cancel_grace_period: seconds an ``AsyncWorker`` gives a handler whose
+        job was cancelled to end on its own (it sees ``ctx.cancelled``) before it
+        cancels the handler's task (default 5.0). A sync handler cannot be stopped
+        from outside: it should look at ``ctx.cancelled``.
     """
 
     topics: Sequence[str]
@@ -168,6 +181,8 @@ class WorkerSettings:
     prune_batch_size: int = DEFAULT_BATCH_SIZE
     handler_context: HandlerContext | None = None
     schedules: Sequence[Schedule] = ()
+    lease_renewal: bool = True
+    cancel_grace_period: float = DEFAULT_CANCEL_GRACE_PERIOD
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -182,7 +197,7 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"handler_context must be callable or None, got {self.handler_context!r}"
             )
-        for name in ("listen", "auto_complete"):
+        for name in ("listen", "auto_complete", "lease_renewal"):
             flag = getattr(self, name)
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
@@ -196,6 +211,9 @@ class WorkerSettings:
             ),
             "prune_interval": _positive_seconds(self.prune_interval, "prune_interval"),
             "prune_batch_size": _positive_int(self.prune_batch_size, "prune_batch_size"),
+            "cancel_grace_period": _positive_seconds(
+                self.cancel_grace_period, "cancel_grace_period", allow_zero=True
+            ),
             "database_url": _database_url(self.database_url),
             "topic_retry": _topic_retry(self.topic_retry),
             "schedules": check_schedules(self.schedules),
@@ -233,3 +251,5 @@ class WorkerOptions(TypedDict, total=False):
     prune_batch_size: int
     handler_context: HandlerContext | None
     schedules: Sequence[Schedule]
+    lease_renewal: bool
+    cancel_grace_period: float

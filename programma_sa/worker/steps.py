@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .. import _validation as check
 from .._execute import InTransaction
 from .._job_records import ClaimedJob
 from .._operations import Operation
+from .leases import Cancellation
 
 __all__ = [
     "Commit",
@@ -37,6 +38,7 @@ __all__ = [
     "EachCommitted",
     "InTransaction",
     "JobSnoozed",
+    "Returned",
     "RunHandler",
     "Step",
 ]
@@ -49,13 +51,25 @@ class RunHandler:
     """Run the handler on ``job``: outside any transaction in lease mode; in a
     transaction-mode pass inside a SAVEPOINT of the pass's transaction.
 
-    Send back ``None`` when it returned, the ``Exception`` it raised (or its
-    SAVEPOINT's end raised) — :class:`JobSnoozed` when it asked for a snooze — or a
-    :class:`ConnectionLost` when, after such an exception, the pass's connection is
-    invalidated.
+    Send back :class:`Returned` when it returned, the ``Exception`` it raised (or
+    its SAVEPOINT's end raised) — :class:`JobSnoozed` when it asked for a snooze,
+    :class:`~programma_sa.JobCancelled` when its job's cancellation reached it (in a
+    transaction-mode pass its SAVEPOINT is rolled back then, even if the handler
+    returned) — or a :class:`ConnectionLost` when, after such an exception, the
+    pass's connection is invalidated.
     """
 
     job: ClaimedJob
+    #: The job's cancellation, which its context shows the handler (``None``: none
+    #: can reach it).
+    cancellation: Cancellation | None = None
+
+
+class Returned(NamedTuple):
+    """The reply to a :class:`RunHandler` whose handler returned: what it returned
+    (stored as the job's result with its completion). A tuple: one per job."""
+
+    value: object = None
 
 
 class JobSnoozed(Exception):  # not an error: a handler's request

@@ -55,13 +55,14 @@ a condition variable.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue as queue_module
 import signal
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,19 +75,21 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
-from .._drivers.postgresql import notify_channel
+from .._drivers.postgresql import control_channel, notify_channel
 from .._execute import InTransaction, drive, execute, run_steps
 from .._job_records import ClaimedJob
 from .._operations import Operation
 from .._session_types import SessionLike, current_session
-from ..exceptions import ConfigurationError, ProgrammaError
+from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
 from ..queue import JobQueue
-from .decisions import DB_ERRORS, Batch, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .duties import KeeperPlan
+from .leases import Cancellation, Outcome, Tally
 from .listen import Listener
 from .results import UNTOUCHED, PassResult
 from .served import HandlerSource, worker_parts
 from .settings import WorkerOptions, WorkerSettings
-from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, RunHandler, Step
+from .steps import Commit, ConnectionLost, EachCommitted, JobSnoozed, Returned, RunHandler, Step
 
 __all__ = ["Handler", "JobContext", "Worker"]
 
@@ -108,13 +111,26 @@ class JobContext:
 
     The ``move_*``/``set_*`` methods act on this job: in the claim's transaction in
     transaction mode, in a short transaction of their own (committed) in lease mode.
+
+    A cancelled job (:meth:`JobQueue.cancel_job <programma_sa.JobQueue.cancel_job>`)
+    shows ``ctx.cancelled``: a long handler looks at it (or calls
+    :meth:`raise_if_cancelled`) and stops; whatever it then returns or raises, the
+    job ends CANCELLED and is never retried. A thread cannot be stopped from
+    outside, so a handler that never looks runs to its end.
     """
 
-    def __init__(self, worker: Worker, job: ClaimedJob, session: Session | None) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        job: ClaimedJob,
+        session: Session | None,
+        cancellation: Cancellation | None = None,
+    ) -> None:
         self._worker = worker
         self.job = job
         self.session = session
         self.queue = worker.queue
+        self._cancellation = cancellation
 
     @property
     def stopping(self) -> bool:
@@ -138,6 +154,24 @@ class JobContext:
         :raises InvalidJobInput: ``seconds`` is not a finite number >= 0.
         """
         raise JobSnoozed.checked(seconds)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this job's cancellation has reached the worker."""
+        return self._cancellation is not None and self._cancellation.requested
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`~programma_sa.JobCancelled` if the job was cancelled."""
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job.id} was cancelled")
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking at once if the job is cancelled
+        (instead of ``time.sleep``); True if it was."""
+        if self._cancellation is None:
+            time.sleep(timeout)
+            return False
+        return self._cancellation.wait(timeout)
 
     def _apply(self, action: Callable[[Session], T]) -> T:
         if self.session is not None:
@@ -304,19 +338,20 @@ def _run_task(task: Callable[[], None]) -> None:
 class _LeaseBatch:
     """The jobs of one lease-mode claim, run on handler threads.
 
-    Whichever thread finishes the batch's last job writes the completions of every
-    job whose handler returned (one UPDATE per claim batch), then reports.
+    Each job's outcome is queued for the worker's writer as its handler ends (see
+    :mod:`.leases`). A completion is written at once by the thread that finishes
+    the batch's last job (with every other completion queued by then: one
+    statement); one whose batch still has jobs to run is left queued for those
+    finishing after it — the keeper writes it ``_Keeper.completion_delay`` seconds
+    later at the latest, so a long handler never holds its batch-mates ACTIVE.
     """
 
-    def __init__(
-        self, worker: Worker, jobs: list[ClaimedJob], done: Callable[[PassResult], None]
-    ) -> None:
+    def __init__(self, worker: Worker, jobs: list[ClaimedJob]) -> None:
         self._worker = worker
-        # Handler threads finish the batch's jobs concurrently: the lock makes the
-        # count exact, so exactly one of them sees the last job and writes the batch.
+        # Handler threads finish the batch's jobs concurrently: the lock keeps the
+        # count of unfinished jobs exact, so exactly one thread sees the last one.
         self._lock = threading.Lock()
-        self._batch = Batch(jobs)
-        self._done = done
+        self._unfinished = len(jobs)
         #: Set when a handler thread has taken up the batch's first job.
         self.started = threading.Event()
 
@@ -324,18 +359,64 @@ class _LeaseBatch:
         if not self.started.is_set():
             self.started.set()
         worker = self._worker
-        outcome = UNTOUCHED
-        returned = False
+        decided: Outcome | PassResult | None = UNTOUCHED
         try:
-            if not worker.stopping:
-                outcome, returned = worker._drive(worker._leased_job_steps(job))
+            decided = worker._drive(worker._leased_job_steps(job))
         finally:
-            # Always counted, even if the handler raised a BaseException, so the
+            # Always settled, even if the handler raised a BaseException, so the
             # worker's count of jobs in flight cannot leak.
             with self._lock:
-                last = self._batch.record(outcome, job if returned else None)
-            if last:
-                self._done(worker._drive(worker._lease_completion_steps(self._batch)))
+                self._unfinished -= 1
+                last = self._unfinished == 0
+            worker._settle(job, decided, write_now=last)
+
+
+class _Keeper:
+    """The lease-mode worker's keeper thread: it runs the :class:`~.duties.KeeperPlan`
+    (renewals, completions left queued, the release at stop, writes again after a
+    failure), each write through the writer token (:mod:`.leases`)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._plan = KeeperPlan(worker.holdings, worker.lease_duty)
+        # Guards the two flags below; the thread waits on it.
+        self._cond = threading.Condition()
+        self._kicked = False
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="programma-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Look again now: something was queued, held or asked for."""
+        with self._cond:
+            self._kicked = True
+            self._cond.notify()
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued (giving up on what cannot be), then end."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        plan = self._plan
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._kicked or self._closing, plan.next_wake(time.monotonic())
+                )
+                self._kicked = False
+                closing = self._closing
+            if plan.write_now(time.monotonic(), stopping=self._worker.stopping, closing=closing):
+                _run_task(functools.partial(self._write, closing))
+            if closing and plan.done:
+                return
+
+    def _write(self, final: bool) -> None:
+        self._plan.written(self._worker._write_queued(final=final), time.monotonic())
 
 
 class Worker(WorkerCore):
@@ -394,8 +475,10 @@ class Worker(WorkerCore):
         self._in_flight = 0  # lease: jobs; transaction: claim batches
         self._loop_running = False  # concurrency 1: the loop's own thread is alive
         self._totals = PassResult()
+        self._gave_up = False  # shutdown_timeout passed: late outcomes are not counted
         self._running = False
         self._thread: threading.Thread | None = None
+        self._keeper: _Keeper | None = None
         self.listener: Listener | None = None
 
     @classmethod
@@ -424,13 +507,19 @@ class Worker(WorkerCore):
             self._cond.notify_all()
 
     def stop(self) -> None:
-        """Stop claiming; :meth:`run` returns once running handlers finish.
+        """Stop claiming; :meth:`run` returns once running handlers finish. In lease
+        mode the jobs claimed but not started are released at once (claimable again,
+        their delivery not counted).
 
-        Thread-safe and idempotent; safe to call from a signal handler.
+        Thread-safe and idempotent; safe to call from a signal handler (the keeper
+        thread does the release).
         """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            keeper = self._keeper
+        if keeper is not None:
+            keeper.kick()
 
     def _abandon(self) -> None:
         with self._cond:
@@ -503,22 +592,79 @@ class Worker(WorkerCore):
                 "run_once(session=...) runs a transaction-mode pass: this worker's mode is lease"
             )
         jobs = self._drive(self._lease_claim_steps())
-        results: list[PassResult] = []
         if not jobs:
             return PassResult()
-        batch = _LeaseBatch(self, jobs, results.append)
-        if self.settings.concurrency == 1 or len(jobs) == 1:
-            for job in jobs:
-                batch.run(job)
-        else:
-            pool = _ThreadPool(min(self.settings.concurrency, len(jobs)), "programma-handler")
-            for job in jobs:
-                pool.submit(functools.partial(batch.run, job))
-            pool.shutdown(wait=True)
-        self._add_totals(results[0])
-        return results[0]
+        tally = Tally(len(jobs))
+        batch = self._held(jobs, tally)
+        with self._keeping():
+            if self.settings.concurrency == 1 or len(jobs) == 1:
+                for job in jobs:
+                    batch.run(job)
+            else:
+                pool = _ThreadPool(min(self.settings.concurrency, len(jobs)), "programma-handler")
+                for job in jobs:
+                    pool.submit(functools.partial(batch.run, job))
+                pool.shutdown(wait=True)
+            # Every handler returned: write what is still queued, and give up on what
+            # cannot be written (the keeper may hold the writer token: wait for it).
+            while not tally.done:
+                self._write_queued(final=True)
+                tally.wait(0.05)
+        return tally.result
 
     # -- executing the decisions' steps --------------------------------------------------
+
+    def _held(self, jobs: list[ClaimedJob], tally: Tally | None = None) -> _LeaseBatch:
+        """Book newly claimed lease-mode jobs; the batch that runs them."""
+        self.holdings.hold(jobs, tally)
+        with self._cond:
+            self._in_flight += len(jobs)
+            self._totals += PassResult(claimed=len(jobs))
+        if self._keeper is not None:
+            self._keeper.kick()  # their leases may be due sooner than those held so far
+        return _LeaseBatch(self, jobs)
+
+    @contextlib.contextmanager
+    def _keeping(self) -> Iterator[None]:
+        """A keeper for the duration (``run_once``), unless the loop's is running."""
+        if self._keeper is not None:
+            yield
+            return
+        keeper = self._keeper = _Keeper(self)
+        keeper.start()
+        try:
+            yield
+        finally:
+            self._keeper = None
+            keeper.close(self.settings.shutdown_timeout)
+
+    def _settle(
+        self, job: ClaimedJob, decided: Outcome | PassResult | None, write_now: bool
+    ) -> None:
+        """After a job's handler: count its outcome, or queue its write — written now
+        (a failure, a cancellation, or the batch's last job to start), or left for
+        the completions finishing after it (the keeper writes it soon)."""
+        if decided is None:
+            return  # released: the release is counted
+        if isinstance(decided, PassResult):
+            self._record(job, decided)
+            return
+        first = self.holdings.queue(decided)
+        if decided.kind != "complete" or write_now:
+            self._write_queued()
+        elif first and self._keeper is not None:
+            self._keeper.kick()
+
+    def _write_queued(self, *, final: bool = False) -> bool:
+        """Write everything queued, if no other writer is (see
+        :meth:`~.decisions.WorkerCore._writer_steps`); False if a write failed."""
+        return self._drive(self._writer_steps(final=final))
+
+    def _jobs_done(self, outcome: PassResult, count: int) -> None:
+        with self._cond:
+            self._totals += outcome
+            self._in_flight -= count
+            self._cond.notify_all()
 
     def _drive(self, steps: Generator[Step, Any, T], unit: _Pass | None = None) -> T:
         """Run a decision's steps (``unit``: the transaction-mode pass they belong to)."""
@@ -526,7 +672,7 @@ class Worker(WorkerCore):
 
     def _step(self, unit: _Pass | None, step: Step) -> Any:
         if isinstance(step, RunHandler):
-            return self._run_handler(step.job, unit)
+            return self._run_handler(step.job, step.cancellation, unit)
         if isinstance(step, EachCommitted):
             if self._autocommit is None:
                 return self._in_transaction(step.steps)
@@ -545,22 +691,25 @@ class Worker(WorkerCore):
             return run_steps(session, steps)
 
     def _run_handler(
-        self, job: ClaimedJob, unit: _Pass | None
-    ) -> Exception | ConnectionLost | None:
-        """:class:`~.steps.RunHandler`: run the handler; what it raised, if anything."""
+        self, job: ClaimedJob, cancellation: Cancellation | None, unit: _Pass | None
+    ) -> Returned | Exception | ConnectionLost:
+        """:class:`~.steps.RunHandler`: run the handler; what it returned or raised."""
         self._log_job_started(job)
         if unit is None:  # lease mode: outside any transaction
             try:
-                self._call_handler(JobContext(self, job, None))
+                value = self._call_handler(JobContext(self, job, None, cancellation))
             except Exception as error:
                 return error
-            return None
+            return Returned(value)
         session = unit.session
         try:
             # The SAVEPOINT confines a failing handler's writes (see
             # WorkerCore._transaction_steps).
             with session.begin_nested():
-                self._call_handler(JobContext(self, job, session))
+                value = self._call_handler(JobContext(self, job, session, cancellation))
+                if cancellation is not None and cancellation.requested:
+                    # A cancelled job's work is undone: out of the SAVEPOINT.
+                    raise JobCancelled(f"job {job.id} was cancelled")
         except Exception as error:
             # Whatever the handler raised or swallowed (then the RELEASE fails): a
             # dead connection took the whole transaction with it. No I/O: the
@@ -568,21 +717,21 @@ class Worker(WorkerCore):
             if session.connection(bind_arguments=self._pass_bind).invalidated:
                 return ConnectionLost(error)
             return error
-        return None
+        return Returned(value)
 
-    def _call_handler(self, context: JobContext) -> None:
-        """Call the handler, inside the ``handler_context`` setting's context if any."""
+    def _call_handler(self, context: JobContext) -> object:
+        """Call the handler, inside the ``handler_context`` setting's context if any;
+        what it returned."""
         hook = self.settings.handler_context
         if hook is None:
-            self.handler(context)
-            return
+            return self.handler(context)
         manager = hook(context)
         if not isinstance(manager, AbstractContextManager):
             raise ConfigurationError(
                 f"handler_context must return a context manager for Worker, got {manager!r}"
             )
         with manager:
-            self.handler(context)
+            return self.handler(context)
 
     def _transaction_pass(self, on_claimed: Callable[[int], None] | None) -> PassResult:
         """Claim, handle, complete and commit in ONE transaction of a session of our own."""
@@ -593,7 +742,8 @@ class Worker(WorkerCore):
 
     def _add_totals(self, result: PassResult) -> None:
         with self._cond:
-            self._totals += result
+            if not self._gave_up:  # a pass that ends after shutdown_timeout was counted
+                self._totals += result
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -609,6 +759,7 @@ class Worker(WorkerCore):
             if self._running:
                 raise ProgrammaError("this Worker is already running")
             self._running = True
+            self._gave_up = False
         restore_signals = (
             self._install_signal_handlers() if install_signal_handlers else (lambda: None)
         )
@@ -620,9 +771,17 @@ class Worker(WorkerCore):
         failure: list[BaseException] = []
         if self._conninfo is not None:
             self.listener = Listener(
-                self._conninfo, notify_channel(self.queue.table), self.settings.topics, self.wake
+                self._conninfo,
+                notify_channel(self.queue.table),
+                self.settings.topics,
+                self.wake,
+                control_channel=control_channel(self.queue.table),
+                on_control=self._on_control,
             )
             self.listener.start()
+        if self.settings.mode == "lease":
+            self._keeper = _Keeper(self)
+            self._keeper.start()
         self._log_started(listening=self.listener is not None)
         try:
             if pool is None:
@@ -633,6 +792,8 @@ class Worker(WorkerCore):
             if self.listener is not None:
                 self.listener.stop()
             self._drain()
+            self._close_keeper()
+            self._give_up()
             if pool is not None:
                 pool.shutdown()
             restore_signals()
@@ -693,9 +854,7 @@ class Worker(WorkerCore):
     def _dispatch_leases(self, pool: _ThreadPool | None) -> int:
         jobs = self._drive(self._lease_claim_steps())
         if jobs:
-            with self._cond:
-                self._in_flight += len(jobs)
-            batch = _LeaseBatch(self, jobs, self._lease_batch_done)
+            batch = self._held(jobs)
             if pool is None:  # concurrency 1: the loop's own thread runs them
                 for job in jobs:  # each guarded, as a pool thread runs its tasks
                     _run_task(functools.partial(batch.run, job))
@@ -708,12 +867,6 @@ class Worker(WorkerCore):
                 # for the look-ahead. Bounded: the loop never stalls on it.
                 batch.started.wait(self.handoff_wait)
         return len(jobs)
-
-    def _lease_batch_done(self, result: PassResult) -> None:
-        with self._cond:
-            self._totals += result
-            self._in_flight -= result.claimed
-            self._cond.notify_all()
 
     def _dispatch_pass(self, pool: _ThreadPool | None) -> int:
         """Start a transaction-mode pass on a pool thread (concurrency 1: run it on
@@ -766,6 +919,21 @@ class Worker(WorkerCore):
                     self._log_shutdown_timeout(self._in_flight)
                     return
                 self._cond.wait(remaining)
+
+    def _close_keeper(self) -> None:
+        """Lease mode: the keeper writes what is still queued (or gives up), then ends."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.close(self.settings.shutdown_timeout)
+
+    def _give_up(self) -> None:
+        """Count the jobs still held (their handlers outlived shutdown_timeout) as
+        abandoned; whatever they do later is neither written nor counted."""
+        with self._cond:
+            self._gave_up = True
+            abandoned = self.holdings.abandon()
+            if abandoned:
+                self._totals += PassResult(abandoned=abandoned)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

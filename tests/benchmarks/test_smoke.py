@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import pickup_breakdown, run
+from benchmarks import claim_planning, pickup_breakdown, pressure, run
 from benchmarks.workloads import all_workloads
 
 
@@ -91,6 +91,22 @@ def test_pickup_breakdown_runs_every_variant(
     assert "Worker timeline" in table
 
 
+def test_claim_planning_runs_the_claim_planned_once(
+    admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claim_planning.main(["--database-url", admin_url, "--claims", "5", "--rounds", "1"])
+
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.rstrip(" |").rsplit(" | ", 1)[1]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| raw") or line.startswith("| claim_jobs")
+    }
+    assert len(rows) == 3
+    # The claim ran its generic plan once prepared; forced to plan each call, never.
+    assert int(rows["claim_jobs, generic plan (planned once)"]) > 0
+    assert rows["claim_jobs, planned every call (force_custom_plan)"] == "0"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -113,3 +129,28 @@ def test_run_refuses_zero_rounds(capsys: pytest.CaptureFixture[str]) -> None:
         run.main(["--rounds", "0"])
     assert exit_info.value.code == 2
     assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
+def test_pressure_runs_both_phases(admin_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    pressure.main(
+        ["--database-url", admin_url, "--seconds", "1", "--rate", "100", "--readers", "1"]
+    )
+
+    table = capsys.readouterr().out
+    assert "| clean | " in table
+    assert "| pressured | " in table
+
+
+@pytest.mark.parametrize(
+    "argv", [["--seconds", "0"], ["--rate", "-1"], ["--readers", "0"], ["--reader-pause", "-1"]]
+)
+def test_pressure_refuses_bad_arguments(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pressure.main(argv)
+    assert exit_info.value.code == 2
+    assert (
+        "--seconds and --rate must be > 0, --readers >= 1, --reader-pause >= 0"
+        in capsys.readouterr().err
+    )

@@ -112,9 +112,11 @@ def test_migrate_a_custom_table_and_schema_then_use_it(
             assert "table queue.audit_jobs" in out
         engine = create_engine(url)
         try:
-            # The version table lives beside the jobs table it versions.
+            # The version table lives beside the jobs table it versions (and so does
+            # its table of paused topics, programma_0005).
             assert sorted(inspect(engine).get_table_names(schema="queue")) == [
                 "audit_jobs",
+                "audit_jobs_paused",
                 "programma_alembic_version_audit_jobs",
             ]
         finally:

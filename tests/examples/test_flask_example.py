@@ -58,8 +58,13 @@ COMMANDS = (REVISION, UPGRADE, MIGRATE, WORKER)
 #: The app's first revision (examples/flask_app/migrations/versions): the signups table.
 APP_REVISION = "3f1c2a9d8e01"
 #: The revisions ``programma-sa alembic revision`` wrote after it, oldest first, each
-#: with the step it takes the jobs table to: the table, then priorities and unique jobs.
-STEPS_REVISIONS = (("736c0aa782e4", "programma_0002"), ("60a3819a03a1", "programma_0004"))
+#: with the step it takes the jobs table to: the table, then priorities and unique jobs,
+#: then the control of jobs in flight.
+STEPS_REVISIONS = (
+    ("736c0aa782e4", "programma_0002"),
+    ("60a3819a03a1", "programma_0004"),
+    ("0e58320e6ad1", "programma_0005"),
+)
 #: The app's one head: the newest of them.
 HEAD_REVISION = STEPS_REVISIONS[-1][0]
 JOBS = Job.__tablename__

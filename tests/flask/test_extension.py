@@ -292,4 +292,4 @@ def test_run_job_runs_a_flask_handler_in_the_tests_own_transaction(
         db.session.rollback()
     assert not welcomed(flask_engine, "eve@example.com")
     with Session(flask_engine) as session:
-        assert queue.list_jobs(session) == []
+        assert queue.list_jobs(session).jobs == []

@@ -221,7 +221,7 @@ def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) 
         (
             {"unique_key": "k", "unique_states": ["created", "done"]},
             "unique_states: 'done' is not a job state; the states are created, active, "
-            "processing, completed, failed",
+            "processing, completed, failed, cancelled",
         ),
         (
             {"unique_key": "k", "unique_states": "created"},
@@ -230,7 +230,8 @@ def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) 
         (
             {"unique_key": "k", "unique_states": ["created", "completed"]},
             r"unique_states must include created and, with each state, the one before it "
-            r"\(created → active → processing → completed \| failed\), so that a job never "
+            r"\(created → active → processing → completed \| failed \| cancelled\), so that a "
+            r"job never "
             r"takes its key back once it left them; got \['completed', 'created'\], missing "
             r"processing \(before completed\)",
         ),
@@ -238,6 +239,11 @@ def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) 
             {"unique_key": "k", "unique_states": ["active"]},
             r"unique_states must include created .* got \['active'\], missing created "
             r"\(before active\)",
+        ),
+        (
+            {"unique_key": "k", "unique_states": ["created", "active", "cancelled"]},
+            r"unique_states must include created .* got \['active', 'cancelled', 'created'\], "
+            r"missing processing \(before cancelled\)",
         ),
         (
             {"unique_key": "k", "on_conflict": "ignore"},

@@ -310,3 +310,16 @@ def test_prune_async(engine: Engine, queue: JobQueue, database_url: str, driver:
     assert asyncio.run(run()) == [5, 2, 0]
     with Session(engine) as session:
         assert job_count(session) == 0
+
+
+def test_cancelled_jobs_are_pruned_by_their_own_ttl(session: Session, queue: JobQueue) -> None:
+    expired = set(finished(session, queue, "mail", JobState.CANCELLED, 2, 2 * HOUR))
+    recent = set(finished(session, queue, "mail", JobState.CANCELLED, 1, timedelta(minutes=1)))
+    audit = set(finished(session, queue, "audit", JobState.CANCELLED, 1, 2 * HOUR))
+    completed = set(finished(session, queue, "mail", JobState.COMPLETED, 1, 2 * HOUR))
+    # Without a TTL for them, cancelled jobs are kept.
+    assert prune(session, queue, Retention(TTL(completed=HOUR * 3))) == 0
+    retention = Retention(TTL(cancelled=HOUR), topics={"audit": TTL()})
+    assert prune(session, queue, retention) == 2
+    assert set(states(session)) == recent | audit | completed
+    assert not expired & set(states(session))

@@ -76,6 +76,7 @@ def test_prometheus_text_parses_to_every_number() -> None:
         ("programma_oldest_processing_seconds", _labels("mail")): 75.5,
         ("programma_jobs_finished_recently", _labels("mail", "completed")): 9.0,
         ("programma_jobs_finished_recently", _labels("mail", "failed")): 1.0,
+        ("programma_jobs_finished_recently", _labels("mail", "cancelled")): 0.0,
         ("programma_stats_window_seconds", (("table", "queue.jobs"),)): 300.0,
     }
     assert {key: value for key, value in samples.items() if ("topic", ODD) not in key[1]} == (
@@ -115,12 +116,14 @@ def test_json_holds_every_field() -> None:
                 "processing": 1,
                 "completed": 40,
                 "failed": 4,
+                "cancelled": 0,
                 "due": 2,
                 "lag_seconds": 12.25,
                 "expired_leases": 1,
                 "oldest_processing_seconds": 75.5,
                 "completed_recently": 9,
                 "failed_recently": 1,
+                "cancelled_recently": 0,
             },
             {
                 "topic": ODD,
@@ -129,12 +132,14 @@ def test_json_holds_every_field() -> None:
                 "processing": 0,
                 "completed": 0,
                 "failed": 0,
+                "cancelled": 0,
                 "due": 0,
                 "lag_seconds": 0.0,
                 "expired_leases": 0,
                 "oldest_processing_seconds": 0.0,
                 "completed_recently": 0,
                 "failed_recently": 0,
+                "cancelled_recently": 0,
             },
         ],
     }
@@ -145,9 +150,11 @@ def test_the_table_aligns_a_row_per_topic() -> None:
     assert render_stats(one) == (
         "programma_jobs at 2026-01-02T03:04:05+00:00 (*_recently: the last 60.0s)\n"
         "topic  created  active  processing  completed  failed  due  lag_seconds"
-        "  expired_leases  oldest_processing_seconds  completed_recently  failed_recently\n"
+        "  expired_leases  oldest_processing_seconds  completed_recently  failed_recently"
+        "  cancelled  cancelled_recently\n"
         "mail         3       2           1         40       4    2         12.2"
-        "               1                       75.5                   9                1\n"
+        "               1                       75.5                   9                1"
+        "          0                   0\n"
     )
     empty = QueueStats("programma_jobs", MEASURED, 60.0)
     assert render_stats(empty, "table").endswith("\nno jobs\n")

@@ -100,6 +100,7 @@ def test_every_field_of_every_topic(queue: JobQueue, session: Session) -> None:
         JobState.PROCESSING: 2,
         JobState.COMPLETED: 5,
         JobState.FAILED: 3,
+        JobState.CANCELLED: 0,
     }
 
 

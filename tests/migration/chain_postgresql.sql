@@ -34,6 +34,36 @@ DROP INDEX IF EXISTS ix_programma_jobs_claim;
 
 ALTER INDEX ix_programma_jobs_claim_new RENAME TO ix_programma_jobs_claim;
 
+ALTER TABLE programma_jobs DROP CONSTRAINT ck_programma_jobs_state;
+
+ALTER TABLE programma_jobs ADD CONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed', 'cancelled'));
+
+ALTER TABLE programma_jobs ADD COLUMN result JSONB;
+
+CREATE TABLE programma_jobs_paused (
+    topic TEXT NOT NULL, 
+    paused_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT programma_jobs_paused_pkey PRIMARY KEY (topic)
+);
+
+CREATE INDEX IF NOT EXISTS ix_programma_jobs_cancelled ON programma_jobs (topic, finished_at) WHERE state = 'cancelled';
+
+CREATE INDEX IF NOT EXISTS ix_programma_jobs_history ON programma_jobs (topic, id) WHERE state IN ('completed', 'failed', 'cancelled');
+
+DROP INDEX ix_programma_jobs_history;
+
+DROP INDEX ix_programma_jobs_cancelled;
+
+DROP TABLE programma_jobs_paused;
+
+ALTER TABLE programma_jobs DROP COLUMN result;
+
+UPDATE programma_jobs SET state='failed', attributes=(programma_jobs.attributes || CAST('{"cancelled": true}' AS JSONB)) WHERE programma_jobs.state = 'cancelled';
+
+ALTER TABLE programma_jobs DROP CONSTRAINT ck_programma_jobs_state;
+
+ALTER TABLE programma_jobs ADD CONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed'));
+
 DROP INDEX uq_programma_jobs_unique_key;
 
 CREATE INDEX ix_programma_jobs_claim_new ON programma_jobs (topic, start_after, id) WHERE state IN ('created', 'active');
@@ -92,7 +122,37 @@ DROP INDEX IF EXISTS queue.ix_audit_jobs_claim;
 
 ALTER INDEX queue.ix_audit_jobs_claim_new RENAME TO ix_audit_jobs_claim;
 
+ALTER TABLE queue.audit_jobs DROP CONSTRAINT ck_audit_jobs_state;
+
+ALTER TABLE queue.audit_jobs ADD CONSTRAINT ck_audit_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed', 'cancelled'));
+
+ALTER TABLE queue.audit_jobs ADD COLUMN result JSONB;
+
+CREATE TABLE queue.audit_jobs_paused (
+    topic TEXT NOT NULL, 
+    paused_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT audit_jobs_paused_pkey PRIMARY KEY (topic)
+);
+
+CREATE INDEX IF NOT EXISTS ix_audit_jobs_cancelled ON queue.audit_jobs (topic, finished_at) WHERE state = 'cancelled';
+
+CREATE INDEX IF NOT EXISTS ix_audit_jobs_history ON queue.audit_jobs (topic, id) WHERE state IN ('completed', 'failed', 'cancelled');
+
 CREATE SCHEMA IF NOT EXISTS queue;
+
+DROP INDEX queue.ix_audit_jobs_history;
+
+DROP INDEX queue.ix_audit_jobs_cancelled;
+
+DROP TABLE queue.audit_jobs_paused;
+
+ALTER TABLE queue.audit_jobs DROP COLUMN result;
+
+UPDATE queue.audit_jobs SET state='failed', attributes=(queue.audit_jobs.attributes || CAST('{"cancelled": true}' AS JSONB)) WHERE queue.audit_jobs.state = 'cancelled';
+
+ALTER TABLE queue.audit_jobs DROP CONSTRAINT ck_audit_jobs_state;
+
+ALTER TABLE queue.audit_jobs ADD CONSTRAINT ck_audit_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed'));
 
 DROP INDEX queue.uq_audit_jobs_unique_key;
 

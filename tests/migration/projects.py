@@ -171,11 +171,12 @@ class Project:
             engine.dispose()
 
     def jobs_table_differences(self) -> list[Any]:
-        """How ``programma_jobs`` differs from the model (nothing else compared)."""
+        """How ``programma_jobs`` and its companion of paused topics differ from the
+        model (nothing else compared)."""
         engine = self.engine()
 
         def only_the_jobs_table(name: str | None, type_: str, parent_names: Any) -> bool:
-            return type_ != "table" or name == "programma_jobs"
+            return type_ != "table" or name in ("programma_jobs", "programma_jobs_paused")
 
         metadata: MetaData = standalone_jobs_table().metadata
         try:

@@ -5,8 +5,8 @@ the default table and for a custom table in a schema, up and down.
 portable (issue 16: they also run on an application's SQLite development database);
 on PostgreSQL they must stay byte-identical. A new revision's statements join it as
 :func:`chain_statements` renders them while the revision is still PostgreSQL-only
-(programma_0004's: as the scheduling work wrote it). The version table's own statements
-are Alembic's and left out.
+(programma_0004's: as the scheduling work wrote it; programma_0005's: as the control
+work designed it). The version table's own statements are Alembic's and left out.
 """
 
 from __future__ import annotations

@@ -81,15 +81,21 @@ def test_custom_table_name_and_schema_match_the_model(empty_url: str) -> None:
     migrations.upgrade(empty_url, table_name="audit_jobs", schema="queue")
     assert _differences(empty_url, _CustomBase.metadata) == []
     tables = inspect(create_engine(empty_url)).get_table_names(schema="queue")
-    # The table and its version table, beside it in its schema.
-    assert sorted(tables) == ["audit_jobs", "programma_alembic_version_audit_jobs"]
+    # The table, its paused topics (programma_0005) and its version table, in its schema.
+    assert sorted(tables) == [
+        "audit_jobs",
+        "audit_jobs_paused",
+        "programma_alembic_version_audit_jobs",
+    ]
 
 
 def test_the_model_differs_from_an_empty_database(empty_url: str) -> None:
     # The comparison can fail: without the migration the table is reported missing.
     differences = _differences(empty_url, _DefaultBase.metadata)
-    # One table and its five indexes (claim, finished; processing, failed; unique key).
-    assert [difference[0] for difference in differences] == ["add_table"] + ["add_index"] * 5
+    # The jobs table and its seven indexes (claim, finished; processing, failed; unique
+    # key; cancelled, history), and the table of paused topics.
+    kinds = sorted(difference[0] for difference in differences)
+    assert kinds == ["add_index"] * 7 + ["add_table"] * 2
 
 
 def test_upgrade_downgrade_upgrade_round_trips(empty_url: str) -> None:

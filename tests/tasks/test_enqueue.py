@@ -283,9 +283,9 @@ class Opaque:
             "keyword arguments, got list",
         ),
         (
-            lambda t, s: t.using(priority=3),
+            lambda t, s: t.using(timeout=3),
             "task 'ship': using() takes attributes, run_after_seconds, run_after_date, "
-            "retry_after_seconds; not priority",
+            "retry_after_seconds, priority, unique_key, unique_states, on_conflict; not timeout",
         ),
         (
             lambda t, s: t.using(run_after_seconds=-1).enqueue(s, _in(s, Order(id=2))),

@@ -21,7 +21,13 @@ def test_default_table_sits_in_the_applications_metadata() -> None:
         "ix_programma_jobs_processing",
         "ix_programma_jobs_failed",
         "uq_programma_jobs_unique_key",
+        "ix_programma_jobs_cancelled",
+        "ix_programma_jobs_history",
     }
+    # Its companion of paused topics (programma_0005) sits beside it.
+    paused = Base.metadata.tables["programma_jobs_paused"]
+    assert [column.name for column in paused.primary_key] == ["topic"]
+    assert paused.info == {"programma": True}
 
 
 def test_custom_table_name_and_schema() -> None:
@@ -33,6 +39,7 @@ def test_custom_table_name_and_schema() -> None:
         programma_schema = "queue"
 
     assert AuditJob.__table__.fullname == "queue.audit_jobs"
+    assert "queue.audit_jobs_paused" in OtherBase.metadata.tables
     assert "ix_audit_jobs_claim" in {index.name for index in AuditJob.__table__.indexes}
     assert jobs_table(AuditJob) is AuditJob.__table__
 
@@ -94,4 +101,6 @@ def test_the_longest_table_name_names_every_index_within_63_characters() -> None
     names.append(f"{model.__table__.name}_pkey")  # PostgreSQL's name for the primary key
     # The claim index revision programma_0004 builds before renaming it.
     names.append(f"ix_{model.__table__.name}_claim_new")
-    assert len(names) == 8 and all(len(str(name)) <= 63 for name in names), names
+    # The companion table of paused topics and its primary key (programma_0005).
+    names += [f"{model.__table__.name}_paused", f"{model.__table__.name}_paused_pkey"]
+    assert len(names) == 12 and all(len(str(name)) <= 63 for name in names), names

@@ -6,7 +6,8 @@ can't render element of type UUID", then JSONB). The model now uses portable typ
 PostgreSQL variants; the PostgreSQL DDL is byte-for-byte what it was (the expected text
 below is what the model rendered before the change; the columns and indexes of revision
 programma_0004 as the model of the scheduling work rendered them, before ``unique_states``
-got its portable type), so the shipped migrations and the model still agree there
+got its portable type; those of revision programma_0005 as the control work's model
+rendered them), so the shipped migrations and the model still agree there
 (tests/migration compares them on a real server).
 """
 
@@ -42,12 +43,15 @@ CREATE TABLE programma_jobs (
 \tpriority INTEGER DEFAULT 0 NOT NULL, 
 \tunique_key TEXT, 
 \tunique_states TEXT[], 
+\tresult JSONB, 
 \tPRIMARY KEY (id), 
-\tCONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed'))
+\tCONSTRAINT ck_programma_jobs_state CHECK (state IN ('created', 'active', 'processing', 'completed', 'failed', 'cancelled'))
 )
+CREATE INDEX ix_programma_jobs_cancelled ON programma_jobs (topic, finished_at) WHERE state = 'cancelled'
 CREATE INDEX ix_programma_jobs_claim ON programma_jobs (topic, priority DESC, start_after, id) WHERE state IN ('created', 'active')
 CREATE INDEX ix_programma_jobs_failed ON programma_jobs (topic, finished_at) WHERE state = 'failed'
 CREATE INDEX ix_programma_jobs_finished ON programma_jobs (topic, finished_at) WHERE state IN ('completed', 'failed')
+CREATE INDEX ix_programma_jobs_history ON programma_jobs (topic, id) WHERE state IN ('completed', 'failed', 'cancelled')
 CREATE INDEX ix_programma_jobs_processing ON programma_jobs (topic, started_at) WHERE state = 'processing'
 CREATE UNIQUE INDEX uq_programma_jobs_unique_key ON programma_jobs (unique_key) WHERE state = ANY (unique_states)"""  # noqa: E501, W291
 
@@ -85,7 +89,8 @@ def test_the_postgresql_ddl_is_unchanged() -> None:
 
 def test_create_all_on_sqlite_makes_the_table_and_its_partial_indexes(sqlite: Engine) -> None:
     inspector = inspect(sqlite)
-    assert set(inspector.get_table_names()) == {"programma_jobs", "orders"}
+    # The jobs table, its companion of paused topics (programma_0005), the app's own.
+    assert set(inspector.get_table_names()) == {"programma_jobs", "programma_jobs_paused", "orders"}
     with sqlite.connect() as connection:
         indexes = dict(
             connection.execute(
@@ -98,7 +103,10 @@ def test_create_all_on_sqlite_makes_the_table_and_its_partial_indexes(sqlite: En
     assert indexes["uq_programma_jobs_unique_key"].endswith(
         "WHERE instr(unique_states, '\"' || state || '\"') > 0"
     )
-    assert len(indexes) == 5
+    assert indexes["ix_programma_jobs_history"].endswith(
+        "WHERE state IN ('completed', 'failed', 'cancelled')"
+    )
+    assert len(indexes) == 7
 
 
 def test_a_unique_key_is_held_only_in_its_unique_states_on_sqlite(sqlite: Engine) -> None:

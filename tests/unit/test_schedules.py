@@ -221,7 +221,7 @@ def run_pass(duty: ScheduleDuty, now: datetime, held: set[str] | None = None) ->
             assert operation.statement == "insert_unique_keep"
             rows = json.loads(operation.params["p_jobs"])
             for row in rows:
-                assert row[8] == "{created,active,processing,completed,failed}"
+                assert row[8] == "{created,active,processing,completed,failed,cancelled}"
                 # Due at its fire time, which its attributes name.
                 assert datetime.fromisoformat(row[3]) == datetime.fromisoformat(row[2]["fire_time"])
             tried.extend(row[3] for row in rows)

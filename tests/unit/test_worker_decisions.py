@@ -22,6 +22,7 @@ from programma_sa import (
     ClaimedJob,
     CommitFailed,
     DatabaseError,
+    JobState,
     PassResult,
     Retention,
     RetryPolicy,
@@ -29,10 +30,11 @@ from programma_sa import (
     Worker,
 )
 from programma_sa._operations import Operation
-from programma_sa.worker.decisions import Backoff, Batch, WorkerCore
+from programma_sa._operations.jobs import LeaseState
+from programma_sa.worker.decisions import Backoff, WorkerCore
 from programma_sa.worker.duties import DutySchedule, PruneDuty
-from programma_sa.worker.results import NOTHING_WRITTEN
-from programma_sa.worker.steps import ConnectionLost, EachCommitted, RunHandler
+from programma_sa.worker.leases import Outcome, Tally
+from programma_sa.worker.steps import ConnectionLost, EachCommitted, Returned, RunHandler
 
 from .scripted import Computed, Each, Raise, Script, async_worker, db_error, job, worker
 
@@ -63,12 +65,19 @@ def logged_about(caplog: pytest.LogCaptureFixture, level: int, claimed: ClaimedJ
 
 
 def run_lease_batch(core: WorkerCore, jobs: list[ClaimedJob], script: Script) -> PassResult:
-    """What a driver does with one lease-mode claim: each job's steps, then the batch's."""
-    batch = Batch(jobs)
+    """What a driver does with one lease-mode claim: book the jobs, run each one's
+    steps and queue its outcome, then a final writer (what ``run_once`` does)."""
+    tally = Tally(len(jobs))
+    core.holdings.hold(jobs, tally)
     for claimed in jobs:
-        outcome, returned = script.run(core._leased_job_steps(claimed))
-        batch.record(outcome, claimed if returned else None)
-    return script.run(core._lease_completion_steps(batch))
+        decided = script.run(core._leased_job_steps(claimed))
+        if isinstance(decided, PassResult):
+            core._record(claimed, decided)
+        else:
+            core.holdings.queue(decided)
+    script.run(core._writer_steps(final=True))
+    assert tally.done
+    return tally.result
 
 
 def due_claims(jobs: list[ClaimedJob]) -> list[tuple[ClaimedJob, Any]]:
@@ -144,13 +153,16 @@ def test_lease_claim_database_error_reaches_the_loop() -> None:
 # -- a leased job ----------------------------------------------------------------------
 
 
-def test_leased_job_whose_handler_returned_writes_nothing() -> None:
-    """A returned handler's job gets no write of its own: it waits for the batch completion."""
+def test_leased_job_whose_handler_returned_queues_its_completion() -> None:
+    """A returned handler's job gets no write of its own: its completion is queued for
+    the writer (batched with the others finishing at that moment)."""
     claimed = job()
-    script = Script({"RunHandler": None})
-    assert script.run(worker()._leased_job_steps(claimed)) == (NOTHING_WRITTEN, True)
+    core = worker()
+    core.holdings.hold([claimed])
+    script = Script({"RunHandler": Returned()})
+    assert script.run(core._leased_job_steps(claimed)) == Outcome(claimed.id, "complete")
     assert script.trace() == ["RunHandler"]
-    assert script.step("RunHandler") == RunHandler(claimed)
+    assert script.step("RunHandler") == RunHandler(claimed, script.step("RunHandler").cancellation)
 
 
 def test_leased_job_whose_handler_raised_is_retried_after_the_policy_delay(
@@ -161,8 +173,8 @@ def test_leased_job_whose_handler_raised_is_retried_after_the_policy_delay(
     error = ValueError("bad payload")
     script = Script({"RunHandler": error, "retry_unchanged": True})
     with caplog.at_level(logging.WARNING, WORKER_LOG):
-        outcome = script.run(worker(retry=SEVEN_SECONDS)._leased_job_steps(claimed))
-    assert outcome == (PassResult(retried=1), False)
+        outcome = run_lease_batch(worker(retry=SEVEN_SECONDS), [claimed], script)
+    assert outcome == PassResult(claimed=1, retried=1)
     assert script.trace() == ["RunHandler", "EachCommitted", "EachCommitted/retry_unchanged"]
     retry = script.step("retry_unchanged")
     assert retry.params["p_delay"] == 7.0
@@ -185,8 +197,8 @@ def test_leased_job_whose_attempts_are_exhausted_is_failed(
     claimed = job(attempts=3)
     script = Script({"RunHandler": RuntimeError("again"), "fail_unchanged": True})
     with caplog.at_level(logging.WARNING, WORKER_LOG):
-        outcome = script.run(worker(retry=SEVEN_SECONDS)._leased_job_steps(claimed))
-    assert outcome == (PassResult(failed=1), False)
+        outcome = run_lease_batch(worker(retry=SEVEN_SECONDS), [claimed], script)
+    assert outcome == PassResult(claimed=1, failed=1)
     assert script.trace() == ["RunHandler", "EachCommitted", "EachCommitted/fail_unchanged"]
     failed = script.step("fail_unchanged")
     assert failed.params["p_attempts"] == 3
@@ -197,25 +209,30 @@ def test_leased_job_whose_attempts_are_exhausted_is_failed(
 def test_leased_job_one_attempt_before_exhaustion_is_still_retried() -> None:
     """max_attempts=3 retries the second delivery (the boundary is the last one only)."""
     script = Script({"RunHandler": RuntimeError("x"), "retry_unchanged": True})
-    outcome = script.run(worker(retry=SEVEN_SECONDS)._leased_job_steps(job(attempts=2)))
-    assert outcome == (PassResult(retried=1), False)
+    outcome = run_lease_batch(worker(retry=SEVEN_SECONDS), [job(attempts=2)], script)
+    assert outcome == PassResult(claimed=1, retried=1)
 
 
 def test_leased_job_without_retry_policy_is_left_to_its_visibility_timeout() -> None:
     """retry=None records last_error and keeps the claim's lease (no delay)."""
     script = Script({"RunHandler": RuntimeError("x"), "retry_unchanged": True})
-    outcome = script.run(worker(retry=None)._leased_job_steps(job(attempts=50)))
-    assert outcome == (PassResult(retried=1), False)
+    outcome = run_lease_batch(worker(retry=None), [job(attempts=50)], script)
+    assert outcome == PassResult(claimed=1, retried=1)
     retry = script.step("retry_unchanged")
     assert retry.params["p_delay"] is None
     assert last_error(retry)["message"] == "x"
 
 
 def test_leased_job_failure_write_matching_no_row_leaves_it_untouched() -> None:
-    """A handler that moved its job first wins: the guarded write matched nothing."""
-    script = Script({"RunHandler": RuntimeError("x"), "retry_unchanged": False})
-    outcome = script.run(worker()._leased_job_steps(job()))
-    assert outcome == (PassResult(left_untouched=1), False)
+    """A handler that moved its job first wins: the guarded write matched nothing
+    (the job's state, read back, shows the handler's own move)."""
+    claimed = job()
+    moved = {claimed.id: LeaseState(JobState.COMPLETED, claimed.attempts, claimed.start_after)}
+    script = Script(
+        {"RunHandler": RuntimeError("x"), "retry_unchanged": False, "lease_states": moved}
+    )
+    outcome = run_lease_batch(worker(), [claimed], script)
+    assert outcome == PassResult(claimed=1, left_untouched=1)
 
 
 @pytest.mark.parametrize(
@@ -226,16 +243,22 @@ def test_leased_job_failure_write_matching_no_row_leaves_it_untouched() -> None:
 def test_leased_job_failure_write_database_error_leaves_it_untouched_and_is_logged(
     caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
-    """A failure record the database refused: the job waits for its lease, an ERROR names it."""
+    """A failure record the database refused twice (the second time on a fresh
+    connection): the job waits for its lease, an ERROR names it."""
     claimed = job()
     script = Script({"RunHandler": RuntimeError("x"), "retry_unchanged": Raise(error)})
     with caplog.at_level(logging.WARNING, WORKER_LOG):
-        outcome = script.run(worker()._leased_job_steps(claimed))
-    assert outcome == (PassResult(left_untouched=1), False)
-    assert script.trace() == ["RunHandler", "EachCommitted", "EachCommitted/retry_unchanged"]
-    lost = [record for record in caplog.records if record.exc_info and record.exc_info[1] is error]
-    assert lost and lost[0].levelno == logging.ERROR
-    assert str(claimed.id) in lost[0].getMessage()
+        outcome = run_lease_batch(worker(), [claimed], script)
+    assert outcome == PassResult(claimed=1, left_untouched=1)
+    assert script.trace() == [
+        "RunHandler",
+        "EachCommitted",
+        "EachCommitted/retry_unchanged",
+        "EachCommitted",
+        "EachCommitted/retry_unchanged",
+    ]
+    lost = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert lost and str(claimed.id) in lost[-1].getMessage()
 
 
 # -- a lease batch's completion ----------------------------------------------------------
@@ -245,7 +268,7 @@ def test_batch_completion_completes_the_returned_jobs_unchanged_since_their_clai
     """One complete_unchanged with each returned job's id, attempts and lease end."""
     jobs = [job(attempts=1), job(attempts=2, lease=60)]
     completed = [claimed.id for claimed in jobs]
-    script = Script({"RunHandler": None, "complete_unchanged": completed})
+    script = Script({"RunHandler": Returned(), "complete_unchanged": completed})
     result = run_lease_batch(worker(), jobs, script)
     assert result == PassResult(claimed=2, completed=2)
     assert script.trace() == [
@@ -271,7 +294,7 @@ def test_batch_completion_leaves_out_the_jobs_whose_handler_raised() -> None:
     returned = [jobs[0], jobs[2]]
     script = Script(
         {
-            "RunHandler": Each(None, RuntimeError("x"), None),
+            "RunHandler": Each(Returned(), RuntimeError("x"), Returned()),
             "retry_unchanged": True,
             "complete_unchanged": [claimed.id for claimed in returned],
         }
@@ -285,7 +308,13 @@ def test_batch_completion_leaves_out_the_jobs_whose_handler_raised() -> None:
 def test_batch_completion_matching_fewer_jobs_leaves_the_rest_untouched() -> None:
     """A returned job its handler changed is not completed: counted left_untouched."""
     jobs = [job(), job(), job()]
-    script = Script({"RunHandler": None, "complete_unchanged": [jobs[1].id]})
+    moved = {
+        claimed.id: LeaseState(JobState.PROCESSING, claimed.attempts, claimed.start_after)
+        for claimed in (jobs[0], jobs[2])
+    }
+    script = Script(
+        {"RunHandler": Returned(), "complete_unchanged": [jobs[1].id], "lease_states": moved}
+    )
     result = run_lease_batch(worker(), jobs, script)
     assert result == PassResult(claimed=3, completed=1, left_untouched=2)
 
@@ -296,22 +325,23 @@ def test_batch_completion_matching_fewer_jobs_leaves_the_rest_untouched() -> Non
 def test_batch_completion_database_error_gives_a_result_without_completions(
     caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
-    """A completion that could not be written completes nothing; it is logged as an ERROR."""
+    """A completion that could not be written twice (the second time on a fresh
+    connection) completes nothing; the final writer logs it as an ERROR naming the jobs."""
     jobs = [job(), job()]
-    script = Script({"RunHandler": None, "complete_unchanged": Raise(error)})
+    script = Script({"RunHandler": Returned(), "complete_unchanged": Raise(error)})
     with caplog.at_level(logging.WARNING, WORKER_LOG):
         result = run_lease_batch(worker(), jobs, script)
     assert result == PassResult(claimed=2, completed=0, left_untouched=2)
-    assert any(
-        record.levelno == logging.ERROR and record.exc_info and record.exc_info[1] is error
-        for record in caplog.records
-    )
+    assert len(script.steps("complete_unchanged")) == 2
+    (logged,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "could not complete 2 jobs" in logged.getMessage()
+    assert all(str(claimed.id) in logged.getMessage() for claimed in jobs)
 
 
 def test_batch_without_auto_complete_writes_no_completion() -> None:
     """auto_complete=False: the handler steers its job; nothing is written for it."""
     jobs = [job(), job()]
-    script = Script({"RunHandler": None})
+    script = Script({"RunHandler": Returned()})
     result = run_lease_batch(worker(auto_complete=False), jobs, script)
     assert result == PassResult(claimed=2, left_untouched=2)
     assert script.trace() == ["RunHandler", "RunHandler"]
@@ -336,7 +366,7 @@ def test_transaction_pass_claims_runs_handlers_records_failure_completes_then_co
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": Each(None, RuntimeError("x"), None),
+            "RunHandler": Each(Returned(), RuntimeError("x"), Returned()),
             "retry_unchanged": True,
             "complete_unchanged": [jobs[0].id, jobs[2].id],
             "Commit": None,
@@ -373,7 +403,7 @@ def test_transaction_pass_that_claimed_nothing_still_commits() -> None:
 def test_transaction_pass_without_auto_complete_commits_without_completion() -> None:
     """auto_complete=False in a pass: the returned jobs are left to their handler."""
     jobs = [job()]
-    script = Script({"claim": due_claims(jobs), "RunHandler": None, "Commit": None})
+    script = Script({"claim": due_claims(jobs), "RunHandler": Returned(), "Commit": None})
     result = script.run(worker(mode="transaction", auto_complete=False)._transaction_steps(None))
     assert result == PassResult(claimed=1, left_untouched=1)
     assert script.trace() == ["claim", "RunHandler", "Commit"]
@@ -402,7 +432,7 @@ def test_transaction_pass_refused_commit_records_each_jobs_failed_attempt() -> N
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": None,
+            "RunHandler": Returned(),
             "complete_unchanged": [claimed.id for claimed in jobs],
             "Commit": refused,
             "reclaim_rolled_back": Computed(lambda step: again[step.params["p_job_id"]]),
@@ -445,7 +475,7 @@ def test_transaction_pass_refused_commit_fails_a_job_whose_attempts_are_exhauste
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": None,
+            "RunHandler": Returned(),
             "complete_unchanged": [jobs[0].id],
             "Commit": db_error(),
             "reclaim_rolled_back": reclaimed(jobs[0]),
@@ -468,7 +498,7 @@ def test_transaction_pass_refused_commit_leaves_alone_a_job_claimed_again_since(
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": None,
+            "RunHandler": Returned(),
             "complete_unchanged": [claimed.id for claimed in jobs],
             "Commit": db_error(),
             "reclaim_rolled_back": Each(None, reclaimed(jobs[1])),
@@ -496,7 +526,7 @@ def test_transaction_pass_refused_commit_whose_recording_fails_says_so(error: Ex
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": None,
+            "RunHandler": Returned(),
             "complete_unchanged": [jobs[0].id],
             "Commit": db_error(),
             "reclaim_rolled_back": Raise(error),
@@ -517,7 +547,7 @@ def test_transaction_pass_commit_on_a_dead_connection_is_outcome_unknown() -> No
     script = Script(
         {
             "claim": due_claims(jobs),
-            "RunHandler": None,
+            "RunHandler": Returned(),
             "complete_unchanged": [jobs[0].id],
             "Commit": lost,
         }
@@ -545,7 +575,7 @@ def test_async_worker_drives_the_same_transaction_pass() -> None:
     def replies() -> dict[str, Any]:
         return {
             "claim": due_claims(jobs),
-            "RunHandler": Each(RuntimeError("x"), None),
+            "RunHandler": Each(RuntimeError("x"), Returned()),
             "retry_unchanged": True,
             "complete_unchanged": [jobs[1].id],
             "Commit": None,

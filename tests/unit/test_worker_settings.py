@@ -36,6 +36,21 @@ def test_a_bad_setting_is_refused_when_the_settings_are_built() -> None:
         WorkerSettings(topics="a", max_jobs=0)
     with pytest.raises(ConfigurationError, match="database_url must be a URL string"):
         WorkerSettings(topics="a", database_url=5)  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigurationError, match=r"^lease_renewal must be True or False, got 'yes'$"
+    ):
+        WorkerSettings(topics="a", lease_renewal="yes")  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^cancel_grace_period must be a finite number of seconds >= 0, got -1$",
+    ):
+        WorkerSettings(topics="a", cancel_grace_period=-1)
+
+
+def test_the_lease_defaults_keep_a_newcomer_from_running_a_job_twice() -> None:
+    """Lease renewal is on by default; a cancelled async handler gets 5 s."""
+    settings = WorkerSettings(topics="a")
+    assert settings.lease_renewal is True and settings.cancel_grace_period == 5.0
 
 
 def test_a_worker_from_settings_has_those_settings() -> None:

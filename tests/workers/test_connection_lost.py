@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError
 
 from programma_sa import DatabaseError, JobQueue, JobState, PassResult
 from programma_sa.exceptions import TransactionLost
 
 from ..app import Order
-from .harness import AnyEngine, Context, Harness, awaited
+from .harness import AnyEngine, Context, Harness, awaited, on
 from .support import enqueue, get_job, order_ids, seconds_from_now, wait_for
 
 pytestmark = [
@@ -212,3 +212,48 @@ async def test_the_loop_logs_the_lost_pass_once_and_runs_the_job_again(
     assert handler.calls == [0, 0]
     assert worker.totals == PassResult(claimed=1, completed=1)
     assert_logged_once_as_lost(caplog, job_id, claimed=1)
+
+
+@on("sync")
+async def test_a_connection_killed_during_the_passs_own_completion_is_one_warning(
+    engine: Engine,
+    queue: JobQueue,
+    harness: Harness,
+    worker_engine: AnyEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #15: the connection dies as the worker writes the pass's completion (not
+    under a handler): one WARNING "transaction lost", no ERROR with a traceback, and
+    the job is claimable at once, its attempt not counted."""
+    assert isinstance(worker_engine, Engine)
+    (job_id,) = enqueue(engine, queue)
+
+    def kill_before_the_completion(  # type: ignore[no-untyped-def]
+        conn, cursor, statement, parameters, context, executemany
+    ) -> None:
+        if "SET state='completed'" in statement.replace(" = ", "="):
+            with engine.connect() as other:
+                other.execute(
+                    text("SELECT pg_terminate_backend(:pid)"),
+                    {"pid": conn.connection.dbapi_connection.info.backend_pid},
+                )
+
+    async def handler(ctx: Context) -> None:
+        return None
+
+    event.listen(worker_engine, "before_cursor_execute", kill_before_the_completion)
+    try:
+        worker = harness.worker(handler, mode="transaction", bind=worker_engine)
+        with caplog.at_level(logging.DEBUG, logger=LOGGER), pytest.raises(TransactionLost):
+            await harness.run_once(worker)
+    finally:
+        event.remove(worker_engine, "before_cursor_execute", kill_before_the_completion)
+    records = [record for record in caplog.records if record.name == LOGGER]
+    (warning,) = lost_warnings(caplog)
+    assert [r for r in records if r.levelno >= logging.WARNING] == [warning]
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "while the worker wrote its outcomes" in warning.getMessage()
+    assert f"jobs: {job_id} [t]" in warning.getMessage()
+    job = get_job(engine, queue, job_id)
+    assert (job.state, job.attempts) == (JobState.CREATED, 0)
+    assert seconds_from_now(engine, job.start_after) <= 0

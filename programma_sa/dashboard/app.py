@@ -1,0 +1,307 @@
+"""The dashboard itself: configuration, routing, pages and the action endpoint.
+
+:class:`Dashboard` answers a :class:`~._web.WebRequest` with a
+:class:`~._web.WebResponse`; the framework adapters (:mod:`.asgi`, :mod:`.blueprint`)
+only translate. Reads run in a session of their own that is closed (rolled back)
+afterwards; an action runs in a transaction of its own that commits when the action
+returns, so nothing else of the application's is ever committed by the dashboard.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from importlib.resources import files
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from ..exceptions import ConfigurationError, InvalidJobInput
+from ..models import JobState
+from ..queue import JobQueue
+from ..schedules import Schedule
+from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
+from .actions import ACTIONS, Action
+from .listing import PAGE_SIZE, job_page
+from .live import ChangeFeed
+from .render import render
+
+__all__ = ["VIEW", "Dashboard", "Permission"]
+
+#: What the permission hook is asked for pages (actions: the action's name).
+VIEW = "view"
+
+#: The host's permission hook: ``(framework request, "view" or an action name) -> bool``.
+Permission = Callable[[Any, str], bool]
+
+#: The window of the overview's "last hour" counts.
+_WINDOW_SECONDS = 3600.0
+
+_STATIC_TYPES = {
+    "htmx.min.js": "text/javascript; charset=utf-8",
+    "live.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+
+#: Every page's headers. Scripts only from the dashboard's own files (no inline script
+#: runs, even if escaping were ever missed); not framed by other sites (clickjacking
+#: of the action buttons); figures never cached.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _allow_views_only(request: Any, action: str) -> bool:
+    return action == VIEW
+
+
+class _NotFound(Exception):
+    """The page or thing asked for does not exist (a 404 with this message)."""
+
+
+class Dashboard:
+    """A web dashboard of one jobs table, to mount in an application.
+
+    :param queue: the application's :class:`~programma_sa.JobQueue`.
+    :param bind: an :class:`~sqlalchemy.Engine`, or a function returning a new
+        :class:`~sqlalchemy.orm.Session` (such as a ``sessionmaker``).
+    :param permission: the host's hook, called for every request with the
+        framework's request object and ``"view"`` (any page) or the action's name;
+        False refuses it (403). Default: pages are shown, every action refused.
+    :param read_only: no action is offered, and every POST is refused.
+    :param schedules: the application's :class:`~programma_sa.Schedule` list, shown
+        on the schedules page.
+    :param poll_seconds: how often pages refresh themselves without an event stream
+        (the polling fallback of the live updates).
+    :param live: serve the event stream (LISTEN on a connection of its own, opened
+        by the first open stream).
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        bind: Engine | Callable[[], Session],
+        *,
+        permission: Permission | None = None,
+        read_only: bool = False,
+        schedules: Sequence[Schedule] = (),
+        poll_seconds: float = 10.0,
+        live: bool = True,
+    ) -> None:
+        if not poll_seconds > 0:
+            raise ConfigurationError(
+                f"poll_seconds must be a positive number of seconds, got {poll_seconds!r}"
+            )
+        self.queue = queue
+        self.new_session: Callable[[], Session] = (
+            (lambda: Session(bind)) if isinstance(bind, Engine) else bind
+        )
+        self.permission = permission or _allow_views_only
+        self.read_only = read_only
+        self.schedules = tuple(schedules)
+        self.poll_seconds = poll_seconds
+        self.live = live
+        self._feed: ChangeFeed | None = None
+        self._feed_lock = threading.Lock()
+
+    # -- live updates ----------------------------------------------------------------
+
+    def feed(self) -> ChangeFeed | None:
+        """The change feed (started on first use), or ``None`` when ``live`` is off."""
+        if not self.live:
+            return None
+        # Two first streams may arrive at once (threads of Flask or of Starlette's
+        # pool): the lock makes them share one feed, so one LISTEN connection.
+        with self._feed_lock:
+            if self._feed is None:
+                with self.new_session() as session:
+                    url = session.get_bind().engine.url
+                self._feed = ChangeFeed(url, self.queue.table)
+            self._feed.start()
+            return self._feed
+
+    def close(self) -> None:
+        """Stop the change feed's listener, if it runs."""
+        if self._feed is not None:
+            self._feed.stop()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def handle(self, request: WebRequest) -> WebResponse:
+        """The response to ``request`` (the event stream excepted: see the adapters)."""
+        try:
+            if request.path.startswith("/static/"):
+                return self._static(request.path.removeprefix("/static/"))
+            if request.path.startswith("/actions/"):
+                if request.method != "POST":  # nothing changes on GET
+                    return self._error(request, 405, "an action is a POST of its form")
+                return self._act(request, request.path.removeprefix("/actions/"))
+            if request.method not in ("GET", "HEAD"):
+                return self._error(request, 405, f"{request.method} is not allowed here")
+            page = _PAGES.get(request.path)
+            if page is None:
+                raise _NotFound(f"no dashboard page at {request.path}")
+            if not self.permission(request.native, VIEW):
+                return self._error(request, 403, "you may not view the dashboard")
+            template, context = page(self, request)
+            return self._page(request, template, context)
+        except _NotFound as missing:
+            return self._error(request, 404, str(missing))
+
+    def _page(
+        self, request: WebRequest, template: str, context: dict[str, Any], status: int = 200
+    ) -> WebResponse:
+        token = request.csrf_token()
+        body = render(
+            template,
+            base=request.base,
+            path=request.path,
+            query=request.query,
+            csrf_field=CSRF_FIELD,
+            csrf_token=token,
+            read_only=self.read_only,
+            live=self.live,
+            poll_seconds=self.poll_seconds,
+            notice=_notice(request.query.get("notice", "")),
+            # What a date field of an action's form starts from (the host's clock).
+            now=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **context,
+        )
+        response = WebResponse(
+            status, body, headers=dict(_PAGE_HEADERS), cookie_path=request.base or "/"
+        )
+        if token != request.cookies.get(CSRF_COOKIE):
+            response.csrf_cookie = token
+        return response
+
+    def _error(self, request: WebRequest, status: int, message: str) -> WebResponse:
+        return self._page(request, "error.html", {"status": status, "message": message}, status)
+
+    def _static(self, name: str) -> WebResponse:
+        if name not in _STATIC_TYPES:
+            raise _NotFound(f"no static file {name!r}")
+        body = files("programma_sa.dashboard").joinpath("static").joinpath(name).read_bytes()
+        return WebResponse(
+            200, body, _STATIC_TYPES[name], {"Cache-Control": "public, max-age=3600"}
+        )
+
+    # -- actions -----------------------------------------------------------------------
+
+    def _act(self, request: WebRequest, name: str) -> WebResponse:
+        """Refusals in order: read-only, unknown action, CSRF, the host's hook, the
+        form; only then the action, in a transaction of its own."""
+        if self.read_only:
+            return self._error(request, 403, "the dashboard is read-only")
+        action = ACTIONS.get(name)
+        if action is None:
+            raise _NotFound(f"no action {name!r}")
+        refusal = csrf_refusal(request)
+        if refusal is not None:
+            return self._error(request, 403, refusal)
+        if not self.permission(request.native, action.name):
+            return self._error(request, 403, f"you may not {action.name} here")
+        field = "job_id" if action.target == "job" else "topic"
+        target = request.form.get(field, "")
+        try:
+            with self.new_session() as session, session.begin():
+                changed = action.run(self.queue, session, target, request.form)
+        except InvalidJobInput as refused:
+            return self._error(request, 400, f"{action.label} refused: {refused}")
+        notice = f"{action.name}-{'done' if changed else 'unchanged'}"
+        return WebResponse(303, headers={"Location": _after(request.base, action, target, notice)})
+
+
+def _after(base: str, action: Action, target: str, notice: str) -> str:
+    if action.then == "list":
+        return f"{base}/jobs?{urlencode({'notice': notice})}"
+    page = "/job" if action.target == "job" else "/topic"
+    key = "id" if action.target == "job" else "name"
+    return f"{base}{page}?{urlencode({key: target, 'notice': notice})}"
+
+
+def _notice(code: str) -> str | None:
+    """The text of a notice code an action redirected with (unknown codes: none)."""
+    name, _, outcome = code.rpartition("-")
+    action = ACTIONS.get(name)
+    if action is None or outcome not in ("done", "unchanged"):
+        return None
+    return f"{action.label}: {'done' if outcome == 'done' else 'nothing to change'}."
+
+
+# -- pages: each returns its template and context ------------------------------------
+
+
+def _offered(dashboard: Dashboard, target: str, thing: object) -> list[Action]:
+    """The actions a page of ``target`` ("job" or "topic") offers for ``thing``."""
+    if dashboard.read_only:
+        return []
+    return [a for a in ACTIONS.values() if a.target == target and a.offered(thing)]
+
+
+PageContext = tuple[str, dict[str, Any]]
+
+
+def _overview(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    with dashboard.new_session() as session:
+        stats = dashboard.queue.stats(session, window_seconds=_WINDOW_SECONDS)
+    return "overview.html", {"stats": stats, "states": list(JobState)}
+
+
+def _topic(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    name = request.query.get("name", "")
+    if not name:
+        raise _NotFound("no topic named: give ?name=")
+    with dashboard.new_session() as session:
+        stats = dashboard.queue.stats(session, name, window_seconds=_WINDOW_SECONDS)
+    topic = stats.topic(name)
+    return "topic.html", {
+        "topic": topic,
+        "actions": _offered(dashboard, "topic", topic),
+        "measured_at": stats.measured_at,
+        "states": list(JobState),
+        "schedules": [s for s in dashboard.schedules if s.topic == name],
+    }
+
+
+def _jobs(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    with dashboard.new_session() as session:
+        page = job_page(dashboard.queue, session)
+    return "jobs.html", {"page": page, "page_size": PAGE_SIZE}
+
+
+def _job(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    given = request.query.get("id", "")
+    try:
+        job_id = uuid.UUID(given)
+    except ValueError:
+        raise _NotFound(f"no job with id {given!r} (not a UUID)") from None
+    with dashboard.new_session() as session:
+        job = dashboard.queue.get_job(session, job_id)
+    if job is None:
+        raise _NotFound(f"no job with id {job_id}")
+    return "job.html", {"job": job, "actions": _offered(dashboard, "job", job)}
+
+
+def _schedules(dashboard: Dashboard, request: WebRequest) -> PageContext:
+    now = datetime.now(timezone.utc)
+    rows = [(s, s.next_fire_times(now, 3)) for s in dashboard.schedules]
+    return "schedules.html", {"rows": rows}
+
+
+_PAGES: dict[str, Callable[[Dashboard, WebRequest], PageContext]] = {
+    "/": _overview,
+    "/topic": _topic,
+    "/jobs": _jobs,
+    "/job": _job,
+    "/schedules": _schedules,
+}

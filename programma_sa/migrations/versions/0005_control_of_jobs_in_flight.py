@@ -1,0 +1,126 @@
+"""Control of jobs in flight: the CANCELLED state, results, paused topics, listing.
+
+Revision ID: programma_0005
+Revises: programma_0004
+Create Date: 2026-12-05
+
+* The state check admits ``cancelled``: a job cancelled before it finished, never
+  claimed again (unless re-run). The constraint is replaced in one transaction
+  with the rest of the revision; the new check reads the table once (an ACCESS
+  EXCLUSIVE lock for that scan on a large table: run it in a quiet moment).
+* ``result`` (jsonb, NULL): what the handler returned, written with the completion.
+  A nullable column without a default is a catalog change only.
+* ``<table>_paused``: one row per paused topic, read by every claim.
+* ``ix_<table>_cancelled`` (topic, finished_at) WHERE state = 'cancelled': stats,
+  retention and re-runs of cancelled jobs, as ``ix_<table>_failed`` for failed ones.
+* ``ix_<table>_history`` (topic, id) WHERE the job finished: a topic's finished
+  jobs newest first, keyset-paginated by id (UUIDv7: creation order). Partial, so
+  only a job's completion writes to it.
+
+``CREATE INDEX`` blocks writes to the table while it builds; on a large live table
+create both indexes first with ``CREATE INDEX CONCURRENTLY`` (same names and
+definitions) — this revision then skips them (``IF NOT EXISTS``).
+
+Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
+it writes exactly what it was designed to write; elsewhere (an application's SQLite
+development database) the same column, table and indexes in portable form (``result``
+JSON), but the state check is left as it was: SQLite alters no constraint without
+copying the whole table, and the queue — the only writer of ``cancelled`` — runs on
+PostgreSQL alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from alembic import op
+from programma_sa.migrations import table_location
+
+revision: str = "programma_0005"
+down_revision: str | Sequence[str] | None = "programma_0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_STATES_0004 = "'created', 'active', 'processing', 'completed', 'failed'"
+_STATES_0005 = f"{_STATES_0004}, 'cancelled'"
+# PostgreSQL's type there; SQLAlchemy's portable one on other databases.
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _partial(predicate: str) -> dict[str, Any]:
+    return {"postgresql_where": sa.text(predicate), "sqlite_where": sa.text(predicate)}
+
+
+def _on_postgresql() -> bool:
+    return bool(op.get_context().dialect.name == "postgresql")
+
+
+def _replace_state_check(name: str, schema: str | None, states: str) -> None:
+    if not _on_postgresql():
+        return
+    constraint = f"ck_{name}_state"
+    op.drop_constraint(constraint, name, type_="check", schema=schema)
+    op.create_check_constraint(constraint, name, f"state IN ({states})", schema=schema)
+
+
+def upgrade() -> None:
+    name, schema = table_location(op.get_context().config)
+    _replace_state_check(name, schema, _STATES_0005)
+    op.add_column(name, sa.Column("result", _JSON, nullable=True), schema=schema)
+    op.create_table(
+        f"{name}_paused",
+        sa.Column("topic", sa.Text(), nullable=False),
+        sa.Column(
+            "paused_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+        ),
+        sa.PrimaryKeyConstraint("topic", name=f"{name}_paused_pkey"),
+        schema=schema,
+    )
+    op.create_index(
+        f"ix_{name}_cancelled",
+        name,
+        ["topic", "finished_at"],
+        schema=schema,
+        if_not_exists=True,
+        **_partial("state = 'cancelled'"),
+    )
+    op.create_index(
+        f"ix_{name}_history",
+        name,
+        ["topic", "id"],
+        schema=schema,
+        if_not_exists=True,
+        **_partial("state IN ('completed', 'failed', 'cancelled')"),
+    )
+
+
+def downgrade() -> None:
+    name, schema = table_location(op.get_context().config)
+    op.drop_index(f"ix_{name}_history", table_name=name, schema=schema)
+    op.drop_index(f"ix_{name}_cancelled", table_name=name, schema=schema)
+    op.drop_table(f"{name}_paused", schema=schema)
+    op.drop_column(name, "result", schema=schema)
+    # A cancelled job has no place in the older schema: it goes back as FAILED (it
+    # finished without completing, and is never claimed again), with a note.
+    table = sa.table(
+        name,
+        sa.column("state", sa.String()),
+        sa.column("attributes", _JSON),
+        schema=schema,
+    )
+    attributes: Any = table.c.attributes
+    if _on_postgresql():
+        noted = attributes.op("||")(sa.cast(sa.literal('{"cancelled": true}'), postgresql.JSONB()))
+    else:
+        noted = sa.func.json_set(attributes, "$.cancelled", sa.text("json('true')"))
+    op.execute(
+        table.update().where(table.c.state == "cancelled").values(state="failed", attributes=noted)
+    )
+    _replace_state_check(name, schema, _STATES_0004)

@@ -1,0 +1,193 @@
+"""The dashboard in a real browser: the system's Chromium, driven by Playwright.
+
+The dashboard is served by uvicorn on a free port, over the test database. The
+browser opens the overview, the job list, a job whose data holds a script (shown as
+text, never run), sees a job enqueued meanwhile appear without a reload (the event
+stream; polling is set to an hour so it cannot be what refreshed), deletes a job
+through its form, and reads the overview with JavaScript off. A screenshot of each
+page is kept in the directory the test prints.
+
+Chromium comes from the distribution (``apt-get install -y chromium``; ``.ci/run``
+installs it when missing): Playwright's own browser downloads are not used. Without
+it the test is skipped — except under CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from programma_sa import JobQueue
+from programma_sa.dashboard import Dashboard
+from programma_sa.dashboard.asgi import asgi_app
+
+from ..app import Job
+from .conftest import SCHEDULES, enqueue
+
+queue = JobQueue(Job)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+#: Generous: only a failure waits this long (milliseconds, Playwright's unit).
+PATIENCE_MS = 30_000
+XSS = "<script>window.pwned = true; alert('pwned')</script>"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The browser's path; asked for first, so a skip starts no server."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"chromium is not installed ({CHROMIUM}): .ci/run installs it under CI")
+    pytest.skip(f"chromium is not installed ({CHROMIUM}): apt-get install -y chromium")
+
+
+@pytest.fixture
+def shots(capsys: pytest.CaptureFixture[str]) -> Path:
+    root = Path(os.environ.get("PROGRAMMA_TEST_ARTIFACTS", tempfile.gettempdir()))
+    directory = root / "programma-dashboard-screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\ndashboard screenshots: {directory}")
+    return directory
+
+
+@pytest.fixture
+def serve(engine: Engine) -> Iterator[Callable[..., str]]:
+    """Serves a dashboard with these options (every action allowed) on a free port;
+    returns its URL (``http://127.0.0.1:<port>/dash``)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    running: list[tuple[uvicorn.Server, threading.Thread, Dashboard]] = []
+
+    def start(**options: Any) -> str:
+        dashboard = Dashboard(
+            queue, engine, permission=lambda request, action: True, schedules=SCHEDULES, **options
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = Starlette(routes=[Mount("/dash", asgi_app(dashboard))])
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        running.append((server, thread, dashboard))
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{port}/dash"
+
+    yield start
+    for server, thread, dashboard in running:
+        # Open event streams never end by themselves: uvicorn is told to exit at once.
+        server.should_exit = True
+        server.force_exit = True
+        thread.join(PATIENCE_MS / 1000)
+        dashboard.close()
+
+
+def test_the_dashboard_in_chromium(
+    chromium: str, serve: Callable[..., str], engine: Engine, shots: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    # Polling once an hour: whatever refreshes the page in time is the event stream.
+    served = serve(poll_seconds=3600)
+
+    enqueue(engine, "emails", {"to": "ann@example.com"})
+    failed = enqueue(engine, "emails", {"to": "bob@example.com"})
+    with Session(engine) as session, session.begin():
+        queue.move_job_to_failed(session, failed)
+    hostile = enqueue(engine, "reports", {"html": XSS}, attributes={"note": XSS})
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PATIENCE_MS)
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+            # The overview, live: a job enqueued now appears without a reload.
+            page.goto(f"{served}/")
+            expect(page.locator('tr[data-topic="emails"] td[data-state="failed"]')).to_have_text(
+                "1"
+            )
+            expect(page.locator("#live-status")).to_be_visible()  # the event stream is open
+            page.screenshot(path=shots / "overview.png", full_page=True)
+            enqueue(engine, "arrived-live", {})
+            expect(page.locator('tr[data-topic="arrived-live"]')).to_be_visible()
+            enqueue(engine, "arrived-live-again", {})  # the refreshed page stays live
+            expect(page.locator('tr[data-topic="arrived-live-again"]')).to_be_visible()
+            page.screenshot(path=shots / "overview-after-live-update.png", full_page=True)
+
+            # The job list, then the failed job.
+            page.click("text=Jobs")
+            expect(page.locator(f'a[href="/dash/job?id={failed}"]')).to_be_visible()
+            page.screenshot(path=shots / "jobs.png", full_page=True)
+            page.click(f'a[href="/dash/job?id={failed}"]')
+            expect(page.locator("#job-state")).to_have_text("failed")
+            page.screenshot(path=shots / "job-failed.png", full_page=True)
+
+            # A script in the data is text on the page, and never runs.
+            page.goto(f"{served}/job?id={hostile}")
+            expect(page.locator("#job-data")).to_contain_text(XSS)
+            expect(page.locator("#job-attributes")).to_contain_text(XSS)
+            assert page.evaluate("window.pwned === undefined")
+            assert dialogs == []
+            page.screenshot(path=shots / "job-with-script-in-data.png", full_page=True)
+
+            # An action through its form (CSRF token and all): delete the failed job.
+            page.goto(f"{served}/job?id={failed}")
+            page.click('form[action="/dash/actions/delete"] button')
+            expect(page.locator(".notice")).to_have_text("Delete: done.")
+            expect(page.locator(f'a[href="/dash/job?id={failed}"]')).to_have_count(0)
+            page.screenshot(path=shots / "jobs-after-delete.png", full_page=True)
+
+            page.click("text=Schedules")
+            expect(page.locator("td", has_text="nightly-report")).to_be_visible()
+            page.screenshot(path=shots / "schedules.png", full_page=True)
+
+            # JavaScript off: the pages are whole HTML.
+            context = browser.new_context(java_script_enabled=False)
+            static = context.new_page()
+            static.goto(f"{served}/")
+            expect(static.locator('tr[data-topic="reports"]')).to_be_visible()
+            static.screenshot(path=shots / "overview-without-javascript.png", full_page=True)
+            context.close()
+        finally:
+            browser.close()
+
+
+def test_without_the_event_stream_pages_poll(
+    chromium: str, serve: Callable[..., str], engine: Engine
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    served = serve(live=False, poll_seconds=0.5)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(PATIENCE_MS)
+            page.goto(f"{served}/")
+            expect(page.locator("#live-status")).to_be_hidden()
+            enqueue(engine, "arrived-by-polling", {})
+            expect(page.locator('tr[data-topic="arrived-by-polling"]')).to_be_visible()
+        finally:
+            browser.close()
