@@ -16,6 +16,13 @@ database it runs on. What SQLite lacks, and what takes its place:
   that read, rather than letting it act on an old snapshot: an error, never a
   double claim.
 * **No LISTEN/NOTIFY.** The ``*_notify`` enqueues are the plain ones: workers poll.
+  Nothing is announced: a cancelled job's worker learns of it from its next lease
+  renewal, a caller waiting for a job polls it (docs/sqlite.md).
+* **No data-modifying CTEs.** A statement that must return a row's state from
+  before it wrote (``cancel_job``, ``rerun_job``) reads it in a ``MATERIALIZED``
+  CTE, computed before the ``UPDATE`` changes the row, and names it in
+  ``RETURNING``; the ``UPDATE`` itself writes the row's own values back when
+  there is nothing to change.
 * **No advisory locks.** ``try_prune_lock`` takes the database's write lock for
   the prune batch instead (see its comment).
 * **Time.** SQLite has no time type: SQLAlchemy's ``DateTime`` keeps
@@ -31,6 +38,8 @@ database it runs on. What SQLite lacks, and what takes its place:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Hashable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,6 +48,7 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Delete,
+    Executable,
     Float,
     FromClause,
     Integer,
@@ -49,6 +59,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -64,8 +75,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, Uuid
 
-from ..models import CLAIMABLE_STATES, FINISHED_STATES, UNIQUE_PREDICATE_IN_JSON, JobState
-from .base import Statements
+from ..models import (
+    CLAIMABLE_STATES,
+    FINISHED_STATES,
+    RERUNNABLE_STATES,
+    TERMINAL_STATES,
+    UNIQUE_PREDICATE_IN_JSON,
+    JobState,
+    paused_topics_table,
+)
+from .base import JobsShape, Statements
 from .stats import StatsClock, stats_statement
 
 __all__ = ["UtcDateTime", "build_statements"]
@@ -144,7 +163,11 @@ def _json_element(document: ColumnElement[Any], index: int) -> ColumnElement[Any
     """The JSON text of element ``index`` of the JSON array ``document`` (SQL NULL when
     absent). ``json_extract`` alone turns ``true`` into 1 and a string into its bare
     text; ``->`` would not, but needs SQLite 3.38."""
-    path = f"$[{index}]"
+    return _json_at(document, f"$[{index}]")
+
+
+def _json_at(document: ColumnElement[Any], path: str | ColumnElement[str]) -> ColumnElement[Any]:
+    """The JSON text at ``path`` in ``document`` (SQL NULL when absent)."""
     kind = func.json_type(document, path)
     value = func.json_extract(document, path)
     return case(
@@ -191,6 +214,12 @@ def _merged_attributes(table: Table) -> ColumnElement[Any]:
     return select(func.json_group_object(members.c.key, as_json)).scalar_subquery()
 
 
+def _not_paused(table: Table) -> ColumnElement[bool]:
+    """``p_topic`` is not paused: one primary-key probe of ``<table>_paused``."""
+    paused = paused_topics_table(table)
+    return ~exists().where(paused.c.topic == bindparam("p_topic", type_=Text()))
+
+
 def _unchanged_since_claim(
     table: Table, attempts: ColumnElement[Any], start_after: ColumnElement[Any]
 ) -> ColumnElement[bool]:
@@ -218,7 +247,12 @@ def _claimed(table: Table) -> dict[str, ColumnElement[Any]]:
 
 def build_statements(table: Table) -> Statements:
     """Every statement of ``table`` on SQLite."""
-    return Statements(table=table, **_job_statements(table), **_maintenance_statements(table))
+    return Statements(
+        table=table,
+        **_job_statements(table),
+        **_control_statements(table),
+        **_maintenance_statements(table),
+    )
 
 
 def _job_statements(table: Table) -> dict[str, Any]:
@@ -297,6 +331,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
             t.topic == bindparam("p_topic", type_=Text()),
             _claimable(table),
             t.start_after <= _db_now(),
+            _not_paused(table),
         )
         .order_by(t.priority.desc(), t.start_after, t.id)
         .limit(bindparam("p_max_jobs", type_=Integer()))
@@ -322,12 +357,6 @@ def _job_statements(table: Table) -> dict[str, Any]:
         return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
 
     retry = bindparam("p_retry_after_seconds", type_=Integer())
-    # LIMIT NULL is no limit on PostgreSQL; SQLite needs -1 for that.
-    listed = (
-        select(*_returned(table))
-        .order_by(t.id)
-        .limit(func.coalesce(bindparam("p_limit", type_=Integer()), -1))
-    )
     return {
         "insert_one": insert_one,
         "insert_one_notify": insert_one,
@@ -356,8 +385,6 @@ def _job_statements(table: Table) -> dict[str, Any]:
         .where(by_id)
         .values(start_after=bindparam("p_start_after", type_=_UTC)),
         "get_by_id": select(*_returned(table)).where(by_id),
-        "list_all": listed,
-        "list_topic": listed.where(t.topic == bindparam("p_topic", type_=Text())),
         **_worker_statements(table, by_id),
     }
 
@@ -373,6 +400,8 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         _uuid_text(func.json_extract(entry, "$.id")).label("id"),
         func.json_extract(entry, "$.attempts").label("attempts"),
         func.json_extract(entry, "$.start_after").label("start_after"),
+        # The handler's result as JSON text (a JSON null or none: NULL).
+        func.json(_json_at(entry, "$.result")).label("result"),
     ).subquery("claimed")
     complete_unchanged = (
         update(table)
@@ -380,7 +409,11 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             t.id == claimed.c.id,
             _unchanged_since_claim(table, claimed.c.attempts, claimed.c.start_after),
         )
-        .values(state=_state(JobState.COMPLETED), finished_at=_db_now())
+        .values(
+            state=_state(JobState.COMPLETED),
+            finished_at=_db_now(),
+            result=type_coerce(claimed.c.result, Text()),
+        )
         .returning(t.id)
     )
     one_unchanged = and_(
@@ -409,6 +442,14 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
             state=_state(JobState.FAILED),
             finished_at=_db_now(),
         )
+        .returning(t.id)
+    )
+    # A held job whose cancellation reached its worker: the worker ends it CANCELLED.
+    cancel_unchanged = (
+        update(table)
+        .where(one_unchanged)
+        .values(state=_state(JobState.CANCELLED), finished_at=_db_now())
+        .returning(t.id)
     )
     # A claim whose transaction rolled back, done again if the row is still exactly
     # as it was before that claim. One statement: the single writer keeps the row
@@ -430,8 +471,15 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         .where(t.topic == bindparam("p_topic", type_=Text()), _claimable(table))
         .scalar_subquery()
     )
+    # A paused topic has nothing due (NULL), so an idle worker does not poll it.
     seconds_until_due = select(
-        (func.julianday(soonest) - func.julianday("now")) * literal(86400.0, Float())
+        case(
+            (
+                _not_paused(table),
+                (func.julianday(soonest) - func.julianday("now")) * literal(86400.0, Float()),
+            ),
+            else_=null(),
+        )
     )
     snooze_unchanged = (
         update(table)
@@ -444,10 +492,59 @@ def _worker_statements(table: Table, by_id: ColumnElement[bool]) -> dict[str, An
         "complete_unchanged": complete_unchanged,
         "retry_unchanged": retry_unchanged,
         "fail_unchanged": fail_unchanged,
+        "cancel_unchanged": cancel_unchanged,
         "reclaim_rolled_back": reclaim_rolled_back,
         "seconds_until_due": seconds_until_due,
         "snooze_unchanged": snooze_unchanged,
         "clock": select(_db_now()),
+        **_lease_statements(table),
+    }
+
+
+def _held_update(table: Table, values: dict[str, Any]) -> Update:
+    """UPDATE each job of ``p_held`` (one JSON text: id, attempts and the
+    start_after the worker knows for each) still exactly as the worker holds it."""
+    t = table.c
+    entry = func.json_each(bindparam("p_held", type_=Text())).table_valued("value").c.value
+    held = select(
+        _uuid_text(func.json_extract(entry, "$.id")).label("id"),
+        func.json_extract(entry, "$.attempts").label("attempts"),
+        func.json_extract(entry, "$.start_after").label("start_after"),
+    ).subquery("held")
+    return (
+        update(table)
+        .where(
+            t.id == held.c.id,
+            _unchanged_since_claim(table, held.c.attempts, held.c.start_after),
+        )
+        .values(**values)
+    )
+
+
+def _lease_statements(table: Table) -> dict[str, Any]:
+    """Lease renewal, release of unstarted jobs, and reading back the jobs a guarded
+    write did not match (as in the PostgreSQL driver)."""
+    t = table.c
+    renew_leases = _held_update(
+        table, {"start_after": _after_seconds(t.retry_after_seconds)}
+    ).returning(t.id, type_coerce(t.start_after, _UTC).label("start_after"))
+    release_unstarted = _held_update(
+        table,
+        {
+            "start_after": _db_now(),
+            "attempts": t.attempts - 1,
+            "state": case(
+                (t.attempts == 1, _state(JobState.CREATED)), else_=_state(JobState.ACTIVE)
+            ),
+        },
+    ).returning(t.id)
+    lease_states = select(
+        t.id, t.state, t.attempts, type_coerce(t.start_after, _UTC).label("start_after")
+    ).where(t.id.in_(bindparam("p_ids", type_=Uuid(as_uuid=True), expanding=True)))
+    return {
+        "renew_leases": renew_leases,
+        "release_unstarted": release_unstarted,
+        "lease_states": lease_states,
     }
 
 
@@ -509,6 +606,187 @@ def _unique_statements(
     }
 
 
+# -- control of jobs in flight: cancel, re-run, list, pause -----------------------------
+
+
+def _states(source: FromClause, states: tuple[str, ...]) -> ColumnElement[bool]:
+    """``state`` is one of ``states``, inlined so a partial index can match."""
+    return source.c.state.in_([_state(JobState(state)) for state in states])
+
+
+def _contains(attributes: ColumnElement[Any], wanted: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Every top-level member of the JSON object ``wanted`` is a member of
+    ``attributes`` with an equal value (PostgreSQL's ``@>`` on the top level; a
+    nested object must be equal, not merely contain the one given)."""
+    member = func.json_each(wanted).table_valued("key", "type", "value").alias("wanted")
+    path = literal("$.") + func.json_quote(member.c.key)
+    matches = and_(
+        func.json_type(attributes, path) == member.c.type,
+        _json_at(attributes, path).is_not_distinct_from(_json_at(wanted, path)),
+    )
+    return ~exists().select_from(member).where(~func.coalesce(matches, False))
+
+
+def _shape_filters(table: Table, shape: JobsShape) -> list[ColumnElement[bool]]:
+    """The predicates of the criteria a listing (or a re-run by filter) gives."""
+    t = table.c
+    filters: list[ColumnElement[bool]] = []
+    if shape.states is not None:
+        filters.append(_states(table, shape.states))
+    if shape.topic:
+        filters.append(t.topic == bindparam("p_topic", type_=Text()))
+    bounds = [
+        ("created_after", t.created_at, ">="),
+        ("created_before", t.created_at, "<"),
+        ("finished_after", t.finished_at, ">="),
+        ("finished_before", t.finished_at, "<"),
+    ]
+    for name, moment, operator in bounds:
+        if getattr(shape, name):
+            # UTC text to the millisecond on both sides: text order is time order.
+            filters.append(moment.op(operator)(bindparam(f"p_{name}", type_=_UTC)))
+    if shape.error_type:
+        error_type = func.json_extract(t.attributes, "$.last_error.type")
+        filters.append(error_type == bindparam("p_error_type", type_=Text()))
+    if shape.attributes:
+        wanted = bindparam("p_attributes", type_=Text())
+        filters.append(_contains(func.coalesce(t.attributes, "{}"), wanted))
+    return filters
+
+
+def _list_jobs(table: Table) -> Any:
+    """The listing family: jobs newest first (ids are UUIDv7: creation order),
+    keyset-paginated by id (``id < p_cursor``), ``p_limit`` rows; one statement per
+    shape, holding exactly the criteria given."""
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = _shape_filters(table, shape)
+        if shape.cursor:
+            filters.append(t.id < bindparam("p_cursor", type_=Uuid(as_uuid=True)))
+        return (
+            select(*_returned(table))
+            .where(*filters)
+            .order_by(t.id.desc())
+            .limit(bindparam("p_limit", type_=Integer()))
+        )
+
+    return build
+
+
+def _rerun_values(table: Table) -> dict[str, Any]:
+    """A re-run: a new job as enqueued now, with a fresh attempt budget."""
+    return {
+        "state": _state(JobState.CREATED),
+        "attempts": literal_column("0", Integer()),
+        "start_after": _db_now(),
+        "started_at": null(),
+        "finished_at": null(),
+        "result": null(),
+    }
+
+
+def _rerun_jobs(table: Table) -> Any:
+    """The re-run family: up to ``p_limit`` FAILED (or CANCELLED) jobs matching a
+    filter, oldest finished first, each made a new job; returns their ids. One write
+    statement: the single writer keeps the rows as its sub-select read them."""
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape) and shape.states is not None
+        picked = (
+            select(t.id)
+            .where(*_shape_filters(table, shape))
+            .order_by(t.finished_at)
+            .limit(bindparam("p_limit", type_=Integer()))
+        )
+        return update(table).where(t.id.in_(picked)).values(**_rerun_values(table)).returning(t.id)
+
+    return build
+
+
+def _if(condition: ColumnElement[bool], new: Any, old: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``new`` when ``condition`` holds, else the row's own value ``old``."""
+    return case((condition, new), else_=old)
+
+
+def _control_statements(table: Table) -> dict[str, Any]:
+    """Cancel, re-run, list, pause and resume.
+
+    Cancel and re-run one job return its state from before the statement wrote
+    (see the module docstring: a ``MATERIALIZED`` CTE). The statement is one write,
+    so under the single writer no claim commits between its read and its write: a
+    job is never found "held by another transaction", and a running job is
+    CANCELLED at once; its worker notices at its next lease renewal (no NOTIFY).
+    """
+    t = table.c
+    by_id = t.id == bindparam("p_job_id", type_=Uuid(as_uuid=True))
+
+    def before(name: str) -> Any:
+        return select(t.state.label("old_state")).where(by_id).cte(name).prefix_with("MATERIALIZED")
+
+    current = before("current")
+    old_state = select(current.c.old_state).scalar_subquery()
+    live = old_state.in_(
+        [_state(state) for state in JobState if state.value not in TERMINAL_STATES]
+    )
+    cancel_job = (
+        update(table)
+        .where(by_id)
+        .values(
+            state=_if(live, _state(JobState.CANCELLED), t.state),
+            finished_at=_if(live, _db_now(), t.finished_at),
+        )
+        .returning(
+            old_state.label("state"),
+            live.label("cancelled"),
+            null().label("worker_notified"),
+            null().label("announced"),
+        )
+    )
+    locked = before("locked")
+    locked_state = select(locked.c.old_state).scalar_subquery()
+    rerunnable = locked_state.in_([_state(JobState(state)) for state in RERUNNABLE_STATES])
+    rerun_job = (
+        update(table)
+        .where(by_id)
+        .values(
+            **{
+                name: _if(rerunnable, value, t[name])
+                for name, value in _rerun_values(table).items()
+            }
+        )
+        .returning(
+            locked_state.label("state"),
+            case((rerunnable, t.id), else_=null()).label("id"),
+            null().label("announced"),
+        )
+    )
+    paused = paused_topics_table(table)
+    topic = bindparam("p_topic", type_=Text())
+    pause_topic = (
+        sqlite_insert(paused)
+        .values(topic=topic, paused_at=_db_now())
+        .on_conflict_do_nothing()
+        .returning(paused.c.topic)
+    )
+    resume_topic = delete(paused).where(paused.c.topic == topic).returning(paused.c.topic)
+    return {
+        "cancel_job": cancel_job,
+        "rerun_job": rerun_job,
+        "rerun_jobs": _rerun_jobs(table),
+        "list_jobs": _list_jobs(table),
+        "pause_topic": pause_topic,
+        "resume_topic": resume_topic,
+        "paused_topics": select(
+            paused.c.topic, type_coerce(paused.c.paused_at, _UTC).label("paused_at")
+        ).order_by(paused.c.topic),
+    }
+
+
 # -- maintenance: statistics and retention --------------------------------------------
 
 
@@ -551,6 +829,11 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
         "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),
+        "cancelled_topics": select(t.topic)
+        .where(t.state == _state(JobState.CANCELLED))
+        .distinct()
+        .order_by(t.topic),
+        "prune_cancelled": _prune(table, JobState.CANCELLED),
         # No advisory locks on SQLite: the prune lock is the database's write lock.
         # A prune batch runs this first in its transaction: a write of one row that
         # changes nothing, so the batch holds the write lock from its start (waiting
