@@ -44,12 +44,18 @@ def _enqueue(engine: Engine, *, commit: bool = True) -> None:
             session.commit()
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_a_committed_enqueue_moves_the_feed(feed: ChangeFeed, engine: Engine) -> None:
     seen = feed.version
     _enqueue(engine)
     assert feed.wait(seen, PATIENCE) is not None
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> None:
     seen = feed.version
     _enqueue(engine, commit=False)
@@ -57,6 +63,9 @@ def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> Non
     assert feed.version == seen
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_waiting_on_an_event_loop(feed: ChangeFeed, engine: Engine) -> None:
     async def scenario() -> int | None:
         seen = feed.version
@@ -68,6 +77,9 @@ def test_waiting_on_an_event_loop(feed: ChangeFeed, engine: Engine) -> None:
     assert asyncio.run(scenario()) is not None
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_the_flask_event_stream(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     app = flask.Flask(__name__)
@@ -87,6 +99,9 @@ def test_the_flask_event_stream(engine: Engine) -> None:
         dashboard.close()
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_the_asgi_event_stream(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     client = TestClient(Starlette(routes=[Mount("/dash", asgi_app(dashboard))]))
@@ -122,6 +137,9 @@ def test_without_live_updates_the_stream_says_no_content(engine: Engine, framewo
     )
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_streams_opened_at_once_share_one_listen_connection(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     try:

@@ -219,3 +219,32 @@ def test_listing_pages_newest_first_with_each_criterion(
         later = newest.created_at + timedelta(seconds=1)
         assert len(queue.list_jobs(session, created_before=later).jobs) == 4
         assert queue.list_jobs(session, created_after=later).jobs == []
+
+
+@pytest.mark.parametrize("framework", ["asgi", "flask"])
+def test_the_dashboards_event_stream_says_no_content_and_pages_poll(
+    sqlite_engine: Engine, queue: JobQueue, framework: str
+) -> None:
+    """No LISTEN on SQLite: with live updates asked for, the event stream answers 204
+    (the browser's EventSource stops) and the pages refresh by polling."""
+    import flask
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    from programma_sa.dashboard import Dashboard
+    from programma_sa.dashboard.asgi import asgi_app
+    from programma_sa.dashboard.blueprint import blueprint
+
+    dashboard = Dashboard(queue, sqlite_engine, live=True)
+    if framework == "asgi":
+        client = TestClient(Starlette(routes=[Mount("/dash", asgi_app(dashboard))]))
+        assert client.get("/dash/events").status_code == 204
+        page = client.get("/dash/").content
+    else:
+        app = flask.Flask(__name__)
+        app.register_blueprint(blueprint(dashboard), url_prefix="/dash")
+        assert app.test_client().get("/dash/events").status_code == 204
+        page = app.test_client().get("/dash/").data
+    assert dashboard.feed() is None
+    assert b'hx-trigger="programma-changed from:body, every 10.0s"' in page
