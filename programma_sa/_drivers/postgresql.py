@@ -74,6 +74,7 @@ from ..models import (
     paused_topics_table,
 )
 from .base import JobsShape, Statements
+from .shapes import ShapeTerms, rerun_values, shape_filters, states_filter
 from .stats import StatsClock, stats_statement
 
 __all__ = ["build_statements", "control_channel", "finished_channel", "notify_channel"]
@@ -644,37 +645,30 @@ def _live(source: FromClause) -> ColumnElement[bool]:
     )
 
 
+def _last_error_type(table: Table) -> ColumnElement[Any]:
+    """``attributes->'last_error'->>'type'``."""
+    return table.c.attributes.op("->", return_type=JSONB())(literal_column("'last_error'")).op(
+        "->>", return_type=Text()
+    )(literal_column("'type'"))
+
+
+#: The criteria's terms on PostgreSQL (programma_sa._drivers.shapes).
+_SHAPE_TERMS = ShapeTerms(
+    state=lambda state: _state(state),
+    time=_TIMESTAMPTZ,
+    error_type=_last_error_type,
+    contains=lambda table, wanted: table.c.attributes.op("@>", return_type=Boolean())(
+        cast(wanted, JSONB)
+    ),
+)
+
+
 def _states(source: FromClause, states: tuple[str, ...]) -> ColumnElement[bool]:
-    """``state`` is one of ``states``, inlined so a partial index can match."""
-    return source.c.state.in_([_state(JobState(state)) for state in states])
+    return states_filter(source, states, _SHAPE_TERMS)
 
 
 def _shape_filters(table: Table, shape: JobsShape) -> list[ColumnElement[bool]]:
-    """The predicates of the criteria a listing (or a re-run by filter) gives."""
-    t = table.c
-    filters: list[ColumnElement[bool]] = []
-    if shape.states is not None:
-        filters.append(_states(table, shape.states))
-    if shape.topic:
-        filters.append(t.topic == bindparam("p_topic", type_=Text()))
-    bounds = [
-        ("created_after", t.created_at, ">="),
-        ("created_before", t.created_at, "<"),
-        ("finished_after", t.finished_at, ">="),
-        ("finished_before", t.finished_at, "<"),
-    ]
-    for name, moment, operator in bounds:
-        if getattr(shape, name):
-            filters.append(moment.op(operator)(bindparam(f"p_{name}", type_=_TIMESTAMPTZ)))
-    if shape.error_type:
-        error_type = t.attributes.op("->", return_type=JSONB())(literal_column("'last_error'")).op(
-            "->>", return_type=Text()
-        )(literal_column("'type'"))
-        filters.append(error_type == bindparam("p_error_type", type_=Text()))
-    if shape.attributes:
-        contained = cast(bindparam("p_attributes", type_=Text()), JSONB)
-        filters.append(t.attributes.op("@>", return_type=Boolean())(contained))
-    return filters
+    return shape_filters(table, shape, _SHAPE_TERMS)
 
 
 #: The states of each partial index a topic's listing reads: the claim index, the
@@ -729,16 +723,7 @@ def _list_jobs(table: Table) -> Any:
 
 
 def _rerun_values(table: Table) -> dict[str, Any]:
-    """A re-run: a new job as enqueued now, with a fresh attempt budget. Its data
-    and attributes stay (``last_error`` tells what happened before)."""
-    return {
-        "state": _state(JobState.CREATED),
-        "attempts": literal_column("0", Integer()),
-        "start_after": _db_now(),
-        "started_at": null(),
-        "finished_at": null(),
-        "result": null(),
-    }
+    return rerun_values(_state(JobState.CREATED), _db_now())
 
 
 def _rerun_jobs(table: Table) -> Any:

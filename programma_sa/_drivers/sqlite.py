@@ -85,6 +85,7 @@ from ..models import (
     paused_topics_table,
 )
 from .base import JobsShape, Statements
+from .shapes import ShapeTerms, rerun_values, shape_filters
 from .stats import StatsClock, stats_statement
 
 __all__ = ["UtcDateTime", "build_statements"]
@@ -609,11 +610,6 @@ def _unique_statements(
 # -- control of jobs in flight: cancel, re-run, list, pause -----------------------------
 
 
-def _states(source: FromClause, states: tuple[str, ...]) -> ColumnElement[bool]:
-    """``state`` is one of ``states``, inlined so a partial index can match."""
-    return source.c.state.in_([_state(JobState(state)) for state in states])
-
-
 def _contains(attributes: ColumnElement[Any], wanted: ColumnElement[Any]) -> ColumnElement[bool]:
     """Every top-level member of the JSON object ``wanted`` is a member of
     ``attributes`` with an equal value (PostgreSQL's ``@>`` on the top level; a
@@ -627,31 +623,14 @@ def _contains(attributes: ColumnElement[Any], wanted: ColumnElement[Any]) -> Col
     return ~exists().select_from(member).where(~func.coalesce(matches, False))
 
 
-def _shape_filters(table: Table, shape: JobsShape) -> list[ColumnElement[bool]]:
-    """The predicates of the criteria a listing (or a re-run by filter) gives."""
-    t = table.c
-    filters: list[ColumnElement[bool]] = []
-    if shape.states is not None:
-        filters.append(_states(table, shape.states))
-    if shape.topic:
-        filters.append(t.topic == bindparam("p_topic", type_=Text()))
-    bounds = [
-        ("created_after", t.created_at, ">="),
-        ("created_before", t.created_at, "<"),
-        ("finished_after", t.finished_at, ">="),
-        ("finished_before", t.finished_at, "<"),
-    ]
-    for name, moment, operator in bounds:
-        if getattr(shape, name):
-            # UTC text to the millisecond on both sides: text order is time order.
-            filters.append(moment.op(operator)(bindparam(f"p_{name}", type_=_UTC)))
-    if shape.error_type:
-        error_type = func.json_extract(t.attributes, "$.last_error.type")
-        filters.append(error_type == bindparam("p_error_type", type_=Text()))
-    if shape.attributes:
-        wanted = bindparam("p_attributes", type_=Text())
-        filters.append(_contains(func.coalesce(t.attributes, "{}"), wanted))
-    return filters
+#: The criteria's terms on SQLite (programma_sa._drivers.shapes): times as UTC text to
+#: the millisecond on both sides (text order is time order), attributes as JSON text.
+_SHAPE_TERMS = ShapeTerms(
+    state=lambda state: _state(state),
+    time=_UTC,
+    error_type=lambda table: func.json_extract(table.c.attributes, "$.last_error.type"),
+    contains=lambda table, wanted: _contains(func.coalesce(table.c.attributes, "{}"), wanted),
+)
 
 
 def _list_jobs(table: Table) -> Any:
@@ -663,7 +642,7 @@ def _list_jobs(table: Table) -> Any:
     @functools.lru_cache(maxsize=256)
     def build(shape: Hashable) -> Executable:
         assert isinstance(shape, JobsShape)
-        filters = _shape_filters(table, shape)
+        filters = shape_filters(table, shape, _SHAPE_TERMS)
         if shape.cursor:
             filters.append(t.id < bindparam("p_cursor", type_=Uuid(as_uuid=True)))
         return (
@@ -677,15 +656,7 @@ def _list_jobs(table: Table) -> Any:
 
 
 def _rerun_values(table: Table) -> dict[str, Any]:
-    """A re-run: a new job as enqueued now, with a fresh attempt budget."""
-    return {
-        "state": _state(JobState.CREATED),
-        "attempts": literal_column("0", Integer()),
-        "start_after": _db_now(),
-        "started_at": null(),
-        "finished_at": null(),
-        "result": null(),
-    }
+    return rerun_values(_state(JobState.CREATED), _db_now())
 
 
 def _rerun_jobs(table: Table) -> Any:
@@ -699,7 +670,7 @@ def _rerun_jobs(table: Table) -> Any:
         assert isinstance(shape, JobsShape) and shape.states is not None
         picked = (
             select(t.id)
-            .where(*_shape_filters(table, shape))
+            .where(*shape_filters(table, shape, _SHAPE_TERMS))
             .order_by(t.finished_at)
             .limit(bindparam("p_limit", type_=Integer()))
         )

@@ -32,6 +32,7 @@ from programma_sa import (
 from programma_sa._execute import execute
 
 from ..app import Job
+from ..maintenance.test_control import enqueue, state_of
 from .test_sqlite import _transactions
 
 
@@ -49,22 +50,10 @@ def queue() -> JobQueue:
     return JobQueue(Job)
 
 
-def _enqueue(engine: Engine, queue: JobQueue, topic: str = "t", **options: object) -> uuid.UUID:
-    with Session(engine) as session, session.begin():
-        return queue.add_job(session, topic, {"topic": topic}, **options)  # type: ignore[arg-type]
-
-
-def _state(engine: Engine, queue: JobQueue, job_id: uuid.UUID) -> JobState:
-    with Session(engine) as session:
-        job = queue.get_job(session, job_id)
-    assert job is not None
-    return job.state
-
-
 def test_a_queued_job_is_cancelled_at_once_and_never_claimed(
     sqlite_engine: Engine, queue: JobQueue
 ) -> None:
-    job_id = _enqueue(sqlite_engine, queue)
+    job_id = enqueue(sqlite_engine, queue)
     with Session(sqlite_engine) as session, session.begin():
         assert queue.cancel_job(session, job_id) is CancelOutcome.CANCELLED
     with Session(sqlite_engine) as session, session.begin():
@@ -84,7 +73,7 @@ def test_a_leased_job_is_cancelled_at_once_and_its_lease_renewal_finds_it(
 ) -> None:
     """No NOTIFY: the worker's lease renewal no longer matches the job, and reading it
     back (what the worker does then) shows it CANCELLED."""
-    job_id = _enqueue(sqlite_engine, queue)
+    job_id = enqueue(sqlite_engine, queue)
     with Session(sqlite_engine) as session, session.begin():
         (held,) = queue.claim_jobs(session, "t")
     with Session(sqlite_engine) as session, session.begin():
@@ -99,7 +88,7 @@ def test_a_leased_job_is_cancelled_at_once_and_its_lease_renewal_finds_it(
 def test_a_held_job_renews_its_lease_and_is_released_uncounted(
     sqlite_engine: Engine, queue: JobQueue
 ) -> None:
-    job_id = _enqueue(sqlite_engine, queue, retry_after_seconds=60)
+    job_id = enqueue(sqlite_engine, queue, retry_after_seconds=60)
     with Session(sqlite_engine) as session, session.begin():
         (held,) = queue.claim_jobs(session, "t")
     with sqlite_engine.begin() as connection:
@@ -116,7 +105,7 @@ def test_a_held_job_renews_its_lease_and_is_released_uncounted(
 
 
 def test_the_result_is_stored_with_the_completion(sqlite_engine: Engine, queue: JobQueue) -> None:
-    ids = [_enqueue(sqlite_engine, queue) for _ in range(3)]
+    ids = [enqueue(sqlite_engine, queue) for _ in range(3)]
     with Session(sqlite_engine) as session, session.begin():
         claimed = queue.claim_jobs(session, "t", max_jobs=3)
     results = ['{"answer": 42, "ok": true}', '"text"', None]
@@ -137,7 +126,7 @@ def test_the_result_is_stored_with_the_completion(sqlite_engine: Engine, queue: 
 
 
 def test_failed_jobs_are_rerun_by_id_and_by_filter(sqlite_engine: Engine, queue: JobQueue) -> None:
-    first, second, done = (_enqueue(sqlite_engine, queue) for _ in range(3))
+    first, second, done = (enqueue(sqlite_engine, queue) for _ in range(3))
     with Session(sqlite_engine) as session, session.begin():
         queue.set_attributes(session, first, {"last_error": {"type": "KeyError"}, "team": "a"})
         queue.set_attributes(session, second, {"last_error": {"type": "OSError"}, "team": "b"})
@@ -154,7 +143,7 @@ def test_failed_jobs_are_rerun_by_id_and_by_filter(sqlite_engine: Engine, queue:
         f"job {done} is completed; only failed or cancelled jobs can be re-run"
     )
     for job_id in (first, second):
-        assert _state(sqlite_engine, queue, job_id) is JobState.CREATED
+        assert state_of(sqlite_engine, queue, job_id) is JobState.CREATED
     with Session(sqlite_engine) as session, session.begin():
         queue.cancel_job(session, first)
         queue.retry_job(session, first)
@@ -169,23 +158,23 @@ def test_failed_jobs_are_rerun_by_id_and_by_filter(sqlite_engine: Engine, queue:
 def test_a_rerun_whose_key_another_job_holds_is_refused_as_a_duplicate(
     sqlite_engine: Engine, queue: JobQueue
 ) -> None:
-    first = _enqueue(sqlite_engine, queue, unique_key="report-7")
+    first = enqueue(sqlite_engine, queue, unique_key="report-7")
     with Session(sqlite_engine) as session, session.begin():
         queue.move_job_to_failed(session, first)
-    _enqueue(sqlite_engine, queue, unique_key="report-7")
+    enqueue(sqlite_engine, queue, unique_key="report-7")
     with pytest.raises(DuplicateJob) as refused, Session(sqlite_engine) as session, session.begin():
         queue.retry_job(session, first)
     assert str(refused.value) == (
         "a job with unique key None is already enqueued in programma_jobs (unique_key held by "
         "a job in one of its unique_states): UNIQUE constraint failed: programma_jobs.unique_key"
     )
-    assert _state(sqlite_engine, queue, first) is JobState.FAILED
+    assert state_of(sqlite_engine, queue, first) is JobState.FAILED
 
 
 def test_a_paused_topic_is_not_claimed_until_resumed(
     sqlite_engine: Engine, queue: JobQueue
 ) -> None:
-    job_id = _enqueue(sqlite_engine, queue)
+    job_id = enqueue(sqlite_engine, queue)
     with Session(sqlite_engine) as session, session.begin():
         assert queue.pause_topic(session, "t") is True
         assert queue.pause_topic(session, "t") is False
@@ -202,7 +191,7 @@ def test_a_paused_topic_is_not_claimed_until_resumed(
 def test_listing_pages_newest_first_with_each_criterion(
     sqlite_engine: Engine, queue: JobQueue
 ) -> None:
-    ids = [_enqueue(sqlite_engine, queue, topic) for topic in ("a", "b", "a", "a")]
+    ids = [enqueue(sqlite_engine, queue, topic) for topic in ("a", "b", "a", "a")]
     with Session(sqlite_engine) as session, session.begin():
         queue.move_job_to_failed(session, ids[0])
         queue.set_attributes(session, ids[0], {"last_error": {"type": "KeyError"}})
