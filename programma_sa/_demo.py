@@ -24,11 +24,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from alembic import command
 from sqlalchemy import Engine, Integer, MetaData, String, Table, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-
-from alembic import command
 
 from . import migrations
 from ._embedded import embedded_postgres

@@ -40,6 +40,7 @@ import hashlib
 import logging
 from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
@@ -59,8 +60,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import OID
 from sqlalchemy.schema import CreateSchema
-
-from alembic import command
 
 from .._urls import sync_url
 from .._validation import check_identifier, check_table_name

@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from alembic import command
+
 from programma_sa import migrations
 
 EXPECTED = Path(__file__).with_name("chain_postgresql.sql")

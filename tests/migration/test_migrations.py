@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, inspect
 from sqlalchemy.orm import DeclarativeBase
 
-from alembic import command
 from programma_sa import JobMixin, migrations
 from programma_sa.testing import fresh_database
 

@@ -7,10 +7,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from alembic import command
 from programma_sa import migrations
 from programma_sa.migrations._alembic_compat import set_version_locations
 

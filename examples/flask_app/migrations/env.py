@@ -7,9 +7,9 @@ migration steps (``programma-sa alembic revision``), even before that revision e
 import logging
 from logging.config import fileConfig
 
+from alembic import context
 from flask import current_app
 
-from alembic import context
 from programma_sa.migrations import include_object
 
 config = context.config

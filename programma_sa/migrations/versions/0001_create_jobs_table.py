@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from alembic import op
 from programma_sa._portable import empty_json_object, random_uuid
 from programma_sa.migrations import table_location
 

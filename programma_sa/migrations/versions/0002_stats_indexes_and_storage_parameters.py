@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-
 from alembic import op
+
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0002"

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 import sqlalchemy as sa
-
 from alembic import op
+
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0004"

@@ -10,7 +10,6 @@ programma's migration steps.
 """
 
 import sqlalchemy as sa
-
 from alembic import op
 
 # revision identifiers, used by Alembic.

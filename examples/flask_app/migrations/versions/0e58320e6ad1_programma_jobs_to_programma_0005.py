@@ -7,6 +7,7 @@ Create Date: 2026-12-05 22:46:04.612298
 """
 
 from alembic import op
+
 from programma_sa import migrations
 
 # The programma_sa migration steps this revision applies to the jobs table

@@ -7,6 +7,7 @@ Create Date: 2026-12-05 20:21:32.476360
 """
 
 from alembic import op
+
 from programma_sa import migrations
 
 # The programma_sa migration steps this revision applies to the jobs table
