@@ -78,6 +78,12 @@ StatementName = Literal[
     "insert_unique_keep_notify",
     "insert_unique_replace",
     "insert_unique_replace_notify",
+    "insert_unique_shared",
+    "insert_unique_shared_notify",
+    "insert_unique_keep_shared",
+    "insert_unique_keep_shared_notify",
+    "insert_unique_replace_shared",
+    "insert_unique_replace_shared_notify",
     "unique_key_holders",
     "claim",
     "move_to_processing",
@@ -125,7 +131,8 @@ class Statements:
 
     The job's life: ``insert_*`` (one job, many jobs with one or several settings,
     each with or without a wake-up notification; unique jobs by conflict policy,
-    and ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
+    with every setting in each row or the ``_shared`` ones sent once, and
+    ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
     ``get_by_id``. The worker's guarded outcome writes (only a job still as its
     claim left it): ``complete_unchanged``, ``retry_unchanged``, ``fail_unchanged``,
     ``snooze_unchanged``, ``reclaim_rolled_back``; ``seconds_until_due`` for its idle
@@ -150,6 +157,12 @@ class Statements:
     insert_unique_keep_notify: Executable
     insert_unique_replace: Executable
     insert_unique_replace_notify: Executable
+    insert_unique_shared: Executable
+    insert_unique_shared_notify: Executable
+    insert_unique_keep_shared: Executable
+    insert_unique_keep_shared_notify: Executable
+    insert_unique_replace_shared: Executable
+    insert_unique_replace_shared_notify: Executable
     unique_key_holders: Executable
     claim: Executable
     move_to_processing: Executable

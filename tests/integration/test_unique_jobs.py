@@ -200,6 +200,63 @@ def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) 
     assert len(set(ids)) == 2
 
 
+def _stored(session: Session, ids: list[uuid.UUID]) -> list[tuple[object, ...]]:
+    """What each job's settings became in its row (start_after as seconds from now)."""
+    columns = (TABLE.c.unique_key, TABLE.c.unique_states, TABLE.c.priority)
+    rows = session.execute(
+        select(
+            TABLE.c.id,
+            *columns,
+            TABLE.c.attributes,
+            TABLE.c.retry_after_seconds,
+            func.round(func.extract("epoch", TABLE.c.start_after - func.now()) / 60),
+        ).where(TABLE.c.id.in_(ids))
+    )
+    by_id = {row[0]: tuple(row[1:]) for row in rows}
+    return [by_id[job_id] for job_id in ids]
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param({"priority": 4}, id="shared settings, a priority each"),
+        pytest.param({"priority": 4, "retry_after_seconds": 9}, id="settings of its own"),
+        pytest.param({"priority": 4, "unique_states": ALL_STATES}, id="states of its own"),
+    ],
+)
+def test_a_batch_stores_each_jobs_settings_whichever_way_they_travel(
+    queue: JobQueue, session: Session, second: dict[str, object]
+) -> None:
+    """A batch whose jobs share every setting but their priority sends those once; a
+    job with a setting of its own makes every row carry all of them. The rows
+    stored are the same either way."""
+    shared: dict[str, object] = {
+        "attributes": {"a": 1},
+        "run_after_seconds": 600,
+        "retry_after_seconds": 45,
+    }
+    ids = queue.add_jobs(
+        session,
+        "t",
+        [
+            JobSpec("one", unique_key="k1", **shared),
+            JobSpec("two", **{**shared, "unique_key": "k2", **second}),
+        ],  # type: ignore[arg-type]
+    )
+    unfinished = tuple(JobState)[:3]
+    assert _stored(session, ids) == [
+        ("k1", list(unfinished), 0, {"a": 1}, 45, 10),
+        (
+            "k2",
+            [state.value for state in second.get("unique_states", unfinished)],  # type: ignore[attr-defined]
+            4,
+            {"a": 1},
+            second.get("retry_after_seconds", 45),
+            10,
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
