@@ -287,12 +287,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
             cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
             bindparam("p_topic", type_=Text()),
             _element(row, 1),
-            cast(bindparam("p_attributes", type_=Text()), JSONB),
-            func.coalesce(
-                bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
-                _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
-            ),
-            bindparam("p_retry_after_seconds", type_=Integer()),
+            *_shared_settings(),
             bindparam("p_priority", type_=Integer()),
         ),
     )
@@ -956,6 +951,20 @@ def _unique_row_columns(
     ]
 
 
+def _shared_settings() -> list[ColumnElement[Any]]:
+    """The attributes, start and visibility timeout every job of a batch shares, sent
+    once as scalars: ``p_attributes``, ``p_run_after_date`` (else now plus
+    ``p_run_after_seconds``), ``p_retry_after_seconds``."""
+    return [
+        cast(bindparam("p_attributes", type_=Text()), JSONB),
+        func.coalesce(
+            bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
+            _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
+        ),
+        bindparam("p_retry_after_seconds", type_=Integer()),
+    ]
+
+
 def _shared_unique_row_columns(row: ColumnElement[Any]) -> list[ColumnElement[Any]]:
     """A unique job's values from a short row, ``[<id>, <data>, <unique_key>,
     <priority>]``, the settings every job of the batch shares sent once, as scalars
@@ -965,12 +974,7 @@ def _shared_unique_row_columns(row: ColumnElement[Any]) -> list[ColumnElement[An
         cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
         bindparam("p_topic", type_=Text()),
         _element(row, 1),
-        cast(bindparam("p_attributes", type_=Text()), JSONB),
-        func.coalesce(
-            bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
-            _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
-        ),
-        bindparam("p_retry_after_seconds", type_=Integer()),
+        *_shared_settings(),
         cast(_element(row, 3, as_text=True), Integer()),
         _element(row, 2, as_text=True),
         cast(bindparam("p_unique_states", type_=Text()), ARRAY(Text())),
