@@ -25,7 +25,7 @@ from ..models import JobState
 from ..queue import JobQueue
 from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
-from .actions import ACTIONS, Action, TopicView
+from .actions import ACTIONS, Action, TopicView, required_field
 from .bulk import BULK, BULK_LIMIT
 from .chart import throughput_chart
 from .listing import PAGE_SIZE, JobFilter, job_page
@@ -228,8 +228,8 @@ class Dashboard:
         if refused is not None:
             return refused
         field = "job_id" if action.target == "job" else "topic"
-        target = request.form.get(field, "")
         try:
+            target = required_field(request.form, field)
             with self.new_session() as session, session.begin():
                 changed = action.run(self.queue, session, target, request.form)
         except _REFUSALS as error:

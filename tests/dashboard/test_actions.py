@@ -289,6 +289,31 @@ def test_pause_and_resume(web: Web, engine: Engine) -> None:
     assert "Pause refused: the form&#39;s &#39;topic&#39; field is missing or empty" in refused.text
 
 
+@pytest.mark.parametrize(
+    ("name", "field", "label"),
+    [
+        ("cancel", "job_id", "Cancel"),
+        ("delete", "job_id", "Delete"),
+        ("pause", "topic", "Pause"),
+        ("resume", "topic", "Resume"),
+    ],
+)
+@pytest.mark.parametrize("given", [{}, {"job_id": " ", "topic": " "}], ids=["missing", "blank"])
+def test_an_action_without_its_target_names_the_missing_field(
+    web: Web, engine: Engine, name: str, field: str, label: str, given: dict[str, str]
+) -> None:
+    job_id = _enqueue(engine)
+    web.allowed.add(name)
+    refused = web.post(f"/actions/{name}", _form(web, **given))
+    assert refused.status == 400
+    assert f"{label} refused: the form&#39;s &#39;{field}&#39; field is missing or empty" in (
+        refused.text
+    )
+    assert _job(engine, job_id) is not None
+    with Session(engine) as session:
+        assert queue.paused_topics(session) == []
+
+
 @pytest.mark.parametrize("name", ["cancel", "retry", "pause", "resume"])
 def test_each_new_action_is_refused_like_the_others(
     make_web: object, engine: Engine, name: str
