@@ -48,7 +48,8 @@ def test_keep_returns_the_holder_and_writes_nothing(queue: JobQueue, session: Se
 
 def test_replace_updates_a_waiting_holder(queue: JobQueue, session: Session) -> None:
     first = queue.add_job(session, "t", {"v": 1}, unique_key="k", run_after_seconds=600)
-    later = datetime.now(timezone.utc) + timedelta(days=1)
+    # Whole milliseconds: SQLite keeps times to the millisecond (docs/sqlite.md).
+    later = (datetime.now(timezone.utc) + timedelta(days=1)).replace(microsecond=123000)
     again = queue.add_job(
         session,
         "t",
@@ -89,6 +90,9 @@ def test_replace_keeps_a_holder_already_claimed(queue: JobQueue, session: Sessio
     )
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+)
 def test_raise_refuses_the_insert_with_duplicate_job(queue: JobQueue, session: Session) -> None:
     queue.add_job(session, "t", {"v": 1}, unique_key="order-42")
     with (
@@ -132,6 +136,9 @@ def test_a_key_held_while_waiting_only_frees_at_the_claim(
     assert second != first
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+)
 def test_moving_a_finished_job_back_over_a_new_holder_is_duplicate_job(
     queue: JobQueue, session: Session
 ) -> None:
@@ -182,6 +189,9 @@ def test_a_batch_with_replace_lets_its_last_spec_of_a_key_win(
     assert _rows(session, "k2") == [(held, "replacing", "created")]
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+)
 def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) -> None:
     with pytest.raises(DuplicateJob, match="'k1'"), session.begin_nested():
         queue.add_jobs(
