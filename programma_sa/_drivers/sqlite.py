@@ -58,6 +58,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
@@ -655,6 +656,20 @@ def _list_jobs(table: Table) -> Any:
     return build
 
 
+def _count_jobs(table: Table) -> Any:
+    """The counting family: how many jobs match a filter; one statement per shape,
+    holding exactly the criteria given (the states inlined, as the partial indexes'
+    predicates name them)."""
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = shape_filters(table, shape, _SHAPE_TERMS)
+        return select(func.count()).select_from(table).where(*filters)
+
+    return build
+
+
 def _rerun_values(table: Table) -> dict[str, Any]:
     return rerun_values(_state(JobState.CREATED), _db_now())
 
@@ -750,6 +765,7 @@ def _control_statements(table: Table) -> dict[str, Any]:
         "rerun_job": rerun_job,
         "rerun_jobs": _rerun_jobs(table),
         "list_jobs": _list_jobs(table),
+        "count_jobs": _count_jobs(table),
         "pause_topic": pause_topic,
         "resume_topic": resume_topic,
         "paused_topics": select(
@@ -771,6 +787,35 @@ _STATS_CLOCK = StatsClock(
     claimable=lambda table: _claimable(table),
     finished=lambda table: _finished(table),
 )
+
+
+def _throughput(table: Table) -> Executable:
+    """Finished and failed jobs per bucket of the last ``p_window_seconds``: rows
+    (bucket, finished, failed), bucket 0 the most recent, empty buckets absent.
+
+    One range of ``ix_<table>_finished`` (its predicate, then ``finished_at`` from
+    the window's start; the topic is not given, so SQLite may as well scan the
+    finished rows: a development database's). A job's age is measured in days by
+    ``julianday`` (its text to the millisecond) and its bucket clamped to
+    ``0 .. p_buckets - 1``: a job finished after this statement's ``'now'`` is in
+    bucket 0."""
+    t = table.c
+    window = bindparam("p_window_seconds", type_=Float())
+    buckets = bindparam("p_buckets", type_=Integer())
+    age = (func.julianday("now") - func.julianday(t.finished_at)) * 86400.0
+    bucket = func.max(0, func.min(buckets - 1, cast(age * buckets / window, Integer())))
+    failed = case((t.state == _state(JobState.FAILED), 1), else_=0)
+    in_bucket = literal_column("bucket", Integer())
+    return (
+        select(
+            bucket.label("bucket"),
+            func.count().label("finished"),
+            func.sum(failed).label("failed"),
+        )
+        .where(_finished(table), t.finished_at >= _after_seconds(-window))
+        .group_by(in_bucket)
+        .order_by(in_bucket)
+    )
 
 
 def _prune(table: Table, state: JobState) -> Delete:
@@ -797,6 +842,7 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
     return {
         "stats_all": stats_statement(table, _STATS_CLOCK, one_topic=False),
         "stats_topic": stats_statement(table, _STATS_CLOCK, one_topic=True),
+        "throughput": _throughput(table),
         "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),
