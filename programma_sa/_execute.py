@@ -25,6 +25,7 @@ same for coroutine executors, so a decision is written once for sync and async.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,8 +87,43 @@ def _diagnostic(error: sa_exc.DBAPIError, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+#: SQLITE_BUSY, said with its two causes (docs/sqlite.md).
+_SQLITE_BUSY = (
+    "database is locked: another connection held SQLite's write lock for longer than "
+    "this connection's busy timeout, or this transaction read before writing while "
+    "another one committed (begin such transactions with BEGIN IMMEDIATE: docs/sqlite.md)"
+)
+
+
+def _sqlite_message(error: sa_exc.DBAPIError) -> str | None:
+    """The message of a SQLite error (the standard library's, which aiosqlite raises
+    too); ``None`` for another database's. SQLite has no SQLSTATE: its messages are
+    its stable interface ("no such table: …", "UNIQUE constraint failed: …")."""
+    return str(error.orig) if isinstance(error.orig, sqlite3.Error) else None
+
+
+def _undefined_table(error: sa_exc.DBAPIError) -> bool:
+    message = _sqlite_message(error)
+    if message is not None:
+        return message.startswith("no such table:")
+    return _sqlstate(error) == _UNDEFINED_TABLE
+
+
+def _unique_key_violation(error: sa_exc.DBAPIError, table: Table) -> bool:
+    """A unique violation of the ``uq_<table>_unique_key`` index: PostgreSQL names the
+    constraint; SQLite names the column (``unique_key`` has no other unique index)."""
+    message = _sqlite_message(error)
+    if message is not None:
+        return message == f"UNIQUE constraint failed: {table.name}.unique_key"
+    return (
+        _sqlstate(error) == _UNIQUE_VIOLATION
+        and _diagnostic(error, "constraint_name") == f"uq_{table.name}_unique_key"
+    )
+
+
 def _duplicate_job(error: sa_exc.DBAPIError, table: Table) -> DuplicateJob:
     text = str(error.orig) if error.orig is not None else str(error)
+    # SQLite does not say which key was held.
     match = _KEY_DETAIL.fullmatch(_diagnostic(error, "message_detail") or "")
     key = None if match is None else match["key"]
     return DuplicateJob(
@@ -110,19 +146,16 @@ def translated_errors(table: Table | None = None) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as error:
-        sqlstate = _sqlstate(error)
-        if sqlstate == _UNDEFINED_TABLE:
+        if _undefined_table(error):
             raise SchemaNotReady(
                 "the programma jobs table does not exist; run the programma migrations "
                 "(`programma-sa alembic revision` then `alembic upgrade head` in an "
                 "application with Alembic, else `programma-sa migrate`)"
             ) from error
-        if (
-            sqlstate == _UNIQUE_VIOLATION
-            and table is not None
-            and _diagnostic(error, "constraint_name") == f"uq_{table.name}_unique_key"
-        ):
+        if table is not None and _unique_key_violation(error, table):
             raise _duplicate_job(error, table) from error
+        if _sqlite_message(error) == "database is locked":
+            raise DatabaseError(_SQLITE_BUSY) from error
         raise DatabaseError(str(error.orig) if error.orig is not None else str(error)) from error
 
 

@@ -9,11 +9,15 @@ not on psycopg2. So:
 
 * :func:`parse_url` — a checked PostgreSQL URL in canonical form: ``postgres`` reads
   as ``postgresql``, and a URL naming no driver gets psycopg 3 (installed with
-  programma-sa); a driver the URL names is kept;
+  programma-sa); a driver the URL names is kept. A SQLite URL (``sqlite://``,
+  ``sqlite+aiosqlite://``) is kept as it is (docs/sqlite.md);
 * :func:`sync_url` — the URL for ``create_engine``: asyncpg becomes psycopg 3 (the
   same database, through the driver programma-sa installs);
 * :func:`async_url` — the URL for ``create_async_engine``: asyncpg is kept, any other
   driver becomes psycopg 3 (in its async mode).
+
+On SQLite the same two: ``sqlite+pysqlite`` (the standard library's) for a sync
+engine, ``sqlite+aiosqlite`` for an async one.
 
 Both check that the chosen driver's package can be imported (and, for asyncio, that
 greenlet can), and say in one line what to install instead of a traceback. No
@@ -39,14 +43,17 @@ _ASYNC_ONLY = "asyncpg"
 #: ``pip install`` names of driver packages whose module is named differently.
 _PIP_NAMES = {"psycopg2": "psycopg2-binary"}
 _ASYNCIO_EXTRA = 'pip install greenlet (the "asyncio" extra)'
+#: SQLite's drivers: the standard library's for sync engines, aiosqlite for async ones.
+_SQLITE_SYNC = "sqlite+pysqlite"
+_SQLITE_ASYNC = "sqlite+aiosqlite"
 
 
 def parse_url(url: str | URL, what: str = "database URL") -> URL:
     """``url`` as a checked PostgreSQL URL, ``postgres://`` and a missing driver
-    normalised (see the module docs).
+    normalised (see the module docs); a SQLite URL as it is.
 
     :param what: how error messages name the URL (``"--database-url"``, ...).
-    :raises ConfigurationError: not a URL, or not a PostgreSQL one.
+    :raises ConfigurationError: not a URL, or neither a PostgreSQL nor a SQLite one.
     """
     if isinstance(url, str):
         try:
@@ -57,8 +64,12 @@ def parse_url(url: str | URL, what: str = "database URL") -> URL:
     elif not isinstance(url, URL):
         raise ConfigurationError(f"{what} must be a URL string, got {type(url).__name__}")
     backend, plus, driver = url.drivername.partition("+")
+    if backend == "sqlite":
+        return url
     if backend not in ("postgresql", "postgres"):
-        raise ConfigurationError(f"{what} must be a PostgreSQL URL, got {url.drivername}://…")
+        raise ConfigurationError(
+            f"{what} must be a PostgreSQL URL (or a SQLite one), got {url.drivername}://…"
+        )
     return url.set(drivername=f"postgresql+{driver if plus else DEFAULT_DRIVER}")
 
 
@@ -71,7 +82,8 @@ def sync_url(url: str | URL, what: str = "database URL") -> URL:
     """
     parsed = parse_url(url, what)
     if _dialect(parsed).is_async:
-        parsed = parsed.set(drivername=_DEFAULT_DRIVERNAME)
+        sqlite = parsed.get_backend_name() == "sqlite"
+        parsed = parsed.set(drivername=_SQLITE_SYNC if sqlite else _DEFAULT_DRIVERNAME)
     _import_driver(parsed)
     return parsed
 
@@ -84,7 +96,10 @@ def async_url(url: str | URL, what: str = "database URL") -> URL:
         package is not installed.
     """
     parsed = parse_url(url, what)
-    if parsed.get_driver_name() != _ASYNC_ONLY:
+    if parsed.get_backend_name() == "sqlite":
+        if not _dialect(parsed).is_async:
+            parsed = parsed.set(drivername=_SQLITE_ASYNC)
+    elif parsed.get_driver_name() != _ASYNC_ONLY:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERNAME)
     try:
         importlib.import_module("greenlet")  # what SQLAlchemy's asyncio support runs on

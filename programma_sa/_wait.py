@@ -8,6 +8,7 @@ reads it again on every announcement of its topic and at least every
 ``poll_interval`` seconds — the fallback for what no announcement covers: a job
 finished by the caller's own ``move_job_to_done``, a listener that could not
 connect (PgBouncer in transaction pooling), a notification lost with a connection.
+On SQLite, which has no LISTEN, the wait only polls.
 
 Each read is a short statement on a pooled connection of the caller's engine (in
 autocommit: no transaction stays open while waiting).
@@ -97,8 +98,16 @@ def _unheard(error: Exception) -> None:
     )
 
 
+def _can_listen(dialect: str) -> bool:
+    """Only PostgreSQL has LISTEN; elsewhere (SQLite) the wait polls, quietly."""
+    return dialect == "postgresql"
+
+
 @contextlib.contextmanager
 def _listening(engine: Engine, channel: str) -> Iterator[psycopg.Connection[Any] | None]:
+    if not _can_listen(engine.dialect.name):
+        yield None
+        return
     try:
         connection = psycopg.connect(conninfo_from_url(engine.url), autocommit=True)
     except psycopg.Error as error:
@@ -147,6 +156,9 @@ def wait_for_job(
 async def _listening_async(
     engine: AsyncEngine, channel: str
 ) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+    if not _can_listen(engine.dialect.name):
+        yield None
+        return
     try:
         connection = await psycopg.AsyncConnection.connect(
             conninfo_from_url(engine.url), autocommit=True

@@ -64,6 +64,7 @@ from ._job_records import JobDetail
 from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, MAX_PAGE_SIZE
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
+from ._sqlite_engines import configure_sqlite_engine
 from ._urls import async_url, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
@@ -252,8 +253,11 @@ def sync_database_url(args: argparse.Namespace) -> URL:
 
 
 def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
-    """An engine on the command's database URL, with a sync driver."""
-    return create_engine(sync_database_url(args), **options)
+    """An engine on the command's database URL, with a sync driver (on SQLite with
+    the transaction recipe and a busy timeout: programma_sa._sqlite_engines)."""
+    engine = create_engine(sync_database_url(args), **options)
+    configure_sqlite_engine(engine)
+    return engine
 
 
 @contextlib.contextmanager
@@ -545,6 +549,7 @@ async def _serve_async(
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(url, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
+    configure_sqlite_engine(engine.sync_engine)
     try:
         try:
             worker = build(engine)

@@ -2,7 +2,11 @@
 
 The server comes from :func:`programma_sa.testing.postgres_server` (a URL, Docker,
 or an embedded wheel). The jobs table is built by the shipped migration chain, so
-every test also exercises the migrations.
+every test also exercises the migrations. With ``PROGRAMMA_TEST_BACKEND=sqlite`` the
+database is a fresh SQLite file instead (see :mod:`tests.backends`): tests marked
+``postgresql_only``, and those that need a PostgreSQL server of their own
+(``admin_url``), are skipped with the reason, and so are the tests that use no test
+database at all (the PostgreSQL passes run them).
 
 * ``session`` — a Session inside an outer transaction that is rolled back after the
   test; code under test may "commit" (savepoints), nothing leaks.
@@ -13,6 +17,7 @@ every test also exercises the migrations.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -23,6 +28,24 @@ from programma_sa import JobQueue, migrations
 from programma_sa.testing import fresh_database, postgres_server, server_report
 
 from .app import Base, Job, Order
+from .backends import ON_SQLITE, make_engine
+
+#: The fixtures through which a test uses the session's test database.
+_DATABASE_FIXTURES = frozenset(
+    {
+        "database_url",
+        "shared_engine",
+        "session",
+        "engine",
+        "session_factory",
+        "async_engine",
+        "async_session",
+        "async_sessions",
+        "make_harness",
+        "harness",
+        "async_harness",
+    }
+)
 
 #: The server the session's tests ran on, for the summary: URL (no password), version.
 _SERVER_USED: list[str] = []
@@ -30,7 +53,24 @@ _SERVER_USED: list[str] = []
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Which PostgreSQL the suite picks, and why (and that $DATABASE_URL is ignored)."""
+    if ON_SQLITE:
+        return ["programma_sa tests run on SQLite (a fresh database file)"]
     return server_report()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On SQLite: skip what is PostgreSQL's alone, and what uses no test database."""
+    if not ON_SQLITE:
+        return
+    for item in items:
+        marker = item.get_closest_marker("postgresql_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "PostgreSQL-only behaviour"
+            item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {reason}"))
+        elif not _DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(
+                pytest.mark.skip(reason="uses no test database: the PostgreSQL passes run it")
+            )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -40,6 +80,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def admin_url() -> Iterator[str]:
+    if ON_SQLITE:
+        pytest.skip("needs a PostgreSQL server of its own (PROGRAMMA_TEST_BACKEND=sqlite)")
     with postgres_server() as url:
         engine = create_engine(url)
         try:
@@ -52,19 +94,36 @@ def admin_url() -> Iterator[str]:
         yield url
 
 
+def _prepared(url: str) -> None:
+    """The jobs table by the shipped chain, and the tests' business table."""
+    migrations.upgrade(url)
+    engine = create_engine(url)
+    Base.metadata.create_all(engine, tables=[Order.__table__])
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
-def database_url(admin_url: str) -> Iterator[str]:
-    with fresh_database(admin_url) as url:
-        migrations.upgrade(url)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if ON_SQLITE:
+        directory: Path = request.getfixturevalue("tmp_path_factory").mktemp("sqlite")
+        url = f"sqlite:///{directory / 'programma_tests.db'}"
+        _prepared(url)
         engine = create_engine(url)
-        Base.metadata.create_all(engine, tables=[Order.__table__])
+        with engine.connect() as connection:
+            # WAL: readers never wait for the writer, nor it for them.
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         engine.dispose()
+        yield url
+        return
+    admin_url: str = request.getfixturevalue("admin_url")
+    with fresh_database(admin_url) as url:
+        _prepared(url)
         yield url
 
 
 @pytest.fixture(scope="session")
 def shared_engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url, pool_size=20, max_overflow=10)
+    engine = make_engine(database_url, pool_size=20, max_overflow=10)
     yield engine
     engine.dispose()
 
@@ -88,7 +147,11 @@ def engine(shared_engine: Engine) -> Iterator[Engine]:
     yield shared_engine
     with shared_engine.begin() as connection:
         jobs = Job.__table__.name
-        connection.execute(text(f"TRUNCATE {jobs}, {jobs}_paused, {Order.__table__.name}"))
+        if ON_SQLITE:  # no TRUNCATE on SQLite
+            for name in (jobs, f"{jobs}_paused", Order.__table__.name):
+                connection.execute(text(f"DELETE FROM {name}"))
+        else:
+            connection.execute(text(f"TRUNCATE {jobs}, {jobs}_paused, {Order.__table__.name}"))
 
 
 @pytest.fixture

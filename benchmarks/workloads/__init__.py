@@ -7,7 +7,7 @@ group of the workload they compare with, right after the library's own figures.
 from __future__ import annotations
 
 from ..harness import Workload
-from . import drain, enqueue, latency, scale, tasks, worker
+from . import drain, enqueue, latency, scale, sqlite, tasks, worker
 
 __all__ = ["all_workloads"]
 
@@ -22,6 +22,7 @@ def all_workloads() -> list[Workload]:
         *drain.WORKLOADS,
         *latency.WORKLOADS,
         *worker.WORKLOADS,
+        *sqlite.WORKLOADS,
         *scale.WORKLOADS,
         *tasks.WORKLOADS,
         *peers.WORKLOADS,

@@ -2,8 +2,8 @@
 
 :func:`statements_for` is the seam: given the dialect a ``Session`` or
 ``Connection`` is bound to and a jobs table, it returns that database's
-:class:`~.base.Statements` (built once, then cached). PostgreSQL is the only
-driver today; a database without one is refused here, at the first call, with
+:class:`~.base.Statements` (built once, then cached). PostgreSQL and SQLite have
+one; a database without one is refused here, at the first call, with
 one message naming its dialect — before anything is written.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from sqlalchemy import Table
 
 from ..exceptions import ConfigurationError
-from . import postgresql
+from . import postgresql, sqlite
 from .base import STATS_COUNTS, STATS_TIMES, StatementName, Statements
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
 #: Each supported SQLAlchemy dialect name, and how its driver builds the statements.
 _BUILDERS: dict[str, Callable[[Table], Statements]] = {
     "postgresql": postgresql.build_statements,
+    "sqlite": sqlite.build_statements,
 }
 #: The dialect names the queue runs on.
 SUPPORTED_DIALECTS = tuple(_BUILDERS)

@@ -73,7 +73,9 @@ from ..models import (
     JobState,
     paused_topics_table,
 )
-from .base import STATS_COUNTS, STATS_TIMES, JobsShape, Statements
+from .base import JobsShape, Statements
+from .shapes import ShapeTerms, rerun_values, shape_filters, states_filter
+from .stats import StatsClock, stats_statement
 
 __all__ = ["build_statements", "control_channel", "finished_channel", "notify_channel"]
 
@@ -640,37 +642,30 @@ def _live(source: FromClause) -> ColumnElement[bool]:
     )
 
 
+def _last_error_type(table: Table) -> ColumnElement[Any]:
+    """``attributes->'last_error'->>'type'``."""
+    return table.c.attributes.op("->", return_type=JSONB())(literal_column("'last_error'")).op(
+        "->>", return_type=Text()
+    )(literal_column("'type'"))
+
+
+#: The criteria's terms on PostgreSQL (programma_sa._drivers.shapes).
+_SHAPE_TERMS = ShapeTerms(
+    state=lambda state: _state(state),
+    time=_TIMESTAMPTZ,
+    error_type=_last_error_type,
+    contains=lambda table, wanted: table.c.attributes.op("@>", return_type=Boolean())(
+        cast(wanted, JSONB)
+    ),
+)
+
+
 def _states(source: FromClause, states: tuple[str, ...]) -> ColumnElement[bool]:
-    """``state`` is one of ``states``, inlined so a partial index can match."""
-    return source.c.state.in_([_state(JobState(state)) for state in states])
+    return states_filter(source, states, _SHAPE_TERMS)
 
 
 def _shape_filters(table: Table, shape: JobsShape) -> list[ColumnElement[bool]]:
-    """The predicates of the criteria a listing (or a re-run by filter) gives."""
-    t = table.c
-    filters: list[ColumnElement[bool]] = []
-    if shape.states is not None:
-        filters.append(_states(table, shape.states))
-    if shape.topic:
-        filters.append(t.topic == bindparam("p_topic", type_=Text()))
-    bounds = [
-        ("created_after", t.created_at, ">="),
-        ("created_before", t.created_at, "<"),
-        ("finished_after", t.finished_at, ">="),
-        ("finished_before", t.finished_at, "<"),
-    ]
-    for name, moment, operator in bounds:
-        if getattr(shape, name):
-            filters.append(moment.op(operator)(bindparam(f"p_{name}", type_=_TIMESTAMPTZ)))
-    if shape.error_type:
-        error_type = t.attributes.op("->", return_type=JSONB())(literal_column("'last_error'")).op(
-            "->>", return_type=Text()
-        )(literal_column("'type'"))
-        filters.append(error_type == bindparam("p_error_type", type_=Text()))
-    if shape.attributes:
-        contained = cast(bindparam("p_attributes", type_=Text()), JSONB)
-        filters.append(t.attributes.op("@>", return_type=Boolean())(contained))
-    return filters
+    return shape_filters(table, shape, _SHAPE_TERMS)
 
 
 #: The states of each partial index a topic's listing reads: the claim index, the
@@ -753,16 +748,7 @@ def _count_jobs(table: Table) -> Any:
 
 
 def _rerun_values(table: Table) -> dict[str, Any]:
-    """A re-run: a new job as enqueued now, with a fresh attempt budget. Its data
-    and attributes stay (``last_error`` tells what happened before)."""
-    return {
-        "state": _state(JobState.CREATED),
-        "attempts": literal_column("0", Integer()),
-        "start_after": _db_now(),
-        "started_at": null(),
-        "finished_at": null(),
-        "result": null(),
-    }
+    return rerun_values(_state(JobState.CREATED), _db_now())
 
 
 def _rerun_jobs(table: Table) -> Any:
@@ -1066,98 +1052,15 @@ def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:
 # -- maintenance: statistics and retention --------------------------------------------
 
 
-def _stats_branch(topic: ColumnElement[Any], **measured: ColumnElement[Any]) -> list[Any]:
-    """One UNION ALL branch's select list: ``topic``, :data:`STATS_COUNTS`, :data:`STATS_TIMES`."""
-    columns: list[Any] = [topic.label("topic")]
-    for name in STATS_COUNTS:
-        columns.append(measured.get(name, literal_column("0", BigInteger())).label(name))
-    for name in STATS_TIMES:
-        columns.append(measured.get(name, cast(null(), _TIMESTAMPTZ)).label(name))
-    return columns
-
-
-def _stats(table: Table, *, one_topic: bool) -> Select[tuple[object, ...]]:
-    """Per-topic statistics in one statement (one snapshot, one round trip).
-
-    Each branch reads only the rows of the states it counts, through the partial
-    index whose predicate matches them, so finished rows never cost a table scan:
-
-    * CREATED/ACTIVE — ``ix_<table>_claim`` (the claim's own index);
-    * PROCESSING — ``ix_<table>_processing`` (index-only: topic, started_at);
-    * COMPLETED+FAILED — ``ix_<table>_finished`` (index-only: topic, finished_at);
-    * FAILED — ``ix_<table>_failed`` (index-only); COMPLETED = finished - failed;
-    * CANCELLED — ``ix_<table>_cancelled`` (index-only).
-
-    The finished branches read their rows ``ORDER BY topic, finished_at``, the
-    order of those indexes: counting most of a table, PostgreSQL's cost model
-    (random_page_cost 4) would otherwise prefer reading the whole table over an
-    index-only scan of an index a fraction of its size; with the order asked for,
-    the table path needs a sort of every finished row and loses. The index-only scan
-    reads the index and the visibility map, and the heap only for pages changed
-    since the last VACUUM. (tests/maintenance/test_plans.py checks the plans.)
-    """
-    t = table.c
-    now = _db_now()
-    topic_filter = [t.topic == bindparam("p_topic", type_=Text())] if one_topic else []
-    due = t.start_after <= now
-    live = (
-        select(
-            *_stats_branch(
-                t.topic,
-                created=func.count().filter(t.state == _state(JobState.CREATED)),
-                active=func.count().filter(t.state == _state(JobState.ACTIVE)),
-                due=func.count().filter(due),
-                # ACTIVE and due again: its lease ran out before the handler moved it on.
-                expired_leases=func.count().filter(t.state == _state(JobState.ACTIVE), due),
-                oldest_due_at=func.min(t.start_after).filter(due),
-            )
-        )
-        .where(_claimable(table), *topic_filter)
-        .group_by(t.topic)
-    )
-    processing = (
-        select(
-            *_stats_branch(
-                t.topic,
-                processing=func.count(),
-                oldest_processing_at=func.min(t.started_at),
-            )
-        )
-        .where(t.state == _state(JobState.PROCESSING), *topic_filter)
-        .group_by(t.topic)
-    )
-    window_start = now - _interval_seconds(bindparam("p_window_seconds", type_=Float()))
-
-    def finished_branch(states: ColumnElement[bool], total: str, recent: str) -> Select[Any]:
-        rows = (
-            select(t.topic, t.finished_at)
-            .where(states, *topic_filter)
-            .order_by(t.topic, t.finished_at)  # the index's order, see the docstring
-            .subquery()
-        )
-        return select(
-            *_stats_branch(
-                rows.c.topic,
-                **{
-                    total: func.count(),
-                    recent: func.count().filter(rows.c.finished_at >= window_start),
-                },
-            )
-        ).group_by(rows.c.topic)
-
-    counts = union_all(
-        live,
-        processing,
-        finished_branch(_finished(table), "finished", "finished_recently"),
-        finished_branch(t.state == _state(JobState.FAILED), "failed", "failed_recently"),
-        finished_branch(t.state == _state(JobState.CANCELLED), "cancelled", "cancelled_recently"),
-    ).subquery("counts")
-    # The clock row makes the statement return the database time even when no
-    # topic has a job (an unknown topic reads as zeros measured at that time).
-    clock = select(now.label("measured_at")).subquery("clock")
-    return select(clock.c.measured_at, *(c for c in counts.c)).select_from(
-        clock.outerjoin(counts, true())
-    )
+_STATS_CLOCK = StatsClock(
+    now=lambda: _db_now(),
+    seconds_ago=lambda seconds: _db_now() - _interval_seconds(seconds),
+    no_time=lambda: cast(null(), _TIMESTAMPTZ),
+    as_time=lambda time: time,  # timestamptz: aware already
+    state=lambda state: _state(state),
+    claimable=lambda table: _claimable(table),
+    finished=lambda table: _finished(table),
+)
 
 
 def _throughput(table: Table) -> Select[tuple[object, ...]]:
@@ -1288,8 +1191,8 @@ def _prune(table: Table, state: JobState) -> Delete:
 def _maintenance_statements(table: Table) -> dict[str, Any]:
     """Statistics and retention statements."""
     return {
-        "stats_all": _stats(table, one_topic=False),
-        "stats_topic": _stats(table, one_topic=True),
+        "stats_all": stats_statement(table, _STATS_CLOCK, one_topic=False),
+        "stats_topic": stats_statement(table, _STATS_CLOCK, one_topic=True),
         "throughput": _throughput(table),
         "finished_topics": _finished_topics(table),
         "prune_completed": _prune(table, JobState.COMPLETED),

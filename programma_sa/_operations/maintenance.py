@@ -77,8 +77,11 @@ def _topics(result: Result[Any]) -> list[str]:
     return list(result.scalars())
 
 
-def _flag(result: Result[Any]) -> bool:
-    return bool(result.scalar_one())
+def _taken(result: Result[Any]) -> bool:
+    """Whether the prune lock was taken. No row: SQLite's lock statement on an empty
+    table, which took the database's write lock all the same (programma_sa._drivers.sqlite)."""
+    taken = result.scalar()
+    return True if taken is None else bool(taken)
 
 
 class MaintenanceOperations:
@@ -137,7 +140,7 @@ class MaintenanceOperations:
         return Operation(self.table, statement, params, _deleted)
 
     def try_prune_lock(self) -> Operation[bool]:
-        return Operation(self.table, "try_prune_lock", {"p_key": self.prune_lock_key}, _flag)
+        return Operation(self.table, "try_prune_lock", {"p_key": self.prune_lock_key}, _taken)
 
 
 _PRUNE_STATEMENTS: dict[JobState, StatementName] = {

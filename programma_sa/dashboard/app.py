@@ -120,7 +120,8 @@ class Dashboard:
     # -- live updates ----------------------------------------------------------------
 
     def feed(self) -> ChangeFeed | None:
-        """The change feed (started on first use), or ``None`` when ``live`` is off."""
+        """The change feed (started on first use), or ``None`` when ``live`` is off
+        (and from then on off, on a database without LISTEN: SQLite)."""
         if not self.live:
             return None
         # Two first streams may arrive at once (threads of Flask or of Starlette's
@@ -129,6 +130,10 @@ class Dashboard:
             if self._feed is None:
                 with self.new_session() as session:
                     url = session.get_bind().engine.url
+                if url.get_backend_name() != "postgresql":
+                    # SQLite has no LISTEN: no event stream, the pages poll (docs/sqlite.md).
+                    self.live = False
+                    return None
                 self._feed = ChangeFeed(url, self.queue.table)
             self._feed.start()
             return self._feed
@@ -249,8 +254,7 @@ class Dashboard:
         where = JobFilter.from_query(request.form)
         try:
             criteria = bulk.criteria(where)
-            with self.new_session() as session, session.begin():
-                changed = bulk.run(self.queue, session, criteria)
+            changed = bulk.run(self.queue, self.new_session, criteria)
         except _REFUSALS as error:
             message = f"{bulk.label} by filter refused: {error}"
             return self._error(request, _status(error), message)

@@ -243,6 +243,9 @@ def _reconcile_legacy_version(
     """
     connection = migration_context.connection
     assert connection is not None
+    # The releases with one version table for all jobs tables ran on PostgreSQL only.
+    if connection.dialect.name != "postgresql":
+        return
     if not inspect(connection).has_table(STANDALONE_VERSION_TABLE):
         return
     legacy = Table(STANDALONE_VERSION_TABLE, MetaData(), Column("version_num", String(32)))

@@ -346,7 +346,15 @@ class WorkerCore(ABC):
                     "listen=True needs the database to LISTEN on: pass database_url=..., "
                     "bind an engine (or a session factory bound to one), or set listen=False"
                 )
-            self._conninfo = conninfo_from_url(url)
+            if url is settings.database_url and url.get_backend_name() == "sqlite":
+                raise ConfigurationError(
+                    "database_url names a SQLite database, which has no LISTEN/NOTIFY to "
+                    "wake a worker: on SQLite workers poll every heartbeat (docs/sqlite.md); "
+                    "leave database_url unset or set listen=False"
+                )
+            # SQLite has nothing to LISTEN on: the worker polls (docs/sqlite.md).
+            if url.get_backend_name() != "sqlite":
+                self._conninfo = conninfo_from_url(url)
         self._operations: JobOperations = queue.operations
         #: Picks the connection a pass's statements run on from its Session, the way
         #: a statement on the jobs table does (for sessions with several binds).

@@ -140,7 +140,7 @@ class WorkerSettings:
         spread over them; in transaction mode each runs its own claim batches, each
         in its own transaction.
     :param listen: wake on LISTEN/NOTIFY (default True). False for PgBouncer in
-        transaction-pooling mode.
+        transaction-pooling mode. On SQLite, which has none, the worker polls.
     :param database_url: where to LISTEN; by default the URL of the worker's bind.
     :param retry: what to do after a handler raised (default
         :data:`~programma_sa.retry.DEFAULT_RETRY`); ``None``: record the error and

@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from programma_sa import AsyncJobQueue
 
 from ..app import Job
+from ..backends import make_async_engine
 from .urls import DRIVERS, async_url
 
 
@@ -39,9 +39,7 @@ async def async_engine(
     request: pytest.FixtureRequest, database_url: str
 ) -> AsyncIterator[AsyncEngine]:
     # Room for the 8 concurrent claimers plus the test's own sessions.
-    engine = create_async_engine(
-        async_url(database_url, request.param), pool_size=12, max_overflow=4
-    )
+    engine = make_async_engine(async_url(database_url, request.param), pool_size=12, max_overflow=4)
     yield engine
     await engine.dispose()
 

@@ -76,6 +76,7 @@ async def test_pause_and_resume(aqueue: AsyncJobQueue, async_session: AsyncSessi
     assert [job.id for job in await aqueue.claim_jobs(async_session, "t")] == [job_id]
 
 
+@pytest.mark.postgresql_only("woken by NOTIFY; SQLite waits by polling")
 async def test_waiting_on_an_async_engine(
     aqueue: AsyncJobQueue,
     async_engine: AsyncEngine,

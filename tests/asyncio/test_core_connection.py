@@ -62,7 +62,8 @@ async def test_every_method_on_an_async_connection(
         assert await aqueue.move_job_to_failed(connection, first) is True
         assert await aqueue.set_attributes(connection, third, {"step": "x"}) is True
         assert await aqueue.set_retry_after_seconds(connection, third, 7) is True
-        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        # To the millisecond: SQLite keeps no finer time (docs/sqlite.md).
+        later = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(microsecond=1000)
         assert await aqueue.set_job_start_date(connection, third, later) is True
         job = await aqueue.get_job(connection, third)
         assert job is not None and job.state is JobState.CREATED

@@ -149,6 +149,7 @@ async def test_transactional_claim_committed_completes_with_the_business_write(
     assert done.finished_at is not None
 
 
+@pytest.mark.postgresql_only("row locks (SELECT … FOR UPDATE SKIP LOCKED)")
 async def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
     aqueue: AsyncJobQueue, async_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -181,6 +182,7 @@ async def test_the_queue_never_commits_the_callers_session(
         assert await session.run_sync(job_count) == 0
 
 
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 async def test_enqueue_notifies_on_commit_only(
     aqueue: AsyncJobQueue, async_sessions: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:

@@ -67,6 +67,9 @@ async def test_a_batch_maps_specs_to_holders(
     assert ids[0] == ids[1] and ids[2] == held
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+)
 async def test_raise_is_duplicate_job_on_either_driver(
     aqueue: AsyncJobQueue, async_session: AsyncSession
 ) -> None:

@@ -27,6 +27,7 @@ def cancel(engine: Engine, queue: JobQueue, job_id: object) -> CancelOutcome:
         return queue.cancel_job(session, job_id)  # type: ignore[arg-type]
 
 
+@pytest.mark.postgresql_only("NOTIFY tells the worker within the test's 3 s; row locks")
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_handler_that_ignores_its_cancellation_has_its_task_cancelled(
     engine: Engine, queue: JobQueue, harness: Harness, mode: str

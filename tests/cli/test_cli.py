@@ -127,6 +127,7 @@ def test_migrate_a_custom_table_and_schema_then_use_it(
         assert status == 0 and json.loads(out)["topic"] == "audit"
 
 
+@pytest.mark.postgresql_only("programma-sa migrate and demo run on PostgreSQL")
 def test_migrate_shows_the_url_without_its_password(
     capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:
@@ -262,7 +263,7 @@ def test_no_database_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://u:s3cret@db/app", "must be a PostgreSQL URL, got mysql://"),
+        ("mysql://u:s3cret@db/app", "must be a PostgreSQL URL (or a SQLite one), got mysql://"),
         ("::not a url s3cret::", "--database-url is not a valid database URL"),
     ],
 )
@@ -292,6 +293,7 @@ def test_an_unreachable_database_exits_1_without_showing_the_password(
     assert "s3cret" not in out + err
 
 
+@pytest.mark.postgresql_only("programma-sa migrate and demo run on PostgreSQL")
 def test_demo_on_a_given_database_leaves_nothing_behind(
     capsys: pytest.CaptureFixture[str], database_url: str
 ) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue
 
+from ..backends import ON_SQLITE
 from .test_cli import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def test_the_dashboard_command_serves_the_pages(
         assert server.stderr is not None
         banner = server.stderr.readline()
         assert f"at http://127.0.0.1:{port}/ (read-only)" in banner
-        assert "***" in banner
+        assert "***" in banner or ON_SQLITE  # a SQLite URL carries no password to mask
         assert "hunter2" not in banner
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for _ in range(300):

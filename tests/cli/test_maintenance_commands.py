@@ -161,6 +161,7 @@ def test_prune_deletes_exactly_the_expired_finished_jobs(
     assert set(short_failed) <= set(after)  # failed jobs of short are kept 60 s
 
 
+@pytest.mark.postgresql_only("advisory locks")
 def test_prune_stops_when_another_process_is_pruning(
     capsys: pytest.CaptureFixture[str],
     database_url: str,

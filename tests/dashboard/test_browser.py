@@ -103,6 +103,9 @@ def serve(engine: Engine) -> Iterator[Callable[..., str]]:
         dashboard.close()
 
 
+@pytest.mark.postgresql_only(
+    "the event stream refreshes the page; on SQLite pages poll (the polling test runs there)"
+)
 def test_the_dashboard_in_chromium(
     chromium: str, serve: Callable[..., str], engine: Engine, shots: Path
 ) -> None:

@@ -45,12 +45,18 @@ def _enqueue(engine: Engine, *, commit: bool = True) -> None:
             session.commit()
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_a_committed_enqueue_moves_the_feed(feed: ChangeFeed, engine: Engine) -> None:
     seen = feed.version
     _enqueue(engine)
     assert feed.wait(seen, PATIENCE) is not None
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> None:
     seen = feed.version
     _enqueue(engine, commit=False)
@@ -58,6 +64,9 @@ def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> Non
     assert feed.version == seen
 
 
+@pytest.mark.postgresql_only(
+    "the feed is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_a_job_a_worker_finishes_moves_the_feed(feed: ChangeFeed, engine: Engine) -> None:
     """The finished channel: a worker's completion (not an enqueue) is a change too."""
     enqueued = feed.version
@@ -69,6 +78,9 @@ def test_a_job_a_worker_finishes_moves_the_feed(feed: ChangeFeed, engine: Engine
     assert feed.wait(seen, PATIENCE) is not None
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_waiting_on_an_event_loop(feed: ChangeFeed, engine: Engine) -> None:
     async def scenario() -> int | None:
         seen = feed.version
@@ -80,6 +92,9 @@ def test_waiting_on_an_event_loop(feed: ChangeFeed, engine: Engine) -> None:
     assert asyncio.run(scenario()) is not None
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_the_flask_event_stream(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     app = flask.Flask(__name__)
@@ -99,6 +114,9 @@ def test_the_flask_event_stream(engine: Engine) -> None:
         dashboard.close()
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_the_asgi_event_stream(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     client = TestClient(Starlette(routes=[Mount("/dash", asgi_app(dashboard))]))
@@ -134,6 +152,9 @@ def test_without_live_updates_the_stream_says_no_content(engine: Engine, framewo
     )
 
 
+@pytest.mark.postgresql_only(
+    "the event stream is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+)
 def test_streams_opened_at_once_share_one_listen_connection(engine: Engine) -> None:
     dashboard = Dashboard(queue, engine)
     try:

@@ -22,6 +22,8 @@ from programma_sa.dashboard.listing import PAGE_SIZE
 
 from ..maintenance.test_plans import STATS, TABLE, _assert_reads, _fill, _plan
 
+pytestmark = pytest.mark.postgresql_only("PostgreSQL's planner (EXPLAIN FORMAT JSON)")
+
 JOB = {"p_job_id": "0190a0b2-0000-7000-8000-000000000000"}
 LIST = {"p_limit": PAGE_SIZE + 1}
 NEXT = {**LIST, "p_cursor": JOB["p_job_id"]}

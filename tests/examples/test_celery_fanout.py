@@ -225,6 +225,7 @@ def test_jobs_are_handed_to_celery_and_finished_by_it(
     assert {job.attempts for job in finished.values()} == {1}
 
 
+@pytest.mark.postgresql_only("watches pg_stat_activity")
 def test_a_task_finishing_before_the_hand_off_commits_still_completes_the_job(
     engine: Engine, publisher: Celery, task_database: None
 ) -> None:

@@ -27,7 +27,10 @@ from programma_sa import JobState, PassResult
 
 from ..asyncio.urls import DRIVERS, async_url
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.postgresql_only("the example shop's PostgreSQL tables (OID, TRUNCATE)"),
+]
 
 
 @dataclass

@@ -17,8 +17,7 @@ TABLE = jobs_table(Job)
 
 
 def _db_now(session: Session) -> datetime:
-    now: datetime = session.execute(select(func.statement_timestamp())).scalar_one()
-    return now
+    return execute(session, JobQueue(Job).operations.clock())
 
 
 def _claimed_data(queue: JobQueue, session: Session, topic: str, max_jobs: int) -> list[object]:

@@ -11,10 +11,11 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from programma_sa import JobQueue, JobState, jobs_table
+from programma_sa._execute import execute
 
 from ..app import Job
 
@@ -23,8 +24,7 @@ TABLE = jobs_table(Job)
 
 def db_now(session: Session) -> datetime:
     """The database clock (the tests place every time relative to it)."""
-    now: datetime = session.execute(select(func.statement_timestamp())).scalar_one()
-    return now
+    return execute(session, JobQueue(Job).operations.clock())
 
 
 def put(

@@ -63,6 +63,9 @@ def state_of(engine: Engine, queue: JobQueue, job_id: uuid.UUID) -> JobState:
 # -- cancel ------------------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only(
+    "checks the NOTIFY announcements; SQLite's cancel: tests/integration/test_sqlite_control.py"
+)
 def test_a_queued_job_is_cancelled_at_once_and_never_claimed(
     engine: Engine, queue: JobQueue, hear: psycopg.Connection[tuple[object, ...]]
 ) -> None:
@@ -79,6 +82,9 @@ def test_a_queued_job_is_cancelled_at_once_and_never_claimed(
     assert heard(hear) == [(finished_channel(TABLE), "t")]
 
 
+@pytest.mark.postgresql_only(
+    "its worker is told by NOTIFY; on SQLite by its lease renewal (test_sqlite_control.py)"
+)
 def test_a_leased_job_is_cancelled_and_its_worker_told(
     engine: Engine, queue: JobQueue, hear: psycopg.Connection[tuple[object, ...]]
 ) -> None:
@@ -94,6 +100,9 @@ def test_a_leased_job_is_cancelled_and_its_worker_told(
     )
 
 
+@pytest.mark.postgresql_only(
+    "row locks (SKIP LOCKED); SQLite's single writer never finds a job held"
+)
 def test_a_job_locked_by_a_running_pass_is_requested_without_waiting(
     engine: Engine, queue: JobQueue, hear: psycopg.Connection[tuple[object, ...]]
 ) -> None:
@@ -150,6 +159,9 @@ def _fail(session: Session, job_id: uuid.UUID, error_type: str, ago: timedelta) 
     )
 
 
+@pytest.mark.postgresql_only(
+    "checks the NOTIFY wake-up; SQLite's re-run: tests/integration/test_sqlite_control.py"
+)
 def test_a_failed_job_is_rerun_with_a_fresh_budget(
     engine: Engine, queue: JobQueue, hear: psycopg.Connection[tuple[object, ...]]
 ) -> None:
@@ -383,6 +395,9 @@ def test_a_bad_listing_is_refused(
 # -- pause and resume --------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only(
+    "checks the NOTIFY on resume; SQLite's pause: tests/integration/test_sqlite_control.py"
+)
 def test_a_paused_topic_is_not_claimed_but_still_takes_jobs(
     engine: Engine, queue: JobQueue, hear: psycopg.Connection[tuple[object, ...]]
 ) -> None:
@@ -419,6 +434,9 @@ def test_pausing_a_bad_topic_is_refused(session: Session, queue: JobQueue) -> No
 # -- wait --------------------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only(
+    "woken by NOTIFY; SQLite waits by polling (the polling test runs there)"
+)
 def test_waiting_returns_the_job_once_the_worker_announces_it(
     engine: Engine, queue: JobQueue
 ) -> None:
@@ -517,6 +535,9 @@ def test_a_cancelled_job_gives_its_unique_key_back(engine: Engine, queue: JobQue
     assert second != first
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite_control.py)"
+)
 def test_a_rerun_whose_key_another_job_holds_is_refused_as_a_duplicate(
     engine: Engine, queue: JobQueue
 ) -> None:

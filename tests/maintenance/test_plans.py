@@ -28,6 +28,8 @@ from programma_sa._drivers.base import JobsShape
 
 from ..app import Job
 
+pytestmark = pytest.mark.postgresql_only("PostgreSQL's planner (EXPLAIN FORMAT JSON)")
+
 FINISHED_ROWS = int(os.environ.get("PROGRAMMA_PLAN_ROWS", "30000"))
 TABLE = jobs_table(Job)
 

@@ -139,6 +139,7 @@ def _committed_expired(engine: Engine, queue: JobQueue, count: int) -> list[uuid
         return finished(session, queue, "mail", JobState.COMPLETED, count, 2 * HOUR)
 
 
+@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
 def test_a_claim_during_a_prune_batch_is_not_blocked(engine: Engine, queue: JobQueue) -> None:
     _committed_expired(engine, queue, 50)
     with Session(engine) as session, session.begin():
@@ -162,6 +163,7 @@ def test_a_claim_during_a_prune_batch_is_not_blocked(engine: Engine, queue: JobQ
         assert dict(counts.all()) == {"completed": 31, "active": 5, "created": 1}
 
 
+@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
 def test_a_prune_during_a_claim_is_not_blocked_and_leaves_claimed_jobs(
     engine: Engine, queue: JobQueue
 ) -> None:
@@ -180,6 +182,7 @@ def test_a_prune_during_a_claim_is_not_blocked_and_leaves_claimed_jobs(
     assert not set(expired) & set(remaining)
 
 
+@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
 def test_rows_another_transaction_holds_locked_are_skipped_not_waited_for(
     engine: Engine, queue: JobQueue
 ) -> None:
@@ -221,6 +224,7 @@ def test_a_retention_without_ttls_never_touches_the_database(queue: JobQueue) ->
     assert Pruner(no_sessions, queue, Retention()).run_once() == PruneResult(0, 0, False)
 
 
+@pytest.mark.postgresql_only("advisory locks")
 def test_a_pruner_skips_while_another_holds_the_prune_lock(engine: Engine, queue: JobQueue) -> None:
     _committed_expired(engine, queue, 5)
     pruner = Pruner(engine, queue, RETENTION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,6 +18,7 @@ from programma_sa import InvalidJobInput, JobQueue, JobState, QueueStats, TopicS
 from programma_sa.maintenance import render_stats, stats
 from programma_sa.prometheus import StatsCollector
 
+from ..backends import ON_SQLITE
 from .jobs import db_now, finished, put
 
 MEASURED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -211,9 +213,13 @@ def test_registering_the_collector_reads_nothing(queue: JobQueue) -> None:
 
 
 def test_an_unreadable_database_gives_up_zero_and_keeps_the_scrape(
-    database_url: str, queue: JobQueue, caplog: pytest.LogCaptureFixture
+    database_url: str, queue: JobQueue, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    missing = make_url(database_url).set(database="programma_no_such_database")
+    # A SQLite file is made on first use: one in a directory that does not exist is not.
+    no_such = str(tmp_path / "no_such_directory" / "jobs.db")
+    missing = make_url(database_url).set(
+        database=no_such if ON_SQLITE else "programma_no_such_database"
+    )
     engine = create_engine(missing.render_as_string(hide_password=False))
     registry = CollectorRegistry()
     registry.register(StatsCollector(engine, queue))

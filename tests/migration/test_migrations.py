@@ -36,8 +36,14 @@ class CustomJob(JobMixin, _CustomBase):
     programma_schema = "queue"
 
 
-@pytest.fixture
-def empty_url(admin_url: str) -> Iterator[str]:
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a fresh PostgreSQL one, or a SQLite file (the chain runs on
+    both, and autogenerate finds the model on each)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin_url: str = request.getfixturevalue("admin_url")
     with fresh_database(admin_url, prefix="programma_migration") as url:
         yield url
 
@@ -70,6 +76,8 @@ def test_default_table_matches_the_model(empty_url: str) -> None:
 
 
 def test_custom_table_name_and_schema_match_the_model(empty_url: str) -> None:
+    if empty_url.startswith("sqlite"):
+        pytest.skip("SQLite has no schemas")
     migrations.upgrade(empty_url, table_name="audit_jobs", schema="queue")
     assert _differences(empty_url, _CustomBase.metadata) == []
     tables = inspect(create_engine(empty_url)).get_table_names(schema="queue")

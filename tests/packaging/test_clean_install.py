@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,7 @@ ASYNC_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.postgresql_only("the clean install runs psycopg")
 def test_asyncio_extra_installs_greenlet_and_runs_an_async_session(
     tmp_path: Path, database_url: str
 ) -> None:

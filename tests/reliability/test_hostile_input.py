@@ -85,6 +85,7 @@ def _hostile_attributes() -> dict[str, Any]:
 # -- faithful storage ------------------------------------------------------------------
 
 
+@pytest.mark.postgresql_only("hostile topics as NOTIFY payloads")
 def test_hostile_topics_attributes_and_data_round_trip_and_inject_nothing(
     engine: Engine, database_url: str
 ) -> None:
@@ -438,6 +439,7 @@ def test_ten_megabyte_payload_is_stored_faithfully_under_a_16_mib_limit(
     assert claimed.attributes == {"blob": "b" * (11 * MiB)}
 
 
+@pytest.mark.postgresql_only("a PL/pgSQL trigger refuses the row")
 def test_a_batch_the_database_refuses_midway_writes_no_row(
     queue: JobQueue, session: Session
 ) -> None:

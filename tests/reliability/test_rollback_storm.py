@@ -103,6 +103,7 @@ def _notified_topics(notifications: Iterator[Notify]) -> Counter[str]:
     raise AssertionError(f"the sentinel notification never arrived ({sum(heard.values())} heard)")
 
 
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 def test_rollback_storm_leaves_only_committed_jobs_and_notifications(
     engine: Engine, database_url: str, scale: Scale, rng: random.Random, figures: Figures
 ) -> None:

@@ -372,6 +372,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert detail.start_after == job.due[1]
 
 
+@pytest.mark.postgresql_only("its model reads PostgreSQL's statement_timestamp()")
 def test_any_sequence_of_calls_matches_the_model(shared_engine: Engine, scale: Scale) -> None:
     class Machine(QueueMachine):
         engine = shared_engine

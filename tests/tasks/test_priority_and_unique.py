@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from sqlalchemy import Engine, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from programma_sa import (
@@ -25,6 +25,7 @@ from programma_sa import (
 
 from ..app import Job, Order
 from ..asyncio.urls import async_url
+from ..backends import ASYNC_DRIVERS, make_async_engine
 from ..helpers import job_count
 from ..workers.support import get_job
 
@@ -129,6 +130,9 @@ def test_replace_updates_the_waiting_holder(
     assert job.data == {"page": "home", "version": 2} and job.priority == 4
 
 
+@pytest.mark.postgresql_only(
+    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+)
 def test_raise_refuses_a_held_key_with_duplicate_job(
     session: Session, registry: TaskRegistry
 ) -> None:
@@ -319,8 +323,9 @@ def test_states_without_a_key_are_refused_before_anything_is_written(
 
 @pytest_asyncio.fixture
 async def async_engine(database_url: str, engine: Engine) -> AsyncIterator[AsyncEngine]:
-    """A psycopg async engine; ``engine`` (sync) truncates the tables after the test."""
-    async_engine = create_async_engine(async_url(database_url, "psycopg"), pool_size=2)
+    """An async engine (psycopg; aiosqlite on SQLite); ``engine`` (sync) truncates the
+    tables after the test."""
+    async_engine = make_async_engine(async_url(database_url, ASYNC_DRIVERS[0]), pool_size=2)
     yield async_engine
     await async_engine.dispose()
 

@@ -134,6 +134,7 @@ async def test_an_async_worker_runs_each_job_in_a_linked_span_with_its_hooks(
     from programma_sa import AsyncWorker
 
     from ..asyncio.urls import async_url
+    from ..backends import ASYNC_DRIVERS
 
     seen: list[tuple[str, object]] = []
 
@@ -146,7 +147,7 @@ async def test_an_async_worker_runs_each_job_in_a_linked_span_with_its_hooks(
 
     with Session(engine) as session, session.begin():
         job_id = async_ship.enqueue(session, 1)
-    async_engine = create_async_engine(async_url(database_url, "psycopg"))
+    async_engine = create_async_engine(async_url(database_url, ASYNC_DRIVERS[0]))
     try:
         assert (await AsyncWorker(traced, async_engine, listen=False).run_once()).completed == 1
     finally:

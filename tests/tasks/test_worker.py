@@ -26,6 +26,7 @@ from programma_sa import (
 
 from ..app import Order
 from ..asyncio.urls import async_url
+from ..backends import ASYNC_DRIVERS
 from ..workers.support import get_job
 
 MODES = ("lease", "transaction")
@@ -34,7 +35,7 @@ MODES = ("lease", "transaction")
 @pytest_asyncio.fixture
 async def async_engine(database_url: str, engine: Engine) -> AsyncIterator[AsyncEngine]:
     """A psycopg async engine; ``engine`` (sync) truncates the tables after the test."""
-    async_engine = create_async_engine(async_url(database_url, "psycopg"), pool_size=5)
+    async_engine = create_async_engine(async_url(database_url, ASYNC_DRIVERS[0]), pool_size=5)
     yield async_engine
     await async_engine.dispose()
 

@@ -13,6 +13,7 @@ from programma_sa.testing import assert_enqueued, assert_enqueued_async
 
 from ..app import Job
 from ..asyncio.urls import async_url
+from ..backends import ASYNC_DRIVERS
 
 
 def test_returns_the_jobs_as_described(session: Session, queue: JobQueue) -> None:
@@ -77,7 +78,7 @@ def test_a_bad_count_is_refused(session: Session, queue: JobQueue) -> None:
 
 @pytest.mark.asyncio
 async def test_assert_enqueued_async(database_url: str) -> None:
-    async_engine = create_async_engine(async_url(database_url, "psycopg"))
+    async_engine = create_async_engine(async_url(database_url, ASYNC_DRIVERS[0]))
     queue = AsyncJobQueue(Job)
     try:
         async with AsyncSession(async_engine) as session:

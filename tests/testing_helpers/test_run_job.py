@@ -20,6 +20,7 @@ from programma_sa.testing import run_job, run_job_async
 
 from ..app import Job, Order
 from ..asyncio.urls import async_url
+from ..backends import ASYNC_DRIVERS
 
 
 def ship(ctx: JobContext) -> None:
@@ -83,7 +84,7 @@ def test_no_due_job_fails_listing_the_jobs(session: Session, queue: JobQueue) ->
 
 @pytest.mark.asyncio
 async def test_run_job_async(database_url: str, engine: Engine) -> None:
-    async_engine = create_async_engine(async_url(database_url, "asyncpg"))
+    async_engine = create_async_engine(async_url(database_url, ASYNC_DRIVERS[-1]))
     queue = AsyncJobQueue(Job)
 
     async def ship_async(ctx: AsyncJobContext) -> None:

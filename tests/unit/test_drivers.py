@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import get_args
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from programma_sa import AsyncJobQueue, ConfigurationError, JobQueue
@@ -27,8 +27,15 @@ def test_every_driver_builds_every_statement(dialect: str) -> None:
         assert getattr(statements, name) is not None, name
 
 
+def _unsupported_engine() -> Engine:
+    """A real (in-memory) SQLite database whose dialect names a database without a driver."""
+    engine = create_engine("sqlite://")
+    engine.dialect.name = "nodriver"
+    return engine
+
+
 def test_an_unsupported_database_is_refused_before_anything_is_written() -> None:
-    engine = create_engine("sqlite://")  # a real (in-memory) SQLite database
+    engine = _unsupported_engine()
     with Session(engine) as session, session.begin():
         session.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
         session.execute(text("INSERT INTO orders VALUES (1)"))
@@ -37,8 +44,8 @@ def test_an_unsupported_database_is_refused_before_anything_is_written() -> None
         # The caller's transaction is untouched and still usable.
         assert session.execute(text("SELECT count(*) FROM orders")).scalar_one() == 1
     assert str(refused.value) == (
-        "programma_sa does not run on the 'sqlite' database (SQLAlchemy dialect 'sqlite'); "
-        "it supports: postgresql"
+        "programma_sa does not run on the 'nodriver' database (SQLAlchemy dialect 'nodriver'); "
+        "it supports: postgresql, sqlite"
     )
 
 
@@ -47,7 +54,8 @@ async def test_an_unsupported_database_is_refused_on_asyncio_too() -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
     engine = create_async_engine("sqlite+aiosqlite://")
+    engine.sync_engine.dialect.name = "nodriver"
     async with AsyncSession(engine) as session:
-        with pytest.raises(ConfigurationError, match="'sqlite' database"):
+        with pytest.raises(ConfigurationError, match="'nodriver' database"):
             await AsyncJobQueue(Job).claim_jobs(session, "emails")
     await engine.dispose()

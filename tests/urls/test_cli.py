@@ -119,6 +119,7 @@ def test_the_worker_takes_the_url_in_every_form(
 
 
 @pytest.mark.parametrize("form", ["heroku", "asyncpg"])
+@pytest.mark.postgresql_only("PostgreSQL's URL forms")
 def test_the_demo_takes_the_url_in_the_forms_it_refused(form: str, database_url: str) -> None:
     demo = programma_sa("demo", url=in_form(database_url, form))
     assert demo.returncode == 0, demo.stdout + demo.stderr

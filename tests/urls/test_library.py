@@ -17,6 +17,7 @@ from .forms import FORMS, in_form
 
 
 @pytest.mark.parametrize("form", FORMS)
+@pytest.mark.postgresql_only("PostgreSQL's URL forms")
 def test_a_worker_listens_through_a_database_url_in_every_form(
     form: str, database_url: str, engine: Engine, queue: JobQueue
 ) -> None:

@@ -55,7 +55,10 @@ def test_each_form_gets_the_driver_its_context_needs(
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("mysql://u:s3cret@h/d", "--database-url must be a PostgreSQL URL, got mysql://…"),
+        (
+            "mysql://u:s3cret@h/d",
+            "--database-url must be a PostgreSQL URL (or a SQLite one), got mysql://…",
+        ),
         ("::not a url s3cret::", "--database-url is not a valid database URL"),
     ],
 )

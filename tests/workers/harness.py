@@ -26,12 +26,11 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar, TypeVar
 
 import pytest
-from sqlalchemy import Engine, Executable, create_engine
+from sqlalchemy import Engine, Executable
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,6 +46,7 @@ from programma_sa import (
 
 from ..app import Job
 from ..asyncio.urls import async_url
+from ..backends import ASYNC_DRIVERS, ON_SQLITE, SYNC_DRIVER, make_async_engine, make_engine
 
 T = TypeVar("T")
 Context = JobContext | AsyncJobContext
@@ -56,12 +56,15 @@ AnyWorker = Worker | AsyncWorker
 AnyEngine = Engine | AsyncEngine
 
 #: What a shared test runs on: the sync Worker, and the AsyncWorker on each asyncio driver.
-FLAVOURS = ("sync", "async-psycopg", "async-asyncpg")
+FLAVOURS = ("sync", *(f"async-{driver}" for driver in ASYNC_DRIVERS))
 ASYNC_FLAVOURS = FLAVOURS[1:]
 
 
 def on(*flavours: str) -> pytest.MarkDecorator:
-    """Run a shared test on ``flavours`` only, instead of every one of :data:`FLAVOURS`."""
+    """Run a shared test on ``flavours`` only, instead of every one of :data:`FLAVOURS`
+    (on SQLite an asyncio flavour is its one asyncio driver's)."""
+    if ON_SQLITE:
+        flavours = tuple(dict.fromkeys(f if f == "sync" else ASYNC_FLAVOURS[0] for f in flavours))
     return pytest.mark.parametrize("harness", flavours, indirect=True)
 
 
@@ -165,7 +168,7 @@ class Harness(ABC):
 
     def engine(self, application_name: str | None = None) -> AnyEngine:
         """A new engine of this flavour (a pool of its own), disposed after the test."""
-        if application_name is None:
+        if application_name is None or ON_SQLITE:
             connect_args: dict[str, Any] = {}
         elif self.driver == "asyncpg":
             connect_args = {"server_settings": {"application_name": application_name}}
@@ -242,7 +245,7 @@ class SyncHarness(Harness):
         return blocking(body)
 
     def _create_engine(self, connect_args: dict[str, Any]) -> AnyEngine:
-        return create_engine(self.database_url, connect_args=connect_args)
+        return make_engine(self.database_url, connect_args=connect_args)
 
     async def run_sync(self, session: Any, function: Callable[..., T], *args: Any) -> T:
         return function(session, *args)
@@ -268,7 +271,7 @@ class AsyncHarness(Harness):
     sessionmaker_class = async_sessionmaker
 
     def __init__(self, database_url: str, driver: str) -> None:
-        bind = create_async_engine(async_url(database_url, driver), pool_size=10)
+        bind = make_async_engine(async_url(database_url, driver), pool_size=10)
         super().__init__(database_url, driver, bind)
         self._engines.append(bind)
 
@@ -277,7 +280,7 @@ class AsyncHarness(Harness):
 
     def _create_engine(self, connect_args: dict[str, Any]) -> AnyEngine:
         url = async_url(self.database_url, self.driver)
-        return create_async_engine(url, connect_args=connect_args)
+        return make_async_engine(url, connect_args=connect_args)
 
     async def run_sync(self, session: Any, function: Callable[..., T], *args: Any) -> T:
         return await session.run_sync(function, *args)  # type: ignore[no-any-return]
@@ -303,7 +306,7 @@ async def harnesses(database_url: str, engine: Engine) -> AsyncIterator[Callable
 
     def make(flavour: str) -> Harness:
         if flavour == "sync":
-            harness: Harness = SyncHarness(database_url, "psycopg", engine)
+            harness: Harness = SyncHarness(database_url, SYNC_DRIVER, engine)
         else:
             harness = AsyncHarness(database_url, flavour.removeprefix("async-"))
         made.append(harness)

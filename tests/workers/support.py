@@ -8,15 +8,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from programma_sa import JobDetail, JobQueue, JobState
+from programma_sa._execute import execute
 
-from ..app import Order
+from ..app import Job, Order
 
 #: The project's root: the working directory of worker processes.
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,10 +74,7 @@ def order_ids(engine: Engine) -> list[int]:
 
 def seconds_from_now(engine: Engine, moment: object) -> float:
     """``moment - now()`` in seconds, on the database clock."""
+    assert isinstance(moment, datetime)
     with engine.connect() as connection:
-        return float(
-            connection.execute(
-                text("SELECT extract(epoch FROM CAST(:moment AS timestamptz) - now())"),
-                {"moment": moment},
-            ).scalar_one()
-        )
+        now = execute(connection, JobQueue(Job).operations.clock())
+    return (moment - now).total_seconds()

@@ -51,7 +51,12 @@ from ..app import Order
 from .harness import AnyEngine, Context, Harness, awaited, noop
 from .support import enqueue, get_job, order_ids, seconds_from_now, wait_for
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.postgresql_only(
+        "a COMMIT refused by PostgreSQL's deferred constraints or a terminated backend"
+    ),
+]
 
 LOGGER = "programma_sa.worker"
 CHILDREN = "commit_check_children"

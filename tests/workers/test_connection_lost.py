@@ -24,7 +24,10 @@ from ..app import Order
 from .harness import AnyEngine, Context, Harness, awaited, on
 from .support import enqueue, get_job, order_ids, seconds_from_now, wait_for
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.postgresql_only("a backend terminated with pg_terminate_backend"),
+]
 
 KILL = text("SELECT pg_terminate_backend(pg_backend_pid())")
 #: The error SQLAlchemy raises, by driver, on a connection whose backend was terminated.

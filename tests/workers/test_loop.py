@@ -48,6 +48,7 @@ def completed(engine: Engine, queue: JobQueue, job_id: object) -> bool:
 
 
 @on("sync", "async-psycopg")
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 async def test_an_idle_worker_starts_a_job_right_after_the_enqueue_commits(
     engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
@@ -66,6 +67,7 @@ async def test_an_idle_worker_starts_a_job_right_after_the_enqueue_commits(
 
 
 @on("sync", "async-psycopg")
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 async def test_a_rolled_back_enqueue_wakes_nobody_and_runs_nothing(
     engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
@@ -100,6 +102,7 @@ async def test_a_rolled_back_enqueue_wakes_nobody_and_runs_nothing(
 
 
 @on("sync", "async-psycopg")
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 async def test_the_listener_recovers_when_its_backend_is_terminated(
     engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
@@ -133,6 +136,7 @@ async def test_polling_only_with_listen_false(
 
 
 @on("sync", "async-asyncpg")
+@pytest.mark.postgresql_only("LISTEN/NOTIFY")
 async def test_an_idle_worker_wakes_when_a_scheduled_job_falls_due(
     engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:
@@ -146,6 +150,7 @@ async def test_an_idle_worker_wakes_when_a_scheduled_job_falls_due(
     assert 0.9 < started.at[job_id] - committed < 5.0  # due after 1 s; a heartbeat is 30 s
 
 
+@pytest.mark.postgresql_only("backends terminated with pg_terminate_backend")
 async def test_the_loop_survives_losing_its_database_connections(
     engine: Engine, queue: JobQueue, harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

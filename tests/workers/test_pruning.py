@@ -86,7 +86,7 @@ async def stop(harness: Harness, worker: AnyWorker) -> None:
 
 @pytest.mark.parametrize(
     "flavours",
-    [(flavour, flavour) for flavour in FLAVOURS] + [("sync", "async-psycopg")],
+    [(flavour, flavour) for flavour in FLAVOURS] + [("sync", FLAVOURS[1])],
     ids=lambda flavours: "+".join(flavours),
 )
 async def test_two_workers_prune_every_expired_row_exactly_once(
@@ -127,6 +127,7 @@ async def test_a_worker_prunes_at_most_every_prune_interval(
     assert worker.pruned == 5
 
 
+@pytest.mark.postgresql_only("watches for the prune's FOR UPDATE SKIP LOCKED")
 async def test_without_retention_a_worker_never_prunes(
     engine: Engine, queue: JobQueue, harness: Harness
 ) -> None:

@@ -22,11 +22,10 @@ create both indexes first with ``CREATE INDEX CONCURRENTLY`` (same names and
 definitions) — this revision then skips them (``IF NOT EXISTS``).
 
 Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
-it writes exactly what it was designed to write; elsewhere (an application's SQLite
-development database) the same column, table and indexes in portable form (``result``
-JSON), but the state check is left as it was: SQLite alters no constraint without
-copying the whole table, and the queue — the only writer of ``cancelled`` — runs on
-PostgreSQL alone.
+it writes exactly what it was designed to write; on SQLite the same column, table and
+indexes in portable form (``result`` JSON), and the state check's text rewritten by
+SQLite's documented procedure (see :func:`_rewrite_sqlite_check`), as the queue runs
+on SQLite too and writes ``cancelled`` there.
 """
 
 from __future__ import annotations
@@ -59,17 +58,43 @@ def _on_postgresql() -> bool:
     return bool(op.get_context().dialect.name == "postgresql")
 
 
-def _replace_state_check(name: str, schema: str | None, states: str) -> None:
-    if not _on_postgresql():
-        return
+def _replace_state_check(name: str, schema: str | None, old: str, new: str) -> None:
     constraint = f"ck_{name}_state"
-    op.drop_constraint(constraint, name, type_="check", schema=schema)
-    op.create_check_constraint(constraint, name, f"state IN ({states})", schema=schema)
+    if _on_postgresql():
+        op.drop_constraint(constraint, name, type_="check", schema=schema)
+        op.create_check_constraint(constraint, name, f"state IN ({new})", schema=schema)
+    else:
+        _rewrite_sqlite_check(name, f"CHECK (state IN ({old}))", f"CHECK (state IN ({new}))")
+
+
+def _rewrite_sqlite_check(name: str, old: str, new: str) -> None:
+    """SQLite alters no constraint: its documented procedure for a change that no
+    stored row contradicts (ALTER TABLE, "making other kinds of table schema
+    changes") rewrites the table's CREATE text in ``sqlite_schema`` and bumps the
+    schema version, so every connection reads the new check. Each row satisfies the
+    new check (upgrade: one more state allowed; downgrade: cancelled jobs are made
+    failed first). Only the check's text changes; the table's rows and indexes do
+    not. A table without this check (made by the model's ``create_all``) is left."""
+    bind = op.get_bind()
+    where = "type = 'table' AND name = :name"
+    created = bind.execute(
+        sa.text(f"SELECT sql FROM sqlite_master WHERE {where}"), {"name": name}
+    ).scalar_one()
+    if old not in created:
+        return
+    version = bind.exec_driver_sql("PRAGMA schema_version").scalar_one()
+    bind.exec_driver_sql("PRAGMA writable_schema = ON")
+    bind.execute(
+        sa.text(f"UPDATE sqlite_master SET sql = :sql WHERE {where}"),
+        {"sql": created.replace(old, new), "name": name},
+    )
+    bind.exec_driver_sql(f"PRAGMA schema_version = {int(version) + 1}")
+    bind.exec_driver_sql("PRAGMA writable_schema = OFF")
 
 
 def upgrade() -> None:
     name, schema = table_location(op.get_context().config)
-    _replace_state_check(name, schema, _STATES_0005)
+    _replace_state_check(name, schema, _STATES_0004, _STATES_0005)
     op.add_column(name, sa.Column("result", _JSON, nullable=True), schema=schema)
     op.create_table(
         f"{name}_paused",
@@ -123,4 +148,4 @@ def downgrade() -> None:
     op.execute(
         table.update().where(table.c.state == "cancelled").values(state="failed", attributes=noted)
     )
-    _replace_state_check(name, schema, _STATES_0004)
+    _replace_state_check(name, schema, _STATES_0005, _STATES_0004)
