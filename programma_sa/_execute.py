@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Executable, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ._drivers import statements_for
+from ._drivers import Script, statements_for
 from ._operations import Operation
 from ._session_types import AsyncExecutor, Executor
 from .exceptions import DatabaseError, DuplicateJob, SchemaNotReady
@@ -181,7 +181,11 @@ def execute(executor: Executor, operation: Operation[T]) -> T:
     if not isinstance(executor, Connection) and executor.autoflush:
         executor.flush()  # the caller's rows: their errors stay theirs (see module docs)
     with translated_errors(operation.table):
-        return operation.read(executor.execute(statement, operation.params))
+        if isinstance(statement, Script):
+            result = drive(statement.run(operation.params), lambda step: executor.execute(*step))
+        else:
+            result = executor.execute(statement, operation.params)
+        return operation.read(result)
 
 
 async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
@@ -190,7 +194,13 @@ async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
     if getattr(executor, "autoflush", False):  # an AsyncSession, not an AsyncConnection
         await executor.flush()  # type: ignore[union-attr]
     with translated_errors(operation.table):
-        return operation.read(await executor.execute(statement, operation.params))
+        if isinstance(statement, Script):
+            result = await drive_async(
+                statement.run(operation.params), lambda step: executor.execute(*step)
+            )
+        else:
+            result = await executor.execute(statement, operation.params)
+        return operation.read(result)
 
 
 def drive(steps: Generator[S, Any, T], execute_step: Callable[[S], Any]) -> T:

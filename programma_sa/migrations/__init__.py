@@ -73,6 +73,7 @@ __all__ = [
     "BRANCH_LABEL",
     "CONCURRENT_INDEXES_OPTION",
     "STANDALONE_VERSION_TABLE",
+    "UNIQUE_HOLDER_COLUMN",
     "VERSION_LOCATION",
     "Steps",
     "downgrade",
@@ -89,6 +90,12 @@ __all__ = [
     "version_location",
 ]
 
+#: MariaDB/MySQL only (no partial indexes): the generated column of the jobs table
+#: holding a job's ``unique_key`` while the job holds it, NULL otherwise; the unique
+#: index ``uq_<table>_unique_key`` is over it there (revision programma_0004). The
+#: model does not declare it (it exists on no other database): comparisons of the
+#: model with a MariaDB database leave it and that index aside.
+UNIQUE_HOLDER_COLUMN = "unique_holder"
 #: The Alembic main option asking revisions to build indexes with CREATE INDEX
 #: CONCURRENTLY (``programma_concurrent_indexes = true`` in ``alembic.ini``).
 CONCURRENT_INDEXES_OPTION = "programma_concurrent_indexes"

@@ -149,7 +149,7 @@ async def test_transactional_claim_committed_completes_with_the_business_write(
     assert done.finished_at is not None
 
 
-@pytest.mark.postgresql_only("row locks (SELECT … FOR UPDATE SKIP LOCKED)")
+@pytest.mark.databases("postgresql", "mariadb", reason="row locks (SELECT … FOR UPDATE SKIP LOCKED)")
 async def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
     aqueue: AsyncJobQueue, async_sessions: async_sessionmaker[AsyncSession]
 ) -> None:

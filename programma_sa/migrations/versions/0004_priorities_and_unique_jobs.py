@@ -26,10 +26,13 @@ again — it drops a half-built index left by the failed run and builds it anew.
 
 Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
 it writes exactly what it was designed to write; elsewhere (an application's SQLite
-development database) the same columns and indexes in portable form: ``unique_states``
+development database, MariaDB) the same columns and indexes in portable form: ``unique_states``
 a JSON array, the unique index's predicate in terms SQLite accepts, the claim index
 dropped and built again in the migration's transaction (SQLite cannot rename an
-index), and never ``CONCURRENTLY`` (SQLite has no such build; the option is ignored).
+index), and never ``CONCURRENTLY`` (SQLite has no such build; the option is ignored). MariaDB
+and MySQL have no partial index: the unique index is over a generated column holding
+the key only while the job holds it (:data:`HOLDER_ON_MYSQL`), the claim index a
+plain one.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from contextlib import nullcontext
 import sqlalchemy as sa
 from alembic import op
 
-from programma_sa.migrations import table_location
+from programma_sa._portable import KEY_TEXT_TYPE, MYSQL_DIALECTS
+from programma_sa.migrations import UNIQUE_HOLDER_COLUMN, table_location
 
 revision: str = "programma_0004"
 down_revision: str | Sequence[str] | None = "programma_0002"
@@ -54,6 +58,12 @@ HOLDS_ITS_KEY = "state = ANY (unique_states)"
 #: the quoted state exactly when the state is one of its elements (state names are
 #: plain words, no quotes to escape). NULL (no key) matches no row, as on PostgreSQL.
 HOLDS_ITS_KEY_IN_JSON = "instr(unique_states, '\"' || state || '\"') > 0"
+#: HOLDS_ITS_KEY on MariaDB/MySQL, which have no partial index: the key of a job that
+#: holds it, else NULL — a generated column whose unique index admits any number of
+#: NULLs, so only holders are unique (unique_states a JSON array of state names).
+HOLDER_ON_MYSQL = (
+    "IF(JSON_CONTAINS(unique_states, JSON_QUOTE(state)), unique_key, NULL)"
+)
 #: The Alembic main option that asks for CREATE INDEX CONCURRENTLY.
 CONCURRENT_OPTION = "programma_concurrent_indexes"
 
@@ -158,12 +168,25 @@ def _upgrade_portable(name: str, schema: str | None) -> None:
         sa.Column("priority", sa.Integer(), nullable=False, server_default=sa.text("0")),
         schema=schema,
     )
-    op.add_column(name, sa.Column("unique_key", sa.Text()), schema=schema)
+    op.add_column(name, sa.Column("unique_key", KEY_TEXT_TYPE), schema=schema)
     op.add_column(name, sa.Column("unique_states", sa.JSON()), schema=schema)
+    unique_on = "unique_key"
+    if op.get_context().dialect.name in MYSQL_DIALECTS:
+        # STORED: the index reads the column without evaluating JSON per entry.
+        op.add_column(
+            name,
+            sa.Column(
+                UNIQUE_HOLDER_COLUMN,
+                KEY_TEXT_TYPE,
+                sa.Computed(sa.text(HOLDER_ON_MYSQL), persisted=True),
+            ),
+            schema=schema,
+        )
+        unique_on = UNIQUE_HOLDER_COLUMN
     op.create_index(
         f"uq_{name}_unique_key",
         name,
-        ["unique_key"],
+        [unique_on],
         unique=True,
         schema=schema,
         sqlite_where=sa.text(HOLDS_ITS_KEY_IN_JSON),
@@ -174,5 +197,7 @@ def _upgrade_portable(name: str, schema: str | None) -> None:
 def _downgrade_portable(name: str, schema: str | None) -> None:
     op.drop_index(f"uq_{name}_unique_key", table_name=name, schema=schema)
     _rebuild_claim_index(name, schema, ["start_after"])
+    if op.get_context().dialect.name in MYSQL_DIALECTS:
+        op.drop_column(name, UNIQUE_HOLDER_COLUMN, schema=schema)
     for column in ("unique_states", "unique_key", "priority"):
         op.drop_column(name, column, schema=schema)

@@ -1,0 +1,915 @@
+"""The MariaDB driver (10.6+; MySQL 8.0+ by design, untested): the statements of
+:mod:`.postgresql`, for MariaDB.
+
+:func:`build_statements` builds the same :class:`~.base.Statements`, with the same
+``p_*`` parameters and result columns. What MariaDB lacks, and what takes its place:
+
+* **No UPDATE … RETURNING, no data-modifying CTE.** A statement that must say which
+  rows it changed is a :class:`~.base.Script` of three statements in the caller's
+  transaction (:func:`_update_returning`): ``SELECT id … FOR UPDATE`` (the rows
+  the write may touch, locked), ``UPDATE … WHERE id IN (…)``, and a ``SELECT`` of
+  what it returns. The rows stay locked until the caller's transaction ends, so no
+  other transaction changes them between the three. MariaDB's ``INSERT …
+  RETURNING`` and ``DELETE … RETURNING`` are not used either: MySQL 8 has neither.
+* **The claim** is such a script: ``SELECT … ORDER BY priority DESC, start_after, id
+  LIMIT n FOR UPDATE SKIP LOCKED`` — concurrent claimers skip rows another
+  transaction has locked instead of waiting, so no two claims take the same job —
+  then the UPDATE of those ids, then the rows read back.
+* **Isolation.** InnoDB's default is REPEATABLE READ, under which a locking read
+  (``FOR UPDATE``) also takes *gap* locks on the index range it scanned: an enqueue
+  inserting into that range of the claim index then waits for the claiming
+  transaction (in the transactional mode: for the whole handler). Under READ
+  COMMITTED a locking read takes record locks only. The library never changes the
+  isolation of the caller's transaction; the engines of the workers, the CLI and
+  the tests use READ COMMITTED, and docs/mariadb.md says to do the same. Either
+  way a locking read (and every UPDATE) reads the latest committed row, not the
+  transaction's snapshot, so no claim acts on a stale row.
+* **No partial indexes.** The indexes are plain composite ones (the model's, without
+  their predicates): ``ix_<table>_claim`` (topic, priority DESC, start_after, id)
+  serves the claim and ``seconds_until_due``, and also holds finished rows, which
+  a claim steps over (keep the retention pruning on); ``ix_<table>_finished`` /
+  ``_failed`` / ``_cancelled`` (topic, finished_at) serve stats, throughput, prune
+  and re-runs; ``ix_<table>_processing`` (topic, started_at) stats;
+  ``ix_<table>_history`` (topic, id) a topic's listing. Unique keys are held through
+  a generated column (revision programma_0004, :data:`UNIQUE_HOLDER`).
+* **No LISTEN/NOTIFY, no advisory locks.** The ``*_notify`` enqueues are the plain
+  ones: workers poll. The prune lock is always "taken": the prune's batches are
+  picked with ``FOR UPDATE SKIP LOCKED``, so concurrent pruners delete disjoint rows.
+* **Time** is ``UTC_TIMESTAMP(6)`` (the statement's start, to the microsecond) in
+  ``DATETIME(6)`` columns that hold UTC (:class:`~programma_sa._portable.UtcDateTime`).
+* **JSON** is text checked by ``JSON_VALID``; documents of many rows are read with
+  ``JSON_TABLE`` (:class:`JsonRows`). A top-level merge of attributes (PostgreSQL's
+  ``||``) has no MariaDB function — ``JSON_MERGE_PATCH`` merges nested objects and
+  drops members set to null — so the merge is made in Python on the locked row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Executable,
+    Float,
+    FromClause,
+    Integer,
+    Result,
+    Select,
+    Table,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import TableClause
+from sqlalchemy.sql.elements import FunctionFilter
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import Uuid
+
+from .._portable import KeyText, UtcDateTime
+from ..models import (
+    CLAIMABLE_STATES,
+    FINISHED_STATES,
+    RERUNNABLE_STATES,
+    TERMINAL_STATES,
+    JobState,
+    paused_topics_table,
+)
+from .base import JobsShape, Script, Statements, Step
+from .shapes import ShapeTerms, rerun_values, shape_filters
+from .stats import StatsClock, stats_statement
+
+__all__ = ["UNIQUE_HOLDER", "JsonRows", "build_statements"]
+
+_UTC = UtcDateTime()
+_KEY = KeyText()
+_UUID = Uuid(as_uuid=True)
+#: The generated column holding a job's unique key while the job holds it (NULL
+#: otherwise), unique-indexed as ``uq_<table>_unique_key`` (revision programma_0004).
+UNIQUE_HOLDER = "unique_holder"
+
+
+class JsonRows(TableClause):
+    """``JSON_TABLE(<document>, '$[*]' COLUMNS (…)) AS <name>``: the rows of a JSON
+    array parameter as a table (MariaDB 10.6+, MySQL 8.0+). ``spec`` is the COLUMNS
+    list, ``(name, SQL type, path)`` per column; a ``JSON`` column keeps the element
+    as JSON text (a string stays quoted, null is ``null``)."""
+
+    _traverse_internals = [
+        *TableClause._traverse_internals,
+        ("document", InternalTraversal.dp_clauseelement),
+        ("spec", InternalTraversal.dp_string),
+    ]
+    inherit_cache = True
+
+    def __init__(
+        self, name: str, document: ColumnElement[Any], spec: Sequence[tuple[str, str, str]]
+    ):
+        super().__init__(name, *(column(key) for key, _, _ in spec))
+        self.document = document
+        self.spec = ", ".join(
+            f"{key} {kind} {'FOR ORDINALITY' if path == '' else f'PATH {path!r}'}"
+            for key, kind, path in spec
+        )
+
+
+@compiles(JsonRows)
+def _json_rows(element: JsonRows, compiler: Any, asfrom: bool = False, **kw: Any) -> str:
+    name = compiler.preparer.quote(element.name)
+    if not asfrom:
+        return str(name)
+    document = compiler.process(element.document, **kw)
+    return f"JSON_TABLE({document}, '$[*]' COLUMNS ({element.spec})) AS {name}"
+
+
+@compiles(FunctionFilter, "mysql")
+@compiles(FunctionFilter, "mariadb")
+def _aggregate_filter(element: FunctionFilter[Any], compiler: Any, **kw: Any) -> str:
+    """``agg(x) FILTER (WHERE c)`` (the stats statement's) as ``agg(CASE WHEN c THEN x
+    END)``: MariaDB has no FILTER clause. ``count(*)`` counts ``CASE WHEN c THEN 1 END``."""
+    function = element.func
+    arguments = [
+        literal_column("1") if str(argument) == "*" else argument for argument in function.clauses
+    ]
+    criterion = element.criterion
+    assert criterion is not None
+    kept = [case((criterion, argument)) for argument in arguments]
+    return str(compiler.process(getattr(func, function.name)(*kept), **kw))
+
+
+def _db_now() -> ColumnElement[Any]:
+    """The statement's start, UTC, to the microsecond."""
+    return func.utc_timestamp(literal_column("6"), type_=_UTC)
+
+
+def _after_seconds(seconds: ColumnElement[Any], start: Any = None) -> ColumnElement[Any]:
+    """``start`` (default: now) plus ``seconds``, to the microsecond (NULL when
+    ``seconds`` is NULL)."""
+    return func.timestampadd(
+        literal_column("MICROSECOND"),
+        func.round(seconds * literal_column("1000000")),
+        _db_now() if start is None else start,
+        type_=_UTC,
+    )
+
+
+def _state(state: JobState) -> ColumnElement[str]:
+    return literal_column(f"'{state.value}'", Text())
+
+
+def _claimable(table: FromClause) -> ColumnElement[bool]:
+    return table.c.state.in_([_state(JobState(state)) for state in CLAIMABLE_STATES])
+
+
+def _finished(table: FromClause) -> ColumnElement[bool]:
+    return table.c.state.in_([_state(JobState(state)) for state in FINISHED_STATES])
+
+
+def _not_paused(table: Table) -> ColumnElement[bool]:
+    """``p_topic`` is not paused: one primary-key probe of ``<table>_paused``."""
+    paused = paused_topics_table(table)
+    return ~exists().where(paused.c.topic == bindparam("p_topic", type_=_KEY))
+
+
+def _unchanged_since_claim(
+    table: Table, attempts: ColumnElement[Any], start_after: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """The job is still exactly as the claim that returned it left it (see the
+    PostgreSQL driver: the guard of every worker outcome write)."""
+    t = table.c
+    return and_(
+        t.state == _state(JobState.ACTIVE),
+        t.attempts == attempts,
+        t.start_after.is_not_distinct_from(start_after),
+    )
+
+
+def _claimed(table: Table) -> dict[str, ColumnElement[Any]]:
+    """What a claim sets on each job it takes (see the PostgreSQL driver)."""
+    t = table.c
+    return {
+        "state": _state(JobState.ACTIVE),
+        "started_at": _db_now(),
+        "attempts": t.attempts + 1,
+        "start_after": _after_seconds(t.retry_after_seconds),
+    }
+
+
+# -- results of scripts -----------------------------------------------------------------
+
+
+class _Rows(IteratorResult[Any]):
+    """A result made of rows a script collected (readers use ``mappings``,
+    ``scalars``, ``scalar`` and ``rowcount``)."""
+
+    def __init__(self, keys: Sequence[str], rows: Sequence[Sequence[Any]], rowcount: int = -1):
+        super().__init__(SimpleResultMetaData(list(keys)), iter([tuple(row) for row in rows]))
+        self.rowcount = len(rows) if rowcount < 0 else rowcount
+
+
+_IDS = bindparam("p_ids", type_=_UUID, expanding=True)
+
+
+def _update_returning(
+    table: Table,
+    where: Callable[[], Sequence[ColumnElement[bool]]],
+    values: Mapping[str, Any],
+    returning: Sequence[ColumnElement[Any]],
+    *,
+    lock: Callable[[Select[Any]], Select[Any]] = lambda picked: picked.with_for_update(),
+    source: FromClause | None = None,
+    prepare: Callable[[Mapping[str, Any]], dict[str, Any]] = dict,
+) -> Script:
+    """``UPDATE <table> SET <values> WHERE <where> RETURNING <returning>`` as three
+    statements in the caller's transaction: the ids matching ``where`` locked
+    (``lock``: ``FOR UPDATE`` by default, which waits for a row another transaction
+    holds, then re-reads it), the UPDATE of exactly those ids (``where`` again:
+    ``source``, a JSON_TABLE of per-row values, is joined there), and the returned
+    columns read back (the rows are ours until the transaction ends). ``prepare``
+    turns the operation's parameters into the statements'."""
+    t = table.c
+    picked = select(t.id).where(*where())
+    if source is not None:
+        picked = picked.select_from(table).join(source, true())
+    locked = lock(picked)
+    change = update(table).where(t.id.in_(_IDS), *where()).values(**values)
+    read_back = select(*returning).where(t.id.in_(_IDS))
+
+    def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        prepared = prepare(params)
+        ids = list((yield locked, prepared).scalars().all())
+        if ids:
+            yield change, {**prepared, "p_ids": ids}
+        return (yield read_back, {"p_ids": ids})
+
+    return Script(run)
+
+
+# -- parameters decoded for the JSON_TABLE documents -------------------------------------
+
+
+def _held_spec(with_result: bool = False) -> list[tuple[str, str, str]]:
+    spec = [
+        ("id", "VARCHAR(36)", "$.id"),
+        ("attempts", "INT", "$.attempts"),
+        ("start_after", "VARCHAR(40)", "$.start_after"),
+    ]
+    if with_result:
+        spec.append(("result", "JSON", "$.result"))
+    return spec
+
+
+def _iso_utc(text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """An ISO 8601 text with its UTC offset (``…+02:00``, as Python's isoformat
+    writes an aware datetime) as a UTC DATETIME(6)."""
+    local = _AsDateTime(func.left(text, func.length(text) - 6))
+    return func.convert_tz(local, func.right(text, 6), literal("+00:00"), type_=_UTC)
+
+
+class _AsDateTime(FunctionElement[Any]):
+    """``CAST(<text> AS DATETIME(6))`` (an ISO 8601 text without offset)."""
+
+    inherit_cache = True
+    type = _UTC
+
+
+@compiles(_AsDateTime)
+def _as_datetime(element: _AsDateTime, compiler: Any, **kw: Any) -> str:
+    (argument,) = element.clauses
+    return f"CAST({compiler.process(argument, **kw)} AS DATETIME(6))"
+
+
+def build_statements(table: Table) -> Statements:
+    """Every statement of ``table`` on MariaDB."""
+    return Statements(
+        table=table,
+        **_job_statements(table),
+        **_worker_statements(table),
+        **_lease_statements(table),
+        **_control_statements(table),
+        **_maintenance_statements(table),
+    )
+
+
+def _job_statements(table: Table) -> dict[str, Any]:
+    t = table.c
+    run_after = func.coalesce(
+        bindparam("p_run_after_date", type_=_UTC),
+        _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
+    )
+    insert_one = insert(table).values(
+        id=bindparam("p_id", type_=_UUID),
+        topic=bindparam("p_topic", type_=_KEY),
+        data=bindparam("p_data", type_=Text()),
+        attributes=bindparam("p_attributes", type_=Text()),
+        start_after=run_after,
+        retry_after_seconds=bindparam("p_retry_after_seconds", type_=Integer()),
+        priority=bindparam("p_priority", type_=Integer()),
+    )
+    # Bulk enqueue: one INSERT … SELECT FROM JSON_TABLE(document), the document as
+    # the PostgreSQL driver describes it (a row per job).
+    jobs = JsonRows(
+        "job",
+        bindparam("p_jobs", type_=Text()),
+        [
+            ("job_id", "VARCHAR(36)", "$[0]"),
+            ("job_data", "JSON", "$[1]"),
+            ("job_attributes", "JSON", "$[2]"),
+            ("job_run_after_date", "VARCHAR(40)", "$[3]"),
+            ("job_run_after_seconds", "DOUBLE", "$[4]"),
+            ("job_retry_after_seconds", "INT", "$[5]"),
+            ("job_priority", "INT", "$[6]"),
+            ("job_unique_key", "VARCHAR(1024)", "$[7]"),
+            ("job_unique_states", "VARCHAR(200)", "$[8]"),
+        ],
+    )
+    j = jobs.c
+    columns = [
+        "id",
+        "topic",
+        "data",
+        "attributes",
+        "start_after",
+        "retry_after_seconds",
+        "priority",
+    ]
+    insert_many_uniform = insert(table).from_select(
+        columns,
+        select(
+            j.job_id,
+            bindparam("p_topic", type_=_KEY),
+            j.job_data,
+            bindparam("p_attributes", type_=Text()),
+            run_after,
+            bindparam("p_retry_after_seconds", type_=Integer()),
+            bindparam("p_priority", type_=Integer()),
+        ).select_from(jobs),
+    )
+    each_row = [
+        j.job_id,
+        bindparam("p_topic", type_=_KEY),
+        j.job_data,
+        j.job_attributes,
+        func.coalesce(_iso_utc(j.job_run_after_date), _after_seconds(j.job_run_after_seconds)),
+        j.job_retry_after_seconds,
+        j.job_priority,
+    ]
+    insert_many = insert(table).from_select(columns, select(*each_row).select_from(jobs))
+
+    by_id = t.id == bindparam("p_job_id", type_=_UUID)
+
+    def move_to(state: JobState) -> Update:
+        finished_at = _db_now() if state in (JobState.COMPLETED, JobState.FAILED) else None
+        return update(table).where(by_id).values(state=_state(state), finished_at=finished_at)
+
+    retry = bindparam("p_retry_after_seconds", type_=Integer())
+    return {
+        "insert_one": insert_one,
+        "insert_one_notify": insert_one,
+        "insert_many": insert_many,
+        "insert_many_notify": insert_many,
+        "insert_many_uniform": insert_many_uniform,
+        "insert_many_uniform_notify": insert_many_uniform,
+        **_unique_statements(table, columns, each_row, jobs),
+        "claim": _claim(table),
+        "move_to_processing": move_to(JobState.PROCESSING),
+        "move_to_completed": move_to(JobState.COMPLETED),
+        "move_to_failed": move_to(JobState.FAILED),
+        "delete_by_id": delete(table).where(by_id),
+        "set_attributes": _merging(table, [by_id], {}, returning=[t.id]),
+        # A leased job's lease is re-measured from its claim with the new timeout.
+        "set_retry_after_seconds": update(table)
+        .where(by_id)
+        .values(
+            retry_after_seconds=retry,
+            start_after=case(
+                (t.state == _state(JobState.ACTIVE), _after_seconds(retry, t.started_at)),
+                else_=t.start_after,
+            ),
+        ),
+        "set_start_after": update(table)
+        .where(by_id)
+        .values(start_after=bindparam("p_start_after", type_=_UTC)),
+        "get_by_id": select(*table.c).where(by_id),
+    }
+
+
+def _claim(table: Table) -> Script:
+    """The claim: the due jobs of ``p_topic`` picked in claim order (higher priority
+    first, FIFO within a priority) and locked, ``FOR UPDATE SKIP LOCKED``: rows
+    another transaction holds (another claim's, not yet committed) are skipped, not
+    waited for, so no two claims take one job and claimers never queue behind each
+    other. A locking read sees the latest committed version of each row, so a job
+    another claim took and committed since is no longer claimable here. Then the
+    UPDATE of the picked ids, then the rows read back with their ``due_at`` (their
+    start_after before the claim, from the picking read)."""
+    t = table.c
+    picked = (
+        select(t.id, t.start_after)
+        .where(
+            t.topic == bindparam("p_topic", type_=_KEY),
+            _claimable(table),
+            t.start_after <= _db_now(),
+            _not_paused(table),
+        )
+        .order_by(t.priority.desc(), t.start_after, t.id)
+        .limit(bindparam("p_max_jobs", type_=Integer(), literal_execute=True))
+        .with_for_update(skip_locked=True)
+    )
+    take = update(table).where(t.id.in_(_IDS)).values(**_claimed(table))
+    read_back = select(*table.c).where(t.id.in_(_IDS))
+
+    def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        due_at = {row.id: row.start_after for row in (yield picked, params)}
+        if not due_at:
+            return _Rows([*(c.key for c in table.c), "due_at"], [])
+        yield take, {"p_ids": list(due_at)}
+        rows = (yield read_back, {"p_ids": list(due_at)}).mappings().all()
+        return _Rows(
+            [*(c.key for c in table.c), "due_at"],
+            [[*row.values(), due_at[row["id"]]] for row in rows],
+        )
+
+    return Script(run)
+
+
+def _merged(old: Any, new_text: str) -> str:
+    """The attributes ``old`` with the JSON object ``new_text`` merged in at the top
+    level (PostgreSQL's ``||``)."""
+    merged = dict(old or {})
+    merged.update(json.loads(new_text))
+    return json.dumps(merged)
+
+
+def _merging(
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+    returning: Sequence[ColumnElement[Any]],
+) -> Script:
+    """UPDATE one row matching ``where`` with ``values`` and its attributes merged
+    with ``p_attributes`` (see the module docstring): the row is locked ``FOR
+    UPDATE`` and read, merged here, written by id. Returns ``returning`` of the row
+    written (none: it did not match)."""
+    t = table.c
+    locked = select(t.id, t.attributes).where(*where).with_for_update()
+    merged = bindparam("p_merged", type_=Text())
+    change = (
+        update(table)
+        .where(t.id == bindparam("p_merged_id", type_=_UUID))
+        .values(attributes=merged, **values)
+    )
+    read_back = select(*returning).where(t.id.in_(_IDS))
+
+    def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        row = (yield locked, params).one_or_none()
+        ids = []
+        if row is not None:
+            ids.append(row.id)
+            written = {**params, "p_merged_id": row.id}
+            written["p_merged"] = _merged(row.attributes, params["p_attributes"])
+            yield change, written
+        return (yield read_back, {"p_ids": ids})
+
+    return Script(run)
+
+
+def _worker_statements(table: Table) -> dict[str, Any]:
+    """The worker's guarded outcome writes, the redo of a rolled-back claim, and
+    its idle-time look-ahead."""
+    t = table.c
+    by_id = t.id == bindparam("p_job_id", type_=_UUID)
+    one_unchanged = [
+        by_id,
+        _unchanged_since_claim(
+            table,
+            bindparam("p_attempts", type_=Integer()),
+            bindparam("p_start_after", type_=_UTC),
+        ),
+    ]
+    claimed = JsonRows("claimed", bindparam("p_claimed", type_=Text()), _held_spec(True))
+    c = claimed.c
+    completed_where = [
+        t.id == c.id,
+        _unchanged_since_claim(table, c.attempts, _iso_utc(c.start_after)),
+    ]
+    complete_unchanged = _update_returning(
+        table,
+        lambda: completed_where,
+        {
+            "state": _state(JobState.COMPLETED),
+            "finished_at": _db_now(),
+            "result": func.nullif(c.result, literal_column("'null'")),
+        },
+        [t.id],
+        source=claimed,
+    )
+    # A claim whose transaction rolled back, done again on one job if the row is
+    # still exactly as it was before that claim. SKIP LOCKED: a row another
+    # transaction holds (another worker's claim) is no longer as it was; it is
+    # skipped rather than waited for. The row is locked until the recording
+    # transaction ends, so the verdict written next meets the row returned.
+    reclaim_rolled_back = _update_returning(
+        table,
+        lambda: [
+            by_id,
+            _claimable(table),
+            t.attempts == bindparam("p_attempts", type_=Integer()),
+            t.start_after == bindparam("p_start_after", type_=_UTC),
+        ],
+        _claimed(table),
+        list(table.c),
+        lock=lambda picked: picked.with_for_update(skip_locked=True),
+    )
+    soonest = (
+        select(func.min(t.start_after))
+        .where(t.topic == bindparam("p_topic", type_=_KEY), _claimable(table))
+        .scalar_subquery()
+    )
+    seconds_until_due = select(
+        case(
+            (
+                _not_paused(table),
+                func.timestampdiff(literal_column("MICROSECOND"), _db_now(), soonest)
+                / literal(1_000_000.0, Float()),
+            ),
+            else_=null(),
+        )
+    )
+    return {
+        "complete_unchanged": complete_unchanged,
+        "retry_unchanged": _merging(
+            table,
+            one_unchanged,
+            {
+                "start_after": func.coalesce(
+                    _after_seconds(bindparam("p_delay", type_=Float())), t.start_after
+                )
+            },
+            [t.id],
+        ),
+        "fail_unchanged": _merging(
+            table,
+            one_unchanged,
+            {"state": _state(JobState.FAILED), "finished_at": _db_now()},
+            [t.id],
+        ),
+        "cancel_unchanged": _update_returning(
+            table,
+            lambda: one_unchanged,
+            {"state": _state(JobState.CANCELLED), "finished_at": _db_now()},
+            [t.id],
+        ),
+        "reclaim_rolled_back": reclaim_rolled_back,
+        "seconds_until_due": seconds_until_due,
+        "snooze_unchanged": update(table)
+        .where(*one_unchanged)
+        .values(
+            start_after=_after_seconds(bindparam("p_delay", type_=Float())), attempts=t.attempts - 1
+        ),
+        "clock": select(_db_now()),
+    }
+
+
+def _lease_statements(table: Table) -> dict[str, Any]:
+    """Lease renewal, release of unstarted jobs, and reading back the jobs a guarded
+    write did not match (as in the PostgreSQL driver), the held jobs as ``p_held``."""
+    t = table.c
+
+    def held_update(values: Mapping[str, Any], returning: Sequence[ColumnElement[Any]]) -> Script:
+        held = JsonRows("held", bindparam("p_held", type_=Text()), _held_spec())
+        h = held.c
+        where = [t.id == h.id, _unchanged_since_claim(table, h.attempts, _iso_utc(h.start_after))]
+        return _update_returning(table, lambda: where, values, returning, source=held)
+
+    return {
+        "renew_leases": held_update(
+            {"start_after": _after_seconds(t.retry_after_seconds)}, [t.id, t.start_after]
+        ),
+        "release_unstarted": held_update(
+            {
+                "start_after": _db_now(),
+                "attempts": t.attempts - 1,
+                "state": case(
+                    (t.attempts == 1, _state(JobState.CREATED)), else_=_state(JobState.ACTIVE)
+                ),
+            },
+            [t.id],
+        ),
+        "lease_states": select(t.id, t.state, t.attempts, t.start_after).where(
+            t.id.in_(bindparam("p_ids", type_=_UUID, expanding=True))
+        ),
+    }
+
+
+def _unique_statements(
+    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], jobs: JsonRows
+) -> dict[str, Any]:
+    """Enqueues of unique jobs: the bulk row plus ``<unique_key>, <unique_states>``
+    (a PostgreSQL array literal such as ``{created,active}``, stored as the JSON array
+    ``["created","active"]``). The unique index is over :data:`UNIQUE_HOLDER`, so a
+    job conflicts only with the job that holds its key (and only while it does).
+
+    * ``insert_unique``: a held key makes the INSERT fail (MariaDB error 1062 naming
+      ``uq_<table>_unique_key``: :class:`~programma_sa.DuplicateJob`), the whole
+      statement with it;
+    * ``insert_unique_keep``: ``INSERT IGNORE``: a job whose key is held is not
+      inserted; the row count says how many were. (IGNORE also turns other errors
+      into warnings; every value was checked before it reached the statement.)
+    * ``insert_unique_replace``: ``ON DUPLICATE KEY UPDATE``: the holder takes the
+      new values if it is still CREATED; then the jobs of those keys still CREATED
+      are read back (the inserted and the replaced ones).
+    """
+    t = table.c
+    j = jobs.c
+    states = j.job_unique_states
+    values = [
+        *each_row,
+        j.job_unique_key,
+        # {a,b} -> ["a","b"]: state names need no JSON escaping.
+        case(
+            (states.is_(None), null()),
+            else_=func.concat(
+                literal('["'),
+                func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","'),
+                literal('"]'),
+            ),
+        ),
+    ]
+    targets = [*columns, "unique_key", "unique_states"]
+    source = select(*values).select_from(jobs)
+    plain = mysql_insert(table).from_select(targets, source)
+    keep = mysql_insert(table).from_select(targets, source).prefix_with("IGNORE")
+    replaceable = t.state == _state(JobState.CREATED)
+    upsert = plain.on_duplicate_key_update(
+        {
+            name: case((replaceable, plain.inserted[name]), else_=t[name])
+            for name in ("data", "attributes", "start_after", "retry_after_seconds", "priority")
+        }
+    )
+    keys = JsonRows("key_of", bindparam("p_jobs", type_=Text()), [("key", "VARCHAR(1024)", "$[7]")])
+    replaced = select(t.unique_key, t.id).where(
+        column(UNIQUE_HOLDER).in_(select(keys.c.key)), replaceable
+    )
+
+    def replace(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        yield upsert, params
+        return (yield replaced, params)
+
+    holders = select(t.unique_key, t.id).where(
+        column(UNIQUE_HOLDER).in_(bindparam("p_keys", type_=_KEY, expanding=True))
+    )
+    return {
+        "insert_unique": plain,
+        "insert_unique_notify": plain,
+        "insert_unique_keep": keep,
+        "insert_unique_keep_notify": keep,
+        "insert_unique_replace": Script(replace),
+        "insert_unique_replace_notify": Script(replace),
+        "unique_key_holders": holders,
+    }
+
+
+# -- control of jobs in flight: cancel, re-run, list, pause -----------------------------
+
+
+#: The criteria's terms on MariaDB (programma_sa._drivers.shapes). JSON_CONTAINS is
+#: containment like PostgreSQL's ``@>`` (nested objects and arrays contained).
+_SHAPE_TERMS = ShapeTerms(
+    state=lambda state: _state(state),
+    time=_UTC,
+    error_type=lambda table: func.json_value(table.c.attributes, "$.last_error.type"),
+    contains=lambda table, wanted: func.json_contains(table.c.attributes, wanted) == 1,
+)
+
+
+def _list_jobs(table: Table) -> Any:
+    """The listing family: jobs newest first (ids are UUIDv7: creation order),
+    keyset-paginated by id, ``p_limit`` rows; one statement per shape."""
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = shape_filters(table, shape, _SHAPE_TERMS)
+        if shape.cursor:
+            filters.append(t.id < bindparam("p_cursor", type_=_UUID))
+        return (
+            select(*table.c)
+            .where(*filters)
+            .order_by(t.id.desc())
+            .limit(bindparam("p_limit", type_=Integer()))
+        )
+
+    return build
+
+
+def _count_jobs(table: Table) -> Any:
+    """The counting family: how many jobs match a filter."""
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        return select(func.count()).where(*shape_filters(table, shape, _SHAPE_TERMS))
+
+    return build
+
+
+def _rerun_values() -> dict[str, Any]:
+    return rerun_values(_state(JobState.CREATED), _db_now())
+
+
+def _rerun_jobs(table: Table) -> Any:
+    """The re-run family: up to ``p_limit`` FAILED (or CANCELLED) jobs matching a
+    filter, oldest finished first, each made a new job; returns their ids. ``FOR
+    UPDATE SKIP LOCKED``: a finished row someone else holds is left out, not waited
+    for."""
+    t = table.c
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Script:
+        assert isinstance(shape, JobsShape) and shape.states is not None
+        return _update_returning(
+            table,
+            lambda: shape_filters(table, shape, _SHAPE_TERMS),
+            _rerun_values(),
+            [t.id],
+            lock=lambda picked: (
+                picked.order_by(t.finished_at)
+                .limit(bindparam("p_limit", type_=Integer(), literal_execute=True))
+                .with_for_update(skip_locked=True)
+            ),
+        )
+
+    return build
+
+
+def _control_statements(table: Table) -> dict[str, Any]:
+    """Cancel, re-run, list, pause and resume.
+
+    Cancel and re-run one job lock it ``FOR UPDATE`` — waiting for a transaction
+    that holds it (a claim committing, or a transaction-mode pass running its
+    handler: then until that pass ends) — and read its latest committed state, then
+    change it. Nothing is announced (no NOTIFY): a worker holding a cancelled job in
+    lease mode learns of it at its next lease renewal.
+    """
+    t = table.c
+    by_id = t.id == bindparam("p_job_id", type_=_UUID)
+    current = select(t.state).where(by_id).with_for_update()
+    live = [state.value for state in JobState if state.value not in TERMINAL_STATES]
+    cancel = (
+        update(table).where(by_id).values(state=_state(JobState.CANCELLED), finished_at=_db_now())
+    )
+    rerun = update(table).where(by_id).values(**_rerun_values())
+
+    def cancel_job(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        state = (yield current, params).scalar()
+        keys = ["state", "cancelled", "worker_notified", "announced"]
+        if state is None:
+            return _Rows(keys, [])
+        if state in live:
+            yield cancel, params
+        return _Rows(keys, [[state, state in live, None, None]])
+
+    def rerun_job(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        state = (yield current, params).scalar()
+        keys = ["state", "id", "announced"]
+        if state is None:
+            return _Rows(keys, [])
+        rerunnable = state in RERUNNABLE_STATES
+        if rerunnable:
+            yield rerun, params
+        return _Rows(keys, [[state, params["p_job_id"] if rerunnable else None, None]])
+
+    paused = paused_topics_table(table)
+    topic = bindparam("p_topic", type_=_KEY)
+    pause = mysql_insert(paused).values(topic=topic).prefix_with("IGNORE")
+    resume = delete(paused).where(paused.c.topic == topic)
+
+    def changed_topic(statement: Executable) -> Script:
+        """``statement`` returning the topic when it changed a row (INSERT IGNORE's
+        and DELETE's row counts: no RETURNING on MySQL)."""
+
+        def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+            count = (yield statement, params).rowcount  # type: ignore[attr-defined]
+            return _Rows(["topic"], [[params["p_topic"]]] if count else [])
+
+        return Script(run)
+
+    return {
+        "cancel_job": Script(cancel_job),
+        "rerun_job": Script(rerun_job),
+        "rerun_jobs": _rerun_jobs(table),
+        "list_jobs": _list_jobs(table),
+        "count_jobs": _count_jobs(table),
+        "pause_topic": changed_topic(pause),
+        "resume_topic": changed_topic(resume),
+        "paused_topics": select(paused.c.topic, paused.c.paused_at).order_by(paused.c.topic),
+    }
+
+
+# -- maintenance: statistics and retention --------------------------------------------
+
+
+_STATS_CLOCK = StatsClock(
+    now=lambda: _db_now(),
+    seconds_ago=lambda seconds: _after_seconds(-seconds),
+    no_time=lambda: literal(None, _UTC),
+    as_time=lambda time: time,
+    state=lambda state: _state(state),
+    claimable=lambda table: _claimable(table),
+    finished=lambda table: _finished(table),
+)
+
+
+def _throughput(table: Table) -> Select[tuple[object, ...]]:
+    """Finished and failed jobs per bucket of the last ``p_window_seconds`` (rows
+    (bucket, finished, failed)), from ``ix_<table>_finished``'s range by finish time."""
+    t = table.c
+    now = _db_now()
+    window = bindparam("p_window_seconds", type_=Float())
+    buckets = bindparam("p_buckets", type_=Integer())
+    age = func.timestampdiff(literal_column("MICROSECOND"), t.finished_at, now) / literal(
+        1_000_000.0, Float()
+    )
+    bucket = func.greatest(0, func.least(buckets - 1, func.floor(age * buckets / window)))
+    failed = case((t.state == _state(JobState.FAILED), 1), else_=0)
+    return (
+        select(
+            bucket.label("bucket"),
+            func.count().label("finished"),
+            func.coalesce(func.sum(failed), 0).label("failed"),
+        )
+        .where(_finished(table), t.finished_at >= _after_seconds(-window))
+        .group_by(literal_column("bucket"))
+        .order_by(literal_column("bucket"))
+    )
+
+
+def _prune(table: Table, state: JobState) -> Script:
+    """Delete one bounded batch of ``state`` jobs of one topic, finished before the
+    TTL, oldest first (``ix_<table>_finished`` / ``_failed`` / ``_cancelled``). The
+    batch is picked ``FOR UPDATE SKIP LOCKED`` (a row another transaction holds is
+    left for a later batch; two pruners take disjoint batches), then deleted by id
+    (MariaDB deletes from no table its own subquery reads)."""
+    t = table.c
+    cutoff = _after_seconds(-bindparam("p_ttl_seconds", type_=Float()))
+    expired = (
+        select(t.id)
+        .where(
+            t.topic == bindparam("p_topic", type_=_KEY),
+            t.state == _state(state),
+            t.finished_at < cutoff,
+        )
+        .order_by(t.finished_at)
+        .limit(bindparam("p_limit", type_=Integer(), literal_execute=True))
+        .with_for_update(skip_locked=True)
+    )
+    remove: Delete = delete(table).where(t.id.in_(_IDS))
+
+    def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        ids = list((yield expired, params).scalars().all())
+        return (yield remove, {"p_ids": ids})
+
+    return Script(run)
+
+
+def _maintenance_statements(table: Table) -> dict[str, Any]:
+    t = table.c
+    return {
+        "stats_all": stats_statement(table, _STATS_CLOCK, one_topic=False),
+        "stats_topic": stats_statement(table, _STATS_CLOCK, one_topic=True),
+        "throughput": _throughput(table),
+        "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
+        "prune_completed": _prune(table, JobState.COMPLETED),
+        "prune_failed": _prune(table, JobState.FAILED),
+        "cancelled_topics": select(t.topic)
+        .where(t.state == _state(JobState.CANCELLED))
+        .distinct()
+        .order_by(t.topic),
+        "prune_cancelled": _prune(table, JobState.CANCELLED),
+        # No transaction-scoped advisory lock (GET_LOCK belongs to the connection,
+        # which a pool outlives a transaction with): always "taken"; the prune's
+        # SKIP LOCKED keeps concurrent batches disjoint (see _prune).
+        "try_prune_lock": select(literal(True)),
+    }
