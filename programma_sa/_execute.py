@@ -102,10 +102,33 @@ def _sqlite_message(error: sa_exc.DBAPIError) -> str | None:
     return str(error.orig) if isinstance(error.orig, sqlite3.Error) else None
 
 
+#: MariaDB/MySQL error numbers (``args[0]`` of PyMySQL's errors): no such table,
+#: duplicate key.
+_MYSQL_NO_SUCH_TABLE = 1146
+_MYSQL_DUPLICATE_KEY = 1062
+#: What MariaDB says of a duplicate key: "Duplicate entry '<key>' for key '<index>'".
+_MYSQL_DUPLICATE = re.compile(
+    r"Duplicate entry '(?P<key>.*)' for key '(?P<index>[^']*)'", re.DOTALL
+)
+
+
+def _mysql_error(error: sa_exc.DBAPIError) -> tuple[int, str] | None:
+    """The number and message of a MariaDB/MySQL error (PyMySQL's, which aiomysql
+    raises too); ``None`` for another database's."""
+    arguments = getattr(error.orig, "args", ())
+    module = type(error.orig).__module__
+    if module.startswith("pymysql") and len(arguments) == 2 and isinstance(arguments[0], int):
+        return arguments[0], str(arguments[1])
+    return None
+
+
 def _undefined_table(error: sa_exc.DBAPIError) -> bool:
     message = _sqlite_message(error)
     if message is not None:
         return message.startswith("no such table:")
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        return mysql[0] == _MYSQL_NO_SUCH_TABLE
     return _sqlstate(error) == _UNDEFINED_TABLE
 
 
@@ -115,6 +138,15 @@ def _unique_key_violation(error: sa_exc.DBAPIError, table: Table) -> bool:
     message = _sqlite_message(error)
     if message is not None:
         return message == f"UNIQUE constraint failed: {table.name}.unique_key"
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        match = _MYSQL_DUPLICATE.search(mysql[1])
+        return (
+            mysql[0] == _MYSQL_DUPLICATE_KEY
+            and match is not None
+            # MariaDB names the index; MySQL 8 qualifies it with the table.
+            and match["index"].rpartition(".")[2] == f"uq_{table.name}_unique_key"
+        )
     return (
         _sqlstate(error) == _UNIQUE_VIOLATION
         and _diagnostic(error, "constraint_name") == f"uq_{table.name}_unique_key"
@@ -123,8 +155,11 @@ def _unique_key_violation(error: sa_exc.DBAPIError, table: Table) -> bool:
 
 def _duplicate_job(error: sa_exc.DBAPIError, table: Table) -> DuplicateJob:
     text = str(error.orig) if error.orig is not None else str(error)
-    # SQLite does not say which key was held.
+    # SQLite does not say which key was held; MariaDB says it in its message.
     match = _KEY_DETAIL.fullmatch(_diagnostic(error, "message_detail") or "")
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        match = _MYSQL_DUPLICATE.search(mysql[1])
     key = None if match is None else match["key"]
     return DuplicateJob(
         f"a job with unique key {key!r} is already enqueued in {table.fullname} "

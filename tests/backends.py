@@ -38,6 +38,11 @@ ASYNC_DRIVERS = {
 }[DATABASE]
 #: The sync driver of the tests' own engines.
 SYNC_DRIVER = {"sqlite": "pysqlite", "mariadb": "pymysql", "postgresql": "psycopg"}[DATABASE]
+#: SQL that makes the current transaction wait at most 1 s for a row lock (on
+#: MariaDB for the rest of the connection's session: it has no per-transaction one).
+LOCK_TIMEOUT_1S = (
+    "SET SESSION innodb_lock_wait_timeout = 1" if ON_MARIADB else "SET LOCAL lock_timeout = '1s'"
+)
 #: The MariaDB account that creates the session's database (see the module docs).
 MARIADB_URL_ENV = "PROGRAMMA_TEST_MARIADB_URL"
 MARIADB_ADMIN_URL = os.environ.get(

@@ -80,7 +80,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if needed is not None and DATABASE not in needed[0]:
             databases, reason = needed
             item.add_marker(pytest.mark.skip(reason=f"{' and '.join(databases)} only: {reason}"))
-        elif DATABASE != "postgresql" and not _DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        elif DATABASE != "postgresql" and not _DATABASE_FIXTURES.intersection(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(
                 pytest.mark.skip(reason="uses no test database: the PostgreSQL passes run it")
             )

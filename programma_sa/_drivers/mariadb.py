@@ -667,9 +667,11 @@ def _unique_statements(
             for name in ("data", "attributes", "start_after", "retry_after_seconds", "priority")
         }
     )
-    keys = JsonRows("key_of", bindparam("p_jobs", type_=Text()), [("key", "VARCHAR(1024)", "$[7]")])
+    keys = JsonRows(
+        "key_of", bindparam("p_jobs", type_=Text()), [("job_key", "VARCHAR(1024)", "$[7]")]
+    )
     replaced = select(t.unique_key, t.id).where(
-        column(UNIQUE_HOLDER).in_(select(keys.c.key)), replaceable
+        column(UNIQUE_HOLDER).in_(select(keys.c.job_key)), replaceable
     )
 
     def replace(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:

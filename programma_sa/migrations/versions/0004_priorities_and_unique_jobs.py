@@ -61,9 +61,7 @@ HOLDS_ITS_KEY_IN_JSON = "instr(unique_states, '\"' || state || '\"') > 0"
 #: HOLDS_ITS_KEY on MariaDB/MySQL, which have no partial index: the key of a job that
 #: holds it, else NULL — a generated column whose unique index admits any number of
 #: NULLs, so only holders are unique (unique_states a JSON array of state names).
-HOLDER_ON_MYSQL = (
-    "IF(JSON_CONTAINS(unique_states, JSON_QUOTE(state)), unique_key, NULL)"
-)
+HOLDER_ON_MYSQL = "IF(JSON_CONTAINS(unique_states, JSON_QUOTE(state)), unique_key, NULL)"
 #: The Alembic main option that asks for CREATE INDEX CONCURRENTLY.
 CONCURRENT_OPTION = "programma_concurrent_indexes"
 
