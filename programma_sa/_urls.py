@@ -30,13 +30,14 @@ message ever shows a URL with its password.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 
 from .exceptions import ConfigurationError
 
-__all__ = ["async_url", "parse_url", "sync_url"]
+__all__ = ["async_url", "engine_options", "parse_url", "sync_url"]
 
 #: The driver programma-sa installs (psycopg 3): sync and async in one package.
 DEFAULT_DRIVER = "psycopg"
@@ -127,6 +128,18 @@ def async_url(url: str | URL, what: str = "database URL") -> URL:
         ) from None
     _import_driver(parsed)
     return parsed
+
+
+def engine_options(url: URL) -> dict[str, Any]:
+    """What an engine the library makes for ``url`` needs beyond the URL: READ
+    COMMITTED on MariaDB/MySQL, whose default REPEATABLE READ makes a claim's locking
+    read keep gap and next-key locks on every index entry it scanned (other jobs'
+    rows, finished ones) until its transaction ends — enqueues and other workers'
+    completions would wait for it. Under READ COMMITTED it keeps the locks of the
+    rows it took only (docs/mariadb.md)."""
+    if url.get_backend_name() in _MYSQL_BACKENDS:
+        return {"isolation_level": "READ COMMITTED"}
+    return {}
 
 
 def _dialect(url: URL) -> type[Dialect]:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from programma_sa._urls import engine_options
 from programma_sa.testing import BACKEND_ENV
 
 #: The suite runs on SQLite.
@@ -83,11 +84,8 @@ def _sqlite_transactions(engine: Engine) -> None:
 
 
 def _isolation(url: str) -> dict[str, Any]:
-    """READ COMMITTED on MariaDB, as docs/mariadb.md asks of applications: no gap
-    locks, so an enqueue never waits for a claiming transaction."""
-    if make_url(url).get_backend_name() in ("mariadb", "mysql"):
-        return {"isolation_level": "READ COMMITTED"}
-    return {}
+    """READ COMMITTED on MariaDB, as the library's own engines (docs/mariadb.md)."""
+    return engine_options(make_url(url))
 
 
 def make_engine(url: str, **pool: Any) -> Engine:

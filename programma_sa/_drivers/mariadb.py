@@ -25,13 +25,13 @@
   way a locking read (and every UPDATE) reads the latest committed row, not the
   transaction's snapshot, so no claim acts on a stale row.
 * **No partial indexes.** The indexes are plain composite ones (the model's, without
-  their predicates): ``ix_<table>_claim`` (topic, priority DESC, start_after, id)
-  serves the claim and ``seconds_until_due``, and also holds finished rows, which
-  a claim steps over (keep the retention pruning on); ``ix_<table>_finished`` /
+  their predicates), except two over generated columns (revision programma_0004):
+  ``ix_<table>_claim`` (:data:`CLAIM_TOPIC`, priority DESC, start_after, id) holds
+  claimable jobs only and serves the claim and ``seconds_until_due``;
+  ``uq_<table>_unique_key`` (:data:`UNIQUE_HOLDER`). ``ix_<table>_finished`` /
   ``_failed`` / ``_cancelled`` (topic, finished_at) serve stats, throughput, prune
   and re-runs; ``ix_<table>_processing`` (topic, started_at) stats;
-  ``ix_<table>_history`` (topic, id) a topic's listing. Unique keys are held through
-  a generated column (revision programma_0004, :data:`UNIQUE_HOLDER`).
+  ``ix_<table>_history`` (topic, id) a topic's listing.
 * **No LISTEN/NOTIFY, no advisory locks.** The ``*_notify`` enqueues are the plain
   ones: workers poll. The prune lock is always "taken": the prune's batches are
   picked with ``FOR UPDATE SKIP LOCKED``, so concurrent pruners delete disjoint rows.
@@ -99,11 +99,15 @@ from .base import JobsShape, Script, Statements, Step
 from .shapes import ShapeTerms, rerun_values, shape_filters
 from .stats import StatsClock, stats_statement
 
-__all__ = ["UNIQUE_HOLDER", "JsonRows", "build_statements"]
+__all__ = ["CLAIM_TOPIC", "UNIQUE_HOLDER", "JsonRows", "build_statements"]
 
 _UTC = UtcDateTime()
 _KEY = KeyText()
 _UUID = Uuid(as_uuid=True)
+#: The generated column holding a job's topic while it is claimable (NULL otherwise),
+#: the first column of ``ix_<table>_claim`` there (revision programma_0004): a claim
+#: reads claimable rows only, as PostgreSQL's partial claim index gives.
+CLAIM_TOPIC = "claim_topic"
 #: The generated column holding a job's unique key while the job holds it (NULL
 #: otherwise), unique-indexed as ``uq_<table>_unique_key`` (revision programma_0004).
 UNIQUE_HOLDER = "unique_holder"
@@ -416,39 +420,45 @@ def _job_statements(table: Table) -> dict[str, Any]:
 
 def _claim(table: Table) -> Script:
     """The claim: the due jobs of ``p_topic`` picked in claim order (higher priority
-    first, FIFO within a priority) and locked, ``FOR UPDATE SKIP LOCKED``: rows
-    another transaction holds (another claim's, not yet committed) are skipped, not
-    waited for, so no two claims take one job and claimers never queue behind each
-    other. A locking read sees the latest committed version of each row, so a job
-    another claim took and committed since is no longer claimable here. Then the
-    UPDATE of the picked ids, then the rows read back with their ``due_at`` (their
-    start_after before the claim, from the picking read)."""
+    first, FIFO within a priority) and locked ``FOR UPDATE SKIP LOCKED``: rows another
+    transaction holds (another claim's, not yet committed) are skipped, not waited
+    for, so claimers never queue behind each other. Then the picked rows are read
+    again by primary key, still locked, and only those that are claimable and due
+    are taken: the picking read walks the claim index, and a row another claim took
+    and committed meanwhile may be reached through its old index entry (its old
+    start_after), locked and returned (seen: one job in a few thousand claimed twice
+    by four workers). Read by primary key, the row's latest version is what the
+    WHERE clause sees. Then the UPDATE of those ids, then the rows read back with
+    their ``due_at`` (their start_after before the claim)."""
     t = table.c
+    due = [_claimable(table), t.start_after <= _db_now()]
     picked = (
-        select(t.id, t.start_after)
+        select(t.id)
         .where(
-            t.topic == bindparam("p_topic", type_=_KEY),
-            _claimable(table),
-            t.start_after <= _db_now(),
+            column(CLAIM_TOPIC, _KEY) == bindparam("p_topic", type_=_KEY),
+            *due,
             _not_paused(table),
         )
         .order_by(t.priority.desc(), t.start_after, t.id)
         .limit(bindparam("p_max_jobs", type_=Integer(), literal_execute=True))
         .with_for_update(skip_locked=True)
     )
+    # Ours already (locked above): FOR UPDATE waits for nobody, and reads the latest.
+    still_due = select(t.id, t.start_after).where(t.id.in_(_IDS), *due).with_for_update()
     take = update(table).where(t.id.in_(_IDS)).values(**_claimed(table))
     read_back = select(*table.c).where(t.id.in_(_IDS))
+    keys = [*(c.key for c in table.c), "due_at"]
 
     def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
-        due_at = {row.id: row.start_after for row in (yield picked, params)}
+        ids = list((yield picked, params).scalars().all())
+        if not ids:
+            return _Rows(keys, [])
+        due_at = {row.id: row.start_after for row in (yield still_due, {"p_ids": ids})}
         if not due_at:
-            return _Rows([*(c.key for c in table.c), "due_at"], [])
+            return _Rows(keys, [])
         yield take, {"p_ids": list(due_at)}
         rows = (yield read_back, {"p_ids": list(due_at)}).mappings().all()
-        return _Rows(
-            [*(c.key for c in table.c), "due_at"],
-            [[*row.values(), due_at[row["id"]]] for row in rows],
-        )
+        return _Rows(keys, [[*row.values(), due_at[row["id"]]] for row in rows])
 
     return Script(run)
 
@@ -543,7 +553,7 @@ def _worker_statements(table: Table) -> dict[str, Any]:
     )
     soonest = (
         select(func.min(t.start_after))
-        .where(t.topic == bindparam("p_topic", type_=_KEY), _claimable(table))
+        .where(column(CLAIM_TOPIC, _KEY) == bindparam("p_topic", type_=_KEY))
         .scalar_subquery()
     )
     seconds_until_due = select(

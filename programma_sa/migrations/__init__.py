@@ -74,6 +74,7 @@ __all__ = [
     "CONCURRENT_INDEXES_OPTION",
     "STANDALONE_VERSION_TABLE",
     "UNIQUE_HOLDER_COLUMN",
+    "CLAIM_TOPIC_COLUMN",
     "VERSION_LOCATION",
     "Steps",
     "downgrade",
@@ -96,6 +97,10 @@ __all__ = [
 #: model does not declare it (it exists on no other database): comparisons of the
 #: model with a MariaDB database leave it and that index aside.
 UNIQUE_HOLDER_COLUMN = "unique_holder"
+#: MariaDB/MySQL only, likewise: the generated column holding a job's topic while the
+#: job is claimable (CREATED or ACTIVE), NULL otherwise; ``ix_<table>_claim`` is over
+#: it there, so a claim reads only claimable rows, as through the partial index.
+CLAIM_TOPIC_COLUMN = "claim_topic"
 #: The Alembic main option asking revisions to build indexes with CREATE INDEX
 #: CONCURRENTLY (``programma_concurrent_indexes = true`` in ``alembic.ini``).
 CONCURRENT_INDEXES_OPTION = "programma_concurrent_indexes"
