@@ -115,10 +115,11 @@ _MYSQL_DUPLICATE = re.compile(
 def _mysql_error(error: sa_exc.DBAPIError) -> tuple[int, str] | None:
     """The number and message of a MariaDB/MySQL error (PyMySQL's, which aiomysql
     raises too); ``None`` for another database's."""
-    arguments = getattr(error.orig, "args", ())
-    module = type(error.orig).__module__
-    if module.startswith("pymysql") and len(arguments) == 2 and isinstance(arguments[0], int):
-        return arguments[0], str(arguments[1])
+    arguments: tuple[Any, ...] = getattr(error.orig, "args", ())
+    if type(error.orig).__module__.startswith("pymysql") and len(arguments) == 2:
+        number, message = arguments
+        if isinstance(number, int):
+            return number, str(message)
     return None
 
 

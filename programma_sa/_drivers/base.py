@@ -29,10 +29,10 @@ __all__ = [
     "JobsShape",
     "Runnable",
     "Script",
-    "Step",
     "StatementFamily",
     "StatementName",
     "Statements",
+    "Step",
 ]
 
 #: One statement of a :class:`Script` and its parameters.

@@ -119,7 +119,7 @@ class JsonRows(TableClause):
     list, ``(name, SQL type, path)`` per column; a ``JSON`` column keeps the element
     as JSON text (a string stays quoted, null is ``null``)."""
 
-    _traverse_internals = [
+    _traverse_internals = [  # noqa: RUF012  (SQLAlchemy's own class attribute)
         *TableClause._traverse_internals,
         ("document", InternalTraversal.dp_clauseelement),
         ("spec", InternalTraversal.dp_string),

@@ -71,10 +71,10 @@ from ._steps import Steps, downgrade_steps, upgrade_steps
 
 __all__ = [
     "BRANCH_LABEL",
+    "CLAIM_TOPIC_COLUMN",
     "CONCURRENT_INDEXES_OPTION",
     "STANDALONE_VERSION_TABLE",
     "UNIQUE_HOLDER_COLUMN",
-    "CLAIM_TOPIC_COLUMN",
     "VERSION_LOCATION",
     "Steps",
     "downgrade",

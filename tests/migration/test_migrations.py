@@ -244,6 +244,6 @@ def test_mariadb_holds_unique_keys_and_claimable_topics_in_generated_columns(
             "id",
         ]
         claim_topic = columns[migrations.CLAIM_TOPIC_COLUMN]["computed"]
-        assert claim_topic["sqltext"] == "if(`state` in ('created','active'),`topic`,NULL)"
+        assert "if(`state` in ('created','active'),`topic`,NULL)" in claim_topic["sqltext"]
     finally:
         engine.dispose()
