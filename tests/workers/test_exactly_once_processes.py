@@ -52,6 +52,9 @@ def test_worker_processes_run_each_job_exactly_once(
             database_url,
             HANDLERS[mode],
             *("--mode", mode, "--concurrency", "2", "--max-jobs", "20", "--heartbeat", "0.2"),
+            # Warnings and errors only: a line per job would fill the pipe (read at the
+            # end) past a few hundred jobs per worker, and block the worker's logging.
+            *("--log-level", "warning"),
         )
         for _ in range(PROCESSES)
     ]
