@@ -20,8 +20,8 @@ element                   PostgreSQL                      SQLite (and other data
 ========================  ==============================  ==================================
 
 On MariaDB and MySQL (dialect ``mysql`` or ``mariadb``; docs/mariadb.md) the queue
-runs too, and the table there needs types of its own: ``UUID`` (MariaDB 10.7+;
-``CHAR(32)`` on MySQL), ``JSON``, ``DATETIME(6)`` holding UTC (:class:`UtcDateTime`:
+runs too, and the table there needs types of its own: ``CHAR(32)`` ids (hex, in
+UUIDv7 order), ``JSON``, ``DATETIME(6)`` holding UTC (:class:`UtcDateTime`:
 MariaDB has no time zone type), ``UTC_TIMESTAMP(6)`` for ``now()``, and
 ``VARBINARY(1024)`` for the texts that are index keys (:data:`KEY_TEXT_TYPE`: an
 InnoDB index key holds at most 3072 bytes, 768 utf8mb4 characters, and a topic may
@@ -64,7 +64,14 @@ __all__ = [
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
 #: A UUID column: ``UUID`` on PostgreSQL, SQLAlchemy's portable ``Uuid`` elsewhere.
-UUID_TYPE = Uuid(as_uuid=True).with_variant(UUID(as_uuid=True), "postgresql")
+UUID_TYPE = (
+    Uuid(as_uuid=True)
+    .with_variant(UUID(as_uuid=True), "postgresql")
+    # CHAR(32) hex on MariaDB too, not its UUID type: MariaDB 10.11 orders UUIDs by
+    # their fields in reverse (for version 1), so UUIDv7 ids would not sort in
+    # creation order, which listings and their keyset pagination rely on.
+    .with_variant(Uuid(as_uuid=True, native_uuid=False), "mysql", "mariadb")
+)
 #: A JSON column: ``JSONB`` on PostgreSQL, ``JSON`` elsewhere. A Python ``None`` is
 #: stored as JSON ``null``, not SQL NULL (``none_as_null=False``, as for ``data``).
 JSON_TYPE = JSON(none_as_null=False).with_variant(JSONB(none_as_null=False), "postgresql")
@@ -152,8 +159,8 @@ def _random_uuid_sqlite(element: random_uuid, compiler: Any, **kw: Any) -> str:
 @compiles(random_uuid, "mysql")
 @compiles(random_uuid, "mariadb")
 def _random_uuid_mysql(element: random_uuid, compiler: Any, **kw: Any) -> str:
-    # MariaDB has a UUID type (10.7+); MySQL keeps SQLAlchemy's 32 hex digits.
-    return "(uuid())" if compiler.dialect.is_mariadb else "(replace(uuid(), '-', ''))"
+    # SQLAlchemy's 32 hex digits (UUID_TYPE).
+    return "(replace(uuid(), '-', ''))"
 
 
 @compiles(utc_now)

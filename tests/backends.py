@@ -88,11 +88,25 @@ def _isolation(url: str) -> dict[str, Any]:
     return engine_options(make_url(url))
 
 
+def _mariadb_lock_wait_reset(engine: Engine) -> Engine:
+    """A connection back in the pool waits for locks as long as a new one again: a
+    test's :data:`LOCK_TIMEOUT_1S` is the session's on MariaDB, not its transaction's."""
+    if engine.dialect.name in ("mariadb", "mysql"):
+
+        @event.listens_for(engine, "reset")
+        def reset(dbapi_connection: Any, record: Any, state: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+            cursor.close()
+
+    return engine
+
+
 def make_engine(url: str, **pool: Any) -> Engine:
     """An engine on the test database; ``pool`` (sizes) only applies to PostgreSQL
     and MariaDB (``connect_args`` everywhere)."""
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, **_isolation(url), **pool)
+        return _mariadb_lock_wait_reset(create_engine(url, **_isolation(url), **pool))
     engine = create_engine(url, connect_args=pool.get("connect_args", {}))
     _sqlite_transactions(engine)
     return engine
@@ -101,7 +115,9 @@ def make_engine(url: str, **pool: Any) -> Engine:
 def make_async_engine(url: str, **pool: Any) -> AsyncEngine:
     """:func:`make_engine` for asyncio (``url`` already names the async driver)."""
     if make_url(url).get_backend_name() != "sqlite":
-        return create_async_engine(url, **_isolation(url), **pool)
+        engine = create_async_engine(url, **_isolation(url), **pool)
+        _mariadb_lock_wait_reset(engine.sync_engine)
+        return engine
     engine = create_async_engine(url, connect_args=pool.get("connect_args", {}))
     _sqlite_transactions(engine.sync_engine)
     return engine

@@ -65,6 +65,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     column,
     delete,
     exists,
@@ -103,7 +104,8 @@ __all__ = ["CLAIM_TOPIC", "UNIQUE_HOLDER", "JsonRows", "build_statements"]
 
 _UTC = UtcDateTime()
 _KEY = KeyText()
-_UUID = Uuid(as_uuid=True)
+#: Ids as the table keeps them there: 32 hex digits (programma_sa._portable.UUID_TYPE).
+_UUID = Uuid(as_uuid=True, native_uuid=False)
 #: The generated column holding a job's topic while it is claimable (NULL otherwise),
 #: the first column of ``ix_<table>_claim`` there (revision programma_0004): a claim
 #: reads claimable rows only, as PostgreSQL's partial claim index gives.
@@ -348,6 +350,8 @@ def _job_statements(table: Table) -> dict[str, Any]:
         ],
     )
     j = jobs.c
+    # The document's ids may have dashes; the table keeps 32 hex digits.
+    job_id = func.replace(j.job_id, "-", "")
     columns = [
         "id",
         "topic",
@@ -360,7 +364,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
     insert_many_uniform = insert(table).from_select(
         columns,
         select(
-            j.job_id,
+            job_id,
             bindparam("p_topic", type_=_KEY),
             j.job_data,
             bindparam("p_attributes", type_=Text()),
@@ -370,7 +374,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
         ).select_from(jobs),
     )
     each_row = [
-        j.job_id,
+        job_id,
         bindparam("p_topic", type_=_KEY),
         j.job_data,
         j.job_attributes,
@@ -742,7 +746,11 @@ def _count_jobs(table: Table) -> Any:
     @functools.lru_cache(maxsize=256)
     def build(shape: Hashable) -> Executable:
         assert isinstance(shape, JobsShape)
-        return select(func.count()).where(*shape_filters(table, shape, _SHAPE_TERMS))
+        return (
+            select(func.count())
+            .select_from(table)
+            .where(*shape_filters(table, shape, _SHAPE_TERMS))
+        )
 
     return build
 
@@ -864,7 +872,10 @@ def _throughput(table: Table) -> Select[tuple[object, ...]]:
     age = func.timestampdiff(literal_column("MICROSECOND"), t.finished_at, now) / literal(
         1_000_000.0, Float()
     )
-    bucket = func.greatest(0, func.least(buckets - 1, func.floor(age * buckets / window)))
+    # An integer (FLOOR of a DOUBLE is a DOUBLE on MariaDB): the reader indexes by it.
+    bucket = cast(
+        func.greatest(0, func.least(buckets - 1, func.floor(age * buckets / window))), Integer()
+    )
     failed = case((t.state == _state(JobState.FAILED), 1), else_=0)
     return (
         select(

@@ -14,10 +14,18 @@ from programma_sa import AsyncJobQueue, InvalidJobInput, JobQueue, Throughput
 from programma_sa._drivers import statements_for
 
 from ..app import Job
+from ..backends import DATABASE
 from ..asyncio.urls import DRIVERS, async_url
 from .test_plans import TABLE, _assert_reads, _fill, _plan
 
 queue = JobQueue(Job)
+
+
+#: ``:minutes`` before the database's clock, on the test database.
+_MINUTES_AGO = {
+    "mariadb": "TIMESTAMPADD(SECOND, -60 * :minutes, UTC_TIMESTAMP(6))",
+    "postgresql": "now() - :minutes * interval '1 minute'",
+}
 
 
 def _finish(engine: Engine, topic: str, state: str, minutes_ago: float) -> None:
@@ -25,8 +33,8 @@ def _finish(engine: Engine, topic: str, state: str, minutes_ago: float) -> None:
         job_id = queue.add_job(session, topic, {})
         session.execute(
             text(
-                "UPDATE programma_jobs SET state = :state,"
-                " finished_at = now() - :minutes * interval '1 minute' WHERE id = :id"
+                f"UPDATE programma_jobs SET state = :state,"
+                f" finished_at = {_MINUTES_AGO[DATABASE]} WHERE id = :id"
             ),
             {"state": state, "minutes": minutes_ago, "id": job_id},
         )
@@ -92,6 +100,7 @@ def test_the_async_face_reads_the_same(engine: Engine, database_url: str, driver
     assert asyncio.run(read()) == expected
 
 
+@pytest.mark.postgresql_only("PostgreSQL's plans")
 @pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
 def test_its_plan_reads_the_finished_indexes_only(engine: Engine, vacuum: bool) -> None:
     _fill(engine, vacuum)

@@ -23,7 +23,14 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from programma_sa._portable import KEY_TEXT_TYPE, TIME_TYPE, empty_json_object, random_uuid, utc_now
+from programma_sa._portable import (
+    KEY_TEXT_TYPE,
+    MYSQL_DIALECTS,
+    TIME_TYPE,
+    empty_json_object,
+    random_uuid,
+    utc_now,
+)
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0001"
@@ -33,7 +40,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 # PostgreSQL's types there; SQLAlchemy's portable ones on other databases.
-_UUID = sa.Uuid(as_uuid=True).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+_UUID = (
+    sa.Uuid(as_uuid=True)
+    .with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+    .with_variant(sa.Uuid(as_uuid=True, native_uuid=False), *MYSQL_DIALECTS)
+)
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
