@@ -34,6 +34,7 @@ first call, naming the dialect (:mod:`programma_sa._drivers`).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "TEXT_ARRAY_TYPE",
     "TIME_TYPE",
     "UUID_TYPE",
+    "HexUuid",
     "UtcDateTime",
     "empty_json_object",
     "random_uuid",
@@ -63,6 +65,18 @@ __all__ = [
 #: SQLAlchemy's dialect names for MariaDB and MySQL (``mysql://`` names MariaDB too).
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
+
+class HexUuid(TypeDecorator[uuid.UUID]):
+    """A UUID kept as 32 hex digits (``CHAR(32)``), taking its text too, as
+    PostgreSQL's ``uuid`` does."""
+
+    impl = Uuid(as_uuid=True, native_uuid=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return uuid.UUID(value) if isinstance(value, str) else value
+
+
 #: A UUID column: ``UUID`` on PostgreSQL, SQLAlchemy's portable ``Uuid`` elsewhere.
 UUID_TYPE = (
     Uuid(as_uuid=True)
@@ -70,7 +84,7 @@ UUID_TYPE = (
     # CHAR(32) hex on MariaDB too, not its UUID type: MariaDB 10.11 orders UUIDs by
     # their fields in reverse (for version 1), so UUIDv7 ids would not sort in
     # creation order, which listings and their keyset pagination rely on.
-    .with_variant(Uuid(as_uuid=True, native_uuid=False), "mysql", "mariadb")
+    .with_variant(HexUuid(), "mysql", "mariadb")
 )
 #: A JSON column: ``JSONB`` on PostgreSQL, ``JSON`` elsewhere. A Python ``None`` is
 #: stored as JSON ``null``, not SQL NULL (``none_as_null=False``, as for ``data``).
@@ -160,7 +174,7 @@ def _random_uuid_sqlite(element: random_uuid, compiler: Any, **kw: Any) -> str:
 @compiles(random_uuid, "mariadb")
 def _random_uuid_mysql(element: random_uuid, compiler: Any, **kw: Any) -> str:
     # SQLAlchemy's 32 hex digits (UUID_TYPE).
-    return "(replace(uuid(), '-', ''))"
+    return "(replace(uuid(),'-',''))"  # as MariaDB shows it back (autogenerate compares)
 
 
 @compiles(utc_now)

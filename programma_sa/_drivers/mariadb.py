@@ -85,9 +85,8 @@ from sqlalchemy.sql import TableClause
 from sqlalchemy.sql.elements import FunctionFilter
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.types import Uuid
 
-from .._portable import KeyText, UtcDateTime
+from .._portable import HexUuid, KeyText, UtcDateTime
 from ..models import (
     CLAIMABLE_STATES,
     FINISHED_STATES,
@@ -105,7 +104,7 @@ __all__ = ["CLAIM_TOPIC", "UNIQUE_HOLDER", "JsonRows", "build_statements"]
 _UTC = UtcDateTime()
 _KEY = KeyText()
 #: Ids as the table keeps them there: 32 hex digits (programma_sa._portable.UUID_TYPE).
-_UUID = Uuid(as_uuid=True, native_uuid=False)
+_UUID = HexUuid()
 #: The generated column holding a job's topic while it is claimable (NULL otherwise),
 #: the first column of ``ix_<table>_claim`` there (revision programma_0004): a claim
 #: reads claimable rows only, as PostgreSQL's partial claim index gives.
