@@ -14,8 +14,8 @@ from programma_sa import AsyncJobQueue, InvalidJobInput, JobQueue, Throughput
 from programma_sa._drivers import statements_for
 
 from ..app import Job
-from ..backends import DATABASE
 from ..asyncio.urls import DRIVERS, async_url
+from ..backends import DATABASE
 from .test_plans import TABLE, _assert_reads, _fill, _plan
 
 queue = JobQueue(Job)
