@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -31,12 +31,9 @@ _MINUTES_AGO = {
 def _finish(engine: Engine, topic: str, state: str, minutes_ago: float) -> None:
     with Session(engine) as session, session.begin():
         job_id = queue.add_job(session, topic, {})
+        finished_at = text(_MINUTES_AGO[DATABASE]).bindparams(minutes=minutes_ago)
         session.execute(
-            text(
-                f"UPDATE programma_jobs SET state = :state,"
-                f" finished_at = {_MINUTES_AGO[DATABASE]} WHERE id = :id"
-            ),
-            {"state": state, "minutes": minutes_ago, "id": job_id},
+            update(TABLE).where(TABLE.c.id == job_id).values(state=state, finished_at=finished_at)
         )
 
 
