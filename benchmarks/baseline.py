@@ -43,8 +43,10 @@ __all__ = [
     "RAW_INSERT_JOB",
     "RAW_INSERT_ORDER",
     "SESSION_INSERT_JOB",
+    "SESSION_INSERT_UNIQUE_JOB",
     "bulk_insert_jsonb",
     "bulk_insert_unnest",
+    "bulk_insert_unnest_unique",
     "drain",
     "enqueue_loop",
     "insert_unnest",
@@ -67,6 +69,22 @@ RAW_INSERT_ORDER = "INSERT INTO bench_orders (id, note) VALUES (%s, %s)"
 
 _INSERT_UNNEST = (
     f"INSERT INTO {_TABLE} (topic, data) SELECT %s, d::jsonb FROM unnest(%s::text[]) AS d"
+)
+
+# With a priority and a unique key per job, held while the job is unfinished: the
+# uniqueness the library's ``unique_key`` gives, written by hand. A held key is left to
+# its holder (ON CONFLICT … DO NOTHING, the arbiter being the partial unique index).
+_HELD_WHILE_UNFINISHED = "'{created,active,processing}'::text[]"
+_ON_KEY_CONFLICT_KEEP = "ON CONFLICT (unique_key) WHERE state = ANY (unique_states) DO NOTHING"
+SESSION_INSERT_UNIQUE_JOB = (
+    f"INSERT INTO {_TABLE} (topic, data, priority, unique_key, unique_states) "
+    f"VALUES (:topic, CAST(:data AS jsonb), :priority, :unique_key, {_HELD_WHILE_UNFINISHED}) "
+    f"{_ON_KEY_CONFLICT_KEEP}"
+)
+_INSERT_UNNEST_UNIQUE = (
+    f"INSERT INTO {_TABLE} (topic, data, priority, unique_key, unique_states) "
+    f"SELECT %s, d::jsonb, p, k, {_HELD_WHILE_UNFINISHED} "
+    f"FROM unnest(%s::text[], %s::int[], %s::text[]) AS u(d, p, k) {_ON_KEY_CONFLICT_KEEP}"
 )
 
 _INSERT_JSONB = (
@@ -151,6 +169,24 @@ def bulk_insert_unnest(conninfo: str, topic: str, jobs: int) -> float:
     with psycopg.connect(conninfo) as conn:
         start = time.perf_counter()
         insert_unnest(conn, topic, jobs)
+        conn.commit()
+        return time.perf_counter() - start
+
+
+def bulk_insert_unnest_unique(conninfo: str, topic: str, jobs: int, levels: int) -> float:
+    """:func:`bulk_insert_unnest` with a priority (``levels`` of them) and a new unique
+    key per job, a held key left to its holder."""
+    with psycopg.connect(conninfo) as conn:
+        start = time.perf_counter()
+        conn.execute(
+            _INSERT_UNNEST_UNIQUE,
+            (
+                topic,
+                [json.dumps(payload(n)) for n in range(jobs)],
+                [n % levels for n in range(jobs)],
+                [f"k-{n}" for n in range(jobs)],
+            ),
+        )
         conn.commit()
         return time.perf_counter() - start
 

@@ -86,7 +86,8 @@ def _key_text(value: object, what: str, max_bytes: int) -> str:
         raise InvalidJobInput(f"{what} must not be empty")
     if "\x00" in value:
         raise InvalidJobInput(f"{what} must not contain NUL characters")
-    size = len(_utf8(value, what))
+    # An ASCII text is as many bytes as characters (isascii() is O(1) for str).
+    size = len(value) if value.isascii() else len(_utf8(value, what))
     if size > max_bytes:
         raise InvalidJobInput(f"{what} is {size} bytes in UTF-8; the limit is {max_bytes} bytes")
     return value

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -47,7 +48,7 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
@@ -63,6 +64,7 @@ from ._job_records import JobDetail
 from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, MAX_PAGE_SIZE
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
+from ._sqlite_engines import configure_sqlite_engine
 from ._urls import async_url, engine_options, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
@@ -251,9 +253,21 @@ def sync_database_url(args: argparse.Namespace) -> URL:
 
 
 def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
-    """An engine on the command's database URL, with a sync driver."""
+    """An engine on the command's database URL, with a sync driver (on SQLite with
+    the transaction recipe and a busy timeout: programma_sa._sqlite_engines)."""
     url = sync_database_url(args)
-    return create_engine(url, **engine_options(url), **options)
+    engine = create_engine(url, **engine_options(url), **options)
+    configure_sqlite_engine(engine)
+    return engine
+
+
+@contextlib.contextmanager
+def disposed(engine: Engine) -> Iterator[Engine]:
+    """``engine``, its pool closed when the command is done with it."""
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def queue_for(args: argparse.Namespace) -> JobQueue:
@@ -511,16 +525,14 @@ def _run_registry_worker(args: argparse.Namespace, registry: TaskRegistry) -> in
 
 def _run_sync_worker(args: argparse.Namespace, build: Callable[[Engine], Worker]) -> int:
     # Room for every handler thread's own session, the claims and the look-ahead.
-    engine = engine_for(args, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
-    try:
+    pool = {"pool_size": args.concurrency + 2, "max_overflow": args.concurrency}
+    with disposed(engine_for(args, **pool)) as engine:
         try:
             worker = build(engine)
         except ConfigurationError as error:
             raise UsageError(str(error)) from error
         _log_worker(engine.url, worker.queue)
         worker.run()
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -543,6 +555,7 @@ async def _serve_async(
         max_overflow=args.concurrency,
         **engine_options(url),
     )
+    configure_sqlite_engine(engine.sync_engine)
     try:
         try:
             worker = build(engine)
@@ -751,20 +764,16 @@ def _run_enqueue(args: argparse.Namespace) -> int:
         None if args.attributes is None else _json_argument(args.attributes, "--attributes")
     )
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
-        with Session(engine) as session, session.begin():
-            job_id = queue.add_job(
-                session,
-                args.topic,
-                data,
-                attributes=attributes,
-                run_after_seconds=args.run_after,
-                run_after_date=args.run_at,
-                retry_after_seconds=args.retry_after,
-            )
-    finally:
-        engine.dispose()
+    with disposed(engine_for(args)) as engine, Session(engine) as session, session.begin():
+        job_id = queue.add_job(
+            session,
+            args.topic,
+            data,
+            attributes=attributes,
+            run_after_seconds=args.run_after,
+            run_after_date=args.run_at,
+            retry_after_seconds=args.retry_after,
+        )
     print(job_id)
     return 0
 
@@ -800,12 +809,8 @@ def register_enqueue(commands: Subcommands) -> None:
 
 def _run_job(args: argparse.Namespace) -> int:
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
-        with Session(engine) as session, session.begin():
-            job = queue.get_job(session, args.job_id)
-    finally:
-        engine.dispose()
+    with disposed(engine_for(args)) as engine, Session(engine) as session, session.begin():
+        job = queue.get_job(session, args.job_id)
     if job is None:
         print(f"programma-sa: no job with id {args.job_id}", file=sys.stderr)
         return 1
@@ -856,13 +861,9 @@ def _run_jobs_list(args: argparse.Namespace) -> int:
     for name in ("created_after", "created_before"):
         if getattr(args, name) is not None:
             criteria[name] = getattr(args, name)
-    engine = engine_for(args)
-    try:
-        # Read-only: closing the session rolls its transaction back.
-        with Session(engine) as session:
-            page = queue.list_jobs(session, cursor=args.cursor, limit=args.limit, **criteria)
-    finally:
-        engine.dispose()
+    # Read-only: closing the session rolls its transaction back.
+    with disposed(engine_for(args)) as engine, Session(engine) as session:
+        page = queue.list_jobs(session, cursor=args.cursor, limit=args.limit, **criteria)
     if args.json:
         _print_json(
             {"jobs": [_job_document(job) for job in page.jobs], "next_cursor": page.next_cursor}
@@ -895,15 +896,12 @@ def _run_jobs_show(args: argparse.Namespace) -> int:
 
 def _run_jobs_cancel(args: argparse.Namespace) -> int:
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
+    with disposed(engine_for(args)) as engine:
         # One transaction per job: an unknown id (exit 1) leaves the others cancelled.
         for job_id in args.job_ids:
             with Session(engine) as session, session.begin():
                 outcome = queue.cancel_job(session, job_id)
             print(f"{job_id} {outcome.value}")
-    finally:
-        engine.dispose()
     return 0
 
 
@@ -914,8 +912,7 @@ def _run_jobs_retry(args: argparse.Namespace) -> int:
     if not args.job_ids and not args.failed:
         raise UsageError("nothing to re-run: give job ids, or --failed (with filters)")
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
+    with disposed(engine_for(args)) as engine:
         if args.job_ids:
             for job_id in args.job_ids:
                 with Session(engine) as session, session.begin():
@@ -929,8 +926,6 @@ def _run_jobs_retry(args: argparse.Namespace) -> int:
             total += len(rerun)
             if len(rerun) < args.batch_size:
                 break
-    finally:
-        engine.dispose()
     print(f"re-ran {total} jobs")
     return 0
 
@@ -1051,15 +1046,11 @@ def register_jobs(commands: Subcommands) -> None:
 
 def _run_topic_change(args: argparse.Namespace) -> int:
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
-        with Session(engine) as session, session.begin():
-            if args.pause:
-                changed = queue.pause_topic(session, args.topic)
-            else:
-                changed = queue.resume_topic(session, args.topic)
-    finally:
-        engine.dispose()
+    with disposed(engine_for(args)) as engine, Session(engine) as session, session.begin():
+        if args.pause:
+            changed = queue.pause_topic(session, args.topic)
+        else:
+            changed = queue.resume_topic(session, args.topic)
     verb, was = ("paused", "already paused") if args.pause else ("resumed", "not paused")
     print(f"topic {args.topic!r} {verb if changed else was}")
     return 0
@@ -1067,12 +1058,8 @@ def _run_topic_change(args: argparse.Namespace) -> int:
 
 def _run_topics_list(args: argparse.Namespace) -> int:
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
-        with Session(engine) as session:
-            paused = queue.paused_topics(session)
-    finally:
-        engine.dispose()
+    with disposed(engine_for(args)) as engine, Session(engine) as session:
+        paused = queue.paused_topics(session)
     for topic in paused:
         print(f"{topic.topic}\tpaused since {topic.paused_at.isoformat(timespec='seconds')}")
     return 0
@@ -1105,13 +1092,9 @@ def register_topics(commands: Subcommands) -> None:
 
 def _run_stats(args: argparse.Namespace) -> int:
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
-        # Read-only: closing the session rolls its transaction back.
-        with Session(engine) as session:
-            snapshot = queue.stats(session, args.topic, window_seconds=args.window)
-    finally:
-        engine.dispose()
+    # Read-only: closing the session rolls its transaction back.
+    with disposed(engine_for(args)) as engine, Session(engine) as session:
+        snapshot = queue.stats(session, args.topic, window_seconds=args.window)
     # No argparse default: with one, `--json --format table` would not count as a clash.
     sys.stdout.write(render_stats(snapshot, args.format or "table"))
     return 0
@@ -1208,12 +1191,9 @@ def _run_prune(args: argparse.Namespace) -> int:
             "(or --cancelled-ttl)"
         )
     queue = queue_for(args)
-    engine = engine_for(args)
-    try:
+    with disposed(engine_for(args)) as engine:
         pruner = Pruner(engine, queue, retention, batch_size=args.batch_size, max_batches=None)
         result = pruner.run_once()
-    finally:
-        engine.dispose()
     table = queue.table.fullname
     print(f"pruned {result.deleted} finished jobs from {table} in {result.batches} batches")
     if result.skipped_because_locked:

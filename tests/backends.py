@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from programma_sa._sqlite_engines import configure_sqlite_engine
 from programma_sa._urls import engine_options
 from programma_sa.testing import BACKEND_ENV
 
@@ -65,22 +66,9 @@ def async_url(database_url: str, driver: str) -> str:
 
 
 def _sqlite_transactions(engine: Engine) -> None:
-    """SQLAlchemy's recipe for SQLite transactions (docs/sqlite.md): the driver's own
-    transaction handling off, a BEGIN of our own at each transaction's start, so a
-    SAVEPOINT never starts (and its RELEASE never commits) a transaction; and the
-    busy timeout a writer waits for the single write lock."""
-
-    @event.listens_for(engine, "connect")
-    def connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(connection: Any) -> None:
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN")
+    """SQLAlchemy's recipe for SQLite transactions and the busy timeout, as the
+    library's own engines have it (programma_sa._sqlite_engines, docs/sqlite.md)."""
+    configure_sqlite_engine(engine, BUSY_TIMEOUT_MS / 1000)
 
 
 def _isolation(url: str) -> dict[str, Any]:

@@ -42,6 +42,9 @@ from ..harness import JOBS_PER_S, TOPIC, RunContext, Sizes, Workload, jobs_per_s
 
 _WARMUP = 10
 _SESSION_INSERT_JOB = text(baseline.SESSION_INSERT_JOB)
+_SESSION_INSERT_UNIQUE_JOB = text(baseline.SESSION_INSERT_UNIQUE_JOB)
+#: The priority levels of the workloads with priorities and unique keys.
+_LEVELS = 5
 
 SessionBody = Callable[[Session, int], None]
 
@@ -82,7 +85,9 @@ def _with_priority_and_key(queue: JobQueue) -> SessionBody:
 
     def body(session: Session, n: int) -> None:
         session.add(order_row(n))
-        queue.add_job(session, TOPIC, baseline.payload(n), priority=n % 5, unique_key=f"k-{n}")
+        queue.add_job(
+            session, TOPIC, baseline.payload(n), priority=n % _LEVELS, unique_key=f"k-{n}"
+        )
 
     return body
 
@@ -109,6 +114,21 @@ def _with_text_insert(session: Session, n: int) -> None:
 
 def session_text(ctx: RunContext) -> dict[str, float]:
     return session_loop(ctx, ctx.sizes.single_enqueue, _with_text_insert)
+
+
+def _with_unique_text_insert(session: Session, n: int) -> None:
+    session.add(order_row(n))
+    values = {
+        "topic": TOPIC,
+        "data": json.dumps(baseline.payload(n)),
+        "priority": n % _LEVELS,
+        "unique_key": f"k-{n}",
+    }
+    session.execute(_SESSION_INSERT_UNIQUE_JOB, values)
+
+
+def session_text_priority_unique(ctx: RunContext) -> dict[str, float]:
+    return session_loop(ctx, ctx.sizes.single_enqueue, _with_unique_text_insert)
 
 
 def library(ctx: RunContext) -> dict[str, float]:
@@ -184,6 +204,13 @@ def bulk_raw_unnest(ctx: RunContext) -> dict[str, float]:
         return jobs_per_second(jobs, baseline.bulk_insert_unnest(db.conninfo, TOPIC, jobs))
 
 
+def bulk_raw_unnest_priority_unique(ctx: RunContext) -> dict[str, float]:
+    jobs = ctx.sizes.bulk_enqueue
+    with ctx.database() as db:
+        seconds = baseline.bulk_insert_unnest_unique(db.conninfo, TOPIC, jobs, _LEVELS)
+        return jobs_per_second(jobs, seconds)
+
+
 def bulk_raw_jsonb(ctx: RunContext) -> dict[str, float]:
     jobs = ctx.sizes.bulk_enqueue
     with ctx.database() as db:
@@ -195,7 +222,7 @@ def _plain_spec(n: int) -> JobSpec:
 
 
 def _unique_spec(n: int) -> JobSpec:
-    return JobSpec(baseline.payload(n), priority=n % 5, unique_key=f"k-{n}")
+    return JobSpec(baseline.payload(n), priority=n % _LEVELS, unique_key=f"k-{n}")
 
 
 def _bulk_library(
@@ -237,8 +264,10 @@ def _bulk(sizes: Sizes) -> dict[str, int]:
 
 
 SESSION_TEXT = "enqueue.single.session_text"
+SESSION_TEXT_UNIQUE = "enqueue.single.session_text_priority_unique"
 RAW_PSYCOPG = "enqueue.single.raw_psycopg"
 BULK_RAW = "enqueue.bulk.raw_unnest"
+BULK_RAW_UNIQUE = "enqueue.bulk.raw_unnest_priority_unique"
 
 WORKLOADS = [
     Workload(
@@ -265,11 +294,19 @@ WORKLOADS = [
         params=single_params,
     ),
     Workload(
+        SESSION_TEXT_UNIQUE,
+        "1/tx + order row, Session + hand-written INSERT with a priority and a new unique key "
+        "(ON CONFLICT DO NOTHING; baseline)",
+        JOBS_PER_S,
+        session_text_priority_unique,
+        params=single_params,
+    ),
+    Workload(
         "enqueue.single.library_priority_unique",
         "1/tx + order row, add_job with a priority and a new unique key",
         JOBS_PER_S,
         library_priority_unique,
-        baseline=SESSION_TEXT,
+        baseline=SESSION_TEXT_UNIQUE,
         params=single_params,
     ),
     Workload(
@@ -343,11 +380,19 @@ WORKLOADS = [
         params=_bulk,
     ),
     Workload(
+        BULK_RAW_UNIQUE,
+        "bulk, raw INSERT … SELECT unnest with priorities and a new unique key each "
+        "(ON CONFLICT DO NOTHING; baseline)",
+        JOBS_PER_S,
+        bulk_raw_unnest_priority_unique,
+        params=_bulk,
+    ),
+    Workload(
         "enqueue.bulk.library_priority_unique",
         "bulk, add_jobs with priorities and a new unique key each",
         JOBS_PER_S,
         bulk_library_priority_unique,
-        baseline=BULK_RAW,
+        baseline=BULK_RAW_UNIQUE,
         params=_bulk,
     ),
 ]

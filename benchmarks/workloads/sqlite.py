@@ -1,10 +1,14 @@
-"""The drain on SQLite: the core API against a hand-written ``sqlite3`` claim loop.
+"""The drain on SQLite: the core API and the Worker against a hand-written
+``sqlite3`` claim loop, the single writer's baseline.
 
-Both drain the same 20,000 due jobs from a SQLite file migrated by the shipped
-chain, one process, one connection, batch 100, lease-style: a claim (one ``UPDATE …
-WHERE id IN (SELECT … LIMIT 100) RETURNING``), then the completion. The raw loop
-completes a batch with one ``UPDATE … WHERE id IN (…)``; the library, like
-:func:`.drain.library`, with ``move_job_to_done`` per job in one transaction.
+Each drains the same 20,000 due jobs from a SQLite file of its own migrated by the
+shipped chain, one process, batch 100, lease-style: a claim (one ``UPDATE … WHERE id
+IN (SELECT … LIMIT 100) RETURNING``), then the completion. The raw loop completes a
+batch with one ``UPDATE … WHERE id IN (…)``; the core API, like
+:func:`.drain.library`, with ``move_job_to_done`` per job in one transaction; the
+Worker (lease mode, one handler thread, ``max_jobs=100``, no-op handler, polling) as
+in :mod:`.worker`'s drains: its claims and batch completions in autocommit, the
+clock stopped when its ``totals.completed`` reach every job.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from programma_sa import JobQueue, JobSpec, migrations
 from ..app import Job
 from ..harness import JOBS_PER_S, TOPIC, RunContext, Sizes, Workload
 from .drain import check_all_completed
+from .worker import drain_here, handler_worker
 
 BATCH = 100
 _NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
@@ -59,6 +64,14 @@ def _database(jobs: int) -> Iterator[str]:
         yield url
 
 
+def _check_all_completed(url: str, jobs: int) -> None:
+    engine = create_engine(url)
+    try:
+        check_all_completed(engine, jobs)
+    finally:
+        engine.dispose()
+
+
 def raw(ctx: RunContext) -> dict[str, float]:
     jobs = ctx.sizes.drain
     with _database(jobs) as url:
@@ -76,11 +89,7 @@ def raw(ctx: RunContext) -> dict[str, float]:
             seconds = time.perf_counter() - start
         finally:
             connection.close()
-        engine = create_engine(url)
-        try:
-            check_all_completed(engine, jobs)
-        finally:
-            engine.dispose()
+        _check_all_completed(url, jobs)
         return {"jobs_per_s": done / seconds}
 
 
@@ -109,6 +118,14 @@ def library(ctx: RunContext) -> dict[str, float]:
             engine.dispose()
 
 
+def worker(ctx: RunContext) -> dict[str, float]:
+    jobs = ctx.sizes.drain
+    with _database(jobs) as url:
+        seconds = drain_here(url, "lease", 1, BATCH, jobs, handler_worker)
+        _check_all_completed(url, jobs)
+    return {"jobs_per_s": jobs / seconds}
+
+
 def _params(sizes: Sizes) -> dict[str, object]:
     return {"jobs": sizes.drain, "batch": BATCH, "processes": 1, "connections": 1}
 
@@ -121,6 +138,14 @@ WORKLOADS: list[Workload] = [
         "SQLite: core API, lease mode, batch 100 (no Worker)",
         JOBS_PER_S,
         library,
+        baseline=RAW_KEY,
+        params=_params,
+    ),
+    Workload(
+        "drain.sqlite.worker.lease.c1.batch100",
+        "SQLite: Worker, lease mode, concurrency 1, batch 100",
+        JOBS_PER_S,
+        worker,
         baseline=RAW_KEY,
         params=_params,
     ),

@@ -148,7 +148,7 @@ def _ready_worker(
     return engine, serve(engine, TOPIC, settings)
 
 
-def _drain_here(
+def drain_here(
     url: str, mode: WorkerMode, concurrency: int, max_jobs: int | None, jobs: int, serve: Serve
 ) -> float:
     """Seconds for a Worker in this process to complete ``jobs`` jobs."""
@@ -288,7 +288,7 @@ def drain_with_worker(
         with ctx.database() as db:
             loaded = _load(db.conninfo, ctx.sizes, processes, levels)
             if processes == 1:
-                seconds = _drain_here(db.url, mode, concurrency, batch, jobs, serve)
+                seconds = drain_here(db.url, mode, concurrency, batch, jobs, serve)
             else:
                 seconds = _drain_in_processes(
                     db.url, mode, concurrency, batch, jobs, processes, serve

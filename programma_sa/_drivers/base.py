@@ -103,6 +103,12 @@ StatementName = Literal[
     "insert_unique_keep_notify",
     "insert_unique_replace",
     "insert_unique_replace_notify",
+    "insert_unique_shared",
+    "insert_unique_shared_notify",
+    "insert_unique_keep_shared",
+    "insert_unique_keep_shared_notify",
+    "insert_unique_replace_shared",
+    "insert_unique_replace_shared_notify",
     "unique_key_holders",
     "claim",
     "move_to_processing",
@@ -150,7 +156,8 @@ class Statements:
 
     The job's life: ``insert_*`` (one job, many jobs with one or several settings,
     each with or without a wake-up notification; unique jobs by conflict policy,
-    and ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
+    with every setting in each row or the ``_shared`` ones sent once, and
+    ``unique_key_holders``), ``claim``, the seed's per-id moves and setters,
     ``get_by_id``. The worker's guarded outcome writes (only a job still as its
     claim left it): ``complete_unchanged``, ``retry_unchanged``, ``fail_unchanged``,
     ``snooze_unchanged``, ``reclaim_rolled_back``; ``seconds_until_due`` for its idle
@@ -175,6 +182,12 @@ class Statements:
     insert_unique_keep_notify: Runnable
     insert_unique_replace: Runnable
     insert_unique_replace_notify: Runnable
+    insert_unique_shared: Runnable
+    insert_unique_shared_notify: Runnable
+    insert_unique_keep_shared: Runnable
+    insert_unique_keep_shared_notify: Runnable
+    insert_unique_replace_shared: Runnable
+    insert_unique_replace_shared_notify: Runnable
     unique_key_holders: Runnable
     claim: Runnable
     move_to_processing: Runnable

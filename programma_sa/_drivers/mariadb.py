@@ -382,6 +382,18 @@ def _job_statements(table: Table) -> dict[str, Any]:
         j.job_priority,
     ]
     insert_many = insert(table).from_select(columns, select(*each_row).select_from(jobs))
+    # The unique batches whose jobs share their settings: rows of [id, data, key,
+    # priority] (as the PostgreSQL driver describes them).
+    shared = JsonRows(
+        "job",
+        bindparam("p_jobs", type_=Text()),
+        [
+            ("job_id", "VARCHAR(36)", "$[0]"),
+            ("job_data", "JSON", "$[1]"),
+            ("job_unique_key", "VARCHAR(1024)", "$[2]"),
+            ("job_priority", "INT", "$[3]"),
+        ],
+    )
 
     by_id = t.id == bindparam("p_job_id", type_=_UUID)
 
@@ -397,7 +409,17 @@ def _job_statements(table: Table) -> dict[str, Any]:
         "insert_many_notify": insert_many,
         "insert_many_uniform": insert_many_uniform,
         "insert_many_uniform_notify": insert_many_uniform,
-        **_unique_statements(table, columns, each_row, jobs),
+        **_unique_statements(
+            table,
+            columns,
+            jobs,
+            [*each_row, j.job_unique_key, _states_json(j.job_unique_states)],
+            "",
+        ),
+        **_unique_statements(
+            table, columns, shared, _shared_unique_row_values(shared, run_after), "_shared"
+        ),
+        "unique_key_holders": _unique_key_holders(table),
         "claim": _claim(table),
         "move_to_processing": move_to(JobState.PROCESSING),
         "move_to_completed": move_to(JobState.COMPLETED),
@@ -635,13 +657,51 @@ def _lease_statements(table: Table) -> dict[str, Any]:
     }
 
 
+def _shared_unique_row_values(
+    jobs: JsonRows, run_after: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
+    """A unique job's values from a short row, ``[<id>, <data>, <unique_key>,
+    <priority>]``, the settings the batch shares sent once as scalars (as in the
+    PostgreSQL driver)."""
+    j = jobs.c
+    return [
+        func.replace(j.job_id, "-", ""),
+        bindparam("p_topic", type_=_KEY),
+        j.job_data,
+        bindparam("p_attributes", type_=Text()),
+        run_after,
+        bindparam("p_retry_after_seconds", type_=Integer()),
+        j.job_priority,
+        j.job_unique_key,
+        _states_json(bindparam("p_unique_states", type_=Text())),
+    ]
+
+
+def _states_json(states: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A PostgreSQL array literal of states, ``{a,b}``, as the JSON array
+    ``["a","b"]`` (state names need no JSON escaping); NULL stays NULL."""
+    return case(
+        (states.is_(None), null()),
+        else_=func.concat(
+            literal('["'),
+            func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","'),
+            literal('"]'),
+        ),
+    )
+
+
 def _unique_statements(
-    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], jobs: JsonRows
+    table: Table,
+    columns: list[str],
+    jobs: JsonRows,
+    values: list[ColumnElement[Any]],
+    layout: str,
 ) -> dict[str, Any]:
-    """Enqueues of unique jobs: the bulk row plus ``<unique_key>, <unique_states>``
-    (a PostgreSQL array literal such as ``{created,active}``, stored as the JSON array
-    ``["created","active"]``). The unique index is over :data:`UNIQUE_HOLDER`, so a
-    job conflicts only with the job that holds its key (and only while it does).
+    """Enqueues of unique jobs, the values of each read from its row of ``jobs`` by
+    ``values`` (the row ``layout``: ``""`` every setting in the row, ``"_shared"``
+    the settings the batch shares as scalars), the unique key and states last. The
+    unique index is over :data:`UNIQUE_HOLDER`, so a job conflicts only with the job
+    that holds its key (and only while it does).
 
     * ``insert_unique``: a held key makes the INSERT fail (MariaDB error 1062 naming
       ``uq_<table>_unique_key``: :class:`~programma_sa.DuplicateJob`), the whole
@@ -654,21 +714,6 @@ def _unique_statements(
       are read back (the inserted and the replaced ones).
     """
     t = table.c
-    j = jobs.c
-    states = j.job_unique_states
-    values = [
-        *each_row,
-        j.job_unique_key,
-        # {a,b} -> ["a","b"]: state names need no JSON escaping.
-        case(
-            (states.is_(None), null()),
-            else_=func.concat(
-                literal('["'),
-                func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","'),
-                literal('"]'),
-            ),
-        ),
-    ]
     targets = [*columns, "unique_key", "unique_states"]
     source = select(*values).select_from(jobs)
     plain = mysql_insert(table).from_select(targets, source)
@@ -680,29 +725,29 @@ def _unique_statements(
             for name in ("data", "attributes", "start_after", "retry_after_seconds", "priority")
         }
     )
-    keys = JsonRows(
-        "key_of", bindparam("p_jobs", type_=Text()), [("job_key", "VARCHAR(1024)", "$[7]")]
-    )
-    replaced = select(t.unique_key, t.id).where(
-        column(UNIQUE_HOLDER).in_(select(keys.c.job_key)), replaceable
-    )
+    keys = select(jobs.c.job_unique_key).select_from(jobs)
+    replaced = select(t.unique_key, t.id).where(column(UNIQUE_HOLDER).in_(keys), replaceable)
 
     def replace(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
         yield upsert, params
         return (yield replaced, params)
 
-    holders = select(t.unique_key, t.id).where(
+    return {
+        f"insert_unique{layout}": plain,
+        f"insert_unique{layout}_notify": plain,
+        f"insert_unique_keep{layout}": keep,
+        f"insert_unique_keep{layout}_notify": keep,
+        f"insert_unique_replace{layout}": Script(replace),
+        f"insert_unique_replace{layout}_notify": Script(replace),
+    }
+
+
+def _unique_key_holders(table: Table) -> Select[tuple[object, ...]]:
+    """The job that holds each of some keys, through the unique index."""
+    t = table.c
+    return select(t.unique_key, t.id).where(
         column(UNIQUE_HOLDER).in_(bindparam("p_keys", type_=_KEY, expanding=True))
     )
-    return {
-        "insert_unique": plain,
-        "insert_unique_notify": plain,
-        "insert_unique_keep": keep,
-        "insert_unique_keep_notify": keep,
-        "insert_unique_replace": Script(replace),
-        "insert_unique_replace_notify": Script(replace),
-        "unique_key_holders": holders,
-    }
 
 
 # -- control of jobs in flight: cancel, re-run, list, pause -----------------------------

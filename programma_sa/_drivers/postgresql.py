@@ -289,12 +289,7 @@ def _job_statements(table: Table) -> dict[str, Any]:
             cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
             bindparam("p_topic", type_=Text()),
             _element(row, 1),
-            cast(bindparam("p_attributes", type_=Text()), JSONB),
-            func.coalesce(
-                bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
-                _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
-            ),
-            bindparam("p_retry_after_seconds", type_=Integer()),
+            *_shared_settings(),
             bindparam("p_priority", type_=Integer()),
         ),
     )
@@ -378,7 +373,9 @@ def _job_statements(table: Table) -> dict[str, Any]:
         "insert_many_notify": _with_notify(insert_many, table),
         "insert_many_uniform": insert_many_uniform,
         "insert_many_uniform_notify": _with_notify(insert_many_uniform, table),
-        **_unique_statements(table, columns, each_row, job),
+        **_unique_statements(table, columns, _unique_row_columns(each_row, row), job, ""),
+        **_unique_statements(table, columns, _shared_unique_row_columns(row), job, "_shared"),
+        "unique_key_holders": _unique_key_holders(table),
         "claim": claim,
         "move_to_processing": move_to(JobState.PROCESSING),
         "move_to_completed": move_to(JobState.COMPLETED),
@@ -927,11 +924,55 @@ def _bulk_row_columns(row: ColumnElement[Any]) -> list[ColumnElement[Any]]:
     ]
 
 
+def _unique_row_columns(
+    each_row: list[ColumnElement[Any]], row: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
+    """A unique job's values from a row with every setting of its own:
+    ``[<id>, <data>, <attributes>, <run_after_date>, <run_after_seconds>,
+    <retry_after_seconds>, <priority>, <unique_key>, <unique_states>]``."""
+    return [
+        *each_row,
+        _element(row, 7, as_text=True),
+        cast(_element(row, 8, as_text=True), ARRAY(Text())),
+    ]
+
+
+def _shared_settings() -> list[ColumnElement[Any]]:
+    """The attributes, start and visibility timeout every job of a batch shares, sent
+    once as scalars: ``p_attributes``, ``p_run_after_date`` (else now plus
+    ``p_run_after_seconds``), ``p_retry_after_seconds``."""
+    return [
+        cast(bindparam("p_attributes", type_=Text()), JSONB),
+        func.coalesce(
+            bindparam("p_run_after_date", type_=_TIMESTAMPTZ),
+            _after_seconds(bindparam("p_run_after_seconds", type_=Float())),
+        ),
+        bindparam("p_retry_after_seconds", type_=Integer()),
+    ]
+
+
+def _shared_unique_row_columns(row: ColumnElement[Any]) -> list[ColumnElement[Any]]:
+    """A unique job's values from a short row, ``[<id>, <data>, <unique_key>,
+    <priority>]``, the settings every job of the batch shares sent once, as scalars
+    (the usual unique batch: a key per job, defaults or one priority per job). Each
+    setting a row carries is one more JSON element to extract and cast per row."""
+    return [
+        cast(_element(row, 0, as_text=True), UUID(as_uuid=True)),
+        bindparam("p_topic", type_=Text()),
+        _element(row, 1),
+        *_shared_settings(),
+        cast(_element(row, 3, as_text=True), Integer()),
+        _element(row, 2, as_text=True),
+        cast(bindparam("p_unique_states", type_=Text()), ARRAY(Text())),
+    ]
+
+
 def _unique_statements(
-    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], job: Any
+    table: Table, columns: list[str], values: list[ColumnElement[Any]], job: Any, layout: str
 ) -> dict[str, Any]:
-    """Enqueues of unique jobs: the bulk row plus ``<unique_key>, <unique_states>`` (a
-    PostgreSQL array literal), one statement per conflict policy, each with and
+    """Enqueues of unique jobs, the values of each read from its row by ``values``
+    (the row ``layout``: ``""`` every setting in the row, ``"_shared"`` the settings
+    the batch shares as scalars), one statement per conflict policy, each with and
     without the wake-up notification.
 
     * ``insert_unique`` — a plain INSERT: a key already held makes the database
@@ -947,16 +988,9 @@ def _unique_statements(
       inserted or replaced. A claimed or finished holder is left as it is.
 
     The arbiter of ON CONFLICT is the partial unique index, named by its column and
-    predicate. ``unique_key_holders`` finds the job that holds each of some keys
-    (read through the same index).
+    predicate.
     """
     t = table.c
-    row = job.c.value
-    values = [
-        *each_row,
-        _element(row, 7, as_text=True),
-        cast(_element(row, 8, as_text=True), ARRAY(Text())),
-    ]
     notified = select(
         func.pg_notify(notify_channel(table), bindparam("p_topic", type_=Text())).label("notified")
     ).subquery("notification")
@@ -975,7 +1009,7 @@ def _unique_statements(
             else select(*values).select_from(job)
         )
         plain = pg_insert(table).from_select(targets, source)
-        suffix = "_notify" if notify else ""
+        suffix = layout + ("_notify" if notify else "")
         excluded = plain.excluded
         statements[f"insert_unique{suffix}"] = plain
         # preserve_rowcount: SQLAlchemy reports an INSERT's row count only when asked
@@ -991,11 +1025,16 @@ def _unique_statements(
             },
             where=t.state == _state(JobState.CREATED),
         ).returning(t.unique_key, t.id)
-    statements["unique_key_holders"] = select(t.unique_key, t.id).where(
+    return statements
+
+
+def _unique_key_holders(table: Table) -> Select[tuple[object, ...]]:
+    """The job that holds each of some keys, read through the partial unique index."""
+    t = table.c
+    return select(t.unique_key, t.id).where(
         t.unique_key == any_(bindparam("p_keys", type_=ARRAY(Text()))),
         literal_column(UNIQUE_PREDICATE, Boolean()),
     )
-    return statements
 
 
 def _with_notify(enqueue: Insert, table: Table) -> Select[tuple[object]]:

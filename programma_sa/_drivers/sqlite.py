@@ -52,12 +52,14 @@ from sqlalchemy import (
     Float,
     FromClause,
     Integer,
+    Select,
     Table,
     Text,
     Update,
     and_,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
@@ -365,7 +367,11 @@ def _job_statements(table: Table) -> dict[str, Any]:
         "insert_many_notify": insert_many,
         "insert_many_uniform": insert_many_uniform,
         "insert_many_uniform_notify": insert_many_uniform,
-        **_unique_statements(table, columns, each_row, job),
+        **_unique_statements(table, columns, _unique_row_values(each_row, row), job, ""),
+        **_unique_statements(
+            table, columns, _shared_unique_row_values(row, run_after), job, "_shared"
+        ),
+        "unique_key_holders": _unique_key_holders(table),
         "claim": claim,
         "move_to_processing": move_to(JobState.PROCESSING),
         "move_to_completed": move_to(JobState.COMPLETED),
@@ -549,28 +555,56 @@ def _lease_statements(table: Table) -> dict[str, Any]:
     }
 
 
-def _unique_statements(
-    table: Table, columns: list[str], each_row: list[ColumnElement[Any]], job: Any
-) -> dict[str, Any]:
-    """Enqueues of unique jobs, as in the PostgreSQL driver: the bulk row plus
-    ``<unique_key>, <unique_states>`` (the states as a PostgreSQL array literal such
-    as ``{created,active}``, stored here as the JSON array ``["created","active"]``).
-    The arbiter of ON CONFLICT is the partial unique index, named by its column and
-    predicate; there is no NOTIFY, so the ``_notify`` statements are the plain ones."""
-    t = table.c
-    row = job.c.value
-    states = _scalar(row, 8)
-    values = [
-        *each_row,
-        _scalar(row, 7),
-        # {a,b} -> ["a","b"]: state names need no JSON escaping.
-        case(
-            (states.is_(None), null()),
-            else_=literal('["')
-            + func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","')
-            + literal('"]'),
-        ),
+def _unique_row_values(
+    each_row: list[ColumnElement[Any]], row: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
+    """A unique job's values from a row with every setting of its own, as in the
+    PostgreSQL driver: the bulk row plus ``<unique_key>, <unique_states>`` (the
+    states as a PostgreSQL array literal such as ``{created,active}``, stored here as
+    the JSON array ``["created","active"]``)."""
+    return [*each_row, _scalar(row, 7), _states_json(_scalar(row, 8))]
+
+
+def _shared_unique_row_values(
+    row: ColumnElement[Any], run_after: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
+    """A unique job's values from a short row, ``[<id>, <data>, <unique_key>,
+    <priority>]``, the settings the batch shares sent once as scalars (as in the
+    PostgreSQL driver)."""
+    return [
+        _uuid_text(_scalar(row, 0)),
+        bindparam("p_topic", type_=Text()),
+        _json_element(row, 1),
+        func.json(bindparam("p_attributes", type_=Text())),
+        run_after,
+        bindparam("p_retry_after_seconds", type_=Integer()),
+        _scalar(row, 3),
+        _db_now(),
+        _scalar(row, 2),
+        _states_json(bindparam("p_unique_states", type_=Text())),
     ]
+
+
+def _states_json(states: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A PostgreSQL array literal of states, ``{a,b}``, as the JSON array
+    ``["a","b"]`` (state names need no JSON escaping); NULL stays NULL."""
+    return case(
+        (states.is_(None), null()),
+        else_=literal('["')
+        + func.replace(func.substr(states, 2, func.length(states) - 2), ",", '","')
+        + literal('"]'),
+    )
+
+
+def _unique_statements(
+    table: Table, columns: list[str], values: list[ColumnElement[Any]], job: Any, layout: str
+) -> dict[str, Any]:
+    """Enqueues of unique jobs, the values of each read from its row by ``values``
+    (the row ``layout``: ``""`` every setting in the row, ``"_shared"`` the settings
+    the batch shares as scalars). The arbiter of ON CONFLICT is the partial unique
+    index, named by its column and predicate; there is no NOTIFY, so the ``_notify``
+    statements are the plain ones."""
+    t = table.c
     # WHERE true: SQLite cannot parse INSERT … SELECT … ON CONFLICT without a WHERE
     # (it would read ON as a join's).
     plain = sqlite_insert(table).from_select(
@@ -590,21 +624,25 @@ def _unique_statements(
         },
         where=t.state == _state(JobState.CREATED),
     ).returning(t.unique_key, t.id)
-    holders = select(t.unique_key, t.id).where(
+    return {
+        f"insert_unique{layout}": plain,
+        f"insert_unique{layout}_notify": plain,
+        f"insert_unique_keep{layout}": keep,
+        f"insert_unique_keep{layout}_notify": keep,
+        f"insert_unique_replace{layout}": replace,
+        f"insert_unique_replace{layout}_notify": replace,
+    }
+
+
+def _unique_key_holders(table: Table) -> Select[tuple[object, ...]]:
+    """The job that holds each of some keys (a JSON array), through the unique index."""
+    t = table.c
+    return select(t.unique_key, t.id).where(
         t.unique_key.in_(
             select(func.json_each(bindparam("p_keys", type_=JSON())).table_valued("value").c.value)
         ),
         literal_column(UNIQUE_PREDICATE_IN_JSON),
     )
-    return {
-        "insert_unique": plain,
-        "insert_unique_notify": plain,
-        "insert_unique_keep": keep,
-        "insert_unique_keep_notify": keep,
-        "insert_unique_replace": replace,
-        "insert_unique_replace_notify": replace,
-        "unique_key_holders": holders,
-    }
 
 
 # -- control of jobs in flight: cancel, re-run, list, pause -----------------------------
@@ -651,6 +689,20 @@ def _list_jobs(table: Table) -> Any:
             .order_by(t.id.desc())
             .limit(bindparam("p_limit", type_=Integer()))
         )
+
+    return build
+
+
+def _count_jobs(table: Table) -> Any:
+    """The counting family: how many jobs match a filter; one statement per shape,
+    holding exactly the criteria given (the states inlined, as the partial indexes'
+    predicates name them)."""
+
+    @functools.lru_cache(maxsize=256)
+    def build(shape: Hashable) -> Executable:
+        assert isinstance(shape, JobsShape)
+        filters = shape_filters(table, shape, _SHAPE_TERMS)
+        return select(func.count()).select_from(table).where(*filters)
 
     return build
 
@@ -750,6 +802,7 @@ def _control_statements(table: Table) -> dict[str, Any]:
         "rerun_job": rerun_job,
         "rerun_jobs": _rerun_jobs(table),
         "list_jobs": _list_jobs(table),
+        "count_jobs": _count_jobs(table),
         "pause_topic": pause_topic,
         "resume_topic": resume_topic,
         "paused_topics": select(
@@ -771,6 +824,35 @@ _STATS_CLOCK = StatsClock(
     claimable=lambda table: _claimable(table),
     finished=lambda table: _finished(table),
 )
+
+
+def _throughput(table: Table) -> Executable:
+    """Finished and failed jobs per bucket of the last ``p_window_seconds``: rows
+    (bucket, finished, failed), bucket 0 the most recent, empty buckets absent.
+
+    One range of ``ix_<table>_finished`` (its predicate, then ``finished_at`` from
+    the window's start; the topic is not given, so SQLite may as well scan the
+    finished rows: a development database's). A job's age is measured in days by
+    ``julianday`` (its text to the millisecond) and its bucket clamped to
+    ``0 .. p_buckets - 1``: a job finished after this statement's ``'now'`` is in
+    bucket 0."""
+    t = table.c
+    window = bindparam("p_window_seconds", type_=Float())
+    buckets = bindparam("p_buckets", type_=Integer())
+    age = (func.julianday("now") - func.julianday(t.finished_at)) * 86400.0
+    bucket = func.max(0, func.min(buckets - 1, cast(age * buckets / window, Integer())))
+    failed = case((t.state == _state(JobState.FAILED), 1), else_=0)
+    in_bucket = literal_column("bucket", Integer())
+    return (
+        select(
+            bucket.label("bucket"),
+            func.count().label("finished"),
+            func.sum(failed).label("failed"),
+        )
+        .where(_finished(table), t.finished_at >= _after_seconds(-window))
+        .group_by(in_bucket)
+        .order_by(in_bucket)
+    )
 
 
 def _prune(table: Table, state: JobState) -> Delete:
@@ -797,6 +879,7 @@ def _maintenance_statements(table: Table) -> dict[str, Any]:
     return {
         "stats_all": stats_statement(table, _STATS_CLOCK, one_topic=False),
         "stats_topic": stats_statement(table, _STATS_CLOCK, one_topic=True),
+        "throughput": _throughput(table),
         "finished_topics": select(t.topic).where(_finished(table)).distinct().order_by(t.topic),
         "prune_completed": _prune(table, JobState.COMPLETED),
         "prune_failed": _prune(table, JobState.FAILED),

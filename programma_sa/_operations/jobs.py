@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Result, RowMapping, Table
 
@@ -127,6 +127,15 @@ class _Settings:
     retry_after_seconds: int | None
     priority: int
 
+    def shared_with(self, other: _Settings) -> bool:
+        """Whether ``other`` has the same settings but (maybe) its priority."""
+        return self is other or (
+            self.attributes == other.attributes
+            and self.run_after_date == other.run_after_date
+            and self.run_after_seconds == other.run_after_seconds
+            and self.retry_after_seconds == other.retry_after_seconds
+        )
+
     @functools.cached_property
     def json_fields(self) -> str:
         """The settings as the tail of a bulk row: ``attributes,date,seconds,retry,priority``."""
@@ -137,13 +146,29 @@ class _Settings:
         return f"{self.attributes},{rest[1:-1]}"
 
 
-@dataclass(frozen=True)
-class _UniqueJob:
-    """One job of a unique enqueue: its bulk row, and the key it holds (if any)."""
+class _UniqueJob(NamedTuple):
+    """One job of a unique enqueue: its bulk row, and the key it holds (if any).
+
+    A tuple, not a frozen dataclass: a bulk enqueue makes one per job, and a frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field) cost more than the
+    rest of the row's assembly."""
 
     id: uuid.UUID
-    row: str  # the JSON row of the document, ["<id>",data,…,key,states]
+    row: str  # the JSON row of the document (the batch's layout)
     key: str | None
+
+
+class _UniqueBatch(NamedTuple):
+    """The jobs of a unique enqueue, and the settings their rows leave out.
+
+    ``shared`` is None when each row carries every setting —
+    ``["<id>",data,attributes,date,seconds,retry,priority,key,states]`` — else the
+    scalar parameters of the settings all the jobs share, each row being just
+    ``["<id>",data,key,priority]`` (the ``*_shared`` statements): every job has a key,
+    and the jobs differ at most in their priority — the usual unique batch."""
+
+    jobs: list[_UniqueJob]
+    shared: dict[str, Any] | None
 
 
 _UNFINISHED_LITERAL = states_literal(UNFINISHED)
@@ -154,14 +179,21 @@ _UNFINISHED_LITERAL = states_literal(UNFINISHED)
 #: every key but such a race, so three rounds only fail under constant churn.
 _SETTLE_ROUNDS = 3
 
-#: The statement of each conflict policy, without and with the wake-up notification.
-_UNIQUE_STATEMENTS: dict[tuple[OnConflict, bool], StatementName] = {
-    ("raise", False): "insert_unique",
-    ("raise", True): "insert_unique_notify",
-    ("keep", False): "insert_unique_keep",
-    ("keep", True): "insert_unique_keep_notify",
-    ("replace", False): "insert_unique_replace",
-    ("replace", True): "insert_unique_replace_notify",
+#: The statement of each conflict policy, for rows with every setting or the shared
+#: settings sent once, without and with the wake-up notification.
+_UNIQUE_STATEMENTS: dict[tuple[OnConflict, bool, bool], StatementName] = {
+    ("raise", False, False): "insert_unique",
+    ("raise", False, True): "insert_unique_notify",
+    ("keep", False, False): "insert_unique_keep",
+    ("keep", False, True): "insert_unique_keep_notify",
+    ("replace", False, False): "insert_unique_replace",
+    ("replace", False, True): "insert_unique_replace_notify",
+    ("raise", True, False): "insert_unique_shared",
+    ("raise", True, True): "insert_unique_shared_notify",
+    ("keep", True, False): "insert_unique_keep_shared",
+    ("keep", True, True): "insert_unique_keep_shared_notify",
+    ("replace", True, False): "insert_unique_replace_shared",
+    ("replace", True, True): "insert_unique_replace_shared_notify",
 }
 
 
@@ -261,13 +293,12 @@ class JobOperations:
             data, attributes, run_after_seconds, run_after_date, retry_after_seconds, priority
         )
         policy = check_on_conflict(on_conflict)
-        job_id = uuid7()
         if unique_key is not None or unique_states is not None:
-            job = self._unique_job(
-                job_id, text, settings, self._uniqueness(unique_key, unique_states)
-            )
-            (holder,) = yield from self._unique_steps(topic, [job], policy)
+            uniqueness = self._uniqueness(unique_key, unique_states)
+            batch = self._unique_batch([text], [settings], [uniqueness])
+            (holder,) = yield from self._unique_steps(topic, batch, policy)
             return holder
+        job_id = uuid7()
         statement: StatementName = "insert_one_notify" if self.notify else "insert_one"
         params = {
             "p_id": job_id,
@@ -297,20 +328,47 @@ class JobOperations:
         return check.check_unique_key(key), held_in
 
     @staticmethod
-    def _unique_job(
-        job_id: uuid.UUID, data: str, settings: _Settings, uniqueness: tuple[str, str] | None
-    ) -> _UniqueJob:
-        # The states literal is plain words, braces and commas: no JSON escaping needed.
-        tail = (
-            "null,null"
-            if uniqueness is None
-            else f'{_BATCH_ENCODER.encode(uniqueness[0])},"{uniqueness[1]}"'
-        )
-        row = f'["{job_id}",{data},{settings.json_fields},{tail}]'
-        return _UniqueJob(job_id, row, None if uniqueness is None else uniqueness[0])
+    def _unique_batch(
+        datas: Sequence[str],
+        settings: Sequence[_Settings],
+        uniqueness: Sequence[tuple[str, str] | None],
+    ) -> _UniqueBatch:
+        """The rows of a unique enqueue (new ids), in the shortest layout the jobs allow."""
+        ids = uuid7_many(len(datas))
+        first, (_, held_in) = settings[0], uniqueness[0] or ("", "")
+        keys: list[str] = []
+        for each, unique in zip(settings, uniqueness, strict=True):
+            if unique is None or unique[1] != held_in or not each.shared_with(first):
+                break
+            keys.append(unique[0])
+        else:
+            shared = {
+                "p_attributes": first.attributes,
+                "p_run_after_date": first.run_after_date,
+                "p_run_after_seconds": first.run_after_seconds,
+                "p_retry_after_seconds": first.retry_after_seconds,
+                "p_unique_states": held_in,
+            }
+            encode = _BATCH_ENCODER.encode
+            jobs = [
+                _UniqueJob(job_id, f'["{job_id}",{data},{encode(key)},{each.priority}]', key)
+                for job_id, data, each, key in zip(ids, datas, settings, keys, strict=True)
+            ]
+            return _UniqueBatch(jobs, shared)
+        rows: list[_UniqueJob] = []
+        for job_id, data, each, unique in zip(ids, datas, settings, uniqueness, strict=True):
+            # The states literal is plain words, braces and commas: no JSON escaping.
+            tail = (
+                "null,null"
+                if unique is None
+                else f'{_BATCH_ENCODER.encode(unique[0])},"{unique[1]}"'
+            )
+            row = f'["{job_id}",{data},{each.json_fields},{tail}]'
+            rows.append(_UniqueJob(job_id, row, None if unique is None else unique[0]))
+        return _UniqueBatch(rows, None)
 
     def _unique_steps(
-        self, topic: str, jobs: Sequence[_UniqueJob], on_conflict: OnConflict
+        self, topic: str, batch: _UniqueBatch, on_conflict: OnConflict
     ) -> Generator[Operation[Any], Any, list[uuid.UUID]]:
         """Enqueue ``jobs`` (some with a unique key) by ``on_conflict``; the id of each
         job's key holder (or of the job itself), in order.
@@ -323,11 +381,14 @@ class JobOperations:
         INSERT could not take are looked up (``unique_key_holders``), and a key whose
         holder finished in between is inserted in the next round.
         """
-        statement = _UNIQUE_STATEMENTS[(on_conflict, self.notify)]
+        jobs = batch.jobs
+        statement = _UNIQUE_STATEMENTS[(on_conflict, batch.shared is not None, self.notify)]
+        shared = batch.shared or {}
 
-        def insert(batch: Sequence[_UniqueJob], read: Any) -> Operation[Any]:
-            document = f"[{','.join([job.row for job in batch])}]"
-            return Operation(self.table, statement, {"p_topic": topic, "p_jobs": document}, read)
+        def insert(some: Sequence[_UniqueJob], read: Any) -> Operation[Any]:
+            document = f"[{','.join([job.row for job in some])}]"
+            params = {"p_topic": topic, "p_jobs": document, **shared}
+            return Operation(self.table, statement, params, read)
 
         if on_conflict == "raise":
             yield insert(jobs, _discard)
@@ -421,14 +482,10 @@ class JobOperations:
             raise InvalidJobInput(f"job spec #{uniqueness.index(None)} has no unique_key")
         if not datas:
             return None
-        rows = [
-            self._unique_job(job_id, data, each, unique).row
-            for job_id, data, each, unique in zip(
-                uuid7_many(len(datas)), datas, settings, uniqueness, strict=True
-            )
-        ]
-        statement = _UNIQUE_STATEMENTS[("keep", self.notify)]
-        params = {"p_topic": topic, "p_jobs": f"[{','.join(rows)}]"}
+        batch = self._unique_batch(datas, settings, uniqueness)
+        statement = _UNIQUE_STATEMENTS[("keep", batch.shared is not None, self.notify)]
+        document = f"[{','.join([job.row for job in batch.jobs])}]"
+        params = {"p_topic": topic, "p_jobs": document, **(batch.shared or {})}
         return Operation(self.table, statement, params, _row_count)
 
     def add_jobs(
@@ -452,15 +509,10 @@ class JobOperations:
         datas, settings, uniqueness = self._checked_specs(specs)
         if not datas:
             return []
-        job_ids = uuid7_many(len(datas))
         if any(uniqueness):
-            jobs = [
-                self._unique_job(job_id, data, each, unique)
-                for job_id, data, each, unique in zip(
-                    job_ids, datas, settings, uniqueness, strict=True
-                )
-            ]
-            return (yield from self._unique_steps(topic, jobs, policy))
+            batch = self._unique_batch(datas, settings, uniqueness)
+            return (yield from self._unique_steps(topic, batch, policy))
+        job_ids = uuid7_many(len(datas))
         first = settings[0]
         if all(each is first or each == first for each in settings):
             rows = ",".join(

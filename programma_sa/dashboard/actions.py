@@ -59,7 +59,8 @@ class Action:
     then: Literal["target", "list"] = "target"
 
 
-def _field(form: Mapping[str, str], name: str) -> str:
+def required_field(form: Mapping[str, str], name: str) -> str:
+    """The form's ``name`` field, stripped; refused when missing or empty."""
     value = form.get(name, "").strip()
     if not value:
         raise ActionRefused(f"the form's {name!r} field is missing or empty")
@@ -73,7 +74,7 @@ def _delete(queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[st
 def _reschedule(
     queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[str, str]
 ) -> bool:
-    return queue.set_job_start_date(session, job_id, _field(form, "start_after"))
+    return queue.set_job_start_date(session, job_id, required_field(form, "start_after"))
 
 
 def cancel(queue: JobQueue, session: SessionLike, job_id: str | uuid.UUID) -> bool:
@@ -92,17 +93,11 @@ def _retry(queue: JobQueue, session: SessionLike, job_id: str, form: Mapping[str
 
 
 def _pause(queue: JobQueue, session: SessionLike, topic: str, form: Mapping[str, str]) -> bool:
-    return queue.pause_topic(session, _topic(topic))
+    return queue.pause_topic(session, topic)
 
 
 def _resume(queue: JobQueue, session: SessionLike, topic: str, form: Mapping[str, str]) -> bool:
-    return queue.resume_topic(session, _topic(topic))
-
-
-def _topic(topic: str) -> str:
-    if not topic:
-        raise ActionRefused("the form's 'topic' field is missing or empty")
-    return topic
+    return queue.resume_topic(session, topic)
 
 
 def _waiting(job: JobDetail) -> bool:

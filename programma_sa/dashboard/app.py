@@ -25,7 +25,7 @@ from ..models import JobState
 from ..queue import JobQueue
 from ..schedules import Schedule
 from ._web import CSRF_COOKIE, CSRF_FIELD, WebRequest, WebResponse, csrf_refusal
-from .actions import ACTIONS, Action, TopicView
+from .actions import ACTIONS, Action, TopicView, required_field
 from .bulk import BULK, BULK_LIMIT
 from .chart import throughput_chart
 from .listing import PAGE_SIZE, JobFilter, job_page
@@ -233,8 +233,8 @@ class Dashboard:
         if refused is not None:
             return refused
         field = "job_id" if action.target == "job" else "topic"
-        target = request.form.get(field, "")
         try:
+            target = required_field(request.form, field)
             with self.new_session() as session, session.begin():
                 changed = action.run(self.queue, session, target, request.form)
         except _REFUSALS as error:
@@ -254,8 +254,7 @@ class Dashboard:
         where = JobFilter.from_query(request.form)
         try:
             criteria = bulk.criteria(where)
-            with self.new_session() as session, session.begin():
-                changed = bulk.run(self.queue, session, criteria)
+            changed = bulk.run(self.queue, self.new_session, criteria)
         except _REFUSALS as error:
             message = f"{bulk.label} by filter refused: {error}"
             return self._error(request, _status(error), message)

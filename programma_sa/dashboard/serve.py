@@ -13,6 +13,7 @@ import uvicorn
 from sqlalchemy import Table, create_engine
 from sqlalchemy.engine import URL
 
+from .._sqlite_engines import configure_sqlite_engine
 from .._urls import engine_options
 from ..queue import JobQueue
 from ..schedules import Schedule
@@ -37,6 +38,7 @@ def serve(
 ) -> None:
     """Serve the dashboard of ``table`` at ``http://host:port/`` until interrupted."""
     engine = create_engine(url, pool_size=5, **engine_options(url))
+    configure_sqlite_engine(engine)
     dashboard = Dashboard(
         JobQueue(table), engine, permission=_anyone, read_only=read_only, schedules=schedules
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
@@ -157,7 +159,7 @@ def test_the_job_page_shows_its_timeline_last_error_and_result(web: Web, engine:
     with Session(engine) as session, session.begin():
         assert queue.move_job_to_done(session, done)
         # What a worker stores with the completion of a handler that returned it.
-        session.execute(update(Job).where(Job.id == done).values(result={"sent": 3}))
+        session.execute(update(Job).where(Job.id == uuid.UUID(done)).values(result={"sent": 3}))
     page = web.get(f"/job?id={done}").text
     assert '<pre id="job-result">{\n  &#34;sent&#34;: 3\n}</pre>' in page
     assert 'id="job-error"' not in page

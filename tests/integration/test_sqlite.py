@@ -26,6 +26,7 @@ from programma_sa import (
     Worker,
     migrations,
 )
+from programma_sa.cli import build_parser, engine_for
 
 from ..app import Job
 
@@ -164,3 +165,30 @@ def test_begin_immediate_makes_the_writer_wait_instead(sqlite_url: str) -> None:
     finally:
         engine.dispose()
         other.dispose()
+
+
+@pytest.mark.parametrize("command", ["worker", "stats"])
+def test_the_commands_engines_begin_themselves_and_wait_for_the_write_lock(
+    sqlite_url: str, command: str
+) -> None:
+    """``programma-sa``'s own engine on SQLite: the recipe above, and a busy timeout
+    of 30 s rather than the driver's 5 s (a worker's write that gives up on the lock
+    makes a job run again: docs/sqlite.md, "Several worker processes")."""
+    extra = ["tests.worker.handlers:slow", "--topic", "t"] if command == "worker" else []
+    args = build_parser().parse_args([command, *extra, "--database-url", sqlite_url])
+    engine = engine_for(args)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        with Session(engine) as session:
+            session.begin()
+            # A SAVEPOINT inside our BEGIN: its RELEASE commits nothing (the driver's
+            # own handling would have begun the transaction at the SAVEPOINT, and
+            # committed it at the RELEASE).
+            with session.begin_nested():
+                JobQueue(Job).add_job(session, "t", 1)
+            session.rollback()
+        with Session(engine) as session:
+            assert JobQueue(Job).list_jobs(session).jobs == []
+    finally:
+        engine.dispose()

@@ -210,6 +210,61 @@ def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) 
     assert len(set(ids)) == 2
 
 
+def _stored(queue: JobQueue, session: Session, ids: list[uuid.UUID]) -> list[tuple[object, ...]]:
+    """What each job's settings became (start_after as minutes from now)."""
+    now = datetime.now(timezone.utc)
+    stored = []
+    for job_id in ids:
+        job = queue.get_job(session, job_id)
+        assert job is not None and job.start_after is not None
+        minutes = round((job.start_after - now).total_seconds() / 60)
+        states = job.unique_states
+        settings = (job.priority, job.attributes, job.retry_after_seconds, minutes)
+        stored.append((job.unique_key, states, *settings))
+    return stored
+
+
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param({"priority": 4}, id="shared settings, a priority each"),
+        pytest.param({"priority": 4, "retry_after_seconds": 9}, id="settings of its own"),
+        pytest.param({"priority": 4, "unique_states": ALL_STATES}, id="states of its own"),
+    ],
+)
+def test_a_batch_stores_each_jobs_settings_whichever_way_they_travel(
+    queue: JobQueue, session: Session, second: dict[str, object]
+) -> None:
+    """A batch whose jobs share every setting but their priority sends those once; a
+    job with a setting of its own makes every row carry all of them. The rows
+    stored are the same either way."""
+    shared: dict[str, object] = {
+        "attributes": {"a": 1},
+        "run_after_seconds": 600,
+        "retry_after_seconds": 45,
+    }
+    ids = queue.add_jobs(
+        session,
+        "t",
+        [
+            JobSpec("one", unique_key="k1", **shared),
+            JobSpec("two", **{**shared, "unique_key": "k2", **second}),
+        ],  # type: ignore[arg-type]
+    )
+    unfinished = tuple(JobState)[:3]
+    assert _stored(queue, session, ids) == [
+        ("k1", unfinished, 0, {"a": 1}, 45, 10),
+        (
+            "k2",
+            tuple(second.get("unique_states", unfinished)),  # type: ignore[call-overload]
+            4,
+            {"a": 1},
+            second.get("retry_after_seconds", 45),
+            10,
+        ),
+    ]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -4,37 +4,28 @@ the database's clock, from both faces; its plan reads the window's index entries
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from programma_sa import AsyncJobQueue, InvalidJobInput, JobQueue, Throughput
+from programma_sa import AsyncJobQueue, InvalidJobInput, JobQueue, JobState, Throughput
 from programma_sa._drivers import statements_for
 
 from ..app import Job
 from ..asyncio.urls import DRIVERS, async_url
-from ..backends import DATABASE
+from .jobs import db_now, put
 from .test_plans import TABLE, _assert_reads, _fill, _plan
 
 queue = JobQueue(Job)
 
 
-#: ``:minutes`` before the database's clock, on the test database.
-_MINUTES_AGO = {
-    "mariadb": "TIMESTAMPADD(SECOND, -60 * :minutes, UTC_TIMESTAMP(6))",
-    "postgresql": "now() - :minutes * interval '1 minute'",
-}
-
-
 def _finish(engine: Engine, topic: str, state: str, minutes_ago: float) -> None:
     with Session(engine) as session, session.begin():
-        job_id = queue.add_job(session, topic, {})
-        finished_at = text(_MINUTES_AGO[DATABASE]).bindparams(minutes=minutes_ago)
-        session.execute(
-            update(TABLE).where(TABLE.c.id == job_id).values(state=state, finished_at=finished_at)
-        )
+        when = db_now(session) - timedelta(minutes=minutes_ago)
+        put(session, queue, topic, JobState(state), finished_at=when)
 
 
 def _jobs(engine: Engine) -> None:
@@ -97,7 +88,7 @@ def test_the_async_face_reads_the_same(engine: Engine, database_url: str, driver
     assert asyncio.run(read()) == expected
 
 
-@pytest.mark.postgresql_only("PostgreSQL's plans")
+@pytest.mark.postgresql_only("PostgreSQL's planner (EXPLAIN FORMAT JSON)")
 @pytest.mark.parametrize("vacuum", [False, True], ids=["analyzed", "vacuumed"])
 def test_its_plan_reads_the_finished_indexes_only(engine: Engine, vacuum: bool) -> None:
     _fill(engine, vacuum)

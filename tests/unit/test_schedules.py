@@ -218,17 +218,31 @@ def run_pass(duty: ScheduleDuty, now: datetime, held: set[str] | None = None) ->
             if operation.statement == "clock":
                 reply = now
                 continue
-            assert operation.statement == "insert_unique_keep"
-            rows = json.loads(operation.params["p_jobs"])
-            for row in rows:
-                assert row[8] == "{created,active,processing,completed,failed,cancelled}"
+            assert operation.statement in ("insert_unique_keep", "insert_unique_keep_shared")
+            jobs = _unique_jobs(operation.statement, operation.params)
+            for _key, states, fire_time, attributes in jobs:
+                assert states == "{created,active,processing,completed,failed,cancelled}"
                 # Due at its fire time, which its attributes name.
-                assert datetime.fromisoformat(row[3]) == datetime.fromisoformat(row[2]["fire_time"])
-            tried.extend(row[3] for row in rows)
-            reply = sum(1 for row in rows if row[7] not in (held or set()))  # rows inserted
+                assert datetime.fromisoformat(fire_time) == datetime.fromisoformat(
+                    attributes["fire_time"]
+                )
+            tried.extend(fire_time for _, _, fire_time, _ in jobs)
+            reply = sum(1 for key, *_ in jobs if key not in (held or set()))  # rows inserted
     except StopIteration as done:
         duty.finished(done.value)
     return [datetime.fromisoformat(fire).astimezone(UTC).isoformat() for fire in tried]
+
+
+def _unique_jobs(statement: str, params: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
+    """(key, unique states, run_after_date, attributes) of each job of a unique
+    enqueue, whichever row layout it uses: every setting in each row, or (``_shared``)
+    the settings the jobs share sent once as parameters."""
+    rows = json.loads(params["p_jobs"])
+    if statement.endswith("_shared"):
+        date = params["p_run_after_date"].isoformat()
+        shared = (params["p_unique_states"], date, json.loads(params["p_attributes"]))
+        return [(row[2], *shared) for row in rows]
+    return [(row[7], row[8], row[3], row[2]) for row in rows]
 
 
 def iso(moment: datetime) -> str:

@@ -64,7 +64,7 @@ def test_worker_processes_run_each_job_exactly_once(
             time.sleep(0.2)
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
-        outputs = [worker.communicate(timeout=30)[0] for worker in workers]
+        outputs = [worker.output(timeout=30) for worker in workers]
     finally:
         for worker in workers:
             worker.kill()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import pytest
@@ -26,8 +27,33 @@ from .support import HANDLERS, ROOT, get_job, wait_for
 pytestmark = pytest.mark.asyncio
 
 
-def start_worker(database_url: str, handler: str, *options: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+class WorkerProcess(subprocess.Popen[str]):
+    """A ``programma-sa worker`` process whose output (stdout and stderr) goes to a
+    temporary file, read by :meth:`output` once it has ended.
+
+    Not to a pipe: nobody reads a pipe while the worker runs, and once it holds 64 KiB
+    (about 510 of the INFO lines a worker logs per completed job) the worker's next
+    log line blocks — and with it the thread that logs it, the handlers and the lease
+    keeper, which renews the leases of the jobs it holds. The worker stalls until
+    the pipe is read; the leases of its jobs run out meanwhile and other workers run
+    them again (tests/workers/test_exactly_once_processes.py did: docs/sqlite.md).
+    """
+
+    def __init__(self, arguments: list[str]) -> None:
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by output())
+        super().__init__(arguments, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self, timeout: float | None = None) -> str:
+        """What the process wrote, once it has ended (waiting up to ``timeout`` s)."""
+        self.wait(timeout)
+        self._log.seek(0)
+        output = self._log.read()
+        self._log.close()
+        return output
+
+
+def start_worker(database_url: str, handler: str, *options: str) -> WorkerProcess:
+    return WorkerProcess(
         [
             sys.executable,
             "-m",
@@ -39,11 +65,7 @@ def start_worker(database_url: str, handler: str, *options: str) -> subprocess.P
             "--database-url",
             database_url,
             *options,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        ]
     )
 
 
@@ -68,7 +90,7 @@ async def test_sigterm_lets_the_running_job_finish_and_exits_0(
             lambda: "started_by" in get_job(engine, queue, job_id).attributes, timeout=20
         )
         worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=20)
+        output = worker.output(timeout=20)
     finally:
         worker.kill()
     assert worker.returncode == 0, output
@@ -98,7 +120,7 @@ async def test_sigkill_mid_job_another_worker_runs_it_after_the_visibility_timeo
         doomed.wait(timeout=10)
     finally:
         doomed.kill()
-        doomed.communicate()
+        doomed.output()
 
     ran: list[int] = []
 
@@ -135,7 +157,7 @@ async def test_transaction_mode_through_the_cli(
             timeout=20,
         )
         worker.send_signal(signal.SIGINT)
-        output, _ = worker.communicate(timeout=20)
+        output = worker.output(timeout=20)
     finally:
         worker.kill()
     assert worker.returncode == 0, output
