@@ -938,7 +938,18 @@ def _prune(table: Table, state: JobState) -> Script:
     TTL, oldest first (``ix_<table>_finished`` / ``_failed`` / ``_cancelled``). The
     batch is picked ``FOR UPDATE SKIP LOCKED`` (a row another transaction holds is
     left for a later batch; two pruners take disjoint batches), then deleted by id
-    (MariaDB deletes from no table its own subquery reads)."""
+    (MariaDB deletes from no table its own subquery reads), ``LIMIT`` the number of
+    ids.
+
+    The LIMIT prevents a deadlock between concurrent pruners (error 1213): without
+    it the DELETE's range scan of the primary key, having deleted its last id, reads
+    the next record too — and waits for its lock when another pruner's batch holds
+    it (a DELETE has no semi-consistent read: it waits even under READ COMMITTED for
+    a row that will not match). Each pruner then waits for the other's batch: SHOW
+    ENGINE INNODB STATUS showed both DELETEs waiting on a primary-key record the
+    other held, one of them "fetching rows" with its whole batch already deleted.
+    With LIMIT the scan stops at its last id: every id was locked by the pick, so
+    each is there and this transaction's to delete."""
     t = table.c
     cutoff = _after_seconds(-bindparam("p_ttl_seconds", type_=Float()))
     expired = (
@@ -956,7 +967,10 @@ def _prune(table: Table, state: JobState) -> Script:
 
     def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
         ids = list((yield expired, params).scalars().all())
-        return (yield remove, {"p_ids": ids})
+        # LIMIT takes an integer, not a parameter, on SQLAlchemy 2.0 (mysql_limit for
+        # a mysql:// engine, mariadb_limit for a mariadb:// one).
+        limited = remove.with_dialect_options(mysql_limit=len(ids), mariadb_limit=len(ids))
+        return (yield limited, {"p_ids": ids})
 
     return Script(run)
 

@@ -272,11 +272,6 @@ def _prune_in_a_process(url: str, results: multiprocessing.Queue[PruneResult]) -
     results.put(total)
 
 
-@pytest.mark.databases(
-    "postgresql",
-    "sqlite",
-    reason="not yet on MariaDB: two pruners at once deadlock there (error 1213)",
-)
 def test_two_processes_pruning_at_once_delete_everything_once(
     engine: Engine, queue: JobQueue, database_url: str
 ) -> None:

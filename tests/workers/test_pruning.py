@@ -84,11 +84,6 @@ async def stop(harness: Harness, worker: AnyWorker) -> None:
     assert await harness.join(worker, 10)
 
 
-@pytest.mark.databases(
-    "postgresql",
-    "sqlite",
-    reason="not yet on MariaDB: two pruners at once deadlock there (error 1213)",
-)
 @pytest.mark.parametrize(
     "flavours",
     [(flavour, flavour) for flavour in FLAVOURS] + [("sync", FLAVOURS[1])],
@@ -173,11 +168,6 @@ async def test_bad_pruning_settings_are_refused_by_both_workers(
         harness.worker(noop, **settings)
 
 
-@pytest.mark.databases(
-    "postgresql",
-    "sqlite",
-    reason="not yet on MariaDB: two pruners at once deadlock there (error 1213)",
-)
 async def test_two_worker_processes_prune_every_expired_row_exactly_once(
     database_url: str, engine: Engine, queue: JobQueue, tmp_path: Path
 ) -> None:
