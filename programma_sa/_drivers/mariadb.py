@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 from sqlalchemy import (
@@ -87,6 +89,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from .._portable import HexUuid, KeyText, UtcDateTime
+from ..exceptions import InvalidJobInput
 from ..models import (
     CLAIMABLE_STATES,
     FINISHED_STATES,
@@ -95,11 +98,11 @@ from ..models import (
     JobState,
     paused_topics_table,
 )
-from .base import JobsShape, Script, Statements, Step
+from .base import JobsShape, Runnable, Script, Statements, Step
 from .shapes import ShapeTerms, rerun_values, shape_filters
 from .stats import StatsClock, stats_statement
 
-__all__ = ["CLAIM_TOPIC", "UNIQUE_HOLDER", "JsonRows", "build_statements"]
+__all__ = ["CLAIM_TOPIC", "MAX_JSON_DEPTH", "UNIQUE_HOLDER", "JsonRows", "build_statements"]
 
 _UTC = UtcDateTime()
 _KEY = KeyText()
@@ -112,6 +115,57 @@ CLAIM_TOPIC = "claim_topic"
 #: The generated column holding a job's unique key while the job holds it (NULL
 #: otherwise), unique-indexed as ``uq_<table>_unique_key`` (revision programma_0004).
 UNIQUE_HOLDER = "unique_holder"
+
+
+#: How deep a job's data and attributes may be nested on MariaDB, in levels as
+#: ``JSON_DEPTH`` counts them (a scalar is 1, each array or object around it 1 more).
+#: MariaDB's JSON parser stops at 32 levels: the JSON columns' ``JSON_VALID`` check
+#: refuses a deeper value (error 4025) and ``JSON_TABLE`` a deeper document (error
+#: 4040). A bulk enqueue's document holds each job's data and attributes two levels
+#: down (the document's array, the job's row), so 30 is the depth one job and a
+#: batch of jobs can both store.
+MAX_JSON_DEPTH = 30
+#: Where a bulk document's jobs' values are: two levels down.
+_ROW_LEVELS = 2
+#: A JSON string (escapes included); what is left between them is JSON's structure.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]")
+
+
+def _json_depth(text: str) -> int:
+    """How many levels deep the valid JSON ``text`` is: 1, and 1 more for each array
+    or object around the deepest value (the characters of strings left out)."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return 1 + max(accumulate(1 if bracket in "[{" else -1 for bracket in brackets), default=0)
+
+
+def _check_depth(text: object, what: str, levels_above: int = 0) -> None:
+    """Refuse ``text`` (a JSON parameter) when what it holds ``levels_above`` levels
+    down is nested deeper than :data:`MAX_JSON_DEPTH`."""
+    if not isinstance(text, str) or text.count("[") + text.count("{") < MAX_JSON_DEPTH:
+        return  # too few arrays and objects to nest that deep
+    depth = _json_depth(text) - levels_above
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidJobInput(
+            f"{what}: JSON nested {depth} levels deep; MariaDB stores a job's data and "
+            f"attributes nested at most {MAX_JSON_DEPTH} levels deep"
+        )
+
+
+def _depth_checked(statement: Runnable) -> Script:
+    """``statement`` once the JSON it is given has passed :func:`_check_depth`, before
+    anything is sent: ``p_data`` and ``p_attributes`` (a job's), ``p_jobs`` (a bulk
+    enqueue's document)."""
+
+    def run(params: Mapping[str, Any]) -> Generator[Step, Result[Any], Result[Any]]:
+        _check_depth(params.get("p_data"), "data")
+        _check_depth(params.get("p_attributes"), "attributes")
+        _check_depth(params.get("p_jobs"), "a job's data or attributes", _ROW_LEVELS)
+        if isinstance(statement, Script):
+            return (yield from statement.run(params))
+        return (yield statement, params)
+
+    return Script(run)
 
 
 class JsonRows(TableClause):
@@ -317,6 +371,17 @@ def build_statements(table: Table) -> Statements:
 
 
 def _job_statements(table: Table) -> dict[str, Any]:
+    """The enqueues and the writes of one job; those given a job's JSON check its
+    depth first (:data:`MAX_JSON_DEPTH`)."""
+    return {
+        name: _depth_checked(statement)
+        if name.startswith("insert_") or name == "set_attributes"
+        else statement
+        for name, statement in _job_writes(table).items()
+    }
+
+
+def _job_writes(table: Table) -> dict[str, Any]:
     t = table.c
     run_after = func.coalesce(
         bindparam("p_run_after_date", type_=_UTC),

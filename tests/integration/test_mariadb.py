@@ -1,20 +1,33 @@
 """What differs on MariaDB (docs/mariadb.md), on the MariaDB pass's own database.
 
 The held key MariaDB names, times to the microsecond in UTC, topics compared byte for
-byte, the top-level attribute merge made on the locked row, and the refused LISTEN URL.
+byte, the top-level attribute merge made on the locked row, the refused LISTEN URL, and
+JSON nested deeper than MariaDB stores refused before anything is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from programma_sa import ConfigurationError, DuplicateJob, JobContext, JobQueue, Worker
+from programma_sa import (
+    ConfigurationError,
+    DuplicateJob,
+    InvalidJobInput,
+    JobContext,
+    JobQueue,
+    JobSpec,
+    Worker,
+)
+from programma_sa._drivers.mariadb import MAX_JSON_DEPTH
 
 from ..app import Job
+from ..helpers import job_count
 
 pytestmark = pytest.mark.databases("mariadb", reason="MariaDB's own behaviour")
 
@@ -70,3 +83,65 @@ def test_a_listen_url_naming_mariadb_is_refused(shared_engine: Engine, database_
     )
     # Bound to MariaDB without a database_url, a worker polls.
     assert Worker(JobQueue(Job), shared_engine, "t", handler).listener is None
+
+
+def _nested(depth: int) -> Any:
+    """A JSON value ``depth`` levels deep: a scalar in ``depth - 1`` arrays and objects."""
+    value: Any = "bottom"
+    for level in range(depth - 1):
+        value = [value] if level % 2 else {"level": value}
+    return value
+
+
+#: Ways a job's JSON reaches the database: one job, a bulk batch (rows with every
+#: setting), a unique batch (short rows, the settings shared), a merge of attributes.
+_WRITES: dict[str, Callable[[JobQueue, Session, Any], object]] = {
+    "add_job data": lambda q, s, v: q.add_job(s, "t", v),
+    "add_job attributes": lambda q, s, v: q.add_job(s, "t", 1, attributes={"a": v}),
+    "add_jobs": lambda q, s, v: q.add_jobs(s, "t", [JobSpec(1), JobSpec(v, priority=2)]),
+    "add_jobs unique": lambda q, s, v: q.add_jobs(
+        s, "t", [JobSpec(1, unique_key="a"), JobSpec(v, unique_key="b")]
+    ),
+}
+_WHAT = {
+    "add_job data": "data",
+    "add_job attributes": "attributes",
+    "add_jobs": "a job's data or attributes",
+    "add_jobs unique": "a job's data or attributes",
+}
+
+
+@pytest.mark.parametrize("write", list(_WRITES))
+def test_json_as_deep_as_mariadb_stores_round_trips(
+    session: Session, queue: JobQueue, write: str
+) -> None:
+    # The attributes hold the value one level down, in {"a": ...}.
+    deepest = MAX_JSON_DEPTH - (write == "add_job attributes")
+    _WRITES[write](queue, session, _nested(deepest))
+    stored = [job.data for job in queue.list_jobs(session, topic="t").jobs]
+    attributes = [job.attributes for job in queue.list_jobs(session, topic="t").jobs]
+    assert _nested(deepest) in stored or {"a": _nested(deepest)} in attributes
+
+
+@pytest.mark.parametrize("write", list(_WRITES))
+def test_json_nested_deeper_is_refused_before_anything_is_written(
+    session: Session, queue: JobQueue, write: str
+) -> None:
+    deeper = MAX_JSON_DEPTH + 1 - (write == "add_job attributes")
+    with pytest.raises(InvalidJobInput) as refused:
+        _WRITES[write](queue, session, _nested(deeper))
+    assert str(refused.value) == (
+        f"{_WHAT[write]}: JSON nested 31 levels deep; MariaDB stores a job's data and "
+        "attributes nested at most 30 levels deep"
+    )
+    assert job_count(session) == 0
+
+
+def test_attributes_set_deeper_are_refused(session: Session, queue: JobQueue) -> None:
+    job_id = queue.add_job(session, "t", 1)
+    with pytest.raises(InvalidJobInput) as refused:
+        queue.set_attributes(session, job_id, {"a": _nested(MAX_JSON_DEPTH)})
+    assert str(refused.value) == (
+        "attributes: JSON nested 31 levels deep; MariaDB stores a job's data and "
+        "attributes nested at most 30 levels deep"
+    )
