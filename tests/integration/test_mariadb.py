@@ -1,8 +1,7 @@
 """What differs on MariaDB (docs/mariadb.md), on the MariaDB pass's own database.
 
 The held key MariaDB names, times to the microsecond in UTC, topics compared byte for
-byte, the top-level attribute merge made on the locked row, the refused LISTEN URL, and
-JSON nested deeper than MariaDB stores refused before anything is written.
+byte, and JSON nested deeper than MariaDB stores refused before anything is written.
 """
 
 from __future__ import annotations
@@ -12,21 +11,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from programma_sa import (
-    ConfigurationError,
     DuplicateJob,
     InvalidJobInput,
-    JobContext,
     JobQueue,
     JobSpec,
-    Worker,
 )
 from programma_sa._drivers.mariadb import MAX_JSON_DEPTH
 
-from ..app import Job
 from ..helpers import job_count
 
 pytestmark = pytest.mark.databases("mariadb", reason="MariaDB's own behaviour")
@@ -58,31 +52,6 @@ def test_topics_are_compared_byte_for_byte(session: Session, queue: JobQueue) ->
     queue.add_job(session, "orders", 2)
     assert [job.data for job in queue.claim_jobs(session, "orders")] == [2]
     assert [job.data for job in queue.claim_jobs(session, "Orders")] == [1]
-
-
-def test_attributes_merge_at_the_top_level_keeping_nulls(session: Session, queue: JobQueue) -> None:
-    job_id = queue.add_job(
-        session, "t", 1, attributes={"keep": True, "nested": {"a": 1}, "gone": "x"}
-    )
-    queue.set_attributes(session, job_id, {"nested": {"b": None}, "gone": None, "n": 1.5})
-    job = queue.get_job(session, job_id)
-    assert job is not None
-    assert job.attributes == {"keep": True, "nested": {"b": None}, "gone": None, "n": 1.5}
-
-
-def test_a_listen_url_naming_mariadb_is_refused(shared_engine: Engine, database_url: str) -> None:
-    def handler(ctx: JobContext) -> None:
-        pass
-
-    with pytest.raises(ConfigurationError) as refused:
-        Worker(JobQueue(Job), shared_engine, "t", handler, database_url=database_url)
-    assert str(refused.value) == (
-        "database_url names a MariaDB database, which has no LISTEN/NOTIFY to wake a worker: "
-        "on MariaDB workers poll every heartbeat (docs/mariadb.md); leave database_url unset "
-        "or set listen=False"
-    )
-    # Bound to MariaDB without a database_url, a worker polls.
-    assert Worker(JobQueue(Job), shared_engine, "t", handler).listener is None
 
 
 def _nested(depth: int) -> Any:
