@@ -106,8 +106,10 @@ _POLLING_FIXTURES = {
     ],
 )
 def test_a_listen_url_naming_a_database_without_notify_is_refused(
-    request: pytest.FixtureRequest, database: str
+    request: pytest.FixtureRequest, database_url: str, database: str
 ) -> None:
+    # database_url, the pass's database (MariaDB's in the MariaDB pass), named in the
+    # signature: a test using no test database runs in the PostgreSQL passes only.
     engine_fixture, url_fixture = _POLLING_FIXTURES[database]
     engine: Engine = request.getfixturevalue(engine_fixture)
     url: str = request.getfixturevalue(url_fixture)
