@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Executable, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ._drivers import statements_for
+from ._drivers import Script, statements_for
 from ._operations import Operation
 from ._session_types import AsyncExecutor, Executor
 from .exceptions import DatabaseError, DuplicateJob, SchemaNotReady
@@ -102,10 +102,34 @@ def _sqlite_message(error: sa_exc.DBAPIError) -> str | None:
     return str(error.orig) if isinstance(error.orig, sqlite3.Error) else None
 
 
+#: MariaDB/MySQL error numbers (``args[0]`` of PyMySQL's errors): no such table,
+#: duplicate key.
+_MYSQL_NO_SUCH_TABLE = 1146
+_MYSQL_DUPLICATE_KEY = 1062
+#: What MariaDB says of a duplicate key: "Duplicate entry '<key>' for key '<index>'".
+_MYSQL_DUPLICATE = re.compile(
+    r"Duplicate entry '(?P<key>.*)' for key '(?P<index>[^']*)'", re.DOTALL
+)
+
+
+def _mysql_error(error: sa_exc.DBAPIError) -> tuple[int, str] | None:
+    """The number and message of a MariaDB/MySQL error (PyMySQL's, which aiomysql
+    raises too); ``None`` for another database's."""
+    arguments: tuple[Any, ...] = getattr(error.orig, "args", ())
+    if type(error.orig).__module__.startswith("pymysql") and len(arguments) == 2:
+        number, message = arguments
+        if isinstance(number, int):
+            return number, str(message)
+    return None
+
+
 def _undefined_table(error: sa_exc.DBAPIError) -> bool:
     message = _sqlite_message(error)
     if message is not None:
         return message.startswith("no such table:")
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        return mysql[0] == _MYSQL_NO_SUCH_TABLE
     return _sqlstate(error) == _UNDEFINED_TABLE
 
 
@@ -115,6 +139,15 @@ def _unique_key_violation(error: sa_exc.DBAPIError, table: Table) -> bool:
     message = _sqlite_message(error)
     if message is not None:
         return message == f"UNIQUE constraint failed: {table.name}.unique_key"
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        match = _MYSQL_DUPLICATE.search(mysql[1])
+        return (
+            mysql[0] == _MYSQL_DUPLICATE_KEY
+            and match is not None
+            # MariaDB names the index; MySQL 8 qualifies it with the table.
+            and match["index"].rpartition(".")[2] == f"uq_{table.name}_unique_key"
+        )
     return (
         _sqlstate(error) == _UNIQUE_VIOLATION
         and _diagnostic(error, "constraint_name") == f"uq_{table.name}_unique_key"
@@ -123,8 +156,11 @@ def _unique_key_violation(error: sa_exc.DBAPIError, table: Table) -> bool:
 
 def _duplicate_job(error: sa_exc.DBAPIError, table: Table) -> DuplicateJob:
     text = str(error.orig) if error.orig is not None else str(error)
-    # SQLite does not say which key was held.
+    # SQLite does not say which key was held; MariaDB says it in its message.
     match = _KEY_DETAIL.fullmatch(_diagnostic(error, "message_detail") or "")
+    mysql = _mysql_error(error)
+    if mysql is not None:
+        match = _MYSQL_DUPLICATE.search(mysql[1])
     key = None if match is None else match["key"]
     return DuplicateJob(
         f"a job with unique key {key!r} is already enqueued in {table.fullname} "
@@ -181,7 +217,11 @@ def execute(executor: Executor, operation: Operation[T]) -> T:
     if not isinstance(executor, Connection) and executor.autoflush:
         executor.flush()  # the caller's rows: their errors stay theirs (see module docs)
     with translated_errors(operation.table):
-        return operation.read(executor.execute(statement, operation.params))
+        if isinstance(statement, Script):
+            result = drive(statement.run(operation.params), lambda step: executor.execute(*step))
+        else:
+            result = executor.execute(statement, operation.params)
+        return operation.read(result)
 
 
 async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
@@ -190,7 +230,13 @@ async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:
     if getattr(executor, "autoflush", False):  # an AsyncSession, not an AsyncConnection
         await executor.flush()  # type: ignore[union-attr]
     with translated_errors(operation.table):
-        return operation.read(await executor.execute(statement, operation.params))
+        if isinstance(statement, Script):
+            result = await drive_async(
+                statement.run(operation.params), lambda step: executor.execute(*step)
+            )
+        else:
+            result = await executor.execute(statement, operation.params)
+        return operation.read(result)
 
 
 def drive(steps: Generator[S, Any, T], execute_step: Callable[[S], Any]) -> T:

@@ -17,7 +17,10 @@ not on psycopg2. So:
   driver becomes psycopg 3 (in its async mode).
 
 On SQLite the same two: ``sqlite+pysqlite`` (the standard library's) for a sync
-engine, ``sqlite+aiosqlite`` for an async one.
+engine, ``sqlite+aiosqlite`` for an async one. On MariaDB and MySQL (``mariadb://``,
+``mysql://``, docs/mariadb.md) the backend named is kept (SQLAlchemy's ``mysql``
+dialect runs on MariaDB servers too), and the driver becomes PyMySQL for a sync
+engine, aiomysql for an async one (the ``mariadb`` extra installs both).
 
 Both check that the chosen driver's package can be imported (and, for asyncio, that
 greenlet can), and say in one line what to install instead of a traceback. No
@@ -27,13 +30,14 @@ message ever shows a URL with its password.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Dialect, make_url
 
 from .exceptions import ConfigurationError
 
-__all__ = ["async_url", "parse_url", "sync_url"]
+__all__ = ["async_url", "engine_options", "parse_url", "sync_url"]
 
 #: The driver programma-sa installs (psycopg 3): sync and async in one package.
 DEFAULT_DRIVER = "psycopg"
@@ -41,16 +45,20 @@ _DEFAULT_DRIVERNAME = f"postgresql+{DEFAULT_DRIVER}"
 #: The asyncio driver an async engine keeps; any other becomes psycopg 3.
 _ASYNC_ONLY = "asyncpg"
 #: ``pip install`` names of driver packages whose module is named differently.
-_PIP_NAMES = {"psycopg2": "psycopg2-binary"}
+_PIP_NAMES = {"psycopg2": "psycopg2-binary", "pymysql": "PyMySQL"}
 _ASYNCIO_EXTRA = 'pip install greenlet (the "asyncio" extra)'
 #: SQLite's drivers: the standard library's for sync engines, aiosqlite for async ones.
 _SQLITE_SYNC = "sqlite+pysqlite"
 _SQLITE_ASYNC = "sqlite+aiosqlite"
+#: MariaDB's and MySQL's backend names, and their drivers (sync, async).
+_MYSQL_BACKENDS = ("mariadb", "mysql")
+_MYSQL_SYNC, _MYSQL_ASYNC = "pymysql", "aiomysql"
 
 
 def parse_url(url: str | URL, what: str = "database URL") -> URL:
     """``url`` as a checked PostgreSQL URL, ``postgres://`` and a missing driver
-    normalised (see the module docs); a SQLite URL as it is.
+    normalised (see the module docs); a SQLite URL as it is; a MariaDB/MySQL URL
+    with PyMySQL when it names no driver.
 
     :param what: how error messages name the URL (``"--database-url"``, ...).
     :raises ConfigurationError: not a URL, or neither a PostgreSQL nor a SQLite one.
@@ -66,9 +74,12 @@ def parse_url(url: str | URL, what: str = "database URL") -> URL:
     backend, plus, driver = url.drivername.partition("+")
     if backend == "sqlite":
         return url
+    if backend in _MYSQL_BACKENDS:
+        return url if plus else url.set(drivername=f"{backend}+{_MYSQL_SYNC}")
     if backend not in ("postgresql", "postgres"):
         raise ConfigurationError(
-            f"{what} must be a PostgreSQL URL (or a SQLite one), got {url.drivername}://…"
+            f"{what} must be a PostgreSQL URL (or a SQLite or MariaDB/MySQL one), "
+            f"got {url.drivername}://…"
         )
     return url.set(drivername=f"postgresql+{driver if plus else DEFAULT_DRIVER}")
 
@@ -82,8 +93,12 @@ def sync_url(url: str | URL, what: str = "database URL") -> URL:
     """
     parsed = parse_url(url, what)
     if _dialect(parsed).is_async:
-        sqlite = parsed.get_backend_name() == "sqlite"
-        parsed = parsed.set(drivername=_SQLITE_SYNC if sqlite else _DEFAULT_DRIVERNAME)
+        backend = parsed.get_backend_name()
+        if backend in _MYSQL_BACKENDS:
+            parsed = parsed.set(drivername=f"{backend}+{_MYSQL_SYNC}")
+        else:
+            sqlite = backend == "sqlite"
+            parsed = parsed.set(drivername=_SQLITE_SYNC if sqlite else _DEFAULT_DRIVERNAME)
     _import_driver(parsed)
     return parsed
 
@@ -96,9 +111,13 @@ def async_url(url: str | URL, what: str = "database URL") -> URL:
         package is not installed.
     """
     parsed = parse_url(url, what)
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         if not _dialect(parsed).is_async:
             parsed = parsed.set(drivername=_SQLITE_ASYNC)
+    elif backend in _MYSQL_BACKENDS:
+        if not _dialect(parsed).is_async:
+            parsed = parsed.set(drivername=f"{backend}+{_MYSQL_ASYNC}")
     elif parsed.get_driver_name() != _ASYNC_ONLY:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERNAME)
     try:
@@ -109,6 +128,18 @@ def async_url(url: str | URL, what: str = "database URL") -> URL:
         ) from None
     _import_driver(parsed)
     return parsed
+
+
+def engine_options(url: URL) -> dict[str, Any]:
+    """What an engine the library makes for ``url`` needs beyond the URL: READ
+    COMMITTED on MariaDB/MySQL, whose default REPEATABLE READ makes a claim's locking
+    read keep gap and next-key locks on every index entry it scanned (other jobs'
+    rows, finished ones) until its transaction ends — enqueues and other workers'
+    completions would wait for it. Under READ COMMITTED it keeps the locks of the
+    rows it took only (docs/mariadb.md)."""
+    if url.get_backend_name() in _MYSQL_BACKENDS:
+        return {"isolation_level": "READ COMMITTED"}
+    return {}
 
 
 def _dialect(url: URL) -> type[Dialect]:

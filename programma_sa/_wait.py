@@ -99,7 +99,7 @@ def _unheard(error: Exception) -> None:
 
 
 def _can_listen(dialect: str) -> bool:
-    """Only PostgreSQL has LISTEN; elsewhere (SQLite) the wait polls, quietly."""
+    """Only PostgreSQL has LISTEN; elsewhere (SQLite, MariaDB) the wait polls, quietly."""
     return dialect == "postgresql"
 
 

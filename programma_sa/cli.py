@@ -65,7 +65,7 @@ from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, MAX_PAG
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
 from ._sqlite_engines import configure_sqlite_engine
-from ._urls import async_url, parse_url, sync_url
+from ._urls import async_url, engine_options, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
@@ -255,7 +255,8 @@ def sync_database_url(args: argparse.Namespace) -> URL:
 def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
     """An engine on the command's database URL, with a sync driver (on SQLite with
     the transaction recipe and a busy timeout: programma_sa._sqlite_engines)."""
-    engine = create_engine(sync_database_url(args), **options)
+    url = sync_database_url(args)
+    engine = create_engine(url, **engine_options(url), **options)
     configure_sqlite_engine(engine)
     return engine
 
@@ -548,7 +549,12 @@ async def _serve_async(
     # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(url, pool_size=args.concurrency + 2, max_overflow=args.concurrency)
+    engine = create_async_engine(
+        url,
+        pool_size=args.concurrency + 2,
+        max_overflow=args.concurrency,
+        **engine_options(url),
+    )
     configure_sqlite_engine(engine.sync_engine)
     try:
         try:

@@ -39,21 +39,27 @@ from typing import Any, ClassVar, cast
 from sqlalchemy import (
     CheckConstraint,
     Column,
-    DateTime,
     Index,
     Integer,
     MetaData,
     String,
     Table,
-    Text,
     column,
     desc,
-    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
-from ._portable import JSON_TYPE, TEXT_ARRAY_TYPE, UUID_TYPE, empty_json_object, random_uuid
+from ._portable import (
+    JSON_TYPE,
+    KEY_TEXT_TYPE,
+    TEXT_ARRAY_TYPE,
+    TIME_TYPE,
+    UUID_TYPE,
+    empty_json_object,
+    random_uuid,
+    utc_now,
+)
 from ._validation import check_identifier, check_table_name
 from .exceptions import ConfigurationError
 
@@ -156,7 +162,7 @@ class JobMixin:
     # ones elsewhere, so that an application's SQLite test suite can create_all its
     # metadata (see programma_sa._portable).
     id: Mapped[uuid.UUID] = mapped_column(UUID_TYPE, primary_key=True, server_default=random_uuid())
-    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    topic: Mapped[str] = mapped_column(KEY_TEXT_TYPE, nullable=False)
     data: Mapped[Any] = mapped_column(JSON_TYPE, nullable=False)
     attributes: Mapped[dict[str, Any]] = mapped_column(
         JSON_TYPE, nullable=False, server_default=empty_json_object()
@@ -167,13 +173,13 @@ class JobMixin:
     # When the job is next claimable. NULL while a job is ACTIVE with no visibility
     # timeout (retry_after_seconds IS NULL): such a job is never redelivered.
     start_after: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), nullable=True, server_default=func.now()
+        TIME_TYPE, nullable=True, server_default=utc_now()
     )
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(TIME_TYPE, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now()
+        TIME_TYPE, nullable=False, server_default=utc_now()
     )
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(TIME_TYPE, nullable=True)
     retry_after_seconds: Mapped[int | None] = mapped_column(
         Integer, nullable=True, server_default=text("30")
     )
@@ -182,7 +188,7 @@ class JobMixin:
     priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     # An optional uniqueness key, held while the job's state is in unique_states (both
     # NULL for a job without a key): see UNIQUE_PREDICATE and programma_sa.uniqueness.
-    unique_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    unique_key: Mapped[str | None] = mapped_column(KEY_TEXT_TYPE, nullable=True)
     unique_states: Mapped[list[str] | None] = mapped_column(TEXT_ARRAY_TYPE, nullable=True)
     # What the handler returned (any JSON value), written with the completion
     # (revision programma_0005). NULL: nothing returned, or not finished.
@@ -282,8 +288,8 @@ class JobMixin:
 
 def _paused_topics_columns() -> list[Column[Any]]:
     return [
-        Column("topic", Text, primary_key=True),
-        Column("paused_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("topic", KEY_TEXT_TYPE, primary_key=True),
+        Column("paused_at", TIME_TYPE, nullable=False, server_default=utc_now()),
     ]
 
 

@@ -178,7 +178,8 @@ def postgres_server() -> Iterator[str]:
 
 @contextmanager
 def fresh_database(admin_url: str, prefix: str = "programma_test") -> Iterator[str]:
-    """Create an empty database on the server of ``admin_url``; drop it on exit.
+    """Create an empty database on the server of ``admin_url`` (PostgreSQL or
+    MariaDB/MySQL); drop it on exit.
 
     ``admin_url`` may take any form :mod:`programma_sa._urls` reads
     (``postgres://``, ``+psycopg2``, ``+asyncpg``, ...). The URL yielded keeps the
@@ -191,15 +192,18 @@ def fresh_database(admin_url: str, prefix: str = "programma_test") -> Iterator[s
     admin = create_engine(
         sync_url(admin_url, "admin_url"), isolation_level="AUTOCOMMIT", poolclass=NullPool
     )
+    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
+    # PostgreSQL ends the database's other sessions; MariaDB has no such option.
+    force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
     try:
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            connection.execute(text(f"CREATE DATABASE {quoted}"))
         try:
             url = parse_url(admin_url, "admin_url").set(database=name)
             yield url.render_as_string(hide_password=False)
         finally:
             with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
     finally:
         admin.dispose()
 

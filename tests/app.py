@@ -21,5 +21,7 @@ class Order(Base):
 
     __tablename__ = "orders"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Ids are given (a job's number, from 0): never AUTO_INCREMENT, which on MariaDB
+    # would turn an id of 0 into the next number.
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     note: Mapped[str] = mapped_column(String(200), default="")

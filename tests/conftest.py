@@ -28,7 +28,7 @@ from programma_sa import JobQueue, migrations
 from programma_sa.testing import fresh_database, postgres_server, server_report
 
 from .app import Base, Job, Order
-from .backends import ON_SQLITE, make_engine
+from .backends import DATABASE, MARIADB_ADMIN_URL, ON_MARIADB, ON_SQLITE, make_engine
 
 #: The fixtures through which a test uses the session's test database.
 _DATABASE_FIXTURES = frozenset(
@@ -55,19 +55,34 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Which PostgreSQL the suite picks, and why (and that $DATABASE_URL is ignored)."""
     if ON_SQLITE:
         return ["programma_sa tests run on SQLite (a fresh database file)"]
+    if ON_MARIADB:
+        shown = make_url(MARIADB_ADMIN_URL).render_as_string(hide_password=True)
+        return [f"programma_sa tests run on MariaDB (a fresh database, as {shown})"]
     return server_report()
 
 
+def _needed(item: pytest.Item) -> tuple[tuple[str, ...], str] | None:
+    """The databases a test says it needs (``databases`` or ``postgresql_only``), and why."""
+    marker = item.get_closest_marker("databases")
+    if marker is not None:
+        return tuple(marker.args), marker.kwargs.get("reason", "")
+    marker = item.get_closest_marker("postgresql_only")
+    if marker is not None:
+        return ("postgresql",), marker.args[0] if marker.args else "PostgreSQL-only behaviour"
+    return None
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """On SQLite: skip what is PostgreSQL's alone, and what uses no test database."""
-    if not ON_SQLITE:
-        return
+    """Skip what the database of this run does not have (the ``databases`` and
+    ``postgresql_only`` markers) and, off PostgreSQL, what uses no test database."""
     for item in items:
-        marker = item.get_closest_marker("postgresql_only")
-        if marker is not None:
-            reason = marker.args[0] if marker.args else "PostgreSQL-only behaviour"
-            item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {reason}"))
-        elif not _DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        needed = _needed(item)
+        if needed is not None and DATABASE not in needed[0]:
+            databases, reason = needed
+            item.add_marker(pytest.mark.skip(reason=f"{' and '.join(databases)} only: {reason}"))
+        elif DATABASE != "postgresql" and not _DATABASE_FIXTURES.intersection(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(
                 pytest.mark.skip(reason="uses no test database: the PostgreSQL passes run it")
             )
@@ -80,8 +95,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(scope="session")
 def admin_url() -> Iterator[str]:
-    if ON_SQLITE:
-        pytest.skip("needs a PostgreSQL server of its own (PROGRAMMA_TEST_BACKEND=sqlite)")
+    if DATABASE != "postgresql":
+        pytest.skip(f"needs a PostgreSQL server of its own (PROGRAMMA_TEST_BACKEND={DATABASE})")
     with postgres_server() as url:
         engine = create_engine(url)
         try:
@@ -114,6 +129,11 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
             connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         engine.dispose()
         yield url
+        return
+    if ON_MARIADB:
+        with fresh_database(MARIADB_ADMIN_URL) as url:
+            _prepared(url)
+            yield url
         return
     admin_url: str = request.getfixturevalue("admin_url")
     with fresh_database(admin_url) as url:
@@ -150,6 +170,9 @@ def engine(shared_engine: Engine) -> Iterator[Engine]:
         if ON_SQLITE:  # no TRUNCATE on SQLite
             for name in (jobs, f"{jobs}_paused", Order.__table__.name):
                 connection.execute(text(f"DELETE FROM {name}"))
+        elif ON_MARIADB:  # one table per TRUNCATE on MariaDB
+            for name in (jobs, f"{jobs}_paused", Order.__table__.name):
+                connection.execute(text(f"TRUNCATE TABLE {name}"))
         else:
             connection.execute(text(f"TRUNCATE {jobs}, {jobs}_paused, {Order.__table__.name}"))
 

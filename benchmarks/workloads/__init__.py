@@ -7,7 +7,7 @@ group of the workload they compare with, right after the library's own figures.
 from __future__ import annotations
 
 from ..harness import Workload
-from . import drain, enqueue, latency, scale, sqlite, tasks, worker
+from . import drain, enqueue, latency, mariadb, scale, sqlite, tasks, worker
 
 __all__ = ["all_workloads"]
 
@@ -23,6 +23,7 @@ def all_workloads() -> list[Workload]:
         *latency.WORKLOADS,
         *worker.WORKLOADS,
         *sqlite.WORKLOADS,
+        *mariadb.WORKLOADS,
         *scale.WORKLOADS,
         *tasks.WORKLOADS,
         *peers.WORKLOADS,

@@ -16,17 +16,20 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from programma_sa import JobQueue, JobSpec, migrations
+from programma_sa._urls import engine_options
 
 from ..app import Job
-from ..harness import JOBS_PER_S, TOPIC, RunContext, Sizes, Workload
+from ..harness import JOBS_PER_S, TOPIC, RunContext, RunFunction, Sizes, Workload
 from .drain import check_all_completed
 from .worker import drain_here, handler_worker
 
@@ -54,17 +57,24 @@ def _database(jobs: int) -> Iterator[str]:
     """A migrated SQLite file with ``jobs`` due jobs (loaded off the clock)."""
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'bench.db'}"
-        migrations.upgrade(url)
-        engine = create_engine(url)
-        try:
-            with Session(engine) as session, session.begin():
-                JobQueue(Job).add_jobs(session, TOPIC, [JobSpec(data=n) for n in range(jobs)])
-        finally:
-            engine.dispose()
+        migrate_and_load(url, jobs)
         yield url
 
 
-def _check_all_completed(url: str, jobs: int) -> None:
+def migrate_and_load(url: str, jobs: int) -> None:
+    """Migrate the empty database ``url`` (any database) by the shipped chain and load
+    ``jobs`` due jobs."""
+    migrations.upgrade(url)
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            JobQueue(Job).add_jobs(session, TOPIC, [JobSpec(data=n) for n in range(jobs)])
+    finally:
+        engine.dispose()
+
+
+def check_completed(url: str, jobs: int) -> None:
+    """Every one of the ``jobs`` jobs on ``url`` (any database) is COMPLETED."""
     engine = create_engine(url)
     try:
         check_all_completed(engine, jobs)
@@ -89,40 +99,40 @@ def raw(ctx: RunContext) -> dict[str, float]:
             seconds = time.perf_counter() - start
         finally:
             connection.close()
-        _check_all_completed(url, jobs)
+        check_completed(url, jobs)
         return {"jobs_per_s": done / seconds}
 
 
-def library(ctx: RunContext) -> dict[str, float]:
-    jobs = ctx.sizes.drain
+def core_drain(url: str, jobs: int) -> dict[str, float]:
+    """The core API's drain of ``jobs`` jobs on ``url`` (any database): claims of
+    :data:`BATCH` in a transaction each, then each job's completion in another."""
     queue = JobQueue(Job)
-    with _database(jobs) as url:
-        engine = create_engine(url)
-        try:
-            sessions = sessionmaker(engine)
-            done = 0
-            start = time.perf_counter()
-            while True:
-                with sessions.begin() as session:
-                    claimed = queue.claim_jobs(session, TOPIC, max_jobs=BATCH)
-                if not claimed:
-                    break
-                with sessions.begin() as session:
-                    for job in claimed:
-                        queue.move_job_to_done(session, job.id)
-                done += len(claimed)
-            seconds = time.perf_counter() - start
-            check_all_completed(engine, jobs)
-            return {"jobs_per_s": done / seconds}
-        finally:
-            engine.dispose()
+    engine = create_engine(url, **engine_options(make_url(url)))
+    try:
+        sessions = sessionmaker(engine)
+        done = 0
+        start = time.perf_counter()
+        while True:
+            with sessions.begin() as session:
+                claimed = queue.claim_jobs(session, TOPIC, max_jobs=BATCH)
+            if not claimed:
+                break
+            with sessions.begin() as session:
+                for job in claimed:
+                    queue.move_job_to_done(session, job.id)
+            done += len(claimed)
+        seconds = time.perf_counter() - start
+        check_all_completed(engine, jobs)
+        return {"jobs_per_s": done / seconds}
+    finally:
+        engine.dispose()
 
 
-def worker(ctx: RunContext) -> dict[str, float]:
-    jobs = ctx.sizes.drain
-    with _database(jobs) as url:
-        seconds = drain_here(url, "lease", 1, BATCH, jobs, handler_worker)
-        _check_all_completed(url, jobs)
+def worker_drain(url: str, jobs: int) -> dict[str, float]:
+    """The Worker's drain of ``jobs`` jobs on ``url`` (any database): lease mode, one
+    handler thread, ``max_jobs`` :data:`BATCH`."""
+    seconds = drain_here(url, "lease", 1, BATCH, jobs, handler_worker)
+    check_completed(url, jobs)
     return {"jobs_per_s": jobs / seconds}
 
 
@@ -130,23 +140,46 @@ def _params(sizes: Sizes) -> dict[str, object]:
     return {"jobs": sizes.drain, "batch": BATCH, "processes": 1, "connections": 1}
 
 
-RAW_KEY = "drain.sqlite.raw.batch100"
-WORKLOADS: list[Workload] = [
-    Workload(RAW_KEY, "SQLite: raw sqlite3, batch 100 (baseline)", JOBS_PER_S, raw, params=_params),
-    Workload(
-        "drain.sqlite.library.lease.batch100",
-        "SQLite: core API, lease mode, batch 100 (no Worker)",
-        JOBS_PER_S,
-        library,
-        baseline=RAW_KEY,
-        params=_params,
-    ),
-    Workload(
-        "drain.sqlite.worker.lease.c1.batch100",
-        "SQLite: Worker, lease mode, concurrency 1, batch 100",
-        JOBS_PER_S,
-        worker,
-        baseline=RAW_KEY,
-        params=_params,
-    ),
-]
+def drain_rows(
+    name: str,
+    label: str,
+    raw: RunFunction,
+    raw_title: str,
+    database: Callable[[int], AbstractContextManager[str]],
+    requires: tuple[str, ...] = (),
+) -> list[Workload]:
+    """The three drain rows of the database ``name`` (``label`` in titles): ``raw``,
+    the baseline, then the core API and the Worker draining a ``database(jobs)``."""
+
+    def library(ctx: RunContext) -> dict[str, float]:
+        with database(ctx.sizes.drain) as url:
+            return core_drain(url, ctx.sizes.drain)
+
+    def worker(ctx: RunContext) -> dict[str, float]:
+        with database(ctx.sizes.drain) as url:
+            return worker_drain(url, ctx.sizes.drain)
+
+    raw_key = f"drain.{name}.raw.batch100"
+    common: dict[str, Any] = {"requires": requires, "params": _params}
+    return [
+        Workload(raw_key, f"{label}: {raw_title}", JOBS_PER_S, raw, **common),
+        Workload(
+            f"drain.{name}.library.lease.batch100",
+            f"{label}: core API, lease mode, batch 100 (no Worker)",
+            JOBS_PER_S,
+            library,
+            baseline=raw_key,
+            **common,
+        ),
+        Workload(
+            f"drain.{name}.worker.lease.c1.batch100",
+            f"{label}: Worker, lease mode, concurrency 1, batch 100",
+            JOBS_PER_S,
+            worker,
+            baseline=raw_key,
+            **common,
+        ),
+    ]
+
+
+WORKLOADS = drain_rows("sqlite", "SQLite", raw, "raw sqlite3, batch 100 (baseline)", _database)

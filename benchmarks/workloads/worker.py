@@ -45,9 +45,11 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 from programma_sa import AsyncJobContext, AsyncJobQueue, AsyncWorker, JobContext, JobQueue, Worker
+from programma_sa._urls import engine_options
 from programma_sa.worker import WorkerMode
 
 from .. import baseline
@@ -133,7 +135,8 @@ def _ready_worker(
     """An engine with an open pool, warmed up, and the Worker that will drain
     (``max_jobs`` ``None``: not given, the Worker's default)."""
     pool = concurrency + 2
-    engine = create_engine(url, pool_size=pool, max_overflow=0)
+    # READ COMMITTED on MariaDB, as the library's own engines (docs/mariadb.md).
+    engine = create_engine(url, pool_size=pool, max_overflow=0, **engine_options(make_url(url)))
     _open_pool(engine, pool)
     settings: dict[str, Any] = {
         "mode": mode,

@@ -2,8 +2,8 @@
 
 :func:`statements_for` is the seam: given the dialect a ``Session`` or
 ``Connection`` is bound to and a jobs table, it returns that database's
-:class:`~.base.Statements` (built once, then cached). PostgreSQL and SQLite have
-one; a database without one is refused here, at the first call, with
+:class:`~.base.Statements` (built once, then cached). PostgreSQL, SQLite and
+MariaDB/MySQL have one; a database without one is refused here, at the first call, with
 one message naming its dialect — before anything is written.
 """
 
@@ -15,13 +15,14 @@ from collections.abc import Callable
 from sqlalchemy import Table
 
 from ..exceptions import ConfigurationError
-from . import postgresql, sqlite
-from .base import STATS_COUNTS, STATS_TIMES, StatementName, Statements
+from . import mariadb, postgresql, sqlite
+from .base import STATS_COUNTS, STATS_TIMES, Script, StatementName, Statements
 
 __all__ = [
     "STATS_COUNTS",
     "STATS_TIMES",
     "SUPPORTED_DIALECTS",
+    "Script",
     "StatementName",
     "Statements",
     "statements_for",
@@ -31,6 +32,10 @@ __all__ = [
 _BUILDERS: dict[str, Callable[[Table], Statements]] = {
     "postgresql": postgresql.build_statements,
     "sqlite": sqlite.build_statements,
+    # SQLAlchemy names MariaDB "mysql" when the URL does (mysql://), "mariadb" when
+    # it says mariadb://: one driver for both (docs/mariadb.md).
+    "mariadb": mariadb.build_statements,
+    "mysql": mariadb.build_statements,
 }
 #: The dialect names the queue runs on.
 SUPPORTED_DIALECTS = tuple(_BUILDERS)

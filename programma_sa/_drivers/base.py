@@ -17,27 +17,52 @@ are part of this contract too (the stats statement's are :data:`STATS_COUNTS` an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Generator, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import Executable, Table
+from sqlalchemy import Executable, Result, Table
 
 __all__ = [
     "STATS_COUNTS",
     "STATS_TIMES",
     "JobsShape",
+    "Runnable",
+    "Script",
     "StatementFamily",
     "StatementName",
     "Statements",
+    "Step",
 ]
+
+#: One statement of a :class:`Script` and its parameters.
+Step = tuple[Executable, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Script:
+    """Several statements run one after the other in the caller's transaction, where
+    a database cannot do the work in one (MariaDB has no ``UPDATE … RETURNING``).
+
+    ``run`` is called with the operation's parameters and yields :data:`Step` objects;
+    the execution layer executes each on the caller's session or connection (sync or
+    async alike) and sends its ``Result`` back; what ``run`` returns is the result the
+    operation's reader reads. Every statement is still SQLAlchemy Core, in its driver.
+    """
+
+    run: Callable[[Mapping[str, Any]], Generator[Step, Result[Any], Result[Any]]]
+
+
+#: What runs as one named statement: one statement, or a :class:`Script` of several.
+Runnable = Executable | Script
+
 
 #: A statement whose shape depends on which optional criteria a call gives (a
 #: listing's filters): called with the operation's ``variant`` — a hashable
 #: description of that shape — it returns the statement for it (built once per
 #: shape). Each criterion given becomes a predicate the planner sees as such, so
 #: an index on it can serve the statement; a criterion not given is not in it.
-StatementFamily = Callable[[Hashable], Executable]
+StatementFamily = Callable[[Hashable], "Runnable"]
 
 
 @dataclass(frozen=True)
@@ -145,65 +170,65 @@ class Statements:
     """
 
     table: Table
-    insert_one: Executable
-    insert_one_notify: Executable
-    insert_many: Executable
-    insert_many_notify: Executable
-    insert_many_uniform: Executable
-    insert_many_uniform_notify: Executable
-    insert_unique: Executable
-    insert_unique_notify: Executable
-    insert_unique_keep: Executable
-    insert_unique_keep_notify: Executable
-    insert_unique_replace: Executable
-    insert_unique_replace_notify: Executable
-    insert_unique_shared: Executable
-    insert_unique_shared_notify: Executable
-    insert_unique_keep_shared: Executable
-    insert_unique_keep_shared_notify: Executable
-    insert_unique_replace_shared: Executable
-    insert_unique_replace_shared_notify: Executable
-    unique_key_holders: Executable
-    claim: Executable
-    move_to_processing: Executable
-    move_to_completed: Executable
-    move_to_failed: Executable
-    delete_by_id: Executable
-    set_attributes: Executable
-    set_retry_after_seconds: Executable
-    set_start_after: Executable
-    get_by_id: Executable
-    complete_unchanged: Executable
-    retry_unchanged: Executable
-    fail_unchanged: Executable
-    reclaim_rolled_back: Executable
-    seconds_until_due: Executable
-    snooze_unchanged: Executable
-    clock: Executable
-    renew_leases: Executable
-    release_unstarted: Executable
-    cancel_unchanged: Executable
-    lease_states: Executable
-    cancel_job: Executable
-    rerun_job: Executable
+    insert_one: Runnable
+    insert_one_notify: Runnable
+    insert_many: Runnable
+    insert_many_notify: Runnable
+    insert_many_uniform: Runnable
+    insert_many_uniform_notify: Runnable
+    insert_unique: Runnable
+    insert_unique_notify: Runnable
+    insert_unique_keep: Runnable
+    insert_unique_keep_notify: Runnable
+    insert_unique_replace: Runnable
+    insert_unique_replace_notify: Runnable
+    insert_unique_shared: Runnable
+    insert_unique_shared_notify: Runnable
+    insert_unique_keep_shared: Runnable
+    insert_unique_keep_shared_notify: Runnable
+    insert_unique_replace_shared: Runnable
+    insert_unique_replace_shared_notify: Runnable
+    unique_key_holders: Runnable
+    claim: Runnable
+    move_to_processing: Runnable
+    move_to_completed: Runnable
+    move_to_failed: Runnable
+    delete_by_id: Runnable
+    set_attributes: Runnable
+    set_retry_after_seconds: Runnable
+    set_start_after: Runnable
+    get_by_id: Runnable
+    complete_unchanged: Runnable
+    retry_unchanged: Runnable
+    fail_unchanged: Runnable
+    reclaim_rolled_back: Runnable
+    seconds_until_due: Runnable
+    snooze_unchanged: Runnable
+    clock: Runnable
+    renew_leases: Runnable
+    release_unstarted: Runnable
+    cancel_unchanged: Runnable
+    lease_states: Runnable
+    cancel_job: Runnable
+    rerun_job: Runnable
     rerun_jobs: StatementFamily
     list_jobs: StatementFamily
     count_jobs: StatementFamily
-    pause_topic: Executable
-    resume_topic: Executable
-    paused_topics: Executable
-    stats_all: Executable
-    stats_topic: Executable
+    pause_topic: Runnable
+    resume_topic: Runnable
+    paused_topics: Runnable
+    stats_all: Runnable
+    stats_topic: Runnable
     #: Jobs finished (COMPLETED or FAILED) and FAILED in each of ``p_buckets``
     #: equal parts of the last ``p_window_seconds``: rows (bucket, finished, failed),
     #: bucket 0 the most recent; buckets with none are absent.
-    throughput: Executable
-    finished_topics: Executable
-    prune_completed: Executable
-    prune_failed: Executable
-    cancelled_topics: Executable
-    prune_cancelled: Executable
-    try_prune_lock: Executable
+    throughput: Runnable
+    finished_topics: Runnable
+    prune_completed: Runnable
+    prune_failed: Runnable
+    cancelled_topics: Runnable
+    prune_cancelled: Runnable
+    try_prune_lock: Runnable
 
 
 #: The counts each row of the stats statements has (beside ``measured_at`` and

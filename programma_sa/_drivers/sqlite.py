@@ -292,7 +292,14 @@ def _job_statements(table: Table) -> dict[str, Any]:
     insert_many_uniform = insert(table).from_select(
         columns,
         select(
-            *_shared_settings_row(row, run_after, bindparam("p_priority", type_=Integer()))
+            _uuid_text(_scalar(row, 0)),
+            bindparam("p_topic", type_=Text()),
+            _json_element(row, 1),
+            func.json(bindparam("p_attributes", type_=Text())),
+            run_after,
+            bindparam("p_retry_after_seconds", type_=Integer()),
+            bindparam("p_priority", type_=Integer()),
+            _db_now(),
         ).select_from(job),
     )
     each_row = [
@@ -565,27 +572,16 @@ def _shared_unique_row_values(
     <priority>]``, the settings the batch shares sent once as scalars (as in the
     PostgreSQL driver)."""
     return [
-        *_shared_settings_row(row, run_after, _scalar(row, 3)),
-        _scalar(row, 2),
-        _states_json(bindparam("p_unique_states", type_=Text())),
-    ]
-
-
-def _shared_settings_row(
-    row: ColumnElement[Any], run_after: ColumnElement[Any], priority: ColumnElement[Any]
-) -> list[ColumnElement[Any]]:
-    """A bulk job's values when the batch shares its settings, sent once as scalars:
-    the row's id and data, ``p_attributes``, ``run_after``, ``p_retry_after_seconds``,
-    ``priority`` (a scalar, or the row's own) and the time it was created."""
-    return [
         _uuid_text(_scalar(row, 0)),
         bindparam("p_topic", type_=Text()),
         _json_element(row, 1),
         func.json(bindparam("p_attributes", type_=Text())),
         run_after,
         bindparam("p_retry_after_seconds", type_=Integer()),
-        priority,
+        _scalar(row, 3),
         _db_now(),
+        _scalar(row, 2),
+        _states_json(bindparam("p_unique_states", type_=Text())),
     ]
 
 

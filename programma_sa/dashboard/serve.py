@@ -14,6 +14,7 @@ from sqlalchemy import Table, create_engine
 from sqlalchemy.engine import URL
 
 from .._sqlite_engines import configure_sqlite_engine
+from .._urls import engine_options
 from ..queue import JobQueue
 from ..schedules import Schedule
 from .app import Dashboard
@@ -36,7 +37,7 @@ def serve(
     schedules: Sequence[Schedule] = (),
 ) -> None:
     """Serve the dashboard of ``table`` at ``http://host:port/`` until interrupted."""
-    engine = create_engine(url, pool_size=5)
+    engine = create_engine(url, pool_size=5, **engine_options(url))
     configure_sqlite_engine(engine)
     dashboard = Dashboard(
         JobQueue(table), engine, permission=_anyone, read_only=read_only, schedules=schedules

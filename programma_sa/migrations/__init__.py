@@ -71,8 +71,10 @@ from ._steps import Steps, downgrade_steps, upgrade_steps
 
 __all__ = [
     "BRANCH_LABEL",
+    "CLAIM_TOPIC_COLUMN",
     "CONCURRENT_INDEXES_OPTION",
     "STANDALONE_VERSION_TABLE",
+    "UNIQUE_HOLDER_COLUMN",
     "VERSION_LOCATION",
     "Steps",
     "downgrade",
@@ -89,6 +91,16 @@ __all__ = [
     "version_location",
 ]
 
+#: MariaDB/MySQL only (no partial indexes): the generated column of the jobs table
+#: holding a job's ``unique_key`` while the job holds it, NULL otherwise; the unique
+#: index ``uq_<table>_unique_key`` is over it there (revision programma_0004). The
+#: model does not declare it (it exists on no other database): comparisons of the
+#: model with a MariaDB database leave it and that index aside.
+UNIQUE_HOLDER_COLUMN = "unique_holder"
+#: MariaDB/MySQL only, likewise: the generated column holding a job's topic while the
+#: job is claimable (CREATED or ACTIVE), NULL otherwise; ``ix_<table>_claim`` is over
+#: it there, so a claim reads only claimable rows, as through the partial index.
+CLAIM_TOPIC_COLUMN = "claim_topic"
 #: The Alembic main option asking revisions to build indexes with CREATE INDEX
 #: CONCURRENTLY (``programma_concurrent_indexes = true`` in ``alembic.ini``).
 CONCURRENT_INDEXES_OPTION = "programma_concurrent_indexes"

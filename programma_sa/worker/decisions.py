@@ -178,6 +178,15 @@ def _job_list(jobs: Sequence[ClaimedJob]) -> str:
     return f"jobs: {named}" + (f" and {more} more" if more > 0 else "")
 
 
+#: The databases without LISTEN/NOTIFY, by SQLAlchemy backend name: how messages name
+#: each, and its page in docs/. Workers there poll every heartbeat.
+_POLLING_DATABASES = {
+    "sqlite": ("SQLite", "sqlite"),
+    "mariadb": ("MariaDB", "mariadb"),
+    "mysql": ("MariaDB/MySQL", "mariadb"),
+}
+
+
 class Backoff:
     """Bounded exponential backoff for reconnecting after database errors."""
 
@@ -346,14 +355,16 @@ class WorkerCore(ABC):
                     "listen=True needs the database to LISTEN on: pass database_url=..., "
                     "bind an engine (or a session factory bound to one), or set listen=False"
                 )
-            if url is settings.database_url and url.get_backend_name() == "sqlite":
+            polling = _POLLING_DATABASES.get(url.get_backend_name())
+            if url is settings.database_url and polling is not None:
+                name, page = polling
                 raise ConfigurationError(
-                    "database_url names a SQLite database, which has no LISTEN/NOTIFY to "
-                    "wake a worker: on SQLite workers poll every heartbeat (docs/sqlite.md); "
-                    "leave database_url unset or set listen=False"
+                    f"database_url names a {name} database, which has no LISTEN/NOTIFY to "
+                    f"wake a worker: on {name} workers poll every heartbeat "
+                    f"(docs/{page}.md); leave database_url unset or set listen=False"
                 )
-            # SQLite has nothing to LISTEN on: the worker polls (docs/sqlite.md).
-            if url.get_backend_name() != "sqlite":
+            # SQLite and MariaDB have nothing to LISTEN on: the worker polls.
+            if polling is None:
                 self._conninfo = conninfo_from_url(url)
         self._operations: JobOperations = queue.operations
         #: Picks the connection a pass's statements run on from its Session, the way

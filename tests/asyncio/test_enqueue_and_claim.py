@@ -20,6 +20,7 @@ from programma_sa import AsyncJobQueue, JobSpec, JobState, jobs_table
 from programma_sa._drivers.postgresql import notify_channel
 
 from ..app import Job, Order
+from ..backends import LOCK_TIMEOUT_1S
 from ..helpers import job_count
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -149,7 +150,9 @@ async def test_transactional_claim_committed_completes_with_the_business_write(
     assert done.finished_at is not None
 
 
-@pytest.mark.postgresql_only("row locks (SELECT … FOR UPDATE SKIP LOCKED)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="row locks (SELECT … FOR UPDATE SKIP LOCKED)"
+)
 async def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
     aqueue: AsyncJobQueue, async_sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -159,7 +162,7 @@ async def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
         [job] = await aqueue.claim_jobs(holder, "locked")
         async with async_sessions.begin() as other:
             # The holder's lock hides the row even though a 0 s lease has run out.
-            await other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            await other.execute(text(LOCK_TIMEOUT_1S))
             assert await aqueue.claim_jobs(other, "locked") == []
         await holder.rollback()
     async with async_sessions.begin() as session:

@@ -263,7 +263,10 @@ def test_no_database_url_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://u:s3cret@db/app", "must be a PostgreSQL URL (or a SQLite one), got mysql://"),
+        (
+            "oracle://u:s3cret@db/app",
+            "must be a PostgreSQL URL (or a SQLite or MariaDB/MySQL one), got oracle://",
+        ),
         ("::not a url s3cret::", "--database-url is not a valid database URL"),
     ],
 )

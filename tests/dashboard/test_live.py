@@ -65,7 +65,8 @@ def test_a_rolled_back_enqueue_does_not(feed: ChangeFeed, engine: Engine) -> Non
 
 
 @pytest.mark.postgresql_only(
-    "the feed is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py)"
+    "the feed is fed by LISTEN; on SQLite it says no content (test_sqlite_control.py),"
+    " MariaDB has no LISTEN"
 )
 def test_a_job_a_worker_finishes_moves_the_feed(feed: ChangeFeed, engine: Engine) -> None:
     """The finished channel: a worker's completion (not an enqueue) is a change too."""

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from programma_sa import JobQueue, JobSpec, JobState
 
 from ..app import Order
+from ..backends import LOCK_TIMEOUT_1S
 from ..helpers import job_count
 
 
@@ -215,7 +216,9 @@ def test_transactional_claim_committed_completes_with_the_business_write(
         assert done.finished_at is not None
 
 
-@pytest.mark.postgresql_only("row locks (SELECT … FOR UPDATE SKIP LOCKED)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="row locks (SELECT … FOR UPDATE SKIP LOCKED)"
+)
 def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
     queue: JobQueue, engine: Engine
 ) -> None:
@@ -227,7 +230,7 @@ def test_claimed_rows_stay_locked_until_the_claiming_transaction_ends(
         [job] = queue.claim_jobs(holder, "locked")
         with factory.begin() as other:
             # The holder's lock hides the row even though a 0 s lease would expire.
-            other.execute(text("SET LOCAL lock_timeout = '1s'"))
+            other.execute(text(LOCK_TIMEOUT_1S))
             assert queue.claim_jobs(other, "locked") == []
     finally:
         holder.rollback()

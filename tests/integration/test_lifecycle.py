@@ -75,6 +75,21 @@ def test_set_attributes_merges_top_level_keys(queue: JobQueue, session: Session)
     assert job.attributes == {"attempts": 2, "keep": "me", "error": "boom"}
 
 
+def test_set_attributes_replaces_a_nested_object_and_keeps_nulls(
+    queue: JobQueue, session: Session
+) -> None:
+    """PostgreSQL's ``||`` on every database: a key's new value replaces the old one
+    whole (no deep merge), and a key set to null stays, null (SQLite's ``json_patch``
+    and MariaDB's ``JSON_MERGE_PATCH`` would do neither: their drivers merge otherwise)."""
+    job_id = queue.add_job(
+        session, "t", 1, attributes={"keep": True, "nested": {"a": 1}, "gone": "x"}
+    )
+    queue.set_attributes(session, job_id, {"nested": {"b": None}, "gone": None, "n": 1.5})
+    job = queue.get_job(session, job_id)
+    assert job is not None
+    assert job.attributes == {"keep": True, "nested": {"b": None}, "gone": None, "n": 1.5}
+
+
 def test_set_retry_after_seconds_re_measures_an_active_lease(
     queue: JobQueue, session: Session
 ) -> None:

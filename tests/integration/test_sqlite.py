@@ -1,8 +1,8 @@
 """What differs on SQLite (docs/sqlite.md), each on a SQLite database file of the test's own.
 
 These run in every pass of the suite, whatever its test database: the held key
-SQLite does not name, times to the millisecond, the top-level attribute merge, the
-refused LISTEN URL, and a claim in a transaction that read before another writer
+SQLite does not name, times to the millisecond, the refused LISTEN URL (and MariaDB's,
+in the MariaDB pass), and a claim in a transaction that read before another writer
 committed (refused at once, unless the transaction began IMMEDIATE).
 """
 
@@ -86,31 +86,47 @@ def test_times_are_utc_to_the_millisecond(sqlite_engine: Engine) -> None:
     assert job.created_at.tzinfo is timezone.utc
 
 
-def test_set_attributes_merges_the_top_level_as_on_postgresql(sqlite_engine: Engine) -> None:
-    queue = JobQueue(Job)
-    with Session(sqlite_engine) as session, session.begin():
-        job_id = queue.add_job(
-            session, "t", 1, attributes={"keep": True, "nested": {"a": 1}, "gone": "x"}
-        )
-        queue.set_attributes(session, job_id, {"nested": {"b": None}, "gone": None, "n": 1.5})
-        job = queue.get_job(session, job_id)
-    assert job is not None
-    assert job.attributes == {"keep": True, "nested": {"b": None}, "gone": None, "n": 1.5}
+#: The databases without LISTEN/NOTIFY: their names in the refusal, and their docs.
+_POLLING = {"sqlite": ("SQLite", "docs/sqlite.md"), "mariadb": ("MariaDB", "docs/mariadb.md")}
+#: Each one's engine and URL: SQLite's a file of the test's own, MariaDB's the pass's.
+_POLLING_FIXTURES = {
+    "sqlite": ("sqlite_engine", "sqlite_url"),
+    "mariadb": ("shared_engine", "database_url"),
+}
 
 
-def test_a_listen_url_naming_sqlite_is_refused(sqlite_engine: Engine, sqlite_url: str) -> None:
+@pytest.mark.parametrize(
+    "database",
+    [
+        "sqlite",  # a SQLite file of the test's own, in every pass
+        pytest.param(
+            "mariadb",
+            marks=pytest.mark.databases("mariadb", reason="the MariaDB pass's database"),
+        ),
+    ],
+)
+def test_a_listen_url_naming_a_database_without_notify_is_refused(
+    request: pytest.FixtureRequest, database_url: str, database: str
+) -> None:
+    # database_url, the pass's database (MariaDB's in the MariaDB pass), named in the
+    # signature: a test using no test database runs in the PostgreSQL passes only.
+    engine_fixture, url_fixture = _POLLING_FIXTURES[database]
+    engine: Engine = request.getfixturevalue(engine_fixture)
+    url: str = request.getfixturevalue(url_fixture)
+    name, docs = _POLLING[database]
+
     def handler(ctx: JobContext) -> None:
         pass
 
     with pytest.raises(ConfigurationError) as refused:
-        Worker(JobQueue(Job), sqlite_engine, "t", handler, database_url=sqlite_url)
+        Worker(JobQueue(Job), engine, "t", handler, database_url=url)
     assert str(refused.value) == (
-        "database_url names a SQLite database, which has no LISTEN/NOTIFY to wake a worker: "
-        "on SQLite workers poll every heartbeat (docs/sqlite.md); leave database_url unset "
+        f"database_url names a {name} database, which has no LISTEN/NOTIFY to wake a worker: "
+        f"on {name} workers poll every heartbeat ({docs}); leave database_url unset "
         "or set listen=False"
     )
-    # Bound to SQLite without a database_url, a worker polls.
-    assert Worker(JobQueue(Job), sqlite_engine, "t", handler).listener is None
+    # Bound to that database without a database_url, a worker polls.
+    assert Worker(JobQueue(Job), engine, "t", handler).listener is None
 
 
 def _claim_after_another_writer(engine: Engine, other: Engine) -> list[Any]:

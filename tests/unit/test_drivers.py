@@ -45,7 +45,7 @@ def test_an_unsupported_database_is_refused_before_anything_is_written() -> None
         assert session.execute(text("SELECT count(*) FROM orders")).scalar_one() == 1
     assert str(refused.value) == (
         "programma_sa does not run on the 'nodriver' database (SQLAlchemy dialect 'nodriver'); "
-        "it supports: postgresql, sqlite"
+        "it supports: postgresql, sqlite, mariadb, mysql"
     )
 
 

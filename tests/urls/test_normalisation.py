@@ -37,6 +37,11 @@ CASES = [
         "postgresql+psycopg",
         "postgresql+psycopg",
     ),
+    # MariaDB and MySQL: PyMySQL for sync engines, aiomysql for async ones.
+    ("mariadb://u@h/d", "mariadb+pymysql", "mariadb+pymysql", "mariadb+aiomysql"),
+    ("mysql://u@h/d", "mysql+pymysql", "mysql+pymysql", "mysql+aiomysql"),
+    ("mysql+aiomysql://u@h/d", "mysql+aiomysql", "mysql+pymysql", "mysql+aiomysql"),
+    ("mariadb+pymysql://u@h/d", "mariadb+pymysql", "mariadb+pymysql", "mariadb+aiomysql"),
 ]
 
 
@@ -56,8 +61,9 @@ def test_each_form_gets_the_driver_its_context_needs(
     ("given", "message"),
     [
         (
-            "mysql://u:s3cret@h/d",
-            "--database-url must be a PostgreSQL URL (or a SQLite one), got mysql://…",
+            "oracle://u:s3cret@h/d",
+            "--database-url must be a PostgreSQL URL (or a SQLite or MariaDB/MySQL one), "
+            "got oracle://…",
         ),
         ("::not a url s3cret::", "--database-url is not a valid database URL"),
     ],

@@ -46,7 +46,13 @@ from programma_sa import (
 
 from ..app import Job
 from ..asyncio.urls import async_url
-from ..backends import ASYNC_DRIVERS, ON_SQLITE, SYNC_DRIVER, make_async_engine, make_engine
+from ..backends import (
+    ASYNC_DRIVERS,
+    DATABASE,
+    SYNC_DRIVER,
+    make_async_engine,
+    make_engine,
+)
 
 T = TypeVar("T")
 Context = JobContext | AsyncJobContext
@@ -62,8 +68,8 @@ ASYNC_FLAVOURS = FLAVOURS[1:]
 
 def on(*flavours: str) -> pytest.MarkDecorator:
     """Run a shared test on ``flavours`` only, instead of every one of :data:`FLAVOURS`
-    (on SQLite an asyncio flavour is its one asyncio driver's)."""
-    if ON_SQLITE:
+    (on SQLite and MariaDB an asyncio flavour is its one asyncio driver's)."""
+    if DATABASE != "postgresql":
         flavours = tuple(dict.fromkeys(f if f == "sync" else ASYNC_FLAVOURS[0] for f in flavours))
     return pytest.mark.parametrize("harness", flavours, indirect=True)
 
@@ -168,7 +174,7 @@ class Harness(ABC):
 
     def engine(self, application_name: str | None = None) -> AnyEngine:
         """A new engine of this flavour (a pool of its own), disposed after the test."""
-        if application_name is None or ON_SQLITE:
+        if application_name is None or DATABASE != "postgresql":
             connect_args: dict[str, Any] = {}
         elif self.driver == "asyncpg":
             connect_args = {"server_settings": {"application_name": application_name}}

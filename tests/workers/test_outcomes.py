@@ -153,6 +153,11 @@ async def test_auto_complete_skips_a_job_another_worker_claimed_after_its_lease_
     assert job.state is JobState.ACTIVE and job.attempts == 2  # the other worker's lease stands
 
 
+@pytest.mark.databases(
+    "postgresql",
+    "sqlite",
+    reason="one UPDATE … RETURNING; MariaDB locks, updates and reads back (docs/mariadb.md)",
+)
 @pytest.mark.parametrize("concurrency", [1, 3])
 async def test_lease_batch_is_completed_in_one_statement(
     engine: Engine, queue: JobQueue, harness: Harness, concurrency: int

@@ -9,8 +9,9 @@ heads`` applies it beside the application's own chain. Table name and schema com
 from the Alembic options ``programma_table_name`` / ``programma_schema``.
 
 Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
-it writes exactly what it always did; elsewhere (an application's SQLite development
-database) the portable types and defaults of ``programma_sa._portable`` and no schema.
+it writes exactly what it always did; elsewhere (SQLite, MariaDB) the portable types
+and defaults of ``programma_sa._portable`` (MariaDB: ``VARBINARY`` topics, UTC
+``DATETIME(6)``), and on databases without partial indexes (MariaDB) plain ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from programma_sa._portable import empty_json_object, random_uuid
+from programma_sa._portable import (
+    KEY_TEXT_TYPE,
+    MYSQL_DIALECTS,
+    TIME_TYPE,
+    empty_json_object,
+    random_uuid,
+    utc_now,
+)
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0001"
@@ -32,7 +40,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 # PostgreSQL's types there; SQLAlchemy's portable ones on other databases.
-_UUID = sa.Uuid(as_uuid=True).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+_UUID = (
+    sa.Uuid(as_uuid=True)
+    .with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+    .with_variant(sa.Uuid(as_uuid=True, native_uuid=False), *MYSQL_DIALECTS)
+)
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
@@ -47,19 +59,19 @@ def upgrade() -> None:
     op.create_table(
         name,
         sa.Column("id", _UUID, primary_key=True, server_default=random_uuid()),
-        sa.Column("topic", sa.Text(), nullable=False),
+        sa.Column("topic", KEY_TEXT_TYPE, nullable=False),
         sa.Column("data", _JSON, nullable=False),
         sa.Column("attributes", _JSON, nullable=False, server_default=empty_json_object()),
         sa.Column("state", sa.String(16), nullable=False, server_default=sa.text("'created'")),
-        sa.Column("start_after", sa.DateTime(timezone=True), server_default=sa.func.now()),
-        sa.Column("started_at", sa.DateTime(timezone=True)),
+        sa.Column("start_after", TIME_TYPE, server_default=utc_now()),
+        sa.Column("started_at", TIME_TYPE),
         sa.Column(
             "created_at",
-            sa.DateTime(timezone=True),
+            TIME_TYPE,
             nullable=False,
-            server_default=sa.func.now(),
+            server_default=utc_now(),
         ),
-        sa.Column("finished_at", sa.DateTime(timezone=True)),
+        sa.Column("finished_at", TIME_TYPE),
         sa.Column("retry_after_seconds", sa.Integer(), server_default=sa.text("30")),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.PrimaryKeyConstraint("id", name=f"{name}_pkey"),

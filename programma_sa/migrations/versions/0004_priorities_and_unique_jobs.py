@@ -26,10 +26,13 @@ again — it drops a half-built index left by the failed run and builds it anew.
 
 Append-only: this revision is a snapshot and never imports the model. On PostgreSQL
 it writes exactly what it was designed to write; elsewhere (an application's SQLite
-development database) the same columns and indexes in portable form: ``unique_states``
+development database, MariaDB) the same columns and indexes in portable form: ``unique_states``
 a JSON array, the unique index's predicate in terms SQLite accepts, the claim index
 dropped and built again in the migration's transaction (SQLite cannot rename an
-index), and never ``CONCURRENTLY`` (SQLite has no such build; the option is ignored).
+index), and never ``CONCURRENTLY`` (SQLite has no such build; the option is ignored). MariaDB
+and MySQL have no partial index: the unique index is over a generated column holding
+the key only while the job holds it (:data:`HOLDER_ON_MYSQL`), and the claim index
+over one holding the topic only while the job is claimable (:data:`CLAIM_TOPIC_ON_MYSQL`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from contextlib import nullcontext
 import sqlalchemy as sa
 from alembic import op
 
-from programma_sa.migrations import table_location
+from programma_sa._portable import KEY_TEXT_TYPE, MYSQL_DIALECTS
+from programma_sa.migrations import CLAIM_TOPIC_COLUMN, UNIQUE_HOLDER_COLUMN, table_location
 
 revision: str = "programma_0004"
 down_revision: str | Sequence[str] | None = "programma_0002"
@@ -54,6 +58,13 @@ HOLDS_ITS_KEY = "state = ANY (unique_states)"
 #: the quoted state exactly when the state is one of its elements (state names are
 #: plain words, no quotes to escape). NULL (no key) matches no row, as on PostgreSQL.
 HOLDS_ITS_KEY_IN_JSON = "instr(unique_states, '\"' || state || '\"') > 0"
+#: HOLDS_ITS_KEY on MariaDB/MySQL, which have no partial index: the key of a job that
+#: holds it, else NULL — a generated column whose unique index admits any number of
+#: NULLs, so only holders are unique (unique_states a JSON array of state names).
+HOLDER_ON_MYSQL = "IF(JSON_CONTAINS(unique_states, JSON_QUOTE(state)), unique_key, NULL)"
+#: CLAIMABLE on MariaDB/MySQL: the topic of a claimable job, else NULL — the claim
+#: index is over this generated column there, so it holds claimable jobs only.
+CLAIM_TOPIC_ON_MYSQL = "IF(state IN ('created', 'active'), topic, NULL)"
 #: The Alembic main option that asks for CREATE INDEX CONCURRENTLY.
 CONCURRENT_OPTION = "programma_concurrent_indexes"
 
@@ -142,12 +153,34 @@ def _rebuild_claim_index(
     but its DDL is transactional and the migration's transaction holds the database's
     write lock: nobody sees the table between the two statements."""
     op.drop_index(f"ix_{name}_claim", table_name=name, schema=schema)
+    topic = CLAIM_TOPIC_COLUMN if _on_mysql() and CLAIM_TOPIC_COLUMN in _columns(name) else "topic"
     op.create_index(
         f"ix_{name}_claim",
         name,
-        ["topic", *order, "id"],
+        [topic, *order, "id"],
         schema=schema,
         sqlite_where=sa.text(CLAIMABLE),
+    )
+
+
+def _on_mysql() -> bool:
+    return op.get_context().dialect.name in MYSQL_DIALECTS
+
+
+def _columns(name: str) -> set[str]:
+    """The table's columns (online; offline, in a script, the columns it will have)."""
+    if op.get_context().as_sql:
+        return {CLAIM_TOPIC_COLUMN}
+    return {column["name"] for column in sa.inspect(op.get_bind()).get_columns(name)}
+
+
+def _generated(name: str, schema: str | None, column: str, expression: str) -> None:
+    """A STORED generated column (MariaDB/MySQL): indexes read it without evaluating
+    the expression per entry."""
+    op.add_column(
+        name,
+        sa.Column(column, KEY_TEXT_TYPE, sa.Computed(sa.text(expression), persisted=True)),
+        schema=schema,
     )
 
 
@@ -158,12 +191,17 @@ def _upgrade_portable(name: str, schema: str | None) -> None:
         sa.Column("priority", sa.Integer(), nullable=False, server_default=sa.text("0")),
         schema=schema,
     )
-    op.add_column(name, sa.Column("unique_key", sa.Text()), schema=schema)
+    op.add_column(name, sa.Column("unique_key", KEY_TEXT_TYPE), schema=schema)
     op.add_column(name, sa.Column("unique_states", sa.JSON()), schema=schema)
+    unique_on = "unique_key"
+    if _on_mysql():
+        _generated(name, schema, UNIQUE_HOLDER_COLUMN, HOLDER_ON_MYSQL)
+        _generated(name, schema, CLAIM_TOPIC_COLUMN, CLAIM_TOPIC_ON_MYSQL)
+        unique_on = UNIQUE_HOLDER_COLUMN
     op.create_index(
         f"uq_{name}_unique_key",
         name,
-        ["unique_key"],
+        [unique_on],
         unique=True,
         schema=schema,
         sqlite_where=sa.text(HOLDS_ITS_KEY_IN_JSON),
@@ -173,6 +211,12 @@ def _upgrade_portable(name: str, schema: str | None) -> None:
 
 def _downgrade_portable(name: str, schema: str | None) -> None:
     op.drop_index(f"uq_{name}_unique_key", table_name=name, schema=schema)
-    _rebuild_claim_index(name, schema, ["start_after"])
+    if _on_mysql():
+        op.drop_index(f"ix_{name}_claim", table_name=name, schema=schema)
+        op.drop_column(name, CLAIM_TOPIC_COLUMN, schema=schema)
+        op.create_index(f"ix_{name}_claim", name, ["topic", "start_after", "id"], schema=schema)
+        op.drop_column(name, UNIQUE_HOLDER_COLUMN, schema=schema)
+    else:
+        _rebuild_claim_index(name, schema, ["start_after"])
     for column in ("unique_states", "unique_key", "priority"):
         op.drop_column(name, column, schema=schema)

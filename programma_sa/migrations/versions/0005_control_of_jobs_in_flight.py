@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from programma_sa._portable import KEY_TEXT_TYPE, MYSQL_DIALECTS, TIME_TYPE, utc_now
 from programma_sa.migrations import table_location
 
 revision: str = "programma_0005"
@@ -60,7 +61,7 @@ def _on_postgresql() -> bool:
 
 def _replace_state_check(name: str, schema: str | None, old: str, new: str) -> None:
     constraint = f"ck_{name}_state"
-    if _on_postgresql():
+    if _on_postgresql() or op.get_context().dialect.name in MYSQL_DIALECTS:
         op.drop_constraint(constraint, name, type_="check", schema=schema)
         op.create_check_constraint(constraint, name, f"state IN ({new})", schema=schema)
     else:
@@ -98,12 +99,12 @@ def upgrade() -> None:
     op.add_column(name, sa.Column("result", _JSON, nullable=True), schema=schema)
     op.create_table(
         f"{name}_paused",
-        sa.Column("topic", sa.Text(), nullable=False),
+        sa.Column("topic", KEY_TEXT_TYPE, nullable=False),
         sa.Column(
             "paused_at",
-            sa.DateTime(timezone=True),
+            TIME_TYPE,
             nullable=False,
-            server_default=sa.func.now(),
+            server_default=utc_now(),
         ),
         sa.PrimaryKeyConstraint("topic", name=f"{name}_paused_pkey"),
         schema=schema,
@@ -143,6 +144,8 @@ def downgrade() -> None:
     attributes: Any = table.c.attributes
     if _on_postgresql():
         noted = attributes.op("||")(sa.cast(sa.literal('{"cancelled": true}'), postgresql.JSONB()))
+    elif op.get_context().dialect.name in MYSQL_DIALECTS:
+        noted = sa.func.json_set(attributes, "$.cancelled", sa.true())
     else:
         noted = sa.func.json_set(attributes, "$.cancelled", sa.text("json('true')"))
     op.execute(
