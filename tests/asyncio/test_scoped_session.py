@@ -187,7 +187,9 @@ async def test_bad_input_raises_before_the_scoped_session_is_touched(
         await scoped.remove()
 
 
-@pytest.mark.postgresql_only("two claiming transactions open at once (SQLite has one writer)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="two claiming transactions open at once (SQLite has one writer)"
+)
 async def test_each_task_claims_through_its_own_scoped_session(
     aqueue: AsyncJobQueue,
     scoped: Scoped,

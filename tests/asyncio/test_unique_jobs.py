@@ -67,8 +67,10 @@ async def test_a_batch_maps_specs_to_holders(
     assert ids[0] == ids[1] and ids[2] == held
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 async def test_raise_is_duplicate_job_on_either_driver(
     aqueue: AsyncJobQueue, async_session: AsyncSession

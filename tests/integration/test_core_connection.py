@@ -110,8 +110,10 @@ def test_bad_input_is_refused_before_anything_is_sent_and_the_transaction_goes_o
     assert jobs_committed(engine) == 1
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 def test_a_held_unique_key_raises_duplicate_job(queue: JobQueue, connection: Connection) -> None:
     with connection.begin():

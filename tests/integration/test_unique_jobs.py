@@ -90,8 +90,10 @@ def test_replace_keeps_a_holder_already_claimed(queue: JobQueue, session: Sessio
     )
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 def test_raise_refuses_the_insert_with_duplicate_job(queue: JobQueue, session: Session) -> None:
     queue.add_job(session, "t", {"v": 1}, unique_key="order-42")
@@ -136,8 +138,10 @@ def test_a_key_held_while_waiting_only_frees_at_the_claim(
     assert second != first
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 def test_moving_a_finished_job_back_over_a_new_holder_is_duplicate_job(
     queue: JobQueue, session: Session
@@ -189,8 +193,10 @@ def test_a_batch_with_replace_lets_its_last_spec_of_a_key_win(
     assert _rows(session, "k2") == [(held, "replacing", "created")]
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 def test_a_batch_with_raise_is_refused_whole(queue: JobQueue, session: Session) -> None:
     with pytest.raises(DuplicateJob, match="'k1'"), session.begin_nested():

@@ -535,8 +535,10 @@ def test_a_cancelled_job_gives_its_unique_key_back(engine: Engine, queue: JobQue
     assert second != first
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite_control.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite_control.py)",
 )
 def test_a_rerun_whose_key_another_job_holds_is_refused_as_a_duplicate(
     engine: Engine, queue: JobQueue

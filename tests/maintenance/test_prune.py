@@ -33,6 +33,7 @@ from programma_sa.maintenance import prune, prune_async
 
 from ..app import Job
 from ..asyncio.urls import DRIVERS, async_url
+from ..backends import LOCK_TIMEOUT_1S
 from ..helpers import job_count
 from .jobs import TABLE, db_now, finished, put, states
 
@@ -43,8 +44,6 @@ RETENTION = Retention(
     default=TTL(completed=HOUR, failed=timedelta(days=1)),
     topics={"audit": TTL(), "short": TTL(completed=0, failed=60)},
 )
-#: A statement that waits this long for a lock fails instead (the tests' "promptly").
-LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
 
 
 def _expired_and_kept(session: Session, queue: JobQueue) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
@@ -139,7 +138,9 @@ def _committed_expired(engine: Engine, queue: JobQueue, count: int) -> list[uuid
         return finished(session, queue, "mail", JobState.COMPLETED, count, 2 * HOUR)
 
 
-@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="row locks (SQLite has one writer: docs/sqlite.md)"
+)
 def test_a_claim_during_a_prune_batch_is_not_blocked(engine: Engine, queue: JobQueue) -> None:
     _committed_expired(engine, queue, 50)
     with Session(engine) as session, session.begin():
@@ -152,7 +153,7 @@ def test_a_claim_during_a_prune_batch_is_not_blocked(engine: Engine, queue: JobQ
         # The prune batch is deleted but not committed: its rows stay locked.
         assert prune(pruning, queue, RETENTION, batch_size=20) == 20
         with factory() as claiming, claiming.begin():
-            claiming.execute(text(LOCK_TIMEOUT))
+            claiming.execute(text(LOCK_TIMEOUT_1S))
             jobs = queue.claim_jobs(claiming, "mail", max_jobs=10)
             assert {job.id for job in jobs} == set(due)
             assert queue.move_job_to_done(claiming, claimed_earlier)
@@ -163,7 +164,9 @@ def test_a_claim_during_a_prune_batch_is_not_blocked(engine: Engine, queue: JobQ
         assert dict(counts.all()) == {"completed": 31, "active": 5, "created": 1}
 
 
-@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="row locks (SQLite has one writer: docs/sqlite.md)"
+)
 def test_a_prune_during_a_claim_is_not_blocked_and_leaves_claimed_jobs(
     engine: Engine, queue: JobQueue
 ) -> None:
@@ -174,7 +177,7 @@ def test_a_prune_during_a_claim_is_not_blocked_and_leaves_claimed_jobs(
     with factory() as claiming, claiming.begin():
         assert [job.id for job in queue.claim_jobs(claiming, "short")] == [live]
         with factory() as pruning, pruning.begin():
-            pruning.execute(text(LOCK_TIMEOUT))
+            pruning.execute(text(LOCK_TIMEOUT_1S))
             assert prune(pruning, queue, RETENTION) == 5
     with Session(engine) as session:
         remaining = states(session)
@@ -182,7 +185,9 @@ def test_a_prune_during_a_claim_is_not_blocked_and_leaves_claimed_jobs(
     assert not set(expired) & set(remaining)
 
 
-@pytest.mark.postgresql_only("row locks and lock_timeout (SQLite has one writer: docs/sqlite.md)")
+@pytest.mark.databases(
+    "postgresql", "mariadb", reason="row locks (SQLite has one writer: docs/sqlite.md)"
+)
 def test_rows_another_transaction_holds_locked_are_skipped_not_waited_for(
     engine: Engine, queue: JobQueue
 ) -> None:
@@ -192,7 +197,7 @@ def test_rows_another_transaction_holds_locked_are_skipped_not_waited_for(
         # E.g. an operator's transaction inspecting (or re-queueing) a finished job.
         holding.execute(select(TABLE.c.id).where(TABLE.c.id == expired[0]).with_for_update())
         with factory() as pruning, pruning.begin():
-            pruning.execute(text(LOCK_TIMEOUT))
+            pruning.execute(text(LOCK_TIMEOUT_1S))
             assert prune(pruning, queue, RETENTION) == 4
     with Session(engine) as session:
         assert set(states(session)) == {expired[0]}

@@ -130,8 +130,10 @@ def test_replace_updates_the_waiting_holder(
     assert job.data == {"page": "home", "version": 2} and job.priority == 4
 
 
-@pytest.mark.postgresql_only(
-    "PostgreSQL names the held key; SQLite does not (tests/integration/test_sqlite.py)"
+@pytest.mark.databases(
+    "postgresql",
+    "mariadb",
+    reason="PostgreSQL and MariaDB name the held key; SQLite does not (test_sqlite.py)",
 )
 def test_raise_refuses_a_held_key_with_duplicate_job(
     session: Session, registry: TaskRegistry
