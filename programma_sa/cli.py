@@ -53,19 +53,19 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, MetaData, Table, create_engine
+from sqlalchemy import Engine, MetaData, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from . import __version__, migrations
 from . import _validation as check
+from ._engines import create_library_async_engine, create_library_engine
 from ._job_records import JobDetail
 from ._operations.control import DEFAULT_PAGE_SIZE, DEFAULT_RERUN_LIMIT, MAX_PAGE_SIZE
 from ._queue_base import QueueBase
 from ._retention import TTL, Retention
-from ._sqlite_engines import configure_sqlite_engine
-from ._urls import async_url, engine_options, parse_url, sync_url
+from ._urls import async_url, parse_url, sync_url
 from .async_queue import AsyncJobQueue
 from .exceptions import ConfigurationError, InvalidJobInput, ProgrammaError
 from .maintenance import DEFAULT_BATCH_SIZE, DEFAULT_WINDOW_SECONDS, Pruner
@@ -255,10 +255,7 @@ def sync_database_url(args: argparse.Namespace) -> URL:
 def engine_for(args: argparse.Namespace, **options: Any) -> Engine:
     """An engine on the command's database URL, with a sync driver (on SQLite with
     the transaction recipe and a busy timeout: programma_sa._sqlite_engines)."""
-    url = sync_database_url(args)
-    engine = create_engine(url, **engine_options(url), **options)
-    configure_sqlite_engine(engine)
-    return engine
+    return create_library_engine(sync_database_url(args), **options)
 
 
 @contextlib.contextmanager
@@ -546,16 +543,9 @@ def _run_async_worker(args: argparse.Namespace, build: Callable[[AsyncEngine], A
 async def _serve_async(
     args: argparse.Namespace, url: URL, build: Callable[[AsyncEngine], AsyncWorker]
 ) -> int:
-    # Imported here: sqlalchemy.ext.asyncio needs greenlet (programma-sa[asyncio]).
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(
-        url,
-        pool_size=args.concurrency + 2,
-        max_overflow=args.concurrency,
-        **engine_options(url),
+    engine = create_library_async_engine(
+        url, pool_size=args.concurrency + 2, max_overflow=args.concurrency
     )
-    configure_sqlite_engine(engine.sync_engine)
     try:
         try:
             worker = build(engine)

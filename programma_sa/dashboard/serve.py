@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import uvicorn
-from sqlalchemy import Table, create_engine
+from sqlalchemy import Table
 from sqlalchemy.engine import URL
 
-from .._sqlite_engines import configure_sqlite_engine
-from .._urls import engine_options
+from .._engines import create_library_engine
 from ..queue import JobQueue
 from ..schedules import Schedule
 from .app import Dashboard
@@ -37,8 +36,7 @@ def serve(
     schedules: Sequence[Schedule] = (),
 ) -> None:
     """Serve the dashboard of ``table`` at ``http://host:port/`` until interrupted."""
-    engine = create_engine(url, pool_size=5, **engine_options(url))
-    configure_sqlite_engine(engine)
+    engine = create_library_engine(url, pool_size=5)
     dashboard = Dashboard(
         JobQueue(table), engine, permission=_anyone, read_only=read_only, schedules=schedules
     )

@@ -187,6 +187,13 @@ _POLLING_DATABASES = {
 }
 
 
+def polling_database_name(backend: str) -> str | None:
+    """How messages name the database of SQLAlchemy backend ``backend`` when it has
+    no LISTEN/NOTIFY (its workers poll every heartbeat); None on PostgreSQL."""
+    polling = _POLLING_DATABASES.get(backend)
+    return None if polling is None else polling[0]
+
+
 class Backoff:
     """Bounded exponential backoff for reconnecting after database errors."""
 
