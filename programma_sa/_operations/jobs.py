@@ -136,6 +136,16 @@ class _Settings:
             and self.retry_after_seconds == other.retry_after_seconds
         )
 
+    def shared_params(self) -> dict[str, Any]:
+        """The bound parameters of these settings that jobs may share: all but the
+        priority, which the ``*_shared`` unique statements send with each row."""
+        return {
+            "p_attributes": self.attributes,
+            "p_run_after_date": self.run_after_date,
+            "p_run_after_seconds": self.run_after_seconds,
+            "p_retry_after_seconds": self.retry_after_seconds,
+        }
+
     @functools.cached_property
     def json_fields(self) -> str:
         """The settings as the tail of a bulk row: ``attributes,date,seconds,retry,priority``."""
@@ -304,10 +314,7 @@ class JobOperations:
             "p_id": job_id,
             "p_topic": topic,
             "p_data": text,
-            "p_attributes": settings.attributes,
-            "p_run_after_date": settings.run_after_date,
-            "p_run_after_seconds": settings.run_after_seconds,
-            "p_retry_after_seconds": settings.retry_after_seconds,
+            **settings.shared_params(),
             "p_priority": settings.priority,
         }
         yield Operation(self.table, statement, params, _discard)
@@ -342,13 +349,7 @@ class JobOperations:
                 break
             keys.append(unique[0])
         else:
-            shared = {
-                "p_attributes": first.attributes,
-                "p_run_after_date": first.run_after_date,
-                "p_run_after_seconds": first.run_after_seconds,
-                "p_retry_after_seconds": first.retry_after_seconds,
-                "p_unique_states": held_in,
-            }
+            shared = {**first.shared_params(), "p_unique_states": held_in}
             encode = _BATCH_ENCODER.encode
             jobs = [
                 _UniqueJob(job_id, f'["{job_id}",{data},{encode(key)},{each.priority}]', key)
@@ -521,10 +522,7 @@ class JobOperations:
             params: dict[str, Any] = {
                 "p_topic": topic,
                 "p_jobs": f"[{rows}]",
-                "p_attributes": first.attributes,
-                "p_run_after_date": first.run_after_date,
-                "p_run_after_seconds": first.run_after_seconds,
-                "p_retry_after_seconds": first.retry_after_seconds,
+                **first.shared_params(),
                 "p_priority": first.priority,
             }
             statement: StatementName = (
