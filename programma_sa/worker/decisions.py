@@ -66,7 +66,7 @@ from ..retry import describe_error
 from .claim_size import AdaptiveClaimSize
 from .duties import Duty, LeaseDuty, PruneDuty
 from .job_log import JobLog
-from .leases import Cancellation, Holdings, Outcome
+from .leases import COMPLETE, Cancellation, Holdings, Outcome
 from .listen import conninfo_from_url
 from .results import (
     CANCELLED,
@@ -470,16 +470,16 @@ class WorkerCore(ABC):
         reply: Returned | Exception = yield from self._timed_handler_steps(job, cancellation)
         if cancellation.requested or isinstance(reply, JobCancelled):
             self._log_cancelled(job, reply)
-            return Outcome(job.id, "cancel")
+            return Outcome("cancel")
         if isinstance(reply, JobSnoozed):
-            return Outcome(job.id, "snooze", error=reply)
+            return Outcome("snooze", error=reply)
         if isinstance(reply, Exception):
-            return Outcome(job.id, "failure", error=reply)
+            return Outcome("failure", error=reply)
         if not self.settings.auto_complete:
             return UNTOUCHED
         if reply.value is None:  # most handlers: no result to encode
-            return Outcome(job.id, "complete")
-        return Outcome(job.id, "complete", result=self._result_text(job, reply.value))
+            return COMPLETE
+        return Outcome("complete", result=self._result_text(job, reply.value))
 
     def _timed_handler_steps(
         self, job: ClaimedJob, cancellation: Cancellation | None
@@ -624,9 +624,9 @@ class WorkerCore(ABC):
             return group
         written = {job_id.int for job_id in ids}  # ints: see Holdings
         if kind == "complete":
-            for _, job in group:
-                if job.id.int in written:
-                    self._job_log.finished(job, COMPLETED)
+            self._job_log.finished_all(
+                (job for _, job in group if job.id.int in written), COMPLETED
+            )
         # One count for the whole statement: a drain's completions come by the thousand.
         self._record_all(written, done_outcome)
         missed = [(outcome, job) for outcome, job in group if job.id.int not in written]
@@ -736,7 +736,7 @@ class WorkerCore(ABC):
             cause,
             _job_list(jobs),
         )
-        self.holdings.write_again(outcome for outcome, _ in unwritten)
+        self.holdings.write_again(unwritten)
 
     def _record(self, job: ClaimedJob, outcome: PassResult, error: Exception | None = None) -> None:
         """The job's outcome is settled: count it (see :meth:`_jobs_done`) and, if its
