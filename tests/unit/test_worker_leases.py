@@ -49,10 +49,10 @@ def test_one_writer_at_a_time_and_nothing_queued_is_left_behind() -> None:
     assert holdings.begin_writing() is True
     assert holdings.begin_writing() is False  # another writer: it leaves its work queued
     work = holdings.take_work()
-    assert work is not None and [job.id for _, job in work.outcomes] == [first.id]
+    assert work is not None and [held.job.id for held in work.queued] == [first.id]
     assert holdings.queue(second.id, COMPLETE) is True  # queued meanwhile
     work = holdings.take_work()  # the holder writes it before it lets the token go
-    assert work is not None and [job.id for _, job in work.outcomes] == [second.id]
+    assert work is not None and [held.job.id for held in work.queued] == [second.id]
     assert holdings.take_work() is None  # and lets the token go in the same step
     assert holdings.begin_writing() is True
 
@@ -67,7 +67,7 @@ def test_jobs_not_started_are_released_and_then_never_start() -> None:
     assert holdings.begin_writing()
     work = holdings.take_work()
     assert work is not None
-    assert [(job.id, outcome.kind) for outcome, job in work.outcomes] == [(waiting.id, "release")]
+    assert [(held.job.id, held.outcome.kind) for held in work.queued] == [(waiting.id, "release")]
 
 
 def test_a_cancellation_that_arrives_before_its_job_is_held_is_kept() -> None:
