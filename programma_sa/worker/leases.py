@@ -4,7 +4,8 @@ outcomes waiting to be written (no I/O).
 :class:`Holdings` is the worker's book of the jobs it claimed and has not finished
 with. For each it keeps the job *as held* — ``start_after`` is the end of the lease
 the worker last wrote, by the claim or a renewal, which every guarded write compares
-— whether its handler started, and its :class:`Cancellation`.
+— whether its handler started, and its cancellation: one :class:`HeldJob` per job,
+which is the job's :class:`Cancellation` too.
 
 In lease mode the outcome of a job (its completion, a retry, FAILED, CANCELLED, a
 release at shutdown) is not written by the thread or task that ran its handler but
@@ -146,8 +147,9 @@ class HeldJob(Cancellation):
     One object per job, and none more while it is queued and written, because what
     a drain keeps alive per job — a claim's jobs live until their batch is written —
     sets how often the cyclic garbage collector runs, and what it walks: a
-    Cancellation, an outcome and a (outcome, job) pair per job made a 20,000-job
-    drain collect 10-40 % more often (see docs/benchmarks.md).
+    Cancellation, an outcome and an (outcome, job) pair more per job made a
+    20,000-job drain run it a third more often, and walk the whole heap three times
+    instead of two (docs/benchmarks.md, "the lease drain after #15").
     """
 
     __slots__ = ("finished", "job", "leased_at", "outcome", "renewable", "started", "tally")
