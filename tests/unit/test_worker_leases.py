@@ -79,6 +79,23 @@ def test_a_cancellation_that_arrives_before_its_job_is_held_is_kept() -> None:
     assert cancellation is not None and cancellation.requested
 
 
+def test_the_outcome_of_a_job_given_up_on_is_dropped_not_queued_again() -> None:
+    holdings = Holdings()
+    held = job()
+    holdings.hold([held])
+    entry = holdings.start(held.id)
+    assert holdings.queue(held.id, COMPLETE) is True
+    assert holdings.begin_writing()
+    work = holdings.take_work()
+    # The writer is handed the book's own entry: nothing more is made per job.
+    assert work is not None and work.queued == [entry] and work.queued[0].outcome is COMPLETE
+    assert holdings.abandon() == 1  # shutdown_timeout passed while it was written
+    holdings.write_again(work.queued)  # its write failed: not queued again
+    assert holdings.take_work() is None
+    assert holdings.queue(held.id, COMPLETE) is False  # nor is a late outcome
+    assert holdings.empty
+
+
 def test_a_tally_counts_each_job_once_and_abandonment_ends_it() -> None:
     holdings = Holdings()
     done, stuck = job(), job()
