@@ -17,6 +17,11 @@ so compare code by it, and by wall-clock rounds only as confirmation.
 one thread) under cProfile on ``time.process_time`` and prints the programma_sa
 functions by ``--sort``.
 
+The script also prints the cyclic garbage collections during the drain, by
+generation, and the CPU time in them per job: the objects a drain keeps per held
+job (until its batch is written) decide how often the collector runs, and a full
+collection walks the whole heap.
+
 To compare with an older checkout, copy this file into its ``benchmarks/`` and run it
 there, with that tree first on the path (the helpers it imports exist since the
 drain workloads do)::
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import time
@@ -44,6 +50,35 @@ _WARMUP = 200
 
 def _max_jobs(text: str) -> int | None:
     return None if text == "auto" else int(text)
+
+
+class _Collections:
+    """The garbage collections while it is on: a count per generation, and the
+    process CPU time spent in them."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.cpu = 0.0
+        self._started = 0.0
+        self._on = False
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if not self._on:
+            return
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.counts[info["generation"]] += 1
+            self.cpu += time.process_time() - self._started
+
+    def __enter__(self) -> _Collections:
+        gc.callbacks.append(self)
+        self._on = True
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._on = False
+        gc.callbacks.remove(self)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -66,20 +101,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             db.url, "lease", args.concurrency, args.max_jobs, 0, handler_worker
         )
         profile = cProfile.Profile(time.process_time) if args.profile else None
-        cpu = time.process_time()
-        wall = time.perf_counter()
-        if profile is not None:
-            profile.enable()
-            done = 0
-            while done < args.jobs:
-                done += worker.run_once().completed
-            profile.disable()
-        else:
-            worker.start()
-            while worker.totals.completed < args.jobs:
-                time.sleep(0.002)
-        wall = time.perf_counter() - wall
-        cpu = time.process_time() - cpu
+        with _Collections() as collections:
+            cpu = time.process_time()
+            wall = time.perf_counter()
+            if profile is not None:
+                profile.enable()
+                done = 0
+                while done < args.jobs:
+                    done += worker.run_once().completed
+                profile.disable()
+            else:
+                worker.start()
+                while worker.totals.completed < args.jobs:
+                    time.sleep(0.002)
+            wall = time.perf_counter() - wall
+            cpu = time.process_time() - cpu
         worker.stop()
         worker.join(60)
         engine.dispose()
@@ -87,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"max_jobs {size}, concurrency {args.concurrency}, {args.jobs} jobs: "
         f"{args.jobs / wall:,.0f} jobs/s wall, client CPU {cpu / args.jobs * 1e6:.1f} us/job"
+    )
+    print(
+        "garbage collections (generations 0/1/2): "
+        f"{'/'.join(map(str, collections.counts))}, "
+        f"{collections.cpu / args.jobs * 1e6:.1f} us/job of the CPU"
     )
     if profile is not None:
         out = io.StringIO()

@@ -562,7 +562,7 @@ class AsyncWorker(WorkerCore):
         if isinstance(decided, PassResult):
             self._record(job, decided)
             return
-        first = self.holdings.queue(decided)
+        first = self.holdings.queue(job.id, decided)
         if decided.kind != "complete" or write_now:
             await self._write_queued()
         elif first and self._keeper is not None:

@@ -66,7 +66,7 @@ from ..retry import describe_error
 from .claim_size import AdaptiveClaimSize
 from .duties import Duty, LeaseDuty, PruneDuty
 from .job_log import JobLog
-from .leases import Cancellation, Holdings, Outcome
+from .leases import COMPLETE, Cancellation, HeldJob, Holdings, Outcome
 from .listen import conninfo_from_url
 from .results import (
     CANCELLED,
@@ -477,16 +477,16 @@ class WorkerCore(ABC):
         reply: Returned | Exception = yield from self._timed_handler_steps(job, cancellation)
         if cancellation.requested or isinstance(reply, JobCancelled):
             self._log_cancelled(job, reply)
-            return Outcome(job.id, "cancel")
+            return Outcome("cancel")
         if isinstance(reply, JobSnoozed):
-            return Outcome(job.id, "snooze", error=reply)
+            return Outcome("snooze", error=reply)
         if isinstance(reply, Exception):
-            return Outcome(job.id, "failure", error=reply)
+            return Outcome("failure", error=reply)
         if not self.settings.auto_complete:
             return UNTOUCHED
         if reply.value is None:  # most handlers: no result to encode
-            return Outcome(job.id, "complete")
-        return Outcome(job.id, "complete", result=self._result_text(job, reply.value))
+            return COMPLETE
+        return Outcome("complete", result=self._result_text(job, reply.value))
 
     def _timed_handler_steps(
         self, job: ClaimedJob, cancellation: Cancellation | None
@@ -572,25 +572,24 @@ class WorkerCore(ABC):
                 written = False
             else:
                 self.lease_duty.finished(lease_pass)
-        if work.outcomes:
-            written = (yield from self._outcome_steps(work.outcomes, final)) and written
+        if work.queued:
+            written = (yield from self._outcome_steps(work.queued, final)) and written
         return written
 
-    def _outcome_steps(
-        self, outcomes: list[tuple[Outcome, ClaimedJob]], final: bool
-    ) -> Generator[Step, Any, bool]:
-        """Write queued outcomes, each for its job as held now; False if any is left."""
-        by_kind: dict[str, list[tuple[Outcome, ClaimedJob]]] = {}
-        for outcome, job in outcomes:
-            by_kind.setdefault(outcome.kind, []).append((outcome, job))
-        unwritten: list[tuple[Outcome, ClaimedJob]] = []
+    def _outcome_steps(self, queued: list[HeldJob], final: bool) -> Generator[Step, Any, bool]:
+        """Write the queued jobs' outcomes, each for its job as held now; False if any
+        is left."""
+        by_kind: dict[str, list[HeldJob]] = {}
+        for held in queued:
+            by_kind.setdefault(held.outcome.kind, []).append(held)
+        unwritten: list[HeldJob] = []
         for kind in ("complete", "release"):
             group = by_kind.get(kind, [])
             if group:
                 unwritten += yield from self._batched_steps(kind, group)
         singles = by_kind.get("failure", []) + by_kind.get("snooze", []) + by_kind.get("cancel", [])
-        for outcome, job in singles:
-            unwritten += yield from self._one_outcome_steps(outcome, job)
+        for held in singles:
+            unwritten += yield from self._one_outcome_steps(held)
         if not unwritten:
             return True
         self._unwritten(unwritten, final)
@@ -611,14 +610,14 @@ class WorkerCore(ABC):
         return written
 
     def _batched_steps(
-        self, kind: str, group: list[tuple[Outcome, ClaimedJob]]
-    ) -> Generator[Step, Any, list[tuple[Outcome, ClaimedJob]]]:
-        """Complete (or release) every job of ``group`` in one statement; the
-        outcomes not written."""
-        jobs = [job for _, job in group]
+        self, kind: str, group: list[HeldJob]
+    ) -> Generator[Step, Any, list[HeldJob]]:
+        """Complete (or release) every job of ``group`` in one statement; the jobs
+        whose outcome is not written."""
+        jobs = [held.job for held in group]
         if kind == "complete":
             operation = self._operations.complete_unchanged(
-                jobs, [outcome.result for outcome, _ in group]
+                jobs, [held.outcome.result for held in group]
             )
             done_outcome = COMPLETED
         else:
@@ -631,20 +630,16 @@ class WorkerCore(ABC):
             return group
         written = {job_id.int for job_id in ids}  # ints: see Holdings
         if kind == "complete":
-            for _, job in group:
-                if job.id.int in written:
-                    self._job_log.finished(job, COMPLETED)
+            self._job_log.finished_all((job for job in jobs if job.id.int in written), COMPLETED)
         # One count for the whole statement: a drain's completions come by the thousand.
         self._record_all(written, done_outcome)
-        missed = [(outcome, job) for outcome, job in group if job.id.int not in written]
-        yield from self._missed_steps(missed)
+        yield from self._missed_steps([held for held in group if held.job.id.int not in written])
         return []
 
-    def _one_outcome_steps(
-        self, outcome: Outcome, job: ClaimedJob
-    ) -> Generator[Step, Any, list[tuple[Outcome, ClaimedJob]]]:
-        """Write a failure's verdict, a snooze, or CANCELLED; ``[(outcome, job)]`` if not
+    def _one_outcome_steps(self, held: HeldJob) -> Generator[Step, Any, list[HeldJob]]:
+        """Write a failure's verdict, a snooze, or CANCELLED; ``[held]`` if not
         written."""
+        outcome, job = held.outcome, held.job
         if outcome.kind == "cancel":
             operation = self._operations.cancel_unchanged(job)
             done_outcome = CANCELLED
@@ -657,25 +652,26 @@ class WorkerCore(ABC):
             changed: bool = yield from self._write_twice_steps(operation)
         except DB_ERRORS as error:
             self._last_write_error = error
-            return [(outcome, job)]
+            return [held]
         if changed:
             self._record(job, done_outcome, outcome.error)
         else:
-            yield from self._missed_steps([(outcome, job)])
+            yield from self._missed_steps([held])
         return []
 
-    def _missed_steps(self, missed: list[tuple[Outcome, ClaimedJob]]) -> Generator[Step, Any, None]:
+    def _missed_steps(self, missed: list[HeldJob]) -> Generator[Step, Any, None]:
         """Judge the jobs a guarded write did not match, from what they are now."""
         if not missed:
             return
         states: dict[uuid.UUID, LeaseState] | None
         try:
             states = yield EachCommitted(
-                single(self._operations.lease_states([job.id for _, job in missed]))
+                single(self._operations.lease_states([held.job.id for held in missed]))
             )
         except DB_ERRORS:
             states = None
-        for outcome, job in missed:
+        for held in missed:
+            outcome, job = held.outcome, held.job
             state = None if states is None else states.get(job.id)
             judged = self._judge_missed(outcome, job, state, known=states is not None)
             self._record(job, judged, outcome.error)
@@ -722,11 +718,12 @@ class WorkerCore(ABC):
             )
         return UNTOUCHED
 
-    def _unwritten(self, unwritten: list[tuple[Outcome, ClaimedJob]], final: bool) -> None:
-        """Outcomes whose write failed twice: queued again, or (``final``) given up."""
+    def _unwritten(self, unwritten: list[HeldJob], final: bool) -> None:
+        """Jobs whose outcome's write failed twice: queued again, or (``final``) given
+        up."""
         error = self._last_write_error
         cause = "" if error is None else f" ({first_line(error)})"
-        jobs = [job for _, job in unwritten]
+        jobs = [held.job for held in unwritten]
         if final:
             log.error(
                 "could not complete %d jobs%s; they come back after their visibility timeout; %s",
@@ -734,7 +731,7 @@ class WorkerCore(ABC):
                 cause,
                 _job_list(jobs),
             )
-            for _, job in unwritten:
+            for job in jobs:
                 self._record(job, UNTOUCHED)
             return
         log.warning(
@@ -743,7 +740,7 @@ class WorkerCore(ABC):
             cause,
             _job_list(jobs),
         )
-        self.holdings.write_again(outcome for outcome, _ in unwritten)
+        self.holdings.write_again(unwritten)
 
     def _record(self, job: ClaimedJob, outcome: PassResult, error: Exception | None = None) -> None:
         """The job's outcome is settled: count it (see :meth:`_jobs_done`) and, if its

@@ -165,11 +165,12 @@ class LeaseDuty(Duty[LeasePass]):
         self._renew = renew
         self._failed_at: float | None = None
 
-    def _interval(self, job: ClaimedJob, renewable: bool) -> float:
+    def _interval(self, retry_after_seconds: int | None, renewable: bool) -> float:
+        """Between two passes for a job with this lease (``retry_after_seconds``)."""
         heartbeat = self.schedule.interval
-        if not (self._renew and renewable and job.retry_after_seconds):
+        if not (self._renew and renewable and retry_after_seconds):
             return heartbeat  # only read (cancellation): every heartbeat
-        return min(heartbeat, max(self.min_interval, job.retry_after_seconds / 3))
+        return min(heartbeat, max(self.min_interval, retry_after_seconds / 3))
 
     def due_at(self) -> float | None:
         """When the next pass is due (``time.monotonic``); ``None``: nothing held."""

@@ -18,6 +18,7 @@ what the handler raised, or ``None``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from .._job_records import ClaimedJob
 from ..retry import error_type_name
@@ -70,6 +71,13 @@ class JobLog:
         lost or its COMMIT failed: that is logged as a whole, once)."""
         for job in jobs:
             self._seconds.pop((job.id.int, job.attempts), None)
+
+    def finished_all(self, jobs: Iterable[ClaimedJob], outcome: PassResult) -> None:
+        """:meth:`finished` for each of ``jobs``, looked at once when there is nothing
+        to log nor drop (a drain's completions come by the thousand)."""
+        if self._seconds or log.isEnabledFor(logging.INFO):
+            for job in jobs:
+                self.finished(job, outcome)
 
     def finished(
         self, job: ClaimedJob, outcome: PassResult, error: BaseException | None = None

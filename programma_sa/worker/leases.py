@@ -4,7 +4,8 @@ outcomes waiting to be written (no I/O).
 :class:`Holdings` is the worker's book of the jobs it claimed and has not finished
 with. For each it keeps the job *as held* — ``start_after`` is the end of the lease
 the worker last wrote, by the claim or a renewal, which every guarded write compares
-— whether its handler started, and its :class:`Cancellation`.
+— whether its handler started, and its cancellation: one :class:`HeldJob` per job,
+which is the job's :class:`Cancellation` too.
 
 In lease mode the outcome of a job (its completion, a retry, FAILED, CANCELLED, a
 release at shutdown) is not written by the thread or task that ran its handler but
@@ -28,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -38,7 +39,7 @@ from .results import PassResult
 #: The outcome of a job given up on at shutdown.
 ABANDONED = PassResult(abandoned=1)
 
-__all__ = ["Cancellation", "Holdings", "Outcome", "Tally", "Work"]
+__all__ = ["COMPLETE", "Cancellation", "HeldJob", "Holdings", "Outcome", "Tally", "Work"]
 
 #: What is written for a job whose handler ended (or never started).
 OutcomeKind = Literal["complete", "failure", "snooze", "cancel", "release"]
@@ -117,44 +118,67 @@ class Tally:
         return self._done.wait(timeout)
 
 
-@dataclass(slots=True)
-class _Held:
-    job: ClaimedJob
-    tally: Tally | None
-    #: When its lease was last written (claim or renewal) or checked: the host's
-    #: monotonic clock, which only spaces out the renewals of this process.
-    leased_at: float
-    cancellation: Cancellation = field(default_factory=Cancellation)
-    started: bool = False
-    #: Its handler ended: an outcome is queued or written; no more renewals.
-    finished: bool = False
-    #: False once the job is not as held any more (a handler's own change, another
-    #: claim after a lease that ran out): not renewed again.
-    renewable: bool = True
-
-
 class Outcome(NamedTuple):
-    """An outcome queued for the writer. ``error``: what the handler raised (a retry
-    or FAILED, decided by the retry policy when written; a snooze's request);
-    ``result``: the JSON text
-    stored with a completion; ``again``: an earlier write of it failed.
+    """What to write for a held job, queued for the writer with the job (see
+    :meth:`Holdings.queue`). ``error``: what the handler raised (a retry or FAILED,
+    decided by the retry policy when written; a snooze's request); ``result``: the
+    JSON text stored with a completion; ``again``: an earlier write of it failed.
 
-    A tuple, not a frozen dataclass: one is made for every job, and a tuple is made
-    several times faster."""
+    It does not name its job, so the commonest outcome is one shared constant
+    (:data:`COMPLETE`): nothing is made per job for it."""
 
-    job_id: uuid.UUID
     kind: OutcomeKind
     error: Exception | None = None
     result: str | None = None
     again: bool = False
 
 
+#: The outcome of a job whose handler returned nothing (a drain's every job).
+COMPLETE = Outcome("complete")
+#: The outcome of a job released at shutdown before its handler started.
+_RELEASE = Outcome("release")
+
+
+class HeldJob(Cancellation):
+    """A held job's entry in the book: the job as held now (``job``), and, once
+    queued, its ``outcome``. It is also the job's :class:`Cancellation`, and what the
+    writer is handed (:class:`Work`).
+
+    One object per job, and none more while it is queued and written, because what
+    a drain keeps alive per job — a claim's jobs live until their batch is written —
+    sets how often the cyclic garbage collector runs, and what it walks: a
+    Cancellation, an outcome and an (outcome, job) pair more per job made a
+    20,000-job drain run it a third more often, and walk the whole heap three times
+    instead of two (docs/benchmarks.md, "the lease drain after #15").
+    """
+
+    __slots__ = ("finished", "job", "leased_at", "outcome", "renewable", "started", "tally")
+
+    #: What to write for it: set when it is queued (not before).
+    outcome: Outcome
+
+    def __init__(self, job: ClaimedJob, tally: Tally | None, leased_at: float) -> None:
+        super().__init__()
+        self.job = job
+        self.tally = tally
+        #: When its lease was last written (claim or renewal) or checked: the host's
+        #: monotonic clock, which only spaces out the renewals of this process.
+        self.leased_at = leased_at
+        self.started = False
+        #: Its handler ended: an outcome is queued or written; no more renewals.
+        self.finished = False
+        #: False once the job is not as held any more (a handler's own change, another
+        #: claim after a lease that ran out): not renewed again.
+        self.renewable = True
+
+
 @dataclass(frozen=True)
 class Work:
-    """What a writer round writes: the queued outcomes, each with its job as held
-    now, and whether the leases are due for renewal."""
+    """What a writer round writes: the queued jobs, each with its outcome and the job
+    as held now (only the writer renews a lease, and a queued job is not renewed),
+    and whether the leases are due for renewal."""
 
-    outcomes: list[tuple[Outcome, ClaimedJob]]
+    queued: list[HeldJob]
     renew: bool
 
 
@@ -172,9 +196,9 @@ class Holdings:
         self._clock = clock
         # Keyed by the ids' integers: a UUID hashes in Python, an int in C, and a
         # drained job is looked up here half a dozen times.
-        self._held: dict[int, _Held] = {}
+        self._held: dict[int, HeldJob] = {}
         self._early_cancels: dict[int, float] = {}
-        self._queued: list[Outcome] = []
+        self._queued: list[HeldJob] = []
         self._oldest_queued: float | None = None
         self._writing = False
         self._renewal_wanted = False
@@ -186,13 +210,13 @@ class Holdings:
         with self._lock:
             now = self._clock()
             for job in jobs:
-                held = _Held(job, tally, now)
+                held = HeldJob(job, tally, now)
                 self._held[job.id.int] = held
                 if not self._early_cancels:
                     continue
                 asked = self._early_cancels.pop(job.id.int, None)
                 if asked is not None and now - asked < self.remember_cancels:
-                    held.cancellation.request()
+                    held.request()
 
     def start(self, job_id: uuid.UUID) -> Cancellation | None:
         """Mark the job's handler started; ``None`` if it must not start (released at
@@ -202,7 +226,7 @@ class Holdings:
             if held is None or held.finished:
                 return None
             held.started = True
-            return held.cancellation
+            return held
 
     def request_cancel(self, job_id: uuid.UUID) -> bool:
         """A cancellation arrived for ``job_id``; True if we hold that job."""
@@ -217,8 +241,7 @@ class Holdings:
                 }
                 self._early_cancels[job_id.int] = now
                 return False
-            cancellation = held.cancellation
-        cancellation.request()  # outside the lock: its hook may schedule work
+        held.request()  # outside the lock: its hook may schedule work
         return True
 
     def forget(self, job_ids: Iterable[uuid.UUID]) -> None:
@@ -233,18 +256,23 @@ class Holdings:
         with self._lock:
             return [held.job for held in self._held.values()]
 
-    def lease_due_at(self, interval: Callable[[ClaimedJob, bool], float]) -> float | None:
+    def lease_due_at(self, interval: Callable[[int | None, bool], float]) -> float | None:
         """When the next lease pass is due (monotonic; ``None``: nothing held):
-        ``interval(job, renewable)`` after the job's lease was last written or checked."""
+        ``interval(retry_after_seconds, renewable)`` after the job's lease was last
+        written or checked."""
         with self._lock:
-            return min(
-                (
-                    held.leased_at + interval(held.job, held.renewable)
-                    for held in self._held.values()
-                    if not held.finished
-                ),
-                default=None,
-            )
+            # The distinct leases, each worked out once: a claim's jobs share when
+            # they were booked (and a renewal's, when they were renewed), and the
+            # keeper asks after every claim, with a claim's jobs all held.
+            leases = {
+                (held.leased_at, held.job.retry_after_seconds, held.renewable)
+                for held in self._held.values()
+                if not held.finished
+            }
+        return min(
+            (at + interval(seconds, renewable) for at, seconds, renewable in leases),
+            default=None,
+        )
 
     def lease_pass(self) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
         """The jobs of a lease pass: those whose lease to renew (renewable, with a
@@ -292,31 +320,39 @@ class Holdings:
 
     # -- outcomes and the writer token ---------------------------------------------------
 
-    def queue(self, outcome: Outcome) -> bool:
-        """Queue an outcome (its job's handler ended, or it is released); True when
-        it is the only one queued (whoever flushes late ones should know)."""
+    def queue(self, job_id: uuid.UUID, outcome: Outcome) -> bool:
+        """Queue a held job's outcome (its handler ended); True when it is the only
+        one queued (whoever flushes late ones should know). The outcome of a job no
+        longer held (given up on at shutdown) is dropped."""
         with self._lock:
-            held = self._held.get(outcome.job_id.int)
-            if held is not None:
-                held.finished = True
-            self._queued.append(outcome)
-            if self._oldest_queued is None:
-                self._oldest_queued = self._clock()
-                return True
-            return False
+            held = self._held.get(job_id.int)
+            if held is None:
+                return False
+            return self._queue(held, outcome)
+
+    def _queue(self, held: HeldJob, outcome: Outcome) -> bool:
+        """:meth:`queue`, the lock held."""
+        held.finished = True
+        held.outcome = outcome
+        self._queued.append(held)
+        if self._oldest_queued is None:
+            self._oldest_queued = self._clock()
+            return True
+        return False
 
     def release_unstarted(self) -> int:
         """Queue the release of every held job whose handler has not started (the
         worker is stopping); returns how many. They will not start."""
+        count = 0
+        # One lock for the look and the queueing: a handler thread's start() sees
+        # each job either started (then it is not released) or released (then it
+        # does not start), never released while it runs.
         with self._lock:
-            unstarted = [
-                held.job.id
-                for held in self._held.values()
-                if not held.started and not held.finished
-            ]
-        for job_id in unstarted:
-            self.queue(Outcome(job_id, "release"))
-        return len(unstarted)
+            for held in self._held.values():
+                if not held.started and not held.finished:
+                    self._queue(held, _RELEASE)
+                    count += 1
+        return count
 
     def queued_since(self) -> float | None:
         """When the oldest queued outcome was queued (``None``: nothing is)."""
@@ -345,14 +381,11 @@ class Holdings:
             if not self._queued and not renew:
                 self._writing = False
                 return None
-            outcomes = [
-                (outcome, held.job)
-                for outcome in self._queued
-                if (held := self._held.get(outcome.job_id.int)) is not None
-            ]
-            self._queued = []
+            # Every queued job is held: written() and abandon() drop a job only once
+            # it is not queued any more.
+            queued, self._queued = self._queued, []
             self._oldest_queued = None
-            return Work(outcomes, renew)
+            return Work(queued, renew)
 
     def end_writing(self) -> None:
         """Let the token go after a round that ended in an error (normally
@@ -366,24 +399,28 @@ class Holdings:
         many to add to the worker's totals (a job the worker gave up on at shutdown
         was counted then)."""
         counted = 0
-        tallies: dict[int, tuple[Tally, int]] = {}
+        tallies: dict[Tally | None, int] = {}  # a Tally hashes by identity
         with self._lock:
             for job_id in job_ids:
                 held = self._held.pop(job_id, None)
                 if held is None:  # given up on at shutdown (abandon): counted then
                     continue
                 counted += 1
-                if held.tally is not None:
-                    tally, count = tallies.get(id(held.tally), (held.tally, 0))
-                    tallies[id(tally)] = (tally, count + 1)
-            for tally, count in tallies.values():
-                tally.add(outcome, count)
+                tallies[held.tally] = tallies.get(held.tally, 0) + 1
+            for tally, count in tallies.items():
+                if tally is not None:
+                    tally.add(outcome, count)
         return counted
 
-    def write_again(self, outcomes: Iterable[Outcome]) -> None:
-        """Queue outcomes again after their write failed (written on a later round)."""
+    def write_again(self, queued: Iterable[HeldJob]) -> None:
+        """Queue jobs again after the write of their outcome failed (written on a
+        later round); those no longer held (given up on at shutdown) are dropped."""
         with self._lock:
-            again = [outcome._replace(again=True) for outcome in outcomes]
+            again: list[HeldJob] = []
+            for held in queued:
+                if self._held.get(held.job.id.int) is held:
+                    held.outcome = held.outcome._replace(again=True)
+                    again.append(held)
             self._queued[:0] = again
             if again and self._oldest_queued is None:
                 self._oldest_queued = self._clock()

@@ -652,7 +652,7 @@ class Worker(WorkerCore):
         if isinstance(decided, PassResult):
             self._record(job, decided)
             return
-        first = self.holdings.queue(decided)
+        first = self.holdings.queue(job.id, decided)
         if decided.kind != "complete" or write_now:
             self._write_queued()
         elif first and self._keeper is not None:

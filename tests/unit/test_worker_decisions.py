@@ -33,7 +33,7 @@ from programma_sa._operations import Operation
 from programma_sa._operations.jobs import LeaseState
 from programma_sa.worker.decisions import Backoff, WorkerCore
 from programma_sa.worker.duties import DutySchedule, PruneDuty
-from programma_sa.worker.leases import Outcome, Tally
+from programma_sa.worker.leases import COMPLETE, Tally
 from programma_sa.worker.steps import ConnectionLost, EachCommitted, Returned, RunHandler
 
 from .scripted import Computed, Each, Raise, Script, async_worker, db_error, job, worker
@@ -74,7 +74,7 @@ def run_lease_batch(core: WorkerCore, jobs: list[ClaimedJob], script: Script) ->
         if isinstance(decided, PassResult):
             core._record(claimed, decided)
         else:
-            core.holdings.queue(decided)
+            core.holdings.queue(claimed.id, decided)
     script.run(core._writer_steps(final=True))
     assert tally.done
     return tally.result
@@ -160,7 +160,7 @@ def test_leased_job_whose_handler_returned_queues_its_completion() -> None:
     core = worker()
     core.holdings.hold([claimed])
     script = Script({"RunHandler": Returned()})
-    assert script.run(core._leased_job_steps(claimed)) == Outcome(claimed.id, "complete")
+    assert script.run(core._leased_job_steps(claimed)) is COMPLETE
     assert script.trace() == ["RunHandler"]
     assert script.step("RunHandler") == RunHandler(claimed, script.step("RunHandler").cancellation)
 

@@ -11,7 +11,7 @@ import pytest
 from programma_sa import JobDetail, JobState, PassResult
 from programma_sa._operations.jobs import JobOperations
 from programma_sa.worker.duties import KeeperPlan, LeaseDuty
-from programma_sa.worker.leases import Holdings, Outcome, Tally
+from programma_sa.worker.leases import COMPLETE, Holdings, Tally
 
 from ..app import Job
 
@@ -45,14 +45,14 @@ def test_one_writer_at_a_time_and_nothing_queued_is_left_behind() -> None:
     holdings = Holdings()
     first, second = job(), job()
     holdings.hold([first, second])
-    assert holdings.queue(Outcome(first.id, "complete")) is True  # the first queued
+    assert holdings.queue(first.id, COMPLETE) is True  # the first queued
     assert holdings.begin_writing() is True
     assert holdings.begin_writing() is False  # another writer: it leaves its work queued
     work = holdings.take_work()
-    assert work is not None and [outcome.job_id for outcome, _ in work.outcomes] == [first.id]
-    assert holdings.queue(Outcome(second.id, "complete")) is True  # queued meanwhile
+    assert work is not None and [held.job.id for held in work.queued] == [first.id]
+    assert holdings.queue(second.id, COMPLETE) is True  # queued meanwhile
     work = holdings.take_work()  # the holder writes it before it lets the token go
-    assert work is not None and [outcome.job_id for outcome, _ in work.outcomes] == [second.id]
+    assert work is not None and [held.job.id for held in work.queued] == [second.id]
     assert holdings.take_work() is None  # and lets the token go in the same step
     assert holdings.begin_writing() is True
 
@@ -67,9 +67,7 @@ def test_jobs_not_started_are_released_and_then_never_start() -> None:
     assert holdings.begin_writing()
     work = holdings.take_work()
     assert work is not None
-    assert [(outcome.job_id, outcome.kind) for outcome, _ in work.outcomes] == [
-        (waiting.id, "release")
-    ]
+    assert [(held.job.id, held.outcome.kind) for held in work.queued] == [(waiting.id, "release")]
 
 
 def test_a_cancellation_that_arrives_before_its_job_is_held_is_kept() -> None:
@@ -79,6 +77,23 @@ def test_a_cancellation_that_arrives_before_its_job_is_held_is_kept() -> None:
     holdings.hold([early])
     cancellation = holdings.start(early.id)
     assert cancellation is not None and cancellation.requested
+
+
+def test_the_outcome_of_a_job_given_up_on_is_dropped_not_queued_again() -> None:
+    holdings = Holdings()
+    held = job()
+    holdings.hold([held])
+    entry = holdings.start(held.id)
+    assert holdings.queue(held.id, COMPLETE) is True
+    assert holdings.begin_writing()
+    work = holdings.take_work()
+    # The writer is handed the book's own entry: nothing more is made per job.
+    assert work is not None and work.queued == [entry] and work.queued[0].outcome is COMPLETE
+    assert holdings.abandon() == 1  # shutdown_timeout passed while it was written
+    holdings.write_again(work.queued)  # its write failed: not queued again
+    assert holdings.take_work() is None
+    assert holdings.queue(held.id, COMPLETE) is False  # nor is a late outcome
+    assert holdings.empty
 
 
 def test_a_tally_counts_each_job_once_and_abandonment_ends_it() -> None:
@@ -120,7 +135,7 @@ def test_the_keeper_writes_a_queued_completion_after_its_delay_and_backs_off() -
     held = job()
     holdings.hold([held])
     assert plan.next_wake(clock.now) is None
-    holdings.queue(Outcome(held.id, "complete"))
+    holdings.queue(held.id, COMPLETE)
     assert plan.next_wake(clock.now) == pytest.approx(plan.completion_delay)
     assert not plan.write_now(clock.now, stopping=False, closing=False)
     clock.now += plan.completion_delay
