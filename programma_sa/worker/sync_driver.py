@@ -69,20 +69,28 @@ from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
+from .._drivers.direct import DIRECT_DRIVERS
 from .._drivers.postgresql import control_channel, notify_channel
-from .._execute import InTransaction, drive, execute, run_steps
+from .._execute import (
+    InTransaction,
+    direct_execution_allowed,
+    drive,
+    execute,
+    execute_direct,
+    run_steps,
+)
 from .._job_records import ClaimedJob
 from .._operations import Operation
 from .._session_types import SessionLike, current_session
 from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
 from ..queue import JobQueue
-from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed, connection_died
 from .duties import KeeperPlan
 from .leases import Cancellation, Outcome, Tally
 from .listen import Listener
@@ -374,6 +382,71 @@ class _LeaseBatch:
                 worker._batch_ended(self._timing)
 
 
+class _DirectClaims:
+    """The loop's direct claims (the ``direct_claim`` setting, docs/worker.md).
+
+    A one-topic lease claim is handed to psycopg itself (:func:`execute_direct`) on
+    a connection of the engine's pool that the loop keeps checked out — in
+    autocommit, as the worker's other one-statement units of work — from its first
+    claim until the loop ends: no pool checkout, no autocommit switch, no SQLAlchemy
+    execution per pickup. Only the loop's thread uses it. Whenever the engine has a
+    listener the claim would bypass, the claim goes through SQLAlchemy instead and
+    the kept connection goes back to the pool.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine  # the worker's autocommit engine
+        self._connection: Connection | None = None
+        self._cursor: Any = None  # a psycopg cursor of the kept connection
+
+    def allowed(self) -> bool:
+        """Whether claims may run directly now; if not, the kept connection is returned."""
+        if direct_execution_allowed(self._engine):
+            return True
+        self.close()
+        return False
+
+    def run(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run a one-topic claim's operations on the kept connection."""
+        return drive(steps, self._execute)
+
+    def _execute(self, operation: Operation[Any]) -> Any:
+        reused = self._connection is not None
+        try:
+            return self._execute_once(operation)
+        except DB_ERRORS as error:
+            # A kept connection can die while it waits between claims (a server
+            # restart, an idle timeout), which a pooled one would not have shown a
+            # pre-ping engine: claim again once on a fresh one. Safe: in autocommit a
+            # claim whose reply was lost either never ran or committed jobs no
+            # handler will see, which come back when their leases run out (as after
+            # any lost claim) — neither is run twice.
+            if not (reused and connection_died(error)):
+                raise
+        return self._execute_once(operation)
+
+    def _execute_once(self, operation: Operation[Any]) -> Any:
+        if self._connection is None:
+            connection = self._engine.connect()
+            self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._connection = connection
+        try:
+            if operation.read_rows is None:  # no row reader: through SQLAlchemy
+                return execute(self._connection, operation)
+            return execute_direct(self._cursor, self._engine.dialect, operation)
+        except BaseException:
+            # Whatever failed, the next claim starts on a fresh connection.
+            self._connection.invalidate()
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the kept connection back to the pool (an invalidated one is discarded)."""
+        connection, self._connection, self._cursor = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+
 class _Keeper:
     """The lease-mode worker's keeper thread: it runs the :class:`~.duties.KeeperPlan`
     (renewals, completions left queued, the release at stop, writes again after a
@@ -483,6 +556,9 @@ class Worker(WorkerCore):
         self._thread: threading.Thread | None = None
         self._keeper: _Keeper | None = None
         self.listener: Listener | None = None
+        #: The loop's direct claims while it runs (``None``: every claim goes
+        #: through SQLAlchemy).
+        self.direct_claims: _DirectClaims | None = None
 
     @classmethod
     def from_settings(
@@ -688,6 +764,13 @@ class Worker(WorkerCore):
             return unit.commit()
         return execute(unit.session, step)
 
+    def _claim_step(self, step: Step) -> Any:
+        """A step of the loop's lease claim: a one-topic claim runs directly when it may."""
+        direct = self.direct_claims
+        if isinstance(step, EachCommitted) and direct is not None and direct.allowed():
+            return direct.run(step.steps)
+        return self._step(None, step)
+
     def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
         """Run operations in a short transaction of a session of our own."""
         with self.session_factory() as session, session.begin():
@@ -834,6 +917,29 @@ class Worker(WorkerCore):
             self._cond.wait_for(lambda: self._stopping or not self._loop_running)
 
     def _loop(self, pool: _ThreadPool | None) -> None:
+        if self._direct_claims_possible():
+            assert self._autocommit is not None
+            self.direct_claims = _DirectClaims(self._autocommit)
+        try:
+            self._loop_passes(pool)
+        finally:
+            direct, self.direct_claims = self.direct_claims, None
+            if direct is not None:
+                direct.close()
+
+    def _direct_claims_possible(self) -> bool:
+        """Whether the loop's claims may run directly (:class:`_DirectClaims`): a
+        lease-mode worker that owns its engine, on PostgreSQL with psycopg 3."""
+        engine = self._autocommit
+        return (
+            self.settings.direct_claim
+            and self.settings.mode == "lease"
+            and engine is not None
+            and engine.dialect.name == "postgresql"
+            and engine.dialect.driver in DIRECT_DRIVERS
+        )
+
+    def _loop_passes(self, pool: _ThreadPool | None) -> None:
         backoff = self._new_backoff()
         dispatch = self._dispatch_leases if self.settings.mode == "lease" else self._dispatch_pass
         while self._wait_for_room():
@@ -855,7 +961,7 @@ class Worker(WorkerCore):
                 self._wait_for_wake(generation, idle_for)
 
     def _dispatch_leases(self, pool: _ThreadPool | None) -> int:
-        jobs = self._drive(self._lease_claim_steps())
+        jobs = drive(self._lease_claim_steps(), self._claim_step)
         if jobs:
             batch = self._held(jobs)
             if pool is None:  # concurrency 1: the loop's own thread runs them
