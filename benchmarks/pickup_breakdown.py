@@ -23,9 +23,11 @@ commit returning to the job being in hand:
   that claims through SQLAlchemy;
 * ``library claim via SQLAlchemy, pooled, after a thread hop`` — what the Worker does
   when woken, without the rest of the Worker;
-* ``Worker`` — the real thing, to the handler's first line, with its timeline from
-  SQLAlchemy's engine events: when the claim's statement was handed to the driver
-  and when it returned.
+* ``Worker`` — the real thing at its defaults, to the handler's first line: it
+  claims directly (psycopg, a kept connection: ``direct_claim``);
+* ``Worker claiming through SQLAlchemy`` — the same with ``direct_claim=False``, with
+  its timeline from SQLAlchemy's engine events: when the claim's statement was
+  handed to the driver and when it returned.
 
 Rounds interleave the variants, each in a fresh database (migrated by the shipped
 chain), so background noise falls on all alike; each figure is the median over the
@@ -251,6 +253,13 @@ def run_library_pooled_hop(db: Database, jobs: int) -> Timeline:
 
 
 def run_worker(db: Database, jobs: int) -> Timeline:
+    """The Worker at its defaults, nothing listening on its engine: it claims directly."""
+    return _worker_run(db, jobs, Timeline(), db.engine())
+
+
+def run_worker_through_sqlalchemy(db: Database, jobs: int) -> Timeline:
+    """The Worker claiming through SQLAlchemy (``direct_claim=False``), timed by engine
+    events (whose listeners alone would keep it from claiming directly)."""
     timeline = Timeline()
     engine = db.engine()
     claim = statements_for("postgresql", _QUEUE.table).claim
@@ -268,12 +277,18 @@ def run_worker(db: Database, jobs: int) -> Timeline:
         if is_claim(context):
             timeline.returned.append(time.perf_counter())
 
+    event.listen(engine, "before_cursor_execute", sent)
+    event.listen(engine, "after_cursor_execute", returned)
+    return _worker_run(db, jobs, timeline, engine, direct_claim=False)
+
+
+def _worker_run(
+    db: Database, jobs: int, timeline: Timeline, engine: Engine, *, direct_claim: bool = True
+) -> Timeline:
     def handler(ctx: JobContext) -> None:
         timeline.in_hand[ctx.job.id] = time.perf_counter()
 
-    event.listen(engine, "before_cursor_execute", sent)
-    event.listen(engine, "after_cursor_execute", returned)
-    worker = Worker(_QUEUE, engine, TOPIC, handler, heartbeat=10.0)
+    worker = Worker(_QUEUE, engine, TOPIC, handler, heartbeat=10.0, direct_claim=direct_claim)
     try:
         worker.start()
         wait_listening(worker)
@@ -296,6 +311,7 @@ VARIANTS: dict[str, Callable[[Database, int], Timeline]] = {
     "library claim via SQLAlchemy, on the LISTEN connection": run_library_on_listen_connection,
     "library claim via SQLAlchemy, pooled, after a thread hop": run_library_pooled_hop,
     "Worker (to the handler)": run_worker,
+    "Worker claiming through SQLAlchemy (direct_claim=False)": run_worker_through_sqlalchemy,
 }
 
 
