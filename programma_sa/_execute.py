@@ -260,12 +260,21 @@ def direct_execution_allowed(engine: Engine) -> bool:
     return (
         dialect.name == "postgresql"
         and dialect.driver in DIRECT_DRIVERS
-        and not any(
-            getattr(engine.dispatch, name, None) or getattr(dialect.dispatch, name, None)
-            for name in DIRECT_SKIPPED_EVENTS
-        )
+        and not _has_skipped_listener(engine)
         and not engine._should_log_info()
         and "schema_translate_map" not in engine.get_execution_options()
+    )
+
+
+def _has_skipped_listener(engine: Engine) -> bool:
+    # SQLAlchemy sets _has_events once any engine or dialect event has a listener
+    # (what its own execution checks per statement): the common case, no events at
+    # all, costs two attribute reads instead of a look at each event's listeners.
+    if not (engine._has_events or engine.dialect._has_events):
+        return False
+    return any(
+        getattr(engine.dispatch, name, None) or getattr(engine.dialect.dispatch, name, None)
+        for name in DIRECT_SKIPPED_EVENTS
     )
 
 

@@ -394,8 +394,12 @@ class _DirectClaims:
     the kept connection goes back to the pool.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine  # the worker's autocommit engine
+    def __init__(self, engine: Engine, autocommit: Engine) -> None:
+        # The application's engine, whose listeners are looked at (the worker's
+        # autocommit engine, which the application never sees, shares them and
+        # adds only its own engine_connect hook): cheap while it has none at all.
+        self._engine = engine
+        self._autocommit = autocommit
         self._connection: Connection | None = None
         self._cursor: Any = None  # a psycopg cursor of the kept connection
 
@@ -427,7 +431,7 @@ class _DirectClaims:
 
     def _execute_once(self, operation: Operation[Any]) -> Any:
         if self._connection is None:
-            connection = self._engine.connect()
+            connection = self._autocommit.connect()
             self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             self._connection = connection
         try:
@@ -543,6 +547,7 @@ class Worker(WorkerCore):
         # batch's completion, a failure record, the idle look-ahead) run in
         # autocommit when it owns the engine: one round trip instead of three.
         self._autocommit = _autocommit_engine(bind)
+        self._engine = bind if isinstance(bind, Engine) else None
         # One condition (on an RLock, so a signal handler running on the main thread
         # while it holds the lock cannot deadlock) guards every piece of loop state.
         self._cond = threading.Condition(threading.RLock())
@@ -918,8 +923,8 @@ class Worker(WorkerCore):
 
     def _loop(self, pool: _ThreadPool | None) -> None:
         if self._direct_claims_possible():
-            assert self._autocommit is not None
-            self.direct_claims = _DirectClaims(self._autocommit)
+            assert self._engine is not None and self._autocommit is not None
+            self.direct_claims = _DirectClaims(self._engine, self._autocommit)
         try:
             self._loop_passes(pool)
         finally:
