@@ -17,6 +17,12 @@ commit returning to the job being in hand:
 * ``raw, claim on a 2nd connection after a thread hop`` — a listening thread wakes a
   claiming thread, which claims on a connection of its own (the Worker's structure,
   without SQLAlchemy);
+* ``library claim direct (psycopg), on the LISTEN connection`` — the library's claim
+  statement as the Worker's direct claim executes it (``direct_claim``: psycopg,
+  prepared, the rows read into ``ClaimedJob`` objects) by the listening thread on
+  its own connection: what the statement itself costs beside the raw one;
+* ``library claim direct (psycopg), 2nd connection after a thread hop`` — the same
+  in the Worker's structure, without the rest of the Worker;
 * ``library claim via SQLAlchemy, on the LISTEN connection`` — the library's claim
   statement executed through SQLAlchemy Core (as the Worker executes it) on the
   listening connection itself, by the listening thread: the best case of any design
@@ -50,12 +56,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from programma_sa import JobContext, JobQueue, Worker, migrations
 from programma_sa._drivers import statements_for
 from programma_sa._drivers.postgresql import notify_channel
-from programma_sa._execute import execute
+from programma_sa._execute import execute, execute_direct
 from programma_sa.testing import fresh_database
 
 from . import baseline
@@ -68,6 +74,8 @@ TOPIC = "breakdown"
 INTERVAL_S = 0.020
 _QUEUE = JobQueue(Job)
 _CHANNEL = notify_channel(_QUEUE.table)
+#: The dialect the direct claim is compiled for (PostgreSQL + psycopg 3).
+_DIALECT = create_engine("postgresql+psycopg://").dialect
 _ENQUEUE = sql.SQL(
     "WITH job AS (INSERT INTO programma_jobs (id, topic, data) VALUES (%s, %s, %s::jsonb)"
     " RETURNING topic) SELECT pg_notify({}, topic) FROM job"
@@ -131,6 +139,14 @@ def raw_claim(connection: psycopg.Connection[Any], timeline: Timeline) -> bool:
 
 def library_claim(connection: Connection, timeline: Timeline) -> bool:
     jobs = execute(connection, _QUEUE.operations.claim_jobs(TOPIC, 100))
+    now = time.perf_counter()
+    for job in jobs:
+        timeline.in_hand[job.id] = now
+    return bool(jobs)
+
+
+def direct_claim(cursor: psycopg.Cursor[Any], timeline: Timeline) -> bool:
+    jobs = execute_direct(cursor, _DIALECT, _QUEUE.operations.claim_jobs(TOPIC, 100))
     now = time.perf_counter()
     for job in jobs:
         timeline.in_hand[job.id] = now
@@ -214,6 +230,29 @@ def run_raw_hop(db: Database, jobs: int) -> Timeline:
     timeline, stop = Timeline(), threading.Event()
     with psycopg.connect(db.conninfo, autocommit=True) as claiming:
         listener = with_hop(db, stop, lambda: raw_claim(claiming, timeline))
+        return measure(db, jobs, timeline, stop, listener)
+
+
+def run_direct_on_listen_connection(db: Database, jobs: int) -> Timeline:
+    timeline, stop = Timeline(), threading.Event()
+
+    def listener() -> None:
+        with psycopg.connect(db.conninfo, autocommit=True) as connection:
+            listen(connection)
+            cursor = connection.cursor()
+            while not stop.is_set():
+                wait_for_notification(connection)
+                while direct_claim(cursor, timeline):
+                    pass
+
+    return measure(db, jobs, timeline, stop, listener)
+
+
+def run_direct_hop(db: Database, jobs: int) -> Timeline:
+    timeline, stop = Timeline(), threading.Event()
+    with psycopg.connect(db.conninfo, autocommit=True) as claiming:
+        cursor = claiming.cursor()
+        listener = with_hop(db, stop, lambda: direct_claim(cursor, timeline))
         return measure(db, jobs, timeline, stop, listener)
 
 
@@ -308,6 +347,8 @@ def _worker_run(
 VARIANTS: dict[str, Callable[[Database, int], Timeline]] = {
     "raw, listen + claim on one connection (the baseline)": run_raw_same_connection,
     "raw, claim on a 2nd connection after a thread hop": run_raw_hop,
+    "library claim direct (psycopg), on the LISTEN connection": run_direct_on_listen_connection,
+    "library claim direct (psycopg), 2nd connection after a thread hop": run_direct_hop,
     "library claim via SQLAlchemy, on the LISTEN connection": run_library_on_listen_connection,
     "library claim via SQLAlchemy, pooled, after a thread hop": run_library_pooled_hop,
     "Worker (to the handler)": run_worker,
