@@ -145,8 +145,9 @@ def library_claim(connection: Connection, timeline: Timeline) -> bool:
     return bool(jobs)
 
 
-def direct_claim(cursor: psycopg.Cursor[Any], timeline: Timeline) -> bool:
-    jobs = execute_direct(cursor, _DIALECT, _QUEUE.operations.claim_jobs(TOPIC, 100))
+def direct_claim(connection: psycopg.Connection[Any], timeline: Timeline) -> bool:
+    operation = _QUEUE.operations.claim_jobs(TOPIC, 100)
+    jobs = execute_direct(connection.cursor(), _DIALECT, operation)
     now = time.perf_counter()
     for job in jobs:
         timeline.in_hand[job.id] = now
@@ -212,7 +213,12 @@ def with_hop(
     return listener
 
 
-def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
+#: A claim on a psycopg connection, noting what it took in the timeline; True if any.
+Claim = Callable[[psycopg.Connection[Any], Timeline], bool]
+
+
+def on_listen_connection(db: Database, jobs: int, claim: Claim) -> Timeline:
+    """The listening thread claims on its own connection."""
     timeline, stop = Timeline(), threading.Event()
 
     def listener() -> None:
@@ -220,40 +226,34 @@ def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
             listen(connection)
             while not stop.is_set():
                 wait_for_notification(connection)
-                while raw_claim(connection, timeline):
+                while claim(connection, timeline):
                     pass
 
     return measure(db, jobs, timeline, stop, listener)
+
+
+def after_a_hop(db: Database, jobs: int, claim: Claim) -> Timeline:
+    """A listening thread wakes a claiming thread, which claims on a 2nd connection."""
+    timeline, stop = Timeline(), threading.Event()
+    with psycopg.connect(db.conninfo, autocommit=True) as claiming:
+        listener = with_hop(db, stop, lambda: claim(claiming, timeline))
+        return measure(db, jobs, timeline, stop, listener)
+
+
+def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
+    return on_listen_connection(db, jobs, raw_claim)
 
 
 def run_raw_hop(db: Database, jobs: int) -> Timeline:
-    timeline, stop = Timeline(), threading.Event()
-    with psycopg.connect(db.conninfo, autocommit=True) as claiming:
-        listener = with_hop(db, stop, lambda: raw_claim(claiming, timeline))
-        return measure(db, jobs, timeline, stop, listener)
+    return after_a_hop(db, jobs, raw_claim)
 
 
 def run_direct_on_listen_connection(db: Database, jobs: int) -> Timeline:
-    timeline, stop = Timeline(), threading.Event()
-
-    def listener() -> None:
-        with psycopg.connect(db.conninfo, autocommit=True) as connection:
-            listen(connection)
-            cursor = connection.cursor()
-            while not stop.is_set():
-                wait_for_notification(connection)
-                while direct_claim(cursor, timeline):
-                    pass
-
-    return measure(db, jobs, timeline, stop, listener)
+    return on_listen_connection(db, jobs, direct_claim)
 
 
 def run_direct_hop(db: Database, jobs: int) -> Timeline:
-    timeline, stop = Timeline(), threading.Event()
-    with psycopg.connect(db.conninfo, autocommit=True) as claiming:
-        cursor = claiming.cursor()
-        listener = with_hop(db, stop, lambda: direct_claim(cursor, timeline))
-        return measure(db, jobs, timeline, stop, listener)
+    return after_a_hop(db, jobs, direct_claim)
 
 
 def run_library_on_listen_connection(db: Database, jobs: int) -> Timeline:
