@@ -553,6 +553,9 @@ class Worker(WorkerCore):
         self._cond = threading.Condition(threading.RLock())
         self._abandoned = False
         self._wakeups = 0  # bumped by every wake(): a waiter compares generations
+        # The idle wait's wake-up (see _wait_for_wake), and whether the loop is in it.
+        self._idle_signal: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()
+        self._idle_waiting = False
         self._in_flight = 0  # lease: jobs; transaction: claim batches
         self._loop_running = False  # concurrency 1: the loop's own thread is alive
         self._totals = PassResult()
@@ -588,7 +591,7 @@ class Worker(WorkerCore):
         """Make an idle loop claim now (what a notification for our topics does)."""
         with self._cond:
             self._wakeups += 1
-            self._cond.notify_all()
+            self._signal_idle_loop()
 
     def stop(self) -> None:
         """Stop claiming; :meth:`run` returns once running handlers finish. In lease
@@ -601,6 +604,7 @@ class Worker(WorkerCore):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._signal_idle_loop()
             keeper = self._keeper
         if keeper is not None:
             keeper.kick()
@@ -1015,10 +1019,35 @@ class Worker(WorkerCore):
             return not self._stopping
 
     def _wait_for_wake(self, generation: int, timeout: float) -> None:
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self._stopping or self._wakeups != generation, timeout=timeout
-            )
+        """The idle wait: until :meth:`wake` (a notification) or :meth:`stop`, at most
+        ``timeout`` seconds.
+
+        It blocks on a queue, not on the condition: a notification's wake-up is then
+        one thread switch, where a condition's waiter, woken while the waker still
+        holds the condition's lock, has to wait for that lock too — a pickup's
+        latency either way.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            # Under the condition's lock, as wake() and stop() look at _idle_waiting:
+            # a wake-up after this check finds it set and leaves a token in the queue,
+            # so it cannot be missed between the check and the get().
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                if self._stopping or self._wakeups != generation or remaining <= 0:
+                    self._idle_waiting = False
+                    return
+                self._idle_waiting = True
+            # A token left by a wake-up already seen returns at once: checked again.
+            with contextlib.suppress(queue_module.Empty):
+                self._idle_signal.get(timeout=remaining)
+
+    def _signal_idle_loop(self) -> None:
+        """Wake the idle wait, if the loop is in it (called under the condition's lock):
+        at most one token is ever left in the queue."""
+        if self._idle_waiting:
+            self._idle_waiting = False
+            self._idle_signal.put(None)
 
     def _sleep(self, seconds: float) -> None:
         with self._cond:
