@@ -42,7 +42,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from ._drivers import Script, statements_for
-from ._drivers.direct import DIRECT_DRIVERS, direct_form
+from ._drivers.direct import direct_dialect, direct_form
 from ._operations import Operation
 from ._session_types import AsyncExecutor, Executor
 from .exceptions import DatabaseError, DuplicateJob, SchemaNotReady
@@ -256,10 +256,8 @@ def direct_execution_allowed(engine: Engine) -> bool:
     no listener of :data:`DIRECT_SKIPPED_EVENTS`, no statement logging (``echo``),
     no ``schema_translate_map``. Cheap: asked before each direct execution, so a
     listener added while a worker runs turns it off from the next claim on."""
-    dialect = engine.dialect
     return (
-        dialect.name == "postgresql"
-        and dialect.driver in DIRECT_DRIVERS
+        direct_dialect(engine.dialect)
         and not _has_skipped_listener(engine)
         and not engine._should_log_info()
         and "schema_translate_map" not in engine.get_execution_options()

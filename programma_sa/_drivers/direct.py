@@ -8,7 +8,7 @@ and the parameters the DBAPI cursor is handed, with each returned column's key (
 SQLAlchemy's ``RowMapping`` names it) and result processor (as SQLAlchemy applies
 it). No I/O here: :func:`programma_sa._execute.execute_direct` executes it.
 
-Only DBAPIs listed in :data:`DIRECT_DRIVERS` are handed statements this way: the
+Only psycopg 3 (:func:`direct_dialect`) is handed statements this way: the
 compiled form depends on the DBAPI's parameter style, and the executor relies on
 psycopg 3's ``prepare=True``.
 """
@@ -25,12 +25,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
 
-__all__ = ["DIRECT_DRIVERS", "DirectStatement", "direct_form"]
+__all__ = ["DirectStatement", "direct_dialect", "direct_form"]
 
 #: The DBAPIs (SQLAlchemy ``dialect.driver`` of a PostgreSQL dialect) a statement is
 #: executed directly on: psycopg 3, whose named ``%(name)s`` parameters SQLAlchemy
 #: renders and whose cursors prepare a statement on request.
-DIRECT_DRIVERS = frozenset({"psycopg"})
+_DIRECT_DRIVERS = frozenset({"psycopg"})
+
+
+def direct_dialect(dialect: Dialect) -> bool:
+    """Whether statements are executed directly on this dialect's DBAPI at all."""
+    return dialect.name == "postgresql" and dialect.driver in _DIRECT_DRIVERS
+
 
 #: A column's result processor (``None``: the DBAPI's value is the value).
 Processor = Callable[[Any], Any] | None
@@ -81,9 +87,9 @@ def direct_form(
     Compiled once per (dialect, statement), expanded once per set of parameters
     (a worker's claims repeat a few: one per topic and batch size).
 
-    :raises ValueError: the dialect's DBAPI is not one of :data:`DIRECT_DRIVERS`.
+    :raises ValueError: not a :func:`direct_dialect`.
     """
-    if dialect.name != "postgresql" or dialect.driver not in DIRECT_DRIVERS:
+    if not direct_dialect(dialect):
         raise ValueError(f"no direct execution on {dialect.name}+{dialect.driver}")
     return _expanded(_compiled(dialect, statement), tuple(sorted(params.items())))
 

@@ -75,7 +75,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
-from .._drivers.direct import DIRECT_DRIVERS
+from .._drivers.direct import direct_dialect
 from .._drivers.postgresql import control_channel, notify_channel
 from .._execute import (
     InTransaction,
@@ -944,8 +944,7 @@ class Worker(WorkerCore):
             self.settings.direct_claim
             and self.settings.mode == "lease"
             and engine is not None
-            and engine.dialect.name == "postgresql"
-            and engine.dialect.driver in DIRECT_DRIVERS
+            and direct_dialect(engine.dialect)
         )
 
     def _loop_passes(self, pool: _ThreadPool | None) -> None:
