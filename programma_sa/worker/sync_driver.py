@@ -50,7 +50,8 @@ handler, a batch's completion and counts, the duties, backoff — lives in
 :mod:`.decisions` and is shared with :class:`~programma_sa.AsyncWorker`; the settings
 are a :class:`~.settings.WorkerSettings`. This module is the threaded driver: it
 executes the decisions' steps on sessions, runs handlers on threads, and waits on
-a condition variable.
+a condition variable (idle: on a queue, see :meth:`Worker._wait_for_wake`). Its
+one-topic lease claims run directly on psycopg when they may (:class:`_DirectClaims`).
 """
 
 from __future__ import annotations
