@@ -17,15 +17,23 @@ commit returning to the job being in hand:
 * ``raw, claim on a 2nd connection after a thread hop`` — a listening thread wakes a
   claiming thread, which claims on a connection of its own (the Worker's structure,
   without SQLAlchemy);
+* ``library claim direct (psycopg), on the LISTEN connection`` — the library's claim
+  statement as the Worker's direct claim executes it (``direct_claim``: psycopg,
+  prepared, the rows read into ``ClaimedJob`` objects) by the listening thread on
+  its own connection: what the statement itself costs beside the raw one;
+* ``library claim direct (psycopg), 2nd connection after a thread hop`` — the same
+  in the Worker's structure, without the rest of the Worker;
 * ``library claim via SQLAlchemy, on the LISTEN connection`` — the library's claim
   statement executed through SQLAlchemy Core (as the Worker executes it) on the
   listening connection itself, by the listening thread: the best case of any design
   that claims through SQLAlchemy;
 * ``library claim via SQLAlchemy, pooled, after a thread hop`` — what the Worker does
   when woken, without the rest of the Worker;
-* ``Worker`` — the real thing, to the handler's first line, with its timeline from
-  SQLAlchemy's engine events: when the claim's statement was handed to the driver
-  and when it returned.
+* ``Worker`` — the real thing at its defaults, to the handler's first line: it
+  claims directly (psycopg, a kept connection: ``direct_claim``);
+* ``Worker claiming through SQLAlchemy`` — the same with ``direct_claim=False``, with
+  its timeline from SQLAlchemy's engine events: when the claim's statement was
+  handed to the driver and when it returned.
 
 Rounds interleave the variants, each in a fresh database (migrated by the shipped
 chain), so background noise falls on all alike; each figure is the median over the
@@ -48,12 +56,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from programma_sa import JobContext, JobQueue, Worker, migrations
 from programma_sa._drivers import statements_for
 from programma_sa._drivers.postgresql import notify_channel
-from programma_sa._execute import execute
+from programma_sa._execute import execute, execute_direct
 from programma_sa.testing import fresh_database
 
 from . import baseline
@@ -66,6 +74,8 @@ TOPIC = "breakdown"
 INTERVAL_S = 0.020
 _QUEUE = JobQueue(Job)
 _CHANNEL = notify_channel(_QUEUE.table)
+#: The dialect the direct claim is compiled for (PostgreSQL + psycopg 3).
+_DIALECT = create_engine("postgresql+psycopg://").dialect
 _ENQUEUE = sql.SQL(
     "WITH job AS (INSERT INTO programma_jobs (id, topic, data) VALUES (%s, %s, %s::jsonb)"
     " RETURNING topic) SELECT pg_notify({}, topic) FROM job"
@@ -135,6 +145,15 @@ def library_claim(connection: Connection, timeline: Timeline) -> bool:
     return bool(jobs)
 
 
+def direct_claim(connection: psycopg.Connection[Any], timeline: Timeline) -> bool:
+    operation = _QUEUE.operations.claim_jobs(TOPIC, 100)
+    jobs = execute_direct(connection.cursor(), _DIALECT, operation)
+    now = time.perf_counter()
+    for job in jobs:
+        timeline.in_hand[job.id] = now
+    return bool(jobs)
+
+
 def autocommit(engine: Engine) -> Engine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
@@ -194,7 +213,12 @@ def with_hop(
     return listener
 
 
-def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
+#: A claim on a psycopg connection, noting what it took in the timeline; True if any.
+Claim = Callable[[psycopg.Connection[Any], Timeline], bool]
+
+
+def on_listen_connection(db: Database, jobs: int, claim: Claim) -> Timeline:
+    """The listening thread claims on its own connection."""
     timeline, stop = Timeline(), threading.Event()
 
     def listener() -> None:
@@ -202,17 +226,34 @@ def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
             listen(connection)
             while not stop.is_set():
                 wait_for_notification(connection)
-                while raw_claim(connection, timeline):
+                while claim(connection, timeline):
                     pass
 
     return measure(db, jobs, timeline, stop, listener)
 
 
-def run_raw_hop(db: Database, jobs: int) -> Timeline:
+def after_a_hop(db: Database, jobs: int, claim: Claim) -> Timeline:
+    """A listening thread wakes a claiming thread, which claims on a 2nd connection."""
     timeline, stop = Timeline(), threading.Event()
     with psycopg.connect(db.conninfo, autocommit=True) as claiming:
-        listener = with_hop(db, stop, lambda: raw_claim(claiming, timeline))
+        listener = with_hop(db, stop, lambda: claim(claiming, timeline))
         return measure(db, jobs, timeline, stop, listener)
+
+
+def run_raw_same_connection(db: Database, jobs: int) -> Timeline:
+    return on_listen_connection(db, jobs, raw_claim)
+
+
+def run_raw_hop(db: Database, jobs: int) -> Timeline:
+    return after_a_hop(db, jobs, raw_claim)
+
+
+def run_direct_on_listen_connection(db: Database, jobs: int) -> Timeline:
+    return on_listen_connection(db, jobs, direct_claim)
+
+
+def run_direct_hop(db: Database, jobs: int) -> Timeline:
+    return after_a_hop(db, jobs, direct_claim)
 
 
 def run_library_on_listen_connection(db: Database, jobs: int) -> Timeline:
@@ -251,6 +292,13 @@ def run_library_pooled_hop(db: Database, jobs: int) -> Timeline:
 
 
 def run_worker(db: Database, jobs: int) -> Timeline:
+    """The Worker at its defaults, nothing listening on its engine: it claims directly."""
+    return _worker_run(db, jobs, Timeline(), db.engine())
+
+
+def run_worker_through_sqlalchemy(db: Database, jobs: int) -> Timeline:
+    """The Worker claiming through SQLAlchemy (``direct_claim=False``), timed by engine
+    events (whose listeners alone would keep it from claiming directly)."""
     timeline = Timeline()
     engine = db.engine()
     claim = statements_for("postgresql", _QUEUE.table).claim
@@ -268,12 +316,18 @@ def run_worker(db: Database, jobs: int) -> Timeline:
         if is_claim(context):
             timeline.returned.append(time.perf_counter())
 
+    event.listen(engine, "before_cursor_execute", sent)
+    event.listen(engine, "after_cursor_execute", returned)
+    return _worker_run(db, jobs, timeline, engine, direct_claim=False)
+
+
+def _worker_run(
+    db: Database, jobs: int, timeline: Timeline, engine: Engine, *, direct_claim: bool = True
+) -> Timeline:
     def handler(ctx: JobContext) -> None:
         timeline.in_hand[ctx.job.id] = time.perf_counter()
 
-    event.listen(engine, "before_cursor_execute", sent)
-    event.listen(engine, "after_cursor_execute", returned)
-    worker = Worker(_QUEUE, engine, TOPIC, handler, heartbeat=10.0)
+    worker = Worker(_QUEUE, engine, TOPIC, handler, heartbeat=10.0, direct_claim=direct_claim)
     try:
         worker.start()
         wait_listening(worker)
@@ -293,9 +347,12 @@ def run_worker(db: Database, jobs: int) -> Timeline:
 VARIANTS: dict[str, Callable[[Database, int], Timeline]] = {
     "raw, listen + claim on one connection (the baseline)": run_raw_same_connection,
     "raw, claim on a 2nd connection after a thread hop": run_raw_hop,
+    "library claim direct (psycopg), on the LISTEN connection": run_direct_on_listen_connection,
+    "library claim direct (psycopg), 2nd connection after a thread hop": run_direct_hop,
     "library claim via SQLAlchemy, on the LISTEN connection": run_library_on_listen_connection,
     "library claim via SQLAlchemy, pooled, after a thread hop": run_library_pooled_hop,
     "Worker (to the handler)": run_worker,
+    "Worker claiming through SQLAlchemy (direct_claim=False)": run_worker_through_sqlalchemy,
 }
 
 

@@ -20,6 +20,11 @@ step's result back into it (and throws each step's exception into it, so the
 generator's own ``try`` blocks decide), whatever a step is — an operation, an
 :class:`InTransaction`, or a worker's own step types. :func:`drive_async` is the
 same for coroutine executors, so a decision is written once for sync and async.
+
+:func:`execute_direct` is the one exception to "through SQLAlchemy": the Worker's
+claim, handed straight to psycopg 3 on a connection the worker keeps, when the
+engine has no listener that would miss it (:func:`direct_execution_allowed`). The
+statement, its errors and the reading of its rows are the same as :func:`execute`'s.
 """
 
 from __future__ import annotations
@@ -31,21 +36,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Executable, Table
+from sqlalchemy import Connection, Engine, Executable, Table
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from ._drivers import Script, statements_for
+from ._drivers.direct import direct_dialect, direct_form
 from ._operations import Operation
 from ._session_types import AsyncExecutor, Executor
 from .exceptions import DatabaseError, DuplicateJob, SchemaNotReady
 
 __all__ = [
+    "DIRECT_SKIPPED_EVENTS",
     "InTransaction",
+    "direct_execution_allowed",
     "drive",
     "drive_async",
     "execute",
     "execute_async",
+    "execute_direct",
     "run_in_transactions",
     "run_in_transactions_async",
     "run_steps",
@@ -196,13 +206,13 @@ def translated_errors(table: Table | None = None) -> Iterator[None]:
 
 
 def _statement(executor: Any, operation: Operation[Any]) -> Executable:
-    """The operation's statement on the executor's database; flushes a session first.
+    """The operation's statement on the executor's database.
 
     ``executor`` is any of :data:`Executor` / :data:`AsyncExecutor` (an async
-    session's ``get_bind`` and ``autoflush`` are plain attributes, its flush is
-    awaited by the caller).
+    session's ``get_bind`` is a plain attribute), or a :class:`Dialect`.
     """
-    dialect = getattr(executor, "dialect", None)  # a Connection / AsyncConnection has one
+    # A Dialect is itself; a Connection / AsyncConnection has one; a session a bind.
+    dialect = executor if isinstance(executor, Dialect) else getattr(executor, "dialect", None)
     if dialect is None:
         dialect = executor.get_bind(clause=operation.table).dialect
     statement = getattr(statements_for(dialect.name, operation.table), operation.statement)
@@ -222,6 +232,78 @@ def execute(executor: Executor, operation: Operation[T]) -> T:
         else:
             result = executor.execute(statement, operation.params)
         return operation.read(result)
+
+
+#: The engine events (SQLAlchemy ``ConnectionEvents`` and ``DialectEvents``) that
+#: fire around each statement SQLAlchemy executes, and that a statement run by
+#: :func:`execute_direct` does not fire: while any has a listener on the engine, the
+#: worker claims through SQLAlchemy instead, so the application's tracing sees it.
+DIRECT_SKIPPED_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+    "handle_error",
+    "do_execute",
+    "do_execute_no_params",
+    "do_setinputsizes",
+)
+
+
+def direct_execution_allowed(engine: Engine) -> bool:
+    """Whether statements may be executed on ``engine``'s DBAPI connections directly
+    (:func:`execute_direct`) without an application's hooks missing them: psycopg 3,
+    no listener of :data:`DIRECT_SKIPPED_EVENTS`, no statement logging (``echo``),
+    no ``schema_translate_map``. Cheap: asked before each direct execution, so a
+    listener added while a worker runs turns it off from the next claim on."""
+    return (
+        direct_dialect(engine.dialect)
+        and not _has_skipped_listener(engine)
+        and not engine._should_log_info()
+        and "schema_translate_map" not in engine.get_execution_options()
+    )
+
+
+def _has_skipped_listener(engine: Engine) -> bool:
+    # SQLAlchemy sets _has_events once any engine or dialect event has a listener
+    # (what its own execution checks per statement): the common case, no events at
+    # all, costs two attribute reads instead of a look at each event's listeners.
+    if not (engine._has_events or engine.dialect._has_events):
+        return False
+    return any(
+        getattr(engine.dispatch, name, None) or getattr(engine.dialect.dispatch, name, None)
+        for name in DIRECT_SKIPPED_EVENTS
+    )
+
+
+def execute_direct(cursor: Any, dialect: Dialect, operation: Operation[T]) -> T:
+    """Execute ``operation`` with a psycopg 3 ``cursor`` itself, as a prepared
+    statement, and read its rows with the operation's ``read_rows``.
+
+    The statement is the driver's own, compiled once (:mod:`programma_sa._drivers.direct`);
+    a DBAPI error becomes the ``DBAPIError`` SQLAlchemy would have raised
+    (``connection_invalidated`` when the dialect calls it a disconnect), translated
+    as :func:`execute` translates it. No session is involved: nothing is flushed.
+    """
+    read_rows = operation.read_rows
+    if read_rows is None:
+        raise TypeError(f"the {operation.statement!r} operation has no row reader")
+    direct = direct_form(dialect, _statement(dialect, operation), operation.params)
+    dbapi_error = dialect.loaded_dbapi.Error
+    with translated_errors(operation.table):
+        try:
+            cursor.execute(direct.sql, direct.params, prepare=True)
+            fetched = cursor.fetchall()
+        except dbapi_error as error:
+            raise sa_exc.DBAPIError.instance(
+                direct.sql,
+                direct.params,
+                error,
+                dbapi_error,
+                connection_invalidated=dialect.is_disconnect(error, cursor.connection, cursor),
+                dialect=dialect,
+            ) from error
+    return read_rows(direct.rows(fetched))
 
 
 async def execute_async(executor: AsyncExecutor, operation: Operation[T]) -> T:

@@ -455,6 +455,7 @@ def _worker_options(args: argparse.Namespace) -> WorkerOptions:
         prune_batch_size=args.prune_batch_size,
         lease_renewal=args.lease_renewal,
         cancel_grace_period=args.cancel_grace_period,
+        direct_claim=args.direct_claim,
     )
     if args.mode is not None:
         options["mode"] = args.mode
@@ -665,6 +666,13 @@ def register_worker(commands: Subcommands) -> None:
         action="store_false",
         help="lease mode: do not renew the leases of held jobs (a job then comes back "
         "once its visibility timeout passes, even while its handler runs)",
+    )
+    parser.add_argument(
+        "--no-direct-claim",
+        dest="direct_claim",
+        action="store_false",
+        help="claim through SQLAlchemy always, never with psycopg directly on a kept "
+        "connection (the direct claim skips per-statement engine events: docs/worker.md)",
     )
     parser.add_argument(
         "--cancel-grace-period",

@@ -17,7 +17,7 @@ operations, driven the same way by the sync and the async code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -36,6 +36,12 @@ class Operation(Generic[T]):
 
     ``variant``: for a statement of a :data:`~programma_sa._drivers.base.StatementFamily`
     (a listing), the shape of this call — which optional criteria it gives.
+
+    ``read_rows``: the same reader, given the returned rows as mappings (the
+    statement's result keys) instead of a ``Result`` — what an execution without
+    SQLAlchemy's result objects reads (the Worker's direct claim,
+    :func:`programma_sa._execute.execute_direct`); ``None``: the operation has no
+    such reader, and always runs through SQLAlchemy.
     """
 
     table: Table
@@ -43,3 +49,4 @@ class Operation(Generic[T]):
     params: dict[str, Any]
     read: Callable[[Result[Any]], T]
     variant: Hashable = None
+    read_rows: Callable[[Sequence[Mapping[Any, Any]]], T] | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Result, RowMapping, Table
+from sqlalchemy import Result, Table
 
 from .. import _validation as check
 from .._drivers import StatementName
@@ -50,19 +50,23 @@ def _returned_a_row(result: Result[Any]) -> bool:
     return result.first() is not None
 
 
-def _claimed_rows(result: Result[Any]) -> list[RowMapping]:
+def _claim_order(rows: Iterable[Mapping[Any, Any]]) -> list[Mapping[Any, Any]]:
     # RETURNING has no order of its own; restore the claim's: priority, then FIFO.
-    return sorted(
-        result.mappings().all(), key=lambda row: (-row["priority"], row["due_at"], row["id"])
-    )
+    return sorted(rows, key=lambda row: (-row["priority"], row["due_at"], row["id"]))
+
+
+def _claimed_jobs_of(rows: Sequence[Mapping[Any, Any]]) -> list[ClaimedJob]:
+    """The claimed jobs of a claim's returned rows (as mappings), in claim order."""
+    return [JobDetail.from_row(row) for row in _claim_order(rows)]
 
 
 def _claimed_jobs(result: Result[Any]) -> list[ClaimedJob]:
-    return [JobDetail.from_row(row) for row in _claimed_rows(result)]
+    return _claimed_jobs_of(result.mappings().all())
 
 
 def _claimed_jobs_due(result: Result[Any]) -> list[tuple[ClaimedJob, datetime]]:
-    return [(JobDetail.from_row(row), row["due_at"]) for row in _claimed_rows(result)]
+    rows = _claim_order(result.mappings().all())
+    return [(JobDetail.from_row(row), row["due_at"]) for row in rows]
 
 
 def _job_or_none(result: Result[Any]) -> JobDetail | None:
@@ -547,7 +551,8 @@ class JobOperations:
         return {"p_topic": check.check_topic(topic), "p_max_jobs": check.check_max_jobs(max_jobs)}
 
     def claim_jobs(self, topic: str, max_jobs: int) -> Operation[list[ClaimedJob]]:
-        return Operation(self.table, "claim", self._claim_params(topic, max_jobs), _claimed_jobs)
+        params = self._claim_params(topic, max_jobs)
+        return Operation(self.table, "claim", params, _claimed_jobs, read_rows=_claimed_jobs_of)
 
     def claim_jobs_due(
         self, topic: str, max_jobs: int

@@ -98,6 +98,7 @@ __all__ = [
     "Batch",
     "WorkerCore",
     "autocommit_allowed",
+    "connection_died",
     "is_async_handler",
 ]
 
@@ -148,7 +149,7 @@ _WRITES = {
 }
 
 
-def _connection_died(error: BaseException) -> bool:
+def connection_died(error: BaseException) -> bool:
     """Whether a database error came with its connection's death (SQLAlchemy
     invalidated it): a killed backend, a server restart, a broken network."""
     cause = error if isinstance(error, sa_exc.DBAPIError) else error.__cause__
@@ -917,7 +918,7 @@ class WorkerCore(ABC):
         try:
             written: T = yield operation
         except DB_ERRORS as error:
-            if _connection_died(error):
+            if connection_died(error):
                 raise self._transaction_lost(batch, None, error) from error
             raise
         return written

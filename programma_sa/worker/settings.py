@@ -173,6 +173,14 @@ class WorkerSettings:
         the job's visibility timeout; the timeout stays the crash-recovery window
         (a worker that dies stops renewing). False: the visibility timeout bounds
         the time from the claim to the outcome, as before programma_0005.
+    :param direct_claim: ``Worker`` on PostgreSQL with psycopg 3, given an Engine:
+        execute its one-topic lease claim with psycopg directly, as a prepared
+        statement on a connection it keeps checked out from the engine's pool while
+        it runs (default True) — the same statement and results, a third of the
+        client time. Used only while the engine has no listener of the events that
+        would then miss the claim (``before_cursor_execute`` and the like: see
+        docs/worker.md), and no ``echo``. False: every claim goes through SQLAlchemy.
+        Ignored elsewhere (``AsyncWorker``, SQLite, MariaDB).
     :param cancel_grace_period: seconds an ``AsyncWorker`` gives a handler whose
         job was cancelled to end on its own (it sees ``ctx.cancelled``) before it
         cancels the handler's task (default 5.0). A sync handler cannot be stopped
@@ -197,6 +205,7 @@ class WorkerSettings:
     schedules: Sequence[Schedule] = ()
     lease_renewal: bool = True
     cancel_grace_period: float = DEFAULT_CANCEL_GRACE_PERIOD
+    direct_claim: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -211,7 +220,7 @@ class WorkerSettings:
             raise ConfigurationError(
                 f"handler_context must be callable or None, got {self.handler_context!r}"
             )
-        for name in ("listen", "auto_complete", "lease_renewal"):
+        for name in ("listen", "auto_complete", "lease_renewal", "direct_claim"):
             flag = getattr(self, name)
             if not isinstance(flag, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {flag!r}")
@@ -267,3 +276,4 @@ class WorkerOptions(TypedDict, total=False):
     schedules: Sequence[Schedule]
     lease_renewal: bool
     cancel_grace_period: float
+    direct_claim: bool

@@ -50,7 +50,8 @@ handler, a batch's completion and counts, the duties, backoff — lives in
 :mod:`.decisions` and is shared with :class:`~programma_sa.AsyncWorker`; the settings
 are a :class:`~.settings.WorkerSettings`. This module is the threaded driver: it
 executes the decisions' steps on sessions, runs handlers on threads, and waits on
-a condition variable.
+a condition variable (idle: on a queue, see :meth:`Worker._wait_for_wake`). Its
+one-topic lease claims run directly on psycopg when they may (:class:`_DirectClaims`).
 """
 
 from __future__ import annotations
@@ -69,20 +70,28 @@ from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from typing_extensions import Unpack
 
+from .._drivers.direct import direct_dialect
 from .._drivers.postgresql import control_channel, notify_channel
-from .._execute import InTransaction, drive, execute, run_steps
+from .._execute import (
+    InTransaction,
+    direct_execution_allowed,
+    drive,
+    execute,
+    execute_direct,
+    run_steps,
+)
 from .._job_records import ClaimedJob
 from .._operations import Operation
 from .._session_types import SessionLike, current_session
 from ..exceptions import ConfigurationError, JobCancelled, ProgrammaError
 from ..queue import JobQueue
-from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed
+from .decisions import DB_ERRORS, WorkerCore, autocommit_allowed, connection_died
 from .duties import KeeperPlan
 from .leases import Cancellation, Outcome, Tally
 from .listen import Listener
@@ -374,6 +383,75 @@ class _LeaseBatch:
                 worker._batch_ended(self._timing)
 
 
+class _DirectClaims:
+    """The loop's direct claims (the ``direct_claim`` setting, docs/worker.md).
+
+    A one-topic lease claim is handed to psycopg itself (:func:`execute_direct`) on
+    a connection of the engine's pool that the loop keeps checked out — in
+    autocommit, as the worker's other one-statement units of work — from its first
+    claim until the loop ends: no pool checkout, no autocommit switch, no SQLAlchemy
+    execution per pickup. Only the loop's thread uses it. Whenever the engine has a
+    listener the claim would bypass, the claim goes through SQLAlchemy instead and
+    the kept connection goes back to the pool.
+    """
+
+    def __init__(self, engine: Engine, autocommit: Engine) -> None:
+        # The application's engine, whose listeners are looked at (the worker's
+        # autocommit engine, which the application never sees, shares them and
+        # adds only its own engine_connect hook): cheap while it has none at all.
+        self._engine = engine
+        self._autocommit = autocommit
+        self._connection: Connection | None = None
+        self._cursor: Any = None  # a psycopg cursor of the kept connection
+
+    def allowed(self) -> bool:
+        """Whether claims may run directly now; if not, the kept connection is returned."""
+        if direct_execution_allowed(self._engine):
+            return True
+        self.close()
+        return False
+
+    def run(self, steps: Generator[Operation[Any], Any, T]) -> T:
+        """Run a one-topic claim's operations on the kept connection."""
+        return drive(steps, self._execute)
+
+    def _execute(self, operation: Operation[Any]) -> Any:
+        reused = self._connection is not None
+        try:
+            return self._execute_once(operation)
+        except DB_ERRORS as error:
+            # A kept connection can die while it waits between claims (a server
+            # restart, an idle timeout), which a pooled one would not have shown a
+            # pre-ping engine: claim again once on a fresh one. Safe: in autocommit a
+            # claim whose reply was lost either never ran or committed jobs no
+            # handler will see, which come back when their leases run out (as after
+            # any lost claim) — neither is run twice.
+            if not (reused and connection_died(error)):
+                raise
+        return self._execute_once(operation)
+
+    def _execute_once(self, operation: Operation[Any]) -> Any:
+        if self._connection is None:
+            connection = self._autocommit.connect()
+            self._cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._connection = connection
+        try:
+            if operation.read_rows is None:  # no row reader: through SQLAlchemy
+                return execute(self._connection, operation)
+            return execute_direct(self._cursor, self._engine.dialect, operation)
+        except BaseException:
+            # Whatever failed, the next claim starts on a fresh connection.
+            self._connection.invalidate()
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the kept connection back to the pool (an invalidated one is discarded)."""
+        connection, self._connection, self._cursor = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+
 class _Keeper:
     """The lease-mode worker's keeper thread: it runs the :class:`~.duties.KeeperPlan`
     (renewals, completions left queued, the release at stop, writes again after a
@@ -470,11 +548,15 @@ class Worker(WorkerCore):
         # batch's completion, a failure record, the idle look-ahead) run in
         # autocommit when it owns the engine: one round trip instead of three.
         self._autocommit = _autocommit_engine(bind)
+        self._engine = bind if isinstance(bind, Engine) else None
         # One condition (on an RLock, so a signal handler running on the main thread
         # while it holds the lock cannot deadlock) guards every piece of loop state.
         self._cond = threading.Condition(threading.RLock())
         self._abandoned = False
         self._wakeups = 0  # bumped by every wake(): a waiter compares generations
+        # The idle wait's wake-up (see _wait_for_wake), and whether the loop is in it.
+        self._idle_signal: queue_module.SimpleQueue[None] = queue_module.SimpleQueue()
+        self._idle_waiting = False
         self._in_flight = 0  # lease: jobs; transaction: claim batches
         self._loop_running = False  # concurrency 1: the loop's own thread is alive
         self._totals = PassResult()
@@ -483,6 +565,9 @@ class Worker(WorkerCore):
         self._thread: threading.Thread | None = None
         self._keeper: _Keeper | None = None
         self.listener: Listener | None = None
+        #: The loop's direct claims while it runs (``None``: every claim goes
+        #: through SQLAlchemy).
+        self.direct_claims: _DirectClaims | None = None
 
     @classmethod
     def from_settings(
@@ -507,7 +592,7 @@ class Worker(WorkerCore):
         """Make an idle loop claim now (what a notification for our topics does)."""
         with self._cond:
             self._wakeups += 1
-            self._cond.notify_all()
+            self._signal_idle_loop()
 
     def stop(self) -> None:
         """Stop claiming; :meth:`run` returns once running handlers finish. In lease
@@ -520,6 +605,7 @@ class Worker(WorkerCore):
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+            self._signal_idle_loop()
             keeper = self._keeper
         if keeper is not None:
             keeper.kick()
@@ -688,6 +774,13 @@ class Worker(WorkerCore):
             return unit.commit()
         return execute(unit.session, step)
 
+    def _claim_step(self, step: Step) -> Any:
+        """A step of the loop's lease claim: a one-topic claim runs directly when it may."""
+        direct = self.direct_claims
+        if isinstance(step, EachCommitted) and direct is not None and direct.allowed():
+            return direct.run(step.steps)
+        return self._step(None, step)
+
     def _in_transaction(self, steps: Generator[Operation[Any], Any, T]) -> T:
         """Run operations in a short transaction of a session of our own."""
         with self.session_factory() as session, session.begin():
@@ -834,6 +927,28 @@ class Worker(WorkerCore):
             self._cond.wait_for(lambda: self._stopping or not self._loop_running)
 
     def _loop(self, pool: _ThreadPool | None) -> None:
+        if self._direct_claims_possible():
+            assert self._engine is not None and self._autocommit is not None
+            self.direct_claims = _DirectClaims(self._engine, self._autocommit)
+        try:
+            self._loop_passes(pool)
+        finally:
+            direct, self.direct_claims = self.direct_claims, None
+            if direct is not None:
+                direct.close()
+
+    def _direct_claims_possible(self) -> bool:
+        """Whether the loop's claims may run directly (:class:`_DirectClaims`): a
+        lease-mode worker that owns its engine, on PostgreSQL with psycopg 3."""
+        engine = self._autocommit
+        return (
+            self.settings.direct_claim
+            and self.settings.mode == "lease"
+            and engine is not None
+            and direct_dialect(engine.dialect)
+        )
+
+    def _loop_passes(self, pool: _ThreadPool | None) -> None:
         backoff = self._new_backoff()
         dispatch = self._dispatch_leases if self.settings.mode == "lease" else self._dispatch_pass
         while self._wait_for_room():
@@ -855,7 +970,7 @@ class Worker(WorkerCore):
                 self._wait_for_wake(generation, idle_for)
 
     def _dispatch_leases(self, pool: _ThreadPool | None) -> int:
-        jobs = self._drive(self._lease_claim_steps())
+        jobs = drive(self._lease_claim_steps(), self._claim_step)
         if jobs:
             batch = self._held(jobs)
             if pool is None:  # concurrency 1: the loop's own thread runs them
@@ -904,10 +1019,35 @@ class Worker(WorkerCore):
             return not self._stopping
 
     def _wait_for_wake(self, generation: int, timeout: float) -> None:
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self._stopping or self._wakeups != generation, timeout=timeout
-            )
+        """The idle wait: until :meth:`wake` (a notification) or :meth:`stop`, at most
+        ``timeout`` seconds.
+
+        It blocks on a queue, not on the condition: a notification's wake-up is then
+        one thread switch, where a condition's waiter, woken while the waker still
+        holds the condition's lock, has to wait for that lock too — a pickup's
+        latency either way.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            # Under the condition's lock, as wake() and stop() look at _idle_waiting:
+            # a wake-up after this check finds it set and leaves a token in the queue,
+            # so it cannot be missed between the check and the get().
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                if self._stopping or self._wakeups != generation or remaining <= 0:
+                    self._idle_waiting = False
+                    return
+                self._idle_waiting = True
+            # A token left by a wake-up already seen returns at once: checked again.
+            with contextlib.suppress(queue_module.Empty):
+                self._idle_signal.get(timeout=remaining)
+
+    def _signal_idle_loop(self) -> None:
+        """Wake the idle wait, if the loop is in it (called under the condition's lock):
+        at most one token is ever left in the queue."""
+        if self._idle_waiting:
+            self._idle_waiting = False
+            self._idle_signal.put(None)
 
     def _sleep(self, seconds: float) -> None:
         with self._cond:

@@ -200,7 +200,14 @@ def test_python_dash_m_and_help() -> None:
         timeout=60,
     )
     assert result.returncode == 0
-    for option in ("--topic", "--mode", "--concurrency", "--no-listen", "--database-url"):
+    for option in (
+        "--topic",
+        "--mode",
+        "--concurrency",
+        "--no-listen",
+        "--no-direct-claim",
+        "--database-url",
+    ):
         assert option in result.stdout
 
 
@@ -352,3 +359,11 @@ def test_max_jobs_is_auto_by_default_or_a_fixed_size(
     if given:
         argv += ["--max-jobs", *given]
     assert build_parser().parse_args(argv).max_jobs == max_jobs
+
+
+@pytest.mark.parametrize(("given", "direct_claim"), [([], True), (["--no-direct-claim"], False)])
+def test_no_direct_claim_turns_the_workers_direct_claim_off(
+    given: list[str], direct_claim: bool
+) -> None:
+    argv = ["worker", "tests.worker.handlers:slow", "--topic", "t", *given]
+    assert build_parser().parse_args(argv).direct_claim is direct_claim

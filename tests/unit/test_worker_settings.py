@@ -43,6 +43,8 @@ def test_a_bad_setting_is_refused_when_the_settings_are_built() -> None:
         ConfigurationError, match=r"^lease_renewal must be True or False, got 'yes'$"
     ):
         WorkerSettings(topics="a", lease_renewal="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^direct_claim must be True or False, got 1$"):
+        WorkerSettings(topics="a", direct_claim=1)  # type: ignore[arg-type]
     with pytest.raises(
         ConfigurationError,
         match=r"^cancel_grace_period must be a finite number of seconds >= 0, got -1$",
