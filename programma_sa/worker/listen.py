@@ -171,6 +171,11 @@ class Listener(_ListenerBase):
                 self._listen()
                 delay = self.reconnect_initial
             except Exception as error:
+                if self._stop.is_set():
+                    # Stopped while the connection failed (its server dropped the
+                    # database the worker has just left, say): the end of the
+                    # connection is the stop's, not a loss to report.
+                    return
                 next_delay = self._lost(error, delay)
                 self._stop.wait(delay)
                 delay = next_delay
