@@ -74,14 +74,17 @@ def _needed(item: pytest.Item) -> tuple[tuple[str, ...], str] | None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Skip what the database of this run does not have (the ``databases`` and
-    ``postgresql_only`` markers) and, off PostgreSQL, what uses no test database."""
+    ``postgresql_only`` markers) and, off PostgreSQL, what uses no test database
+    unless a ``databases`` marker names this run's database."""
     for item in items:
         needed = _needed(item)
         if needed is not None and DATABASE not in needed[0]:
             databases, reason = needed
             item.add_marker(pytest.mark.skip(reason=f"{' and '.join(databases)} only: {reason}"))
-        elif DATABASE != "postgresql" and not _DATABASE_FIXTURES.intersection(
-            getattr(item, "fixturenames", ())
+        elif (
+            needed is None
+            and DATABASE != "postgresql"
+            and not _DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         ):
             item.add_marker(
                 pytest.mark.skip(reason="uses no test database: the PostgreSQL passes run it")
