@@ -69,20 +69,24 @@ def _differences(url: str, metadata: MetaData) -> list[Any]:
         generated = str(name).startswith("uq_") or str(name).endswith("_claim")
         return not (type_ == "index" and generated and _on_mariadb(url))
 
+    return _compare(
+        url,
+        metadata,
+        compare_server_default=_compare_default if _on_mariadb(url) else True,
+        # A MariaDB schema is a database: the server's others are not ours.
+        include_schemas=not _on_mariadb(url),
+        include_name=only_model_tables,
+        include_object=not_the_holders_index,
+    )
+
+
+def _compare(url: str, metadata: MetaData, **opts: Any) -> list[Any]:
+    """What autogenerate finds between the database at ``url`` and ``metadata``
+    (types compared), configured with ``opts``."""
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "compare_type": True,
-                    "compare_server_default": _compare_default if _on_mariadb(url) else True,
-                    # A MariaDB schema is a database: the server's others are not ours.
-                    "include_schemas": not _on_mariadb(url),
-                    "include_name": only_model_tables,
-                    "include_object": not_the_holders_index,
-                },
-            )
+            context = MigrationContext.configure(connection, opts={"compare_type": True, **opts})
             return list(compare_metadata(context, metadata))
     finally:
         engine.dispose()
@@ -112,23 +116,15 @@ def test_autogenerate_with_the_shipped_filter_writes_nothing_for_the_jobs_table(
     On MariaDB the filter is what keeps autogenerate from dropping the two generated
     columns the model does not declare (docs/mariadb.md, "Autogenerate")."""
     migrations.upgrade(empty_url)
-    engine = create_engine(empty_url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(
-                connection,
-                opts={
-                    "compare_type": True,
-                    "include_object": migrations.include_object,
-                    "include_name": lambda name, type_, parents: (
-                        type_ != "table"
-                        or not str(name).startswith(migrations.STANDALONE_VERSION_TABLE)
-                    ),
-                },
-            )
-            assert compare_metadata(context, _DefaultBase.metadata) == []
-    finally:
-        engine.dispose()
+    differences = _compare(
+        empty_url,
+        _DefaultBase.metadata,
+        include_object=migrations.include_object,
+        include_name=lambda name, type_, parents: (
+            type_ != "table" or not str(name).startswith(migrations.STANDALONE_VERSION_TABLE)
+        ),
+    )
+    assert differences == []
 
 
 def test_without_the_filter_autogenerate_would_drop_mariadbs_generated_columns(
@@ -138,13 +134,7 @@ def test_without_the_filter_autogenerate_would_drop_mariadbs_generated_columns(
     if not _on_mariadb(empty_url):
         pytest.skip("the generated columns exist on MariaDB only")
     migrations.upgrade(empty_url)
-    engine = create_engine(empty_url)
-    try:
-        with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            differences = compare_metadata(context, _DefaultBase.metadata)
-    finally:
-        engine.dispose()
+    differences = _compare(empty_url, _DefaultBase.metadata)
     removed = {diff[3].name for diff in differences if diff[0] == "remove_column"}
     assert removed == set(_GENERATED)
 
